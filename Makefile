@@ -1,0 +1,20 @@
+# `make demo` and `make test` each set everything up on a fresh machine first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench
+
+$(BIN)/.adatad-installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(BIN)/.adatad-installed
+
+demo: setup
+	$(BIN)/python -m adatad.synthetic demo --output-dir outputs/synthetic-demo
+
+test: setup
+	$(BIN)/python -m pytest -q -ra

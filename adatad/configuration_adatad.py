@@ -1,0 +1,263 @@
+"""AdaTAD model configuration."""
+
+from transformers import PreTrainedConfig, VideoMAEConfig
+from transformers.configuration_utils import SubConfigSpec
+
+TUNING_MODES = ("adapter", "side", "frozen", "full")
+ADAPTER_TYPES = ("tia", "plain")
+
+# VideoMAE-S as used by AdaTAD (and OpenTAD): 6 heads, LayerNorm eps 1e-6, q/v biases, mean pooling.
+VIDEOMAE_SMALL = dict(
+    hidden_size=384,
+    num_hidden_layers=12,
+    num_attention_heads=6,
+    intermediate_size=1536,
+    layer_norm_eps=1e-6,
+    image_size=224,
+    patch_size=16,
+    num_frames=16,
+    tubelet_size=2,
+    qv_bias=True,
+    use_mean_pooling=True,
+)
+
+
+class AdaTADConfig(PreTrainedConfig):
+    r"""
+    Configuration of an AdaTAD temporal action detector: a VideoMAE backbone (`backbone_config`) that sees the
+    video in chunks of `backbone_config.num_frames` frames, Temporal-Informative Adapters (TIA) that mix
+    information across all chunks, and an ActionFormer detector (projection, identity FPN, heads).
+
+    The defaults are the THUMOS-14 VideoMAE-S AdaTAD preset (768 frames at 160x160, 20 classes).
+
+    Backbone and adapters:
+        backbone_config (`VideoMAEConfig` or `dict`): the ViT. `image_size` is the size its fixed position
+            embeddings were built for (224 for every published VideoMAE); `num_frames` is the chunk length.
+        tuning_mode (`str`, defaults to `"adapter"`): `"adapter"` (AdaTAD: frozen backbone, TIA inside the
+            blocks train), `"side"` (AdaTAD-dagger: frozen backbone run without gradients, side adapters on
+            tapped blocks), `"frozen"` (frozen backbone, no adapters), `"full"` (everything trains).
+        adapter_type (`str`, defaults to `"tia"`): `"tia"` (temporal depth-wise conv across the whole video) or
+            `"plain"` (bottleneck MLP only).
+        adapter_layer_indices (`list[int]`, *optional*): blocks that get an adapter (`adapter` mode) or are
+            tapped by side adapters (`side` mode). Defaults to every block in `adapter` mode, the second half in
+            `side` mode and none in `frozen`/`full` mode.
+        adapter_mlp_ratio (`float`, defaults to 0.25): adapter hidden size = int(hidden_size * ratio).
+        adapter_kernel_size (`int`, defaults to 3): kernel of the temporal depth-wise convolution.
+        backbone_drop_path_rate (`float`, defaults to 0.1): stochastic depth, linear over the blocks; it stays
+            active in training even though the backbone is frozen, as in AdaTAD.
+        num_frames (`int`, defaults to 768): frames per sample fed to the model (all chunks together).
+        image_size (`int`, defaults to 160): input frame size; the position embeddings are bicubically
+            interpolated when it differs from `backbone_config.image_size`.
+        feature_length (`int`, defaults to 768): length of the backbone feature sequence handed to the detector
+            (the chunk tokens are linearly interpolated to it: the window size, or ActivityNet's resize length).
+
+    Detector (ActionFormer):
+        projection_hidden_size (`int`, defaults to 512): width of the projection, FPN and heads.
+        projection_arch (`list[int]`, defaults to `[2, 2, 5]`): (embedding convs, stem transformer layers,
+            branch transformer layers); the FPN has `branch + 1` levels.
+        projection_kernel_size (`int`, defaults to 3): kernel of the embedding convolutions.
+        projection_num_heads (`int`, defaults to 4): attention heads of the transformer layers.
+        projection_attention_window (`int` or `list[int]`, defaults to -1): local attention window per FPN level
+            (-1 = global attention); one int applies to every level.
+        projection_path_drop_rate (`float`, defaults to 0.1): drop path of the transformer layers.
+        projection_input_drop_rate (`float`, defaults to 0.0): channel dropout on the projection input.
+        projection_dropout (`float`, defaults to 0.0): dropout inside the transformer layers.
+        projection_use_abs_pos_embed (`bool`, defaults to `False`): add a fixed sinusoidal position embedding.
+        max_seq_len (`int`, defaults to 768): inputs shorter than this are padded to it.
+        fpn_strides (`list[int]`): stride of each FPN level, in feature steps.
+        fpn_regression_ranges (`list[list[float]]`): (min, max) regression range of each FPN level.
+        head_hidden_size (`int`, defaults to 512): width of the classification and regression heads.
+        head_num_convs (`int`, defaults to 2): convolutions before each head's output layer.
+        head_kernel_size (`int`, defaults to 3): kernel of the head convolutions.
+        head_prior_prob (`float`, defaults to 0.01): initial foreground probability of the classifier.
+        num_labels (`int`, defaults to 20): number of action classes (1 for class-agnostic ActivityNet).
+
+    Losses:
+        loss_center_sample_radius (`float`, defaults to 1.5): center sampling radius, in strides.
+        loss_label_smoothing (`float`, defaults to 0.0): label smoothing of the focal loss targets.
+        loss_regression_weight (`float`, defaults to 1.0): weight of the DIoU loss (-1: balanced automatically).
+        loss_normalizer_init (`float`, defaults to 100): initial value of the positive-count normaliser EMA.
+        loss_normalizer_momentum (`float`, defaults to 0.9): momentum of that EMA.
+        loss_focal_alpha (`float`, defaults to 0.25), loss_focal_gamma (`float`, defaults to 2.0): focal loss.
+        loss_filter_similar_gt (`bool`, defaults to `True`): drop ground truth whose boundaries coincide.
+
+    Post-processing (used by `AdaTADVideoProcessor.post_process_temporal_detection`):
+        post_pre_nms_thresh (`float`), post_pre_nms_topk (`int`), post_nms_sigma (`float`),
+        post_min_score (`float`), post_max_segments (`int`), post_multiclass_nms (`bool`),
+        post_voting_thresh (`float`): as in OpenTAD's `post_processing` settings.
+
+    Example:
+
+    ```python
+    >>> from adatad import AdaTADConfig, AdaTADForTemporalDetection
+    >>> config = AdaTADConfig()  # THUMOS-14, VideoMAE-S, 768 frames at 160x160
+    >>> model = AdaTADForTemporalDetection(config)
+    ```"""
+
+    model_type = "adatad"
+    sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=VideoMAEConfig, init_kwargs=VIDEOMAE_SMALL)}
+
+    backbone_config: dict | PreTrainedConfig | None = None
+    tuning_mode: str = "adapter"
+    adapter_type: str = "tia"
+    adapter_layer_indices: list[int] | None = None
+    adapter_mlp_ratio: float = 0.25
+    adapter_kernel_size: int = 3
+    backbone_drop_path_rate: float = 0.1
+    num_frames: int = 768
+    image_size: int = 160
+    feature_length: int = 768
+
+    projection_hidden_size: int = 512
+    projection_arch: list[int] | tuple[int, ...] = (2, 2, 5)
+    projection_kernel_size: int = 3
+    projection_num_heads: int = 4
+    projection_attention_window: int | list[int] = -1
+    projection_path_drop_rate: float = 0.1
+    projection_input_drop_rate: float = 0.0
+    projection_dropout: float = 0.0
+    projection_use_abs_pos_embed: bool = False
+    max_seq_len: int = 768
+    fpn_strides: list[int] | tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    fpn_regression_ranges: list | tuple = ((0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000))
+    head_hidden_size: int = 512
+    head_num_convs: int = 2
+    head_kernel_size: int = 3
+    head_prior_prob: float = 0.01
+
+    loss_center_sample_radius: float = 1.5
+    loss_label_smoothing: float = 0.0
+    loss_regression_weight: float = 1.0
+    loss_normalizer_init: float = 100.0
+    loss_normalizer_momentum: float = 0.9
+    loss_focal_alpha: float = 0.25
+    loss_focal_gamma: float = 2.0
+    loss_filter_similar_gt: bool = True
+
+    post_pre_nms_thresh: float = 0.001
+    post_pre_nms_topk: int = 2000
+    post_nms_sigma: float = 0.7
+    post_min_score: float = 0.0
+    post_max_segments: int = 2000
+    post_multiclass_nms: bool = True
+    post_voting_thresh: float = 0.7
+
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if kwargs.get("num_labels") is None and kwargs.get("id2label") is None and self.id2label is None:
+            kwargs["num_labels"] = 20
+        if self.backbone_config is None:
+            self.backbone_config = VideoMAEConfig(**VIDEOMAE_SMALL)
+        elif isinstance(self.backbone_config, dict):
+            # Unset fields take AdaTAD's VideoMAE values (e.g. LayerNorm eps 1e-6), not VideoMAEConfig's.
+            backbone_kwargs = {k: v for k, v in self.backbone_config.items() if k != "model_type"}
+            self.backbone_config = VideoMAEConfig(**{**VIDEOMAE_SMALL, **backbone_kwargs})
+        self.projection_arch = [int(n) for n in self.projection_arch]
+        self.fpn_strides = [int(s) for s in self.fpn_strides]
+        self.fpn_regression_ranges = [[float(lo), float(hi)] for lo, hi in self.fpn_regression_ranges]
+        if self.adapter_layer_indices is None:
+            depth = self.backbone_config.num_hidden_layers
+            self.adapter_layer_indices = {
+                "adapter": list(range(depth)),
+                "side": list(range(depth // 2, depth)),
+            }.get(self.tuning_mode, [])
+        self.adapter_layer_indices = sorted(int(i) for i in self.adapter_layer_indices)
+        super().__post_init__(**kwargs)
+        self._check_values()
+
+    @property
+    def frames_per_chunk(self) -> int:
+        return self.backbone_config.num_frames
+
+    @property
+    def num_chunks(self) -> int:
+        return self.num_frames // self.backbone_config.num_frames
+
+    @property
+    def num_fpn_levels(self) -> int:
+        return self.projection_arch[2] + 1
+
+    @property
+    def adapter_hidden_size(self) -> int:
+        return int(self.backbone_config.hidden_size * self.adapter_mlp_ratio)
+
+    def _check_values(self):
+        backbone = self.backbone_config
+        if self.tuning_mode not in TUNING_MODES:
+            raise ValueError(f"`tuning_mode` must be one of {TUNING_MODES}, got {self.tuning_mode!r}.")
+        if self.adapter_type not in ADAPTER_TYPES:
+            raise ValueError(f"`adapter_type` must be one of {ADAPTER_TYPES}, got {self.adapter_type!r}.")
+        if self.tuning_mode == "side" and self.adapter_type != "tia":
+            raise ValueError("`tuning_mode='side'` uses temporal side adapters; set `adapter_type='tia'`.")
+        depth = backbone.num_hidden_layers
+        bad = [i for i in self.adapter_layer_indices if not 0 <= i < depth]
+        if bad:
+            raise ValueError(
+                f"`adapter_layer_indices` {bad} out of range: the backbone has {depth} layers (valid 0..{depth - 1})."
+            )
+        if len(set(self.adapter_layer_indices)) != len(self.adapter_layer_indices):
+            raise ValueError(f"`adapter_layer_indices` has duplicates: {self.adapter_layer_indices}.")
+        if self.tuning_mode == "frozen" and self.adapter_layer_indices:
+            raise ValueError(
+                "`tuning_mode='frozen'` trains no adapters: leave `adapter_layer_indices` unset or empty "
+                f"(got {self.adapter_layer_indices}); use `tuning_mode='adapter'` to train adapters."
+            )
+        if self.tuning_mode == "side" and not self.adapter_layer_indices:
+            raise ValueError("`tuning_mode='side'` needs at least one tapped block in `adapter_layer_indices`.")
+        if self.adapter_layer_indices and self.adapter_hidden_size < 1:
+            raise ValueError(
+                f"`adapter_mlp_ratio` ({self.adapter_mlp_ratio}) gives an adapter width of 0 for hidden size "
+                f"{backbone.hidden_size}."
+            )
+        if backbone.num_frames % backbone.tubelet_size:
+            raise ValueError(
+                f"`backbone_config.num_frames` (frames per chunk, {backbone.num_frames}) must be divisible by "
+                f"`backbone_config.tubelet_size` ({backbone.tubelet_size})."
+            )
+        if self.num_frames <= 0 or self.num_frames % backbone.num_frames:
+            raise ValueError(
+                f"`num_frames` ({self.num_frames}) must be a positive multiple of the chunk size "
+                f"`backbone_config.num_frames` ({backbone.num_frames})."
+            )
+        patch = backbone.patch_size if isinstance(backbone.patch_size, int) else backbone.patch_size[0]
+        if self.image_size < patch:
+            raise ValueError(f"`image_size` ({self.image_size}) is smaller than the patch size ({patch}).")
+        if self.feature_length <= 0:
+            raise ValueError(f"`feature_length` must be positive, got {self.feature_length}.")
+        if len(self.projection_arch) != 3 or min(self.projection_arch) < 0:
+            raise ValueError(
+                "`projection_arch` must be three non-negative ints (embedding convs, stem layers, branch layers), "
+                f"got {self.projection_arch}."
+            )
+        levels = self.num_fpn_levels
+        if len(self.fpn_strides) != levels or len(self.fpn_regression_ranges) != levels:
+            raise ValueError(
+                f"`projection_arch` {self.projection_arch} gives {levels} FPN levels, but `fpn_strides` has "
+                f"{len(self.fpn_strides)} and `fpn_regression_ranges` has {len(self.fpn_regression_ranges)} entries."
+            )
+        expected_strides = [2**level for level in range(levels)]
+        if self.fpn_strides != expected_strides:
+            raise ValueError(
+                f"`fpn_strides` must be {expected_strides} (each branch layer halves the length), got {self.fpn_strides}."
+            )
+        windows = self.projection_attention_window
+        if isinstance(windows, (list, tuple)) and len(windows) != levels:
+            raise ValueError(
+                f"`projection_attention_window` lists {len(windows)} windows but there are {levels} FPN levels."
+            )
+        if self.projection_hidden_size % self.projection_num_heads:
+            raise ValueError(
+                f"`projection_hidden_size` ({self.projection_hidden_size}) must be divisible by "
+                f"`projection_num_heads` ({self.projection_num_heads})."
+            )
+        if self.max_seq_len % self.fpn_strides[-1]:
+            raise ValueError(
+                f"`max_seq_len` ({self.max_seq_len}) must be divisible by the largest FPN stride "
+                f"({self.fpn_strides[-1]})."
+            )
+        if self.num_labels < 1:
+            raise ValueError(f"`num_labels` must be at least 1, got {self.num_labels}.")
+
+
+__all__ = ["AdaTADConfig"]
