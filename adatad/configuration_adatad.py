@@ -1,6 +1,6 @@
 """AdaTAD model configuration."""
 
-from transformers import PreTrainedConfig, VideoMAEConfig
+from transformers import AutoConfig, PreTrainedConfig, VideoMAEConfig
 from transformers.configuration_utils import SubConfigSpec
 
 TUNING_MODES = ("adapter", "side", "frozen", "full")
@@ -259,5 +259,7 @@ class AdaTADConfig(PreTrainedConfig):
         if self.num_labels < 1:
             raise ValueError(f"`num_labels` must be at least 1, got {self.num_labels}.")
 
+
+AutoConfig.register(AdaTADConfig.model_type, AdaTADConfig, exist_ok=True)
 
 __all__ = ["AdaTADConfig"]
