@@ -81,7 +81,8 @@ class SyntheticDatasetConfig:
         background_speed: range of the background drift speed in pixels per frame.
         noise_std: standard deviation of per-pixel Gaussian noise (0..255 scale) added to every frame.
         crf: H.264 constant rate factor (lower = higher quality, larger files).
-        seed: base seed; video ``i`` of a subset uses the stream ``(seed, subset, i)``.
+        seed: base seed; video ``i`` of a subset draws from the stream ``(seed, subset, 0, i)``, the class
+            order of a subset from ``(seed, subset, 1)``, so validation videos never repeat training ones.
     """
 
     num_train_videos: int = 48
@@ -349,14 +350,23 @@ def _sample_action_layout(rng, config):
     return segments
 
 
-def _make_video(rng, config):
-    """Renders one video. Returns (uint8 frames (num_frames, H, W, 3), [(start_frame, end_frame, label)])."""
+def _balanced_labels(rng, class_names, num_actions):
+    """`num_actions` labels in random order in which every class occurs equally often (up to one)."""
+    num_rounds = -(-num_actions // len(class_names))
+    labels = [name for _ in range(num_rounds) for name in rng.permutation(class_names)]
+    return [str(label) for label in labels[:num_actions]]
+
+
+def _make_video(rng, config, layout, labels):
+    """Renders one video with the actions `layout` ([(start_frame, end_frame)]) of classes `labels`.
+
+    Returns (uint8 frames (num_frames, H, W, 3), [(start_frame, end_frame, label)]).
+    """
     num_frames, size = config.num_frames, config.frame_size
     frames = _render_background(rng, num_frames, config)
     track = _ObjectTrack.empty(num_frames)
     actions = []
-    for start, end in _sample_action_layout(rng, config):
-        label = config.class_names[int(rng.integers(len(config.class_names)))]
+    for (start, end), label in zip(layout, labels):
         appearance = _sample_appearance(rng)
         poses = _sample_action_poses(rng, label, end - start, size)
         track.set_frames(slice(start, end), appearance, poses)
@@ -443,10 +453,16 @@ def generate_synthetic_dataset(output_dir, config=None, **overrides):
     action_counts = {subset: Counter() for subset in SUBSET_SEED_KEYS}
     action_frames = 0
     for subset, num_videos in (("training", config.num_train_videos), ("validation", config.num_val_videos)):
+        # Stream (seed, subset, 0, i) draws video i; stream (seed, subset, 1) the class order of the subset.
+        video_rngs = [np.random.default_rng([config.seed, SUBSET_SEED_KEYS[subset], 0, index]) for index in range(num_videos)]
+        layouts = [_sample_action_layout(rng, config) for rng in video_rngs]
+        # Classes are dealt from shuffled rounds over the whole subset, so every class is (nearly) equally frequent.
+        label_rng = np.random.default_rng([config.seed, SUBSET_SEED_KEYS[subset], 1])
+        subset_labels = iter(_balanced_labels(label_rng, config.class_names, sum(len(layout) for layout in layouts)))
+        labels = [[next(subset_labels) for _ in layout] for layout in layouts]
         for video_index in range(num_videos):
             video_id = f"synthetic_{subset}_{video_index:04d}"
-            rng = np.random.default_rng([config.seed, SUBSET_SEED_KEYS[subset], video_index])
-            frames, actions = _make_video(rng, config)
+            frames, actions = _make_video(video_rngs[video_index], config, layouts[video_index], labels[video_index])
             write_mp4(videos_dir / f"{video_id}.mp4", frames, config.fps, config.crf)
             database[video_id] = {
                 "subset": subset,
