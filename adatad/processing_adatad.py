@@ -1,0 +1,1017 @@
+"""AdaTAD video processor: video file -> sampled frames -> normalised `pixel_values` + feature `masks`.
+
+The processor reproduces OpenTAD's end-to-end data pipeline (`LoadFrames` + mmaction2 transforms):
+
+1. decoding (decord first, PyAV as fallback, torchcodec on request), seeking only the frames needed;
+2. frame sampling on the feature grid: `resize` (ActivityNet), `sliding_window` (THUMOS/EPIC/Ego4D/...
+   evaluation) and `random_trunc` (training), with padding masks and ground truth in feature-grid units;
+3. spatial transforms on the whole clip at once (one random draw per clip, applied to every frame):
+   short-side resize + center crop (evaluation) or short-side resize + random resized crop + square resize +
+   flip + RandAugment + colour jitter (training), then rescale 1/255 and ImageNet mean/std.
+
+`TemporalDetectionTransform` plugs it into `datasets.Dataset.with_transform` and `collate_temporal_detection`
+builds model batches. `AdaTADVideoProcessor.post_process_temporal_detection` turns model outputs into
+segments in seconds with the post-processing settings saved in the processor's JSON.
+"""
+
+import math
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoVideoProcessor
+from transformers.image_processing_utils import BatchFeature
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+from transformers.processing_utils import VideosKwargs
+from transformers.utils import logging
+from transformers.video_processing_utils import BaseVideoProcessor
+
+from .configuration_adatad import AdaTADConfig
+
+logger = logging.get_logger(__name__)
+
+DECODE_BACKENDS = ("decord", "pyav", "torchcodec")
+# "auto" tries these in order; torchcodec is opt-in (it needs system FFmpeg libraries and lost the benchmark).
+AUTO_DECODE_ORDER = ("decord", "pyav")
+EVAL_SAMPLING_METHODS = ("sliding_window", "resize")
+TRAIN_SAMPLING_METHODS = ("random_trunc", "resize")
+# OpenTAD's random_trunc tries this many window starts before giving up on keeping a ground-truth segment.
+RANDOM_TRUNC_MAX_TRIES = 200
+# A decoder may report a frame or two fewer than the container header (B-frame reordering, edit lists);
+# anything beyond this is treated as a truncated file.
+TRUNCATION_TOLERANCE_FRAMES = 2
+TRUNCATION_TOLERANCE_RATIO = 0.01
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------------------
+
+
+class VideoDecodeError(RuntimeError):
+    """A video file could not be decoded; the message names the file, the diagnosis and every backend tried."""
+
+    def __init__(self, path, reason: str, attempts: Sequence[tuple[str, str]] = ()):
+        self.path = str(path)
+        self.reason = reason
+        self.attempts = list(attempts)
+        tried = "; ".join(f"{backend}: {error}" for backend, error in self.attempts) or "none"
+        super().__init__(f"Cannot decode video '{self.path}': {reason}. Backends tried -> {tried}")
+
+
+@dataclass
+class VideoInfo:
+    """What a decoder reports about a video file.
+
+    `num_frames` is the number of decodable frames according to the backend that opened the file (the
+    total OpenTAD samples from); `header_num_frames` is the container header's count (0 when unknown).
+    """
+
+    path: str
+    backend: str
+    num_frames: int
+    fps: float
+    header_num_frames: int = 0
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+
+def _diagnose_file(path: Path) -> str:
+    """Short human reason for a file that no backend could open."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    looks_like_text = all(32 <= byte < 127 or byte in (9, 10, 13) for byte in head)
+    if looks_like_text:
+        return f"the file is not a video (it starts with text: {head[:32]!r})"
+    return f"the file ({size} bytes) is corrupt or truncated (e.g. an MP4 whose index/moov atom is missing)"
+
+
+def _read_header_frame_count(path: str) -> int:
+    """Frame count written in the container header (PyAV, no decoding); 0 if unknown or unreadable."""
+    try:
+        import av
+    except ImportError:
+        return 0
+    try:
+        with av.open(path) as container:
+            return int(container.streams.video[0].frames) if container.streams.video else 0
+    except Exception:
+        return 0
+
+
+def _to_rgb_frames(frames: np.ndarray, path: str, backend: str) -> torch.Tensor:
+    """[n, H, W, 3] uint8 array -> [n, 3, H, W] uint8 tensor (a channels-last view, no copy)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise RuntimeError(f"{backend} returned frames of shape {tuple(frames.shape)} and dtype {frames.dtype}")
+    return torch.from_numpy(frames).permute(0, 3, 1, 2)
+
+
+class _DecordReader:
+    """decord: random access through the container index, `get_batch` decodes only the requested frames."""
+
+    name = "decord"
+
+    def __init__(self, path: str, num_threads: int):
+        import decord
+
+        self.path = path
+        self._reader = decord.VideoReader(path, num_threads=num_threads)
+        self.num_frames = len(self._reader)
+        # decord applies the container's display rotation itself.
+        self.fps = float(self._reader.get_avg_fps())
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        frames = self._reader.get_batch(indices.tolist()).asnumpy()
+        return _to_rgb_frames(frames, self.path, self.name)
+
+
+class _PyAVReader:
+    """PyAV: sequential decoding up to the last requested frame, converting only the requested ones."""
+
+    name = "pyav"
+
+    def __init__(self, path: str, num_threads: int):
+        import av
+
+        self.path = path
+        self._av = av
+        self._num_threads = num_threads
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise RuntimeError("the file has no video stream")
+            stream = container.streams.video[0]
+            self.fps = float(stream.average_rate or stream.guessed_rate or 0)
+            self.num_frames = int(stream.frames)
+            if self.num_frames <= 0:
+                # Some containers (MKV, WebM) do not store a frame count: count the video packets instead.
+                self.num_frames = sum(1 for packet in container.demux(stream) if packet.size)
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        wanted = set(indices.tolist())
+        last_wanted = int(indices.max())
+        decoded: dict[int, np.ndarray] = {}
+        rotation = 0
+        num_decoded = 0
+        with self._av.open(self.path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = self._num_threads
+            for frame_index, frame in enumerate(container.decode(stream)):
+                num_decoded = frame_index + 1
+                if frame_index in wanted:
+                    decoded[frame_index] = frame.to_ndarray(format="rgb24")
+                    rotation = frame.rotation
+                if frame_index >= last_wanted:
+                    break
+        if last_wanted >= num_decoded:
+            raise RuntimeError(
+                f"only {num_decoded} frames could be decoded but frame {last_wanted} was requested (the header "
+                f"announces {self.num_frames}): the file is truncated"
+            )
+        frames = _to_rgb_frames(np.stack([decoded[index] for index in indices.tolist()]), self.path, self.name)
+        # PyAV does not apply the display matrix; rotate like decord and video players do (counter-clockwise).
+        if rotation % 360:
+            frames = torch.rot90(frames, k=round(rotation / 90) % 4, dims=(2, 3))
+        return frames
+
+
+class _TorchCodecReader:
+    """torchcodec: index-based exact seeking (needs FFmpeg shared libraries on the system)."""
+
+    name = "torchcodec"
+
+    def __init__(self, path: str, num_threads: int):
+        from torchcodec.decoders import VideoDecoder
+
+        self.path = path
+        self._decoder = VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=num_threads)
+        metadata = self._decoder.metadata
+        self.num_frames = int(metadata.num_frames or 0)
+        self.fps = float(metadata.average_fps or 0)
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        return self._decoder.get_frames_at(indices.tolist()).data
+
+
+_READERS = {"decord": _DecordReader, "pyav": _PyAVReader, "torchcodec": _TorchCodecReader}
+
+
+def _candidate_backends(backend: str) -> tuple[str, ...]:
+    if backend == "auto":
+        return AUTO_DECODE_ORDER
+    if backend not in DECODE_BACKENDS:
+        raise ValueError(f"`decode_backend` must be 'auto' or one of {DECODE_BACKENDS}, got {backend!r}.")
+    return (backend,)
+
+
+@dataclass
+class DecodedVideo:
+    """Frames read from a file: `frames` uint8 `(num_frames, 3, height, width)`, the file's info and the sample."""
+
+    frames: torch.Tensor
+    info: VideoInfo
+    sample: Any = None
+
+
+def _frame_indices_of(sample) -> np.ndarray:
+    """Frame indices of a `FrameSample`, a list of them (concatenated) or a plain index array."""
+    if isinstance(sample, (list, tuple)) and sample and hasattr(sample[0], "frame_indices"):
+        return np.concatenate([np.asarray(item.frame_indices, dtype=np.int64) for item in sample])
+    return np.asarray(getattr(sample, "frame_indices", sample), dtype=np.int64).reshape(-1)
+
+
+def decode_video(
+    path: str | os.PathLike,
+    select_frames: Callable[[VideoInfo], Any],
+    backend: str = "auto",
+    num_threads: int = 4,
+) -> DecodedVideo:
+    """Open a video, choose frame indices from its info, and decode only those frames.
+
+    Args:
+        path: the video file.
+        select_frames: called with the `VideoInfo` of the opened file; returns an integer array of frame
+            indices, a `FrameSample` or a list of `FrameSample`s (their indices concatenated); kept as `sample`.
+        backend: `"auto"` (decord, then PyAV if decord is missing or fails on this file), `"decord"`,
+            `"pyav"` or `"torchcodec"`.
+        num_threads: decoder threads.
+
+    Returns:
+        `DecodedVideo` with frames in the order of the requested indices (duplicates allowed).
+
+    Raises:
+        VideoDecodeError: the file is missing, empty, not a video, truncated (fewer decodable frames than the
+            container header announces) or undecodable; the message names the file and every backend tried.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VideoDecodeError(path, "the file does not exist (check the video folder and file extension)")
+    path_str = str(path)
+    attempts: list[tuple[str, str]] = []
+    header_num_frames = None
+    for name in _candidate_backends(backend):
+        try:
+            reader = _READERS[name](path_str, num_threads)
+        except ImportError as error:
+            attempts.append((name, f"not installed ({error})"))
+            continue
+        except Exception as error:  # every backend raises its own exception types for unreadable files
+            attempts.append((name, f"cannot open ({type(error).__name__}: {str(error).strip()[:200]})"))
+            continue
+        if header_num_frames is None:
+            header_num_frames = _read_header_frame_count(path_str)
+        info = VideoInfo(path_str, name, reader.num_frames, reader.fps, header_num_frames)
+        if info.num_frames <= 0:
+            attempts.append((name, "reports 0 frames"))
+            continue
+        missing = header_num_frames - info.num_frames
+        if missing > max(TRUNCATION_TOLERANCE_FRAMES, TRUNCATION_TOLERANCE_RATIO * header_num_frames):
+            # Sampling from the decodable part would silently misplace every frame in time.
+            raise VideoDecodeError(
+                path,
+                f"the file is truncated: the container header announces {header_num_frames} frames but only "
+                f"{info.num_frames} are decodable; re-download or re-encode the video",
+                attempts + [(name, f"opened, {info.num_frames} decodable frames")],
+            )
+        sample = select_frames(info)
+        indices = _frame_indices_of(sample)
+        if indices.size == 0:
+            raise ValueError(f"no frames were selected from video '{path_str}' ({info.num_frames} frames)")
+        if indices.min() < 0 or indices.max() >= info.num_frames:
+            raise ValueError(
+                f"frame indices {int(indices.min())}..{int(indices.max())} are outside video '{path_str}' "
+                f"({info.num_frames} frames, backend {name})"
+            )
+        # Decode each distinct frame once (edge padding and tiled benchmarks repeat indices), in file order.
+        unique_indices, inverse = np.unique(indices, return_inverse=True)
+        try:
+            frames = reader.read(unique_indices)
+        except Exception as error:
+            attempts.append((name, f"decoding failed ({type(error).__name__}: {str(error).strip()[:200]})"))
+            continue
+        return DecodedVideo(frames[torch.from_numpy(inverse)], info, sample)
+    raise VideoDecodeError(path, _diagnose_file(path), attempts)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Frame sampling (OpenTAD `LoadFrames`)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrameSample:
+    """Frames to decode and what they mean on the feature grid.
+
+    Attributes:
+        frame_indices: int64 `(feature_length * scale_factor,)` frame indices (edge-padded).
+        mask: bool `(feature_length,)`, True for feature steps backed by real frames.
+        segments: float32 `(num_segments, 2)` ground truth (start, end) in feature-grid units, or None.
+        labels: int64 `(num_segments,)` class ids, or None.
+        window_start_frame: first frame of the window (0 for `resize` and whole-video sampling).
+    """
+
+    frame_indices: np.ndarray
+    mask: np.ndarray
+    segments: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    window_start_frame: int = 0
+
+
+def _frame_stride(snippet_stride: int, scale_factor: int) -> int:
+    if snippet_stride < scale_factor or snippet_stride % scale_factor:
+        raise ValueError(
+            f"`snippet_stride` ({snippet_stride}) must be a multiple of `scale_factor` ({scale_factor}): frames "
+            f"are read every snippet_stride // scale_factor frames."
+        )
+    return snippet_stride // scale_factor
+
+
+def _pad_to_window(indices: np.ndarray, window_size: int, scale_factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edge-pad frame indices to `window_size * scale_factor` and build the feature mask (OpenTAD layout)."""
+    num_wanted = window_size * scale_factor
+    mask = np.zeros(window_size, dtype=bool)
+    # Feature steps with a full set of `scale_factor` real frames are valid, as in OpenTAD.
+    mask[: min(len(indices), num_wanted) // scale_factor] = True
+    if len(indices) < num_wanted:
+        indices = np.pad(indices, (0, num_wanted - len(indices)), mode="edge")
+    return indices.astype(np.int64), mask
+
+
+def sample_resize(
+    num_frames: int, resize_length: int, scale_factor: int, segments_seconds=None, labels=None, duration=None
+) -> FrameSample:
+    """Resize the whole video to `resize_length * scale_factor` frames (ActivityNet).
+
+    Frame `i` is read at `(i + 0.5) * stride - 0.5` with `stride = num_frames / (resize_length * scale_factor)`,
+    clipped and rounded half-to-even (numpy). The mask is all ones of length `resize_length`. Ground truth in
+    seconds is mapped to the grid as `clip(seconds / duration, 0, 1) * resize_length`.
+    """
+    num_wanted = resize_length * scale_factor
+    stride = num_frames / num_wanted
+    indices = np.arange(stride / 2 - 0.5, num_frames + stride / 2 - 0.5, stride)
+    # Float accumulation in arange can yield one point too many; the grid is defined by its first num_wanted.
+    indices = np.clip(indices[:num_wanted], 0, num_frames - 1).round().astype(np.int64)
+    sample = FrameSample(indices, np.ones(resize_length, dtype=bool))
+    if segments_seconds is not None:
+        if not duration or duration <= 0:
+            raise ValueError("`duration` (seconds) is needed to map ground truth onto the resize grid")
+        segments = np.asarray(segments_seconds, dtype=np.float64).reshape(-1, 2)
+        sample.segments = (np.clip(segments / duration, 0.0, 1.0) * resize_length).astype(np.float32)
+        sample.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    return sample
+
+
+def sample_sliding_window(
+    num_frames: int,
+    window_size: int,
+    scale_factor: int,
+    snippet_stride: int,
+    window_start_frame: int = 0,
+    window_end_frame: int | None = None,
+    segments=None,
+    labels=None,
+) -> FrameSample:
+    """One sliding window of `window_size` features starting at frame `window_start_frame` (evaluation).
+
+    Frames are read every `snippet_stride // scale_factor` frames; the window covers feature steps
+    `window_start_frame // snippet_stride` to `window_end_frame // snippet_stride` (default: `window_size`
+    steps), is edge-padded past the end of the video, and its mask has `num_real_frames // scale_factor` ones.
+    `segments` (already in window feature-grid units) and `labels` are passed through.
+    """
+    frame_stride = _frame_stride(snippet_stride, scale_factor)
+    all_indices = np.arange(0, num_frames, frame_stride)
+    feature_start = int(window_start_frame / snippet_stride)
+    feature_end = int(window_end_frame / snippet_stride) if window_end_frame is not None else feature_start + window_size - 1
+    start = min(feature_start * scale_factor, len(all_indices))
+    end = min((feature_end + 1) * scale_factor, len(all_indices), start + window_size * scale_factor)
+    if end <= start:
+        raise ValueError(
+            f"the window starting at frame {window_start_frame} lies past the end of the video "
+            f"({num_frames} decodable frames)"
+        )
+    indices, mask = _pad_to_window(all_indices[start:end], window_size, scale_factor)
+    sample = FrameSample(indices, mask, window_start_frame=int(window_start_frame))
+    if segments is not None:
+        sample.segments = np.asarray(segments, dtype=np.float32).reshape(-1, 2)
+        sample.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    return sample
+
+
+def sample_random_trunc(
+    num_frames: int,
+    window_size: int,
+    scale_factor: int,
+    snippet_stride: int,
+    segments,
+    labels,
+    trunc_thresh: float,
+    crop_ratio: Sequence[float] | None,
+    rng: random.Random,
+) -> FrameSample:
+    """Random training crop of `window_size` features (OpenTAD `LoadFrames(method="random_trunc")`).
+
+    `segments` are ground truth in whole-video feature-grid units. Frames are read every
+    `snippet_stride // scale_factor` frames. A video not longer than the window is first shortened to a random
+    length in `[round(crop_ratio[0] * L), round(crop_ratio[1] * L)]` (unless that equals L). Up to 200 window
+    starts are drawn until at least one segment keeps `intersection / length >= trunc_thresh`; kept segments
+    are clipped to the window, shifted to it and returned in feature-grid units with their labels.
+    """
+    frame_stride = _frame_stride(snippet_stride, scale_factor)
+    all_indices = np.arange(0, num_frames, frame_stride)
+    # Work in frame-index units (feature steps * scale_factor), as OpenTAD does.
+    gt = np.asarray(segments, dtype=np.float64).reshape(-1, 2) * scale_factor
+    gt_labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    length = len(all_indices)
+    trunc_len = window_size * scale_factor
+
+    keep_whole_video = False
+    if length <= trunc_len:
+        if crop_ratio is None:
+            keep_whole_video = True
+        else:
+            trunc_len = rng.randint(
+                max(round(crop_ratio[0] * length), 1), min(round(crop_ratio[1] * length), length)
+            )
+            keep_whole_video = trunc_len == length
+
+    if keep_whole_video:
+        indices, kept_segments, kept_labels = all_indices, gt, gt_labels
+    else:
+        lengths = np.abs(gt[:, 1] - gt[:, 0])
+        for _ in range(RANDOM_TRUNC_MAX_TRIES if len(gt) else 1):
+            start = rng.randint(0, length - trunc_len)
+            end = start + trunc_len
+            left = np.maximum(start, gt[:, 0])
+            right = np.minimum(end, gt[:, 1])
+            intersection = np.clip(right - left, 0, None)
+            # Zero-length segments can never be kept (OpenTAD divides by zero and compares NaN).
+            ratio = np.divide(intersection, lengths, out=np.zeros_like(intersection), where=lengths > 0)
+            keep = (ratio >= trunc_thresh) & (lengths > 0)
+            if keep.any():
+                break
+        indices = all_indices[start:end]
+        kept_segments = np.stack([left[keep], right[keep]], axis=1) - start
+        kept_labels = gt_labels[keep]
+
+    indices, mask = _pad_to_window(indices, window_size, scale_factor)
+    return FrameSample(
+        indices,
+        mask,
+        segments=(kept_segments / scale_factor).astype(np.float32).reshape(-1, 2),
+        labels=kept_labels.astype(np.int64),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Spatial transforms on whole clips ([num_frames, 3, H, W] tensors)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(new_height, new_width) with the short side at `short_side`, rounded like mmcv's `rescale_size`."""
+    scale = short_side / min(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear resize (no antialias, like OpenCV's INTER_LINEAR used by mmaction2) of a uint8/float clip."""
+    if frames.shape[-2:] == (height, width):
+        return frames
+    # uint8 bilinear has a fast channels-last CPU kernel; decoders hand us channels-last views already.
+    return F.interpolate(
+        frames.contiguous(memory_format=torch.channels_last), size=(height, width), mode="bilinear",
+        align_corners=False, antialias=False,
+    )
+
+
+def random_resized_crop_box(
+    height: int,
+    width: int,
+    area_range: Sequence[float],
+    aspect_ratio_range: Sequence[float],
+    generator: torch.Generator,
+    max_attempts: int = 10,
+) -> tuple[int, int, int, int]:
+    """(top, left, crop_height, crop_width) as mmaction2's `RandomResizedCrop` draws it.
+
+    `max_attempts` (area, log-uniform aspect ratio) candidates are drawn at once; the first that fits wins,
+    at a uniformly random position; otherwise the centered square of side `min(height, width)`.
+    """
+    log_ratios = torch.empty(max_attempts, dtype=torch.float64).uniform_(
+        math.log(aspect_ratio_range[0]), math.log(aspect_ratio_range[1]), generator=generator
+    )
+    areas = torch.empty(max_attempts, dtype=torch.float64).uniform_(*area_range, generator=generator) * height * width
+    ratios = torch.exp(log_ratios)
+    crop_widths = torch.round(torch.sqrt(areas * ratios)).long().tolist()
+    crop_heights = torch.round(torch.sqrt(areas / ratios)).long().tolist()
+    for crop_height, crop_width in zip(crop_heights, crop_widths):
+        if 0 < crop_height <= height and 0 < crop_width <= width:
+            left = int(torch.randint(0, width - crop_width + 1, (1,), generator=generator))
+            top = int(torch.randint(0, height - crop_height + 1, (1,), generator=generator))
+            return top, left, crop_height, crop_width
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def _grayscale(frames: torch.Tensor) -> torch.Tensor:
+    """[T, 3, H, W] float -> [T, 1, H, W] luma with mmaction2's weights."""
+    return 0.2989 * frames[:, 0:1] + 0.587 * frames[:, 1:2] + 0.114 * frames[:, 2:3]
+
+
+def color_jitter(
+    frames: torch.Tensor,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """mmaction2 `ColorJitter` on a float clip in 0..255: one factor set and one op order per clip.
+
+    brightness/contrast/saturation factors are uniform in `[1 - x, 1 + x]`, hue in `[-hue, hue]` (an OpenCV
+    hue shift of `int(h * 255)` in its 0..180 scale). Contrast blends with each frame's mean luma, saturation
+    with the per-pixel luma. mmaction2 fixes the op order once per worker; here it is drawn per clip.
+    """
+    factors = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
+    b = 1 - brightness + 2 * brightness * factors[0]
+    c = 1 - contrast + 2 * contrast * factors[1]
+    s = 1 - saturation + 2 * saturation * factors[2]
+    h = -hue + 2 * hue * factors[3]
+    for op in torch.randperm(4, generator=generator).tolist():
+        if op == 0 and b != 1:
+            frames = frames * b
+        elif op == 1 and c != 1:
+            frames = c * frames + (1 - c) * _grayscale(frames).mean(dim=(2, 3), keepdim=True)
+        elif op == 2 and s != 1:
+            frames = s * frames + (1 - s) * _grayscale(frames)
+        elif op == 3 and int(h * 255) != 0:
+            import torchvision.transforms.v2.functional as tvF
+
+            # OpenCV stores hue in 0..180 for uint8, so a shift of k units is k/180 of the colour circle.
+            shifted = tvF.adjust_hue(frames.clamp(0, 255).to(torch.uint8), int(h * 255) / 180)
+            frames = shifted.float()
+    return frames.clamp(0, 255).floor()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The processor
+# ----------------------------------------------------------------------------------------------------------
+
+
+class AdaTADVideoProcessorKwargs(VideosKwargs, total=False):
+    """Settings of `AdaTADVideoProcessor` beyond transformers' `VideosKwargs` (all saved in its JSON)."""
+
+    sampling_method: str
+    train_sampling_method: str
+    window_size: int
+    window_overlap: float
+    resize_length: int
+    scale_factor: int
+    snippet_stride: int
+    trunc_thresh: float
+    crop_ratio: list[float] | None
+    decode_backend: str
+    decode_num_threads: int
+    train_size: dict[str, int]
+    do_random_resized_crop: bool
+    random_resized_crop_area: list[float]
+    random_resized_crop_aspect_ratio: list[float]
+    do_flip: bool
+    flip_ratio: float
+    do_rand_augment: bool
+    rand_augment_num_ops: int
+    rand_augment_magnitude: int
+    do_color_jitter: bool
+    color_jitter_brightness: float
+    color_jitter_contrast: float
+    color_jitter_saturation: float
+    color_jitter_hue: float
+    pre_nms_thresh: float
+    pre_nms_topk: int
+    nms_sigma: float
+    min_score: float
+    max_segments: int
+    multiclass: bool
+    voting_thresh: float
+    class_names: list[str] | None
+
+
+class AdaTADVideoProcessor(BaseVideoProcessor):
+    r"""
+    Video processor of AdaTAD: decodes videos, samples frames on the detector's feature grid, applies the
+    spatial pipeline and normalises, producing `pixel_values` `(batch_size, num_frames, 3, height, width)`
+    float32 and `masks` `(batch_size, feature_length)` bool for `AdaTADForTemporalDetection`.
+
+    The defaults are the THUMOS-14 setting (768 features, snippet stride 4, 160x160 frames). ActivityNet uses
+    `sampling_method="resize"`, `train_sampling_method="resize"`, `resize_length=192`, `scale_factor=4`.
+
+    Sampling:
+        sampling_method (`str`, defaults to `"sliding_window"`): evaluation sampling, `"sliding_window"` or
+            `"resize"`.
+        train_sampling_method (`str`, defaults to `"random_trunc"`): training sampling, `"random_trunc"` or
+            `"resize"`.
+        window_size (`int`, defaults to 768): features per window (sliding window / random truncation).
+        window_overlap (`float`, defaults to 0.5): overlap of consecutive evaluation windows when the processor
+            splits a whole video itself (OpenTAD: 0.25 validation, 0.5 test).
+        resize_length (`int`, defaults to 192): features per video in `"resize"` mode.
+        scale_factor (`int`, defaults to 1): frames per feature step (frames read = features * scale_factor).
+        snippet_stride (`int`, defaults to 4): video frames between consecutive features; frames are read every
+            `snippet_stride // scale_factor` frames.
+        trunc_thresh (`float`, defaults to 0.75): random truncation keeps a segment when at least this fraction
+            of it lies inside the window.
+        crop_ratio (`list[float]`, defaults to `[0.9, 1.0]`): length range of the random crop of a video that
+            is not longer than the window (`None` disables it).
+
+    Decoding:
+        decode_backend (`str`, defaults to `"auto"`): `"auto"` (decord, falling back to PyAV), `"decord"`,
+            `"pyav"` or `"torchcodec"`.
+        decode_num_threads (`int`, defaults to 4): decoder threads.
+
+    Spatial (evaluation: `size` short side, then `crop_size` center crop; training: `train_size` short side,
+    random resized crop, resize to `crop_size`, flip, RandAugment, colour jitter):
+        size (`dict`, defaults to `{"shortest_edge": 160}`), crop_size (`dict`, defaults to 160x160),
+        train_size (`dict`, defaults to `{"shortest_edge": 182}`),
+        do_random_resized_crop (`bool`, defaults to `True`), random_resized_crop_area (defaults to
+        `[0.08, 1.0]`), random_resized_crop_aspect_ratio (defaults to `[3/4, 4/3]`),
+        do_flip (`bool`, defaults to `True`), flip_ratio (`float`, defaults to 0.5),
+        do_rand_augment (`bool`, defaults to `True`): torchvision `RandAugment(num_ops=rand_augment_num_ops,
+        magnitude=rand_augment_magnitude)` standing in for mmaction2's imgaug-based `ImgAug("default")`,
+        do_color_jitter (`bool`, defaults to `True`) with `color_jitter_brightness/contrast/saturation` 0.5 and
+        `color_jitter_hue` 0.1 (mmaction2 defaults),
+        image_mean / image_std (ImageNet), rescale_factor (1/255).
+
+    Post-processing (used by `post_process_temporal_detection`, OpenTAD's THUMOS values by default):
+        pre_nms_thresh (0.001), pre_nms_topk (2000), nms_sigma (0.7), min_score (0.0), max_segments (2000),
+        multiclass (`True`), voting_thresh (0.7), class_names (`list[str]` or `None`).
+    """
+
+    valid_kwargs = AdaTADVideoProcessorKwargs
+    model_input_names = ["pixel_values", "masks"]
+
+    # Spatial (transformers names for the evaluation path).
+    resample = PILImageResampling.BILINEAR
+    size = {"shortest_edge": 160}
+    crop_size = {"height": 160, "width": 160}
+    default_to_square = False
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    image_mean = list(IMAGENET_DEFAULT_MEAN)
+    image_std = list(IMAGENET_DEFAULT_STD)
+    do_convert_rgb = True
+    # Training augmentation.
+    train_size = {"shortest_edge": 182}
+    do_random_resized_crop = True
+    random_resized_crop_area = [0.08, 1.0]
+    random_resized_crop_aspect_ratio = [3 / 4, 4 / 3]
+    do_flip = True
+    flip_ratio = 0.5
+    do_rand_augment = True
+    rand_augment_num_ops = 2
+    rand_augment_magnitude = 9
+    do_color_jitter = True
+    color_jitter_brightness = 0.5
+    color_jitter_contrast = 0.5
+    color_jitter_saturation = 0.5
+    color_jitter_hue = 0.1
+    # Sampling.
+    sampling_method = "sliding_window"
+    train_sampling_method = "random_trunc"
+    window_size = 768
+    window_overlap = 0.5
+    resize_length = 192
+    scale_factor = 1
+    snippet_stride = 4
+    trunc_thresh = 0.75
+    crop_ratio = [0.9, 1.0]
+    # Decoding.
+    decode_backend = "auto"
+    decode_num_threads = 4
+    # Post-processing.
+    pre_nms_thresh = 0.001
+    pre_nms_topk = 2000
+    nms_sigma = 0.7
+    min_score = 0.0
+    max_segments = 2000
+    multiclass = True
+    voting_thresh = 0.7
+    class_names = None
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._check_settings()
+
+    def _check_settings(self):
+        if self.sampling_method not in EVAL_SAMPLING_METHODS:
+            raise ValueError(f"`sampling_method` must be one of {EVAL_SAMPLING_METHODS}, got {self.sampling_method!r}.")
+        if self.train_sampling_method not in TRAIN_SAMPLING_METHODS:
+            raise ValueError(
+                f"`train_sampling_method` must be one of {TRAIN_SAMPLING_METHODS}, got {self.train_sampling_method!r}."
+            )
+        _candidate_backends(self.decode_backend)
+        if self.sampling_method == "sliding_window" or self.train_sampling_method == "random_trunc":
+            _frame_stride(self.snippet_stride, self.scale_factor)
+        if not 0 <= self.window_overlap < 1:
+            raise ValueError(f"`window_overlap` must be in [0, 1), got {self.window_overlap}.")
+        crop = self.crop_size
+        for name, value in (("size", self.size), ("train_size", self.train_size)):
+            if not value or not value.get("shortest_edge"):
+                raise ValueError(f"`{name}` must be {{'shortest_edge': int}} (the short side to resize to), got {value}.")
+        if self.size.shortest_edge < min(crop.height, crop.width):
+            raise ValueError(
+                f"`size['shortest_edge']` ({self.size.shortest_edge}) is smaller than `crop_size` "
+                f"({crop.height}x{crop.width}); the center crop would not fit."
+            )
+
+    # -- sizes ---------------------------------------------------------------------------------------------
+
+    def feature_length(self, train: bool = False) -> int:
+        """Length of `masks` (the detector's feature sequence) in the given mode."""
+        method = self.train_sampling_method if train else self.sampling_method
+        return self.resize_length if method == "resize" else self.window_size
+
+    def frames_per_sample(self, train: bool = False) -> int:
+        """Frames per model input (`num_frames` of `pixel_values`)."""
+        return self.feature_length(train) * self.scale_factor
+
+    # -- sampling ------------------------------------------------------------------------------------------
+
+    def sample_frames(
+        self,
+        num_frames: int,
+        train: bool = False,
+        window_start_frame: int = 0,
+        window_end_frame: int | None = None,
+        segments=None,
+        labels=None,
+        duration: float | None = None,
+        rng: random.Random | None = None,
+    ) -> FrameSample:
+        """Choose frame indices (and map ground truth) for a video of `num_frames` decodable frames.
+
+        Args:
+            num_frames: decodable frames of the video.
+            train: use `train_sampling_method` (else `sampling_method`).
+            window_start_frame / window_end_frame: the window (sliding-window mode; end = its last snippet).
+            segments: ground truth; in seconds for `"resize"` (needs `duration`), in whole-video feature-grid
+                units for `"random_trunc"`, in window feature-grid units for `"sliding_window"`.
+            labels: class ids of `segments`.
+            rng: random source for `"random_trunc"` (a seeded `random.Random` makes it reproducible).
+        """
+        method = self.train_sampling_method if train else self.sampling_method
+        if method == "resize":
+            return sample_resize(num_frames, self.resize_length, self.scale_factor, segments, labels, duration)
+        if method == "sliding_window":
+            return sample_sliding_window(
+                num_frames, self.window_size, self.scale_factor, self.snippet_stride, window_start_frame,
+                window_end_frame, segments, labels,
+            )
+        if segments is None:
+            raise ValueError("`random_trunc` sampling needs ground-truth `segments` and `labels`")
+        return sample_random_trunc(
+            num_frames, self.window_size, self.scale_factor, self.snippet_stride, segments, labels,
+            self.trunc_thresh, self.crop_ratio, rng if rng is not None else random.Random(),
+        )
+
+    def window_start_frames(self, num_frames: int) -> list[int]:
+        """First frames of the evaluation windows covering a whole video (OpenTAD's sliding-window split).
+
+        Snippets sit every `snippet_stride` frames; windows of `window_size` snippets advance by
+        `int(window_size * (1 - window_overlap))`; the last window is right-aligned to the final snippet.
+        """
+        num_snippets = len(range(0, num_frames, self.snippet_stride))
+        window_stride = int(self.window_size * (1 - self.window_overlap))
+        starts = []
+        for window_index in range(max(1, num_snippets // window_stride)):
+            start = window_index * window_stride
+            if start + self.window_size > num_snippets:
+                starts.append(max(0, num_snippets - self.window_size) * self.snippet_stride)
+                break
+            starts.append(start * self.snippet_stride)
+        return starts
+
+    # -- decoding ------------------------------------------------------------------------------------------
+
+    def decode(self, video_path, select_frames: Callable[[VideoInfo], Any], backend: str | None = None) -> DecodedVideo:
+        """`decode_video` with this processor's backend and thread settings."""
+        return decode_video(
+            video_path, select_frames, backend=backend or self.decode_backend, num_threads=self.decode_num_threads
+        )
+
+    # -- spatial -------------------------------------------------------------------------------------------
+
+    def transform_frames(
+        self, frames: torch.Tensor, train: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Spatial pipeline + normalisation of one clip.
+
+        Args:
+            frames: uint8 `(num_frames, 3, height, width)` RGB (or `(num_frames, height, width, 3)`).
+            train: random resized crop / flip / RandAugment / colour jitter instead of center crop.
+            generator: random source of the training draws (one draw per clip, shared by all its frames).
+
+        Returns:
+            float32 `(num_frames, 3, crop_height, crop_width)`, normalised.
+        """
+        if frames.ndim != 4:
+            raise ValueError(f"expected a clip of shape (num_frames, 3, H, W), got {tuple(frames.shape)}")
+        if frames.shape[1] != 3 and frames.shape[-1] == 3:
+            # (num_frames, height, width, 3) -> (num_frames, 3, height, width)
+            frames = frames.permute(0, 3, 1, 2)
+        if frames.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 RGB frames (0..255), got dtype {frames.dtype}")
+        crop_height, crop_width = self.crop_size.height, self.crop_size.width
+        height, width = frames.shape[-2:]
+        if not train:
+            if self.do_resize:
+                frames = resize_frames(frames, *short_side_size(height, width, self.size.shortest_edge))
+            if self.do_center_crop:
+                height, width = frames.shape[-2:]
+                top, left = (height - crop_height) // 2, (width - crop_width) // 2
+                if top < 0 or left < 0:
+                    raise ValueError(f"frames of {height}x{width} are smaller than crop_size {crop_height}x{crop_width}")
+                frames = frames[..., top : top + crop_height, left : left + crop_width]
+            return self._normalize(frames)
+
+        generator = generator if generator is not None else torch.Generator().manual_seed(random.getrandbits(63))
+        frames = resize_frames(frames, *short_side_size(height, width, self.train_size["shortest_edge"]))
+        if self.do_random_resized_crop:
+            top, left, box_height, box_width = random_resized_crop_box(
+                *frames.shape[-2:], self.random_resized_crop_area, self.random_resized_crop_aspect_ratio, generator
+            )
+            frames = frames[..., top : top + box_height, left : left + box_width]
+        frames = resize_frames(frames, crop_height, crop_width)
+        if self.do_flip and float(torch.rand(1, generator=generator)) < self.flip_ratio:
+            frames = frames.flip(-1)
+        if self.do_rand_augment:
+            frames = self._rand_augment(frames, generator)
+        if self.do_color_jitter:
+            frames = color_jitter(
+                frames.float(), self.color_jitter_brightness, self.color_jitter_contrast,
+                self.color_jitter_saturation, self.color_jitter_hue, generator,
+            )
+        return self._normalize(frames)
+
+    def _rand_augment(self, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """torchvision RandAugment with one draw for the whole clip, seeded from `generator`."""
+        from torchvision.transforms import v2
+
+        augment = v2.RandAugment(num_ops=self.rand_augment_num_ops, magnitude=self.rand_augment_magnitude)
+        # torchvision draws from the global torch RNG: fork it so the draw follows `generator` only.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            return augment(frames.contiguous())
+
+    def _normalize(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8/float 0..255 -> float32 `(x * rescale_factor - mean) / std`, in one fused multiply-add."""
+        frames = frames.float()
+        scale = torch.ones(3)
+        shift = torch.zeros(3)
+        if self.do_rescale:
+            scale = scale * self.rescale_factor
+        if self.do_normalize:
+            mean = torch.tensor(self.image_mean, dtype=torch.float32)
+            std = torch.tensor(self.image_std, dtype=torch.float32)
+            scale, shift = scale / std, -mean / std
+        return torch.addcmul(shift.view(1, 3, 1, 1), frames, scale.view(1, 3, 1, 1)).contiguous()
+
+    # -- end-to-end ----------------------------------------------------------------------------------------
+
+    def preprocess(
+        self,
+        videos,
+        window_start_frames: Sequence[int] | None = None,
+        video_ids: Sequence[str] | None = None,
+        fps: Sequence[float] | None = None,
+        decode_backend: str | None = None,
+        return_tensors: str | None = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        """Evaluation inputs for whole videos (no augmentation).
+
+        Args:
+            videos: a path or decoded clip (uint8 `(T, H, W, 3)` or `(T, 3, H, W)`, numpy or torch), or a list.
+            window_start_frames: in sliding-window mode, one window start per video; by default every video is
+                split into all windows covering it (`window_start_frames(num_frames)`), one batch row each.
+            video_ids: names used in `video_metas` (default: file stem or `video_{i}`).
+            fps: frame rate per video for decoded clips (paths use the decoder's average rate).
+            decode_backend: override of `decode_backend`.
+            return_tensors: `"pt"` (tensors are always built with torch).
+
+        Returns:
+            `BatchFeature` with `pixel_values` float32 `(num_rows, num_frames, 3, H, W)`, `masks` bool
+            `(num_rows, feature_length)` and `video_metas` (one dict per row, for post-processing).
+        """
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}; settings are processor attributes")
+        if return_tensors not in ("pt", None):
+            raise ValueError(f"only PyTorch tensors are produced (return_tensors='pt'), got {return_tensors!r}")
+        single = isinstance(videos, (str, os.PathLike, np.ndarray, torch.Tensor))
+        videos = [videos] if single else list(videos)
+        if window_start_frames is not None and len(window_start_frames) != len(videos):
+            raise ValueError(f"{len(window_start_frames)} window starts for {len(videos)} videos")
+
+        def samples_for(video_index: int, num_frames: int) -> list[FrameSample]:
+            if self.sampling_method == "resize":
+                starts = [0]
+            elif window_start_frames is not None:
+                starts = [int(window_start_frames[video_index])]
+            else:
+                starts = self.window_start_frames(num_frames)
+            return [self.sample_frames(num_frames, window_start_frame=start) for start in starts]
+
+        pixel_values, masks, metas = [], [], []
+        for index, video in enumerate(videos):
+            if isinstance(video, (str, os.PathLike)):
+                video_id = video_ids[index] if video_ids else Path(video).stem
+                # One open and one pass for all windows of the video; overlapping frames are decoded once.
+                decoded = self.decode(video, lambda info, i=index: samples_for(i, info.num_frames), decode_backend)
+                samples, frames = decoded.sample, decoded.frames
+                num_frames, video_fps = decoded.info.num_frames, decoded.info.fps
+            else:
+                video_id = video_ids[index] if video_ids else f"video_{index}"
+                clip = torch.as_tensor(video)
+                if clip.ndim != 4 or clip.dtype != torch.uint8:
+                    raise ValueError(
+                        f"video {index}: expected a uint8 clip (T, H, W, 3) or (T, 3, H, W), got "
+                        f"{tuple(clip.shape)} {clip.dtype}"
+                    )
+                if fps is None:
+                    raise ValueError("`fps` is needed for decoded clips (to convert predictions to seconds)")
+                num_frames, video_fps = clip.shape[0], float(fps[index])
+                samples = samples_for(index, num_frames)
+                frames = clip[torch.from_numpy(_frame_indices_of(samples))]
+            frames_per_row = self.frames_per_sample()
+            for row, sample in enumerate(samples):
+                clip_frames = frames[row * frames_per_row : (row + 1) * frames_per_row]
+                pixel_values.append(self.transform_frames(clip_frames))
+                masks.append(torch.from_numpy(sample.mask))
+                metas.append(self.video_meta(video_id, video_fps, num_frames / video_fps, sample.window_start_frame))
+        return BatchFeature(
+            data={"pixel_values": torch.stack(pixel_values), "masks": torch.stack(masks), "video_metas": metas}
+        )
+
+    def video_meta(self, video_id: str, fps: float, duration: float, window_start_frame: int = 0) -> dict:
+        """What post-processing needs to map one row's predictions back to seconds in its video."""
+        meta = {
+            "video_id": video_id,
+            "fps": float(fps),
+            "duration": float(duration),
+            "snippet_stride": int(self.snippet_stride),
+            "window_start_frame": int(window_start_frame),
+            "offset_frames": 0,
+        }
+        if self.sampling_method == "resize":
+            meta["resize_length"] = int(self.resize_length)
+        return meta
+
+    def post_process_temporal_detection(self, outputs, video_metas: Sequence[dict], **overrides):
+        """Model outputs -> one `{"segments" (seconds), "scores", "labels"}` result per video.
+
+        Fills `pre_nms_thresh`, `pre_nms_topk`, `nms_sigma`, `min_score`, `max_segments`, `multiclass`,
+        `voting_thresh` and `class_names` from this processor's attributes; keyword `overrides` replace them
+        (and pass any further option of `adatad.post_processing.post_process_temporal_detection`).
+        """
+        settings = {
+            "pre_nms_thresh": self.pre_nms_thresh,
+            "pre_nms_topk": self.pre_nms_topk,
+            "nms_sigma": self.nms_sigma,
+            "min_score": self.min_score,
+            "max_segments": self.max_segments,
+            "multiclass": self.multiclass,
+            "voting_thresh": self.voting_thresh,
+            "class_names": self.class_names,
+        }
+        settings.update(overrides)
+        from .post_processing import post_process_temporal_detection
+
+        return post_process_temporal_detection(outputs, video_metas, **settings)
+
+
+AdaTADVideoProcessor.register_for_auto_class("AutoVideoProcessor")
+AutoVideoProcessor.register(AdaTADConfig, AdaTADVideoProcessor, exist_ok=True)
+
+__all__ = [
+    "AdaTADVideoProcessor",
+    "DecodedVideo",
+    "FrameSample",
+    "VideoDecodeError",
+    "VideoInfo",
+    "decode_video",
+    "sample_random_trunc",
+    "sample_resize",
+    "sample_sliding_window",
+]
