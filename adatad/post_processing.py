@@ -1,0 +1,757 @@
+"""Post-processing of AdaTAD detector outputs: candidate segments -> action segments in seconds.
+
+The pipeline reproduces OpenTAD's (`SingleStageDetector.post_processing`, `batched_nms` and its C++
+soft-NMS, `convert_to_seconds`, the external classifiers and the sliding-window merge of the test
+engine) in plain, vectorised PyTorch:
+
+1. `decode_candidates`: per-level logits / offsets / points / masks -> per video `proposals`
+   `(num_candidates, 2)` in feature-grid units and `scores` `(num_candidates, num_classes)`.
+2. `select_pre_nms_candidates`: score threshold + top-k over the flattened `(candidate, class)` scores.
+3. `batched_nms`: soft-NMS (Gaussian by default) per class or class-agnostic, segment voting,
+   `max_segments` cap.
+4. `convert_to_seconds`, then labels (class names, or fusion with an `ExternalVideoClassifier`),
+   then OpenTAD's rounding (2 decimals for seconds, 4 for scores).
+5. Sliding windows: windows are not NMS'd on their own; all windows of a video are concatenated and
+   one `batched_nms` runs on the rounded seconds (`merge_sliding_windows`).
+
+`post_process_temporal_detection` runs the whole pipeline and returns one dict per video
+`{"video_id", "scores", "labels", "label_names", "segments"}`; `to_activitynet_submission` turns
+those into the ActivityNet result JSON layout.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+
+NMSMethod = Literal["gaussian", "linear", "improved_gaussian", "vanilla", "hard", "none"]
+_SOFT_NMS_METHODS = ("gaussian", "linear", "improved_gaussian", "vanilla")
+# Votes are computed in row blocks so that memory stays bounded for many thousand candidates.
+_VOTING_BLOCK_ELEMENTS = 4_000_000
+
+
+@dataclass(frozen=True)
+class NMSSettings:
+    """Settings of `batched_nms` (names follow OpenTAD's `batched_nms` arguments where they exist).
+
+    Args:
+        method: `"gaussian"` (OpenTAD `method=2`, the only one AdaTAD configs use): every remaining
+            candidate's score is multiplied by `exp(-iou**2 / sigma)`; `"linear"` (`method=1`):
+            by `1 - iou` when `iou >= iou_threshold`; `"improved_gaussian"` (`method=3`, BMN): the
+            Gaussian decay only when `iou >= t1 + t2 * length_of_picked_segment`; `"vanilla"`
+            (`method=0`): score set to 0 when `iou >= iou_threshold` (the segment stays, with score
+            0, unless `min_score > 0`); `"hard"` (`use_soft_nms=False`): classic greedy NMS that drops
+            segments with `iou >= iou_threshold`; `"none"` (OpenTAD `nms=None`): no NMS at all.
+        sigma: Gaussian decay parameter. Note the decay divides by `sigma`, not `2 * sigma**2`.
+        min_score: soft-NMS drops a candidate as soon as its decayed score falls below this value;
+            hard NMS first keeps only scores strictly above it (when it is > 0).
+        max_segments: OpenTAD's `max_seg_num`: cap per class (multiclass) and on the merged result.
+        multiclass: soft-NMS per class independently (`True`) or once over all classes (`False`).
+        voting_thresh: class-agnostic mode only: when > 0, every kept segment is replaced by the
+            score-weighted mean of all input candidates with IoU >= `voting_thresh` with it.
+        iou_threshold, t1, t2: see `method`.
+    """
+
+    method: NMSMethod = "gaussian"
+    sigma: float = 0.5
+    min_score: float = 0.0
+    max_segments: int = 100
+    multiclass: bool = True
+    voting_thresh: float = 0.0
+    iou_threshold: float = 0.0
+    t1: float = 0.0
+    t2: float = 0.0
+
+    def __post_init__(self):
+        allowed = _SOFT_NMS_METHODS + ("hard", "none")
+        if self.method not in allowed:
+            raise ValueError(f"`nms_method` must be one of {allowed}, got {self.method!r}.")
+        if self.method in ("gaussian", "improved_gaussian") and not self.sigma > 0:
+            raise ValueError(f"`nms_sigma` must be > 0 for Gaussian soft-NMS, got {self.sigma}.")
+        if int(self.max_segments) != self.max_segments or self.max_segments <= 0:
+            raise ValueError(f"`max_segments` must be a positive integer, got {self.max_segments}.")
+        if self.voting_thresh < 0:
+            raise ValueError(f"`voting_thresh` must be >= 0 (0 disables voting), got {self.voting_thresh}.")
+
+
+def _field(container: Any, name: str):
+    """Reads `name` from a mapping (e.g. a `ModelOutput` or dict) or an attribute-style object."""
+    if isinstance(container, Mapping):
+        return container.get(name)
+    return getattr(container, name, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Decoding
+# ---------------------------------------------------------------------------------------------
+
+
+def decode_candidates(
+    logits: Sequence[torch.Tensor],
+    pred_offsets: Sequence[torch.Tensor],
+    points: Sequence[torch.Tensor],
+    feature_mask: Sequence[torch.Tensor],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Turns per-level head outputs into per-video candidate segments and class probabilities.
+
+    Same computation as OpenTAD's `AnchorFreeHead.forward_test`: levels are concatenated in order,
+    `start = position - offset_start * stride`, `end = position + offset_end * stride` (not clipped),
+    `scores = sigmoid(logits)`, and only points whose mask is True are kept.
+
+    Args:
+        logits: per level `(batch_size, num_points_l, num_classes)` raw classification logits.
+        pred_offsets: per level `(batch_size, num_points_l, 2)` distances to start/end in units of
+            the level stride.
+        points: per level `(num_points_l, 4)` = (position, reg_range_min, reg_range_max, stride).
+        feature_mask: per level `(batch_size, num_points_l)` bool, True = valid point.
+
+    Returns:
+        `(proposals, scores)`: two lists with one entry per video, `proposals[b]` of shape
+        `(num_valid_points_b, 2)` in feature-grid units and `scores[b]` of shape
+        `(num_valid_points_b, num_classes)`, both float32.
+    """
+    num_levels = len(logits)
+    if not (len(pred_offsets) == len(points) == len(feature_mask) == num_levels) or num_levels == 0:
+        raise ValueError(
+            "`logits`, `pred_offsets`, `points` and `feature_mask` must be non-empty lists with one entry "
+            f"per FPN level; got {len(logits)}, {len(pred_offsets)}, {len(points)}, {len(feature_mask)} levels."
+        )
+    for level in range(num_levels):
+        batch_size, num_points, _ = logits[level].shape
+        if pred_offsets[level].shape != (batch_size, num_points, 2):
+            raise ValueError(
+                f"`pred_offsets[{level}]` has shape {tuple(pred_offsets[level].shape)}, expected "
+                f"{(batch_size, num_points, 2)} to match `logits[{level}]`."
+            )
+        if points[level].shape != (num_points, 4):
+            raise ValueError(f"`points[{level}]` has shape {tuple(points[level].shape)}, expected {(num_points, 4)}.")
+        if feature_mask[level].shape != (batch_size, num_points):
+            raise ValueError(
+                f"`feature_mask[{level}]` has shape {tuple(feature_mask[level].shape)}, expected {(batch_size, num_points)}."
+            )
+
+    all_points = torch.cat([p.float() for p in points], dim=0)  # (num_points, 4)
+    offsets = torch.cat([o.float() for o in pred_offsets], dim=1)  # (batch_size, num_points, 2)
+    position, stride = all_points[:, 0][None], all_points[:, 3][None]
+    starts = position - offsets[:, :, 0] * stride
+    ends = position + offsets[:, :, 1] * stride
+    proposals = torch.stack((starts, ends), dim=-1)  # (batch_size, num_points, 2)
+    scores = torch.cat([l.float() for l in logits], dim=1).sigmoid()  # (batch_size, num_points, num_classes)
+    masks = torch.cat([m.bool() for m in feature_mask], dim=1)  # (batch_size, num_points)
+    return (
+        [proposals[b][masks[b]] for b in range(proposals.shape[0])],
+        [scores[b][masks[b]] for b in range(scores.shape[0])],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Pre-NMS selection
+# ---------------------------------------------------------------------------------------------
+
+
+def select_pre_nms_candidates(
+    proposals: torch.Tensor, scores: torch.Tensor, pre_nms_thresh: float = 0.001, pre_nms_topk: int = 2000
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Picks the (segment, class) pairs that go into NMS, as OpenTAD does.
+
+    With several classes the `(num_candidates, num_classes)` scores are flattened, pairs with
+    `score > pre_nms_thresh` are kept, sorted by descending score and cut to `pre_nms_topk`; the
+    candidate index is `flat_index // num_classes` and the label `flat_index % num_classes`.
+    With a single class (ActivityNet) there is no filtering and no sorting at all: every candidate
+    goes to NMS with label 0.
+
+    Returns:
+        `(segments (num_selected, 2), scores (num_selected,), labels (num_selected,) int64)`.
+    """
+    if proposals.ndim != 2 or proposals.shape[-1] != 2 or scores.ndim != 2 or scores.shape[0] != proposals.shape[0]:
+        raise ValueError(
+            "`proposals` must be (num_candidates, 2) and `scores` (num_candidates, num_classes); got "
+            f"{tuple(proposals.shape)} and {tuple(scores.shape)}."
+        )
+    num_classes = scores.shape[-1]
+    if num_classes == 1:
+        return proposals, scores.squeeze(-1), torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+
+    flat_scores = scores.flatten()  # (num_candidates * num_classes,)
+    above_thresh = flat_scores > pre_nms_thresh
+    kept_scores = flat_scores[above_thresh]
+    flat_indices = above_thresh.nonzero(as_tuple=True)[0]
+    num_topk = min(int(pre_nms_topk), flat_indices.shape[0])
+    kept_scores, order = kept_scores.sort(descending=True)
+    kept_scores = kept_scores[:num_topk]
+    flat_indices = flat_indices[order[:num_topk]]
+    candidate_indices = torch.div(flat_indices, num_classes, rounding_mode="floor")
+    labels = flat_indices % num_classes
+    return proposals[candidate_indices], kept_scores, labels
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. NMS
+# ---------------------------------------------------------------------------------------------
+
+
+def _pad_groups(group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lays out candidates as `(num_groups, max_group_size)` rows, one row per group id (ascending),
+    keeping the input order inside each row. Returns (row of each candidate, its column, group sizes)."""
+    _, row, sizes = torch.unique(group_ids, return_inverse=True, return_counts=True)
+    order = torch.sort(row, stable=True).indices
+    starts = torch.cumsum(sizes, 0) - sizes
+    column = torch.empty_like(row)
+    column[order] = torch.arange(row.shape[0]) - starts[row[order]]
+    return row, column, sizes
+
+
+def _decay_weights(ovr: torch.Tensor, picked_length: torch.Tensor, settings: NMSSettings) -> torch.Tensor:
+    """Soft-NMS score multiplier for overlaps `ovr` with the segment just picked."""
+    if settings.method == "gaussian":
+        return torch.exp(-(ovr * ovr) / settings.sigma)
+    if settings.method == "linear":
+        return torch.where(ovr >= settings.iou_threshold, 1 - ovr, torch.ones_like(ovr))
+    if settings.method == "improved_gaussian":
+        applies = ovr >= (settings.t1 + settings.t2 * picked_length)
+        return torch.where(applies, torch.exp(-(ovr * ovr) / settings.sigma), torch.ones_like(ovr))
+    # vanilla
+    return torch.where(ovr >= settings.iou_threshold, torch.zeros_like(ovr), torch.ones_like(ovr))
+
+
+def soft_nms(
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    group_ids: torch.Tensor | None = None,
+    settings: NMSSettings = NMSSettings(),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft-NMS, run independently (and simultaneously) for every group of candidates.
+
+    Reproduces OpenTAD's C++ `softnms_1d_cpu` step by step, including its float32 arithmetic
+    (length = end - start + 1e-6, IoU = inter / (len_a + len_b - inter)) and its in-place swaps,
+    so that ties between equal scores are broken exactly as OpenTAD breaks them. Each step is
+    vectorised over all groups and all remaining candidates: pick the highest remaining score
+    (first one on ties), decay every other remaining score, drop those below `min_score`.
+
+    Args:
+        segments: `(num_candidates, 2)` float32 (start, end).
+        scores: `(num_candidates,)` float32.
+        group_ids: `(num_candidates,)` integer group of each candidate (the class for per-class NMS);
+            `None` = one group.
+        settings: `NMSSettings` with a soft method (`gaussian`, `linear`, `improved_gaussian`, `vanilla`).
+
+    Returns:
+        `(keep, kept_scores)`: candidate indices and their decayed scores, grouped by ascending
+        group id and, inside a group, in selection order (non-increasing scores).
+    """
+    if settings.method not in _SOFT_NMS_METHODS:
+        raise ValueError(f"`soft_nms` needs a soft method {_SOFT_NMS_METHODS}, got {settings.method!r}.")
+    num_candidates = segments.shape[0]
+    if num_candidates == 0:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float32)
+    segments = segments.detach().cpu().float()
+    scores = scores.detach().cpu().float()
+    if group_ids is None:
+        group_ids = torch.zeros(num_candidates, dtype=torch.long)
+    row, column, sizes = _pad_groups(group_ids.detach().cpu())
+    num_rows, num_columns = sizes.shape[0], int(sizes.max())
+
+    # state[field, row, column]: field 0/1 = start/end, 2 = current score, 3 = length (+1e-6 as OpenTAD)
+    state = torch.zeros(4, num_rows, num_columns)
+    state[0, row, column] = segments[:, 0]
+    state[1, row, column] = segments[:, 1]
+    state[2, row, column] = scores
+    state[3, row, column] = segments[:, 1] - segments[:, 0] + 1e-6
+    candidate_index = torch.zeros(num_rows, num_columns, dtype=torch.long)
+    candidate_index[row, column] = torch.arange(num_candidates)
+    picked_score = torch.zeros(num_rows, num_columns)
+    remaining = sizes.clone()  # candidates still in play per row
+    rows = torch.arange(num_rows)
+    columns = torch.arange(num_columns)
+
+    for step in range(num_columns):
+        active = remaining > step  # (num_rows,)
+        if not bool(active.any()):
+            break
+        in_play = columns[step:][None] < remaining[:, None]  # (num_rows, num_columns - step)
+        current = state[2, :, step:].masked_fill(~in_play, float("-inf"))
+        best = current.argmax(dim=1) + step  # first maximum, like the C++ strict `<` scan
+        # swap the picked candidate into position `step` (OpenTAD's layout after the same swap)
+        at_step = state[:, rows, step].clone()
+        picked = state[:, rows, best]
+        state[:, rows, step] = picked
+        state[:, rows, best] = at_step
+        index_at_step = candidate_index[rows, step].clone()
+        candidate_index[rows, step] = candidate_index[rows, best]
+        candidate_index[rows, best] = index_at_step
+        picked_score[:, step] = picked[2]
+        if step + 1 == num_columns:
+            break
+
+        rest = state[:, :, step + 1 :]  # (4, num_rows, num_columns - step - 1)
+        inter = (torch.minimum(picked[1][:, None], rest[1]) - torch.maximum(picked[0][:, None], rest[0])).clamp(min=0)
+        ovr = inter / (picked[3][:, None] + rest[3] - inter)
+        state[2, :, step + 1 :] = rest[2] * _decay_weights(ovr, picked[3][:, None], settings)
+
+        in_play_rest = in_play[:, 1:]
+        dropped = (state[2, :, step + 1 :] < settings.min_score) & in_play_rest
+        if bool(dropped.any()):
+            _drop_like_opentad(state, candidate_index, dropped, in_play_rest, step + 1)
+            remaining = torch.where(active, step + 1 + (in_play_rest & ~dropped).sum(1), remaining)
+
+    keep_mask = columns[None] < remaining[:, None]  # rows ascending by group id, columns = selection order
+    return candidate_index[keep_mask], picked_score[keep_mask]
+
+
+def _drop_like_opentad(
+    state: torch.Tensor, candidate_index: torch.Tensor, dropped: torch.Tensor, in_play: torch.Tensor, offset: int
+) -> None:
+    """Removes `dropped` candidates in place with the same layout OpenTAD's C++ loop produces.
+
+    OpenTAD scans left to right and overwrites a dropped candidate with the last candidate still in
+    play (re-checking it). The result: kept candidates left of the new end stay where they are, and
+    the holes left of it are filled, left to right, with the kept candidates right of it taken from
+    the far right. Reproducing the layout keeps later tie-breaking identical to OpenTAD.
+    """
+    kept = in_play & ~dropped
+    new_length = kept.sum(1, keepdim=True)  # (num_rows, 1), relative to `offset`
+    local = torch.arange(dropped.shape[1])[None]
+    holes = dropped & (local < new_length)
+    fillers = kept & (local >= new_length)
+    if not bool(holes.any()):
+        return
+    hole_rank = holes.cumsum(1) - 1
+    filler_rank = fillers.flip(1).cumsum(1).flip(1) - 1  # 0 = rightmost filler
+    filler_rows, filler_columns = fillers.nonzero(as_tuple=True)
+    source_by_rank = torch.zeros_like(dropped, dtype=torch.long)
+    source_by_rank[filler_rows, filler_rank[filler_rows, filler_columns]] = filler_columns
+    hole_rows, hole_columns = holes.nonzero(as_tuple=True)
+    source_columns = source_by_rank[hole_rows, hole_rank[hole_rows, hole_columns]]
+    state[:, hole_rows, hole_columns + offset] = state[:, hole_rows, source_columns + offset]
+    candidate_index[hole_rows, hole_columns + offset] = candidate_index[hole_rows, source_columns + offset]
+
+
+def hard_nms(
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    group_ids: torch.Tensor | None = None,
+    settings: NMSSettings = NMSSettings(method="hard"),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy NMS per group (OpenTAD `use_soft_nms=False`): candidates sorted by score, each kept one
+    removes the later ones with IoU >= `iou_threshold`. With `min_score > 0` only scores strictly above
+    it enter. Same return layout as `soft_nms` (scores unchanged)."""
+    segments = segments.detach().cpu().float()
+    scores = scores.detach().cpu().float()
+    if group_ids is None:
+        group_ids = torch.zeros(segments.shape[0], dtype=torch.long)
+    group_ids = group_ids.detach().cpu()
+    keep_per_group = []
+    for group in torch.unique(group_ids):
+        members = torch.where(group_ids == group)[0]
+        if settings.min_score > 0:
+            members = members[scores[members] > settings.min_score]
+        order = members[scores[members].sort(descending=True).indices]
+        starts, ends = segments[order, 0], segments[order, 1]
+        lengths = ends - starts + 1e-6
+        alive = torch.ones(order.shape[0], dtype=torch.bool)
+        for position in range(order.shape[0]):
+            if not bool(alive[position]):
+                continue
+            inter = (torch.minimum(ends[position], ends[position + 1 :]) - torch.maximum(starts[position], starts[position + 1 :])).clamp(min=0)
+            ovr = inter / (lengths[position] + lengths[position + 1 :] - inter)
+            alive[position + 1 :] &= ~(ovr >= settings.iou_threshold)
+        keep_per_group.append(order[alive])
+    keep = torch.cat(keep_per_group) if keep_per_group else torch.zeros(0, dtype=torch.long)
+    return keep, scores[keep]
+
+
+def segment_voting(
+    kept_segments: torch.Tensor, candidate_segments: torch.Tensor, candidate_scores: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """Replaces each kept segment by the score-weighted mean of the candidates overlapping it.
+
+    Voters are ALL candidates that entered NMS (also those soft-NMS dropped or decayed), weighted by
+    their original score, with IoU >= `iou_threshold` (plain IoU, no +1e-6), as OpenTAD's `seg_voting`.
+    A kept segment without any voter (only possible for zero-length segments, whose IoU is 0/0) keeps
+    its own position, where OpenTAD would return NaN.
+    """
+    if kept_segments.shape[0] == 0 or candidate_segments.shape[0] == 0:
+        return kept_segments.clone()
+    candidate_lengths = candidate_segments[:, 1] - candidate_segments[:, 0]
+    block = max(1, _VOTING_BLOCK_ELEMENTS // candidate_segments.shape[0])
+    voted = []
+    for first in range(0, kept_segments.shape[0], block):
+        kept = kept_segments[first : first + block]
+        left = torch.maximum(kept[:, None, 0], candidate_segments[None, :, 0])
+        right = torch.minimum(kept[:, None, 1], candidate_segments[None, :, 1])
+        inter = (right - left).clamp(min=0)  # (num_kept, num_candidates)
+        iou = inter / ((kept[:, 1] - kept[:, 0])[:, None] + candidate_lengths[None] - inter)
+        weights = (iou >= iou_threshold).to(candidate_scores.dtype) * candidate_scores[None]
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        block_voted = weights @ candidate_segments
+        voted.append(torch.where(torch.isnan(block_voted), kept, block_voted))
+    return torch.cat(voted)
+
+
+def batched_nms(
+    segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, settings: NMSSettings
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NMS over one video's candidates, with OpenTAD `batched_nms` semantics.
+
+    Multiclass: NMS per class, each class capped at `max_segments`, results concatenated by ascending
+    class id. Class-agnostic: one NMS, then segment voting if `voting_thresh > 0` (voting only exists
+    in this mode). Finally everything is sorted by descending score and capped at `max_segments`.
+
+    Returns:
+        `(segments (N, 2), scores (N,), labels (N,))` sorted by descending score.
+    """
+    segments = segments.detach().cpu().float()
+    scores = scores.detach().cpu().float()
+    labels = labels.detach().cpu()
+    if settings.method == "none":
+        return segments, scores, labels
+    if segments.shape[0] == 0:
+        return torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=labels.dtype)
+
+    nms_function = hard_nms if settings.method == "hard" else soft_nms
+    if settings.multiclass:
+        keep, kept_scores = nms_function(segments, scores, labels, settings)
+        # per-class cap: `keep` is grouped by class, so the rank inside a class is a running count
+        kept_labels = labels[keep]
+        _, class_sizes = torch.unique_consecutive(kept_labels, return_counts=True)
+        class_starts = torch.repeat_interleave(torch.cumsum(class_sizes, 0) - class_sizes, class_sizes)
+        under_cap = (torch.arange(keep.shape[0]) - class_starts) < settings.max_segments
+        keep, kept_scores = keep[under_cap], kept_scores[under_cap]
+        kept_segments = segments[keep]
+    else:
+        keep, kept_scores = nms_function(segments, scores, None, settings)
+        keep, kept_scores = keep[: settings.max_segments], kept_scores[: settings.max_segments]
+        kept_segments = segments[keep]
+        if settings.voting_thresh > 0:
+            kept_segments = segment_voting(kept_segments, segments, scores, settings.voting_thresh)
+
+    order = kept_scores.sort(descending=True).indices[: settings.max_segments]
+    return kept_segments[order], kept_scores[order], labels[keep][order]
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Seconds, labels, rounding
+# ---------------------------------------------------------------------------------------------
+
+
+def _video_id(meta: Mapping[str, Any], index: int) -> str:
+    video_id = meta.get("video_id", meta.get("video_name"))
+    if video_id is None:
+        raise ValueError(f"video_metas[{index}] has neither 'video_id' nor 'video_name'; add the video's id.")
+    return str(video_id)
+
+
+def convert_to_seconds(segments: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
+    """Feature-grid segments -> seconds, clipped to `[0, duration]` (OpenTAD `convert_to_seconds`).
+
+    `meta` keys: `duration` (seconds) and `fps`. Resize mode (`fps == -1`, ActivityNet): `seconds =
+    grid / resize_length * duration`. Otherwise: `seconds = (grid * snippet_stride +
+    window_start_frame + offset_frames) / fps` (`window_start_frame` and `offset_frames` default to 0).
+    """
+    name = meta.get("video_id", meta.get("video_name", "<unnamed video>"))
+    for key in ("duration", "fps"):
+        if key not in meta:
+            raise ValueError(f"video meta of {name!r} lacks {key!r}, needed to convert segments to seconds.")
+    duration = float(meta["duration"])
+    if not duration > 0:
+        raise ValueError(f"video meta of {name!r} has duration {meta['duration']!r}; it must be > 0 seconds.")
+    if meta["fps"] == -1:
+        if "resize_length" not in meta:
+            raise ValueError(f"video meta of {name!r} has fps == -1 (resize mode) but no 'resize_length'.")
+        seconds = segments / meta["resize_length"] * duration
+    else:
+        if "snippet_stride" not in meta:
+            raise ValueError(f"video meta of {name!r} lacks 'snippet_stride' (frames between feature steps).")
+        if not meta["fps"] > 0:
+            raise ValueError(f"video meta of {name!r} has fps {meta['fps']!r}; use a positive fps, or -1 for resize mode.")
+        seconds = (segments * meta["snippet_stride"] + meta.get("window_start_frame", 0) + meta.get("offset_frames", 0)) / meta["fps"]
+    return seconds.clamp(min=0.0, max=duration)
+
+
+def _round_like_opentad(segments: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Python `round` (exact decimal rounding of the float32 value), 2 decimals for seconds and 4 for
+    scores, as OpenTAD stores its results; returned as float32 like OpenTAD's sliding-window merge reads them."""
+    rounded_segments = torch.tensor([[round(v, 2) for v in pair] for pair in segments.tolist()], dtype=torch.float32)
+    rounded_scores = torch.tensor([round(v, 4) for v in scores.tolist()], dtype=torch.float32)
+    return rounded_segments.reshape(-1, 2), rounded_scores
+
+
+class ExternalVideoClassifier:
+    """Video-level class scores fused with class-agnostic detections (ActivityNet).
+
+    For each of the `topk` best video-level classes, all detections are duplicated with that class:
+    `style="cuhk"` (OpenTAD `CUHKANETClassifier`) scores them `score * class_score`,
+    `style="standard"` (OpenTAD `StandardClassifier`) `sqrt(score * class_score)`, optionally after a
+    softmax over the video-level scores (`apply_softmax`).
+
+    Args:
+        video_scores: `{video_id: [score per class]}`.
+        class_names: names of the classifier's classes, in score order.
+        topk: number of classes per video.
+        style: `"cuhk"` or `"standard"`.
+        apply_softmax: softmax the video-level scores first (any style).
+        source: where the scores came from, for error messages.
+    """
+
+    def __init__(
+        self,
+        video_scores: Mapping[str, Sequence[float]],
+        class_names: Sequence[str],
+        *,
+        topk: int = 2,
+        style: Literal["cuhk", "standard"] = "cuhk",
+        apply_softmax: bool = False,
+        source: str = "<in memory>",
+    ):
+        if style not in ("cuhk", "standard"):
+            raise ValueError(f"`style` must be 'cuhk' or 'standard', got {style!r}.")
+        if not 1 <= topk <= len(class_names):
+            raise ValueError(f"`topk` must be between 1 and the number of classes ({len(class_names)}), got {topk}.")
+        self.video_scores = video_scores
+        self.class_names = list(class_names)
+        self.topk = topk
+        self.style = style
+        self.apply_softmax = apply_softmax
+        self.source = source
+
+    @classmethod
+    def from_json(cls, path: str | Path, **kwargs) -> "ExternalVideoClassifier":
+        """Reads `{"results": {video_id: [scores]}, "class" or "classes": [names]}`."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read the video classifier JSON {path}: {error}") from error
+        names = data.get("class", data.get("classes")) if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or names is None:
+            raise ValueError(
+                f"video classifier JSON {path} must hold 'results' ({{video_id: [scores]}}) and 'class' or 'classes' (names)."
+            )
+        return cls(data["results"], names, source=str(path), **kwargs)
+
+    def top_classes(self, video_id: str) -> tuple[list[int], list[float]]:
+        """Indices and scores of the `topk` best classes of one video."""
+        if video_id not in self.video_scores:
+            raise ValueError(f"video {video_id!r} has no scores in the video classifier ({self.source}).")
+        class_scores = np.asarray(self.video_scores[video_id], dtype=np.float64)
+        if class_scores.shape != (len(self.class_names),):
+            raise ValueError(
+                f"video {video_id!r} has {class_scores.size} classifier scores in {self.source}, expected {len(self.class_names)}."
+            )
+        if self.apply_softmax:
+            class_scores = np.exp(class_scores) / np.sum(np.exp(class_scores))
+        # numpy's sorts, so that ties between class scores are broken as OpenTAD breaks them
+        if self.style == "cuhk":
+            ranked = np.argsort(-class_scores)[: self.topk]
+        else:
+            ranked = np.argsort(class_scores)[::-1][: self.topk]
+        return [int(i) for i in ranked], [float(class_scores[i]) for i in ranked]
+
+    def fuse(self, video_id: str, segments: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Duplicates `segments (N, 2)` / `scores (N,)` for each top class.
+
+        Returns `(segments (topk*N, 2), labels (topk*N,) classifier class ids, scores (topk*N,))`, class by class."""
+        class_ids, class_scores = self.top_classes(video_id)
+        fused = [scores * s if self.style == "cuhk" else torch.sqrt(scores * s) for s in class_scores]
+        labels = torch.tensor(class_ids, dtype=torch.long).repeat_interleave(segments.shape[0])
+        return segments.repeat(len(class_ids), 1), labels, torch.cat(fused)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Whole pipeline
+# ---------------------------------------------------------------------------------------------
+
+
+def _label_names(labels: torch.Tensor, names: Sequence[str]) -> list[str]:
+    return [names[i] for i in labels.tolist()]
+
+
+def _post_process_entry(
+    proposals: torch.Tensor,
+    scores: torch.Tensor,
+    meta: Mapping[str, Any],
+    video_id: str,
+    pre_nms_thresh: float,
+    pre_nms_topk: int,
+    nms_settings: NMSSettings | None,
+    class_names: Sequence[str] | None,
+    video_classifier: ExternalVideoClassifier | None,
+) -> dict:
+    """One video or one window: pre-NMS selection, NMS (unless `nms_settings` is None), seconds, labels, rounding."""
+    segments, scores, labels = select_pre_nms_candidates(proposals.detach().cpu().float(), scores.detach().cpu().float(), pre_nms_thresh, pre_nms_topk)
+    if nms_settings is not None:
+        segments, scores, labels = batched_nms(segments, scores, labels, nms_settings)
+    seconds = convert_to_seconds(segments, meta)
+    if video_classifier is not None:
+        seconds, labels, scores = video_classifier.fuse(video_id, seconds, scores)
+        names = video_classifier.class_names
+    else:
+        names = class_names
+    seconds, scores = _round_like_opentad(seconds, scores)
+    return {"video_id": video_id, "scores": scores, "labels": labels.long(), "label_names": _label_names(labels, names), "segments": seconds}
+
+
+def merge_sliding_windows(window_results: Sequence[dict], nms_settings: NMSSettings) -> list[dict]:
+    """Merges window results of the same video into one result per video (OpenTAD's test engine).
+
+    All windows of a video (in the given order) are concatenated and ONE `batched_nms` runs on their
+    rounded seconds; labels are grouped by name (numbered by first appearance, as OpenTAD does),
+    results are rounded again. No re-weighting by window position.
+
+    Args:
+        window_results: per window, dicts as returned by `post_process_temporal_detection(...,
+            sliding_window=True, merge_windows=False)`: they hold `video_id`, `scores`, `labels`,
+            `label_names` and `segments` in seconds, without NMS.
+        nms_settings: settings of the per-video NMS.
+
+    Returns:
+        One dict per video, in order of first appearance.
+    """
+    by_video: dict[str, list[dict]] = {}
+    for window in window_results:
+        by_video.setdefault(window["video_id"], []).append(window)
+    merged = []
+    for video_id, windows in by_video.items():
+        segments = torch.cat([w["segments"].reshape(-1, 2).float() for w in windows])
+        scores = torch.cat([w["scores"].reshape(-1).float() for w in windows])
+        names = [name for w in windows for name in w["label_names"]]
+        ids = torch.cat([w["labels"].reshape(-1).long() for w in windows]).tolist()
+        name_order = list(dict.fromkeys(names))  # first appearance
+        id_of_name = dict(zip(names, ids))
+        group = torch.tensor([name_order.index(n) for n in names], dtype=torch.long)
+        segments, scores, group = batched_nms(segments, scores, group, nms_settings)
+        segments, scores = _round_like_opentad(segments, scores)
+        label_names = [name_order[g] for g in group.tolist()]
+        merged.append(
+            {
+                "video_id": video_id,
+                "scores": scores,
+                "labels": torch.tensor([id_of_name[n] for n in label_names], dtype=torch.long),
+                "label_names": label_names,
+                "segments": segments,
+            }
+        )
+    return merged
+
+
+def post_process_temporal_detection(
+    outputs: Any,
+    video_metas: Sequence[Mapping[str, Any]],
+    *,
+    class_names: Sequence[str] | None = None,
+    pre_nms_thresh: float = 0.001,
+    pre_nms_topk: int = 2000,
+    nms_sigma: float = 0.5,
+    min_score: float = 0.0,
+    max_segments: int = 100,
+    multiclass_nms: bool = True,
+    voting_thresh: float = 0.0,
+    nms_method: NMSMethod = "gaussian",
+    nms_iou_threshold: float = 0.0,
+    nms_t1: float = 0.0,
+    nms_t2: float = 0.0,
+    sliding_window: bool = False,
+    merge_windows: bool = True,
+    video_classifier: ExternalVideoClassifier | None = None,
+) -> list[dict]:
+    """Raw detector outputs -> detections in seconds, one dict per video.
+
+    Args:
+        outputs: either the model output (`AdaTADTemporalDetectionOutput` or any mapping/object with
+            per-level `logits`, `pred_offsets`, `points`, `feature_mask`), or a mapping/object with
+            per-video `proposals` (list of `(K_b, 2)`, grid units) and `scores` (list of
+            `(K_b, num_classes)` probabilities), i.e. already decoded candidates.
+        video_metas: one dict per batch entry: `video_id` (or OpenTAD's `video_name`), `duration`
+            (s), `fps` (-1 = resize mode, then `resize_length`), `snippet_stride`,
+            `window_start_frame` (default 0), `offset_frames` (default 0).
+        class_names: names of the detector's classes (index = label id). Required unless
+            `video_classifier` provides the labels.
+        pre_nms_thresh, pre_nms_topk: pre-NMS selection (ignored for a single-class detector).
+        nms_sigma, min_score, max_segments, multiclass_nms, voting_thresh, nms_method,
+            nms_iou_threshold, nms_t1, nms_t2: see `NMSSettings` (`max_segments` = OpenTAD `max_seg_num`).
+        sliding_window: batch entries are windows (THUMOS/EPIC/Ego4D style): no NMS per window;
+            windows of the same video are merged with one NMS on the rounded seconds.
+        merge_windows: with `sliding_window`, `False` returns one un-merged dict per window, to be
+            merged later with `merge_sliding_windows` once all windows of a video are collected.
+        video_classifier: optional `ExternalVideoClassifier` fused after NMS (ActivityNet).
+
+    Returns:
+        List of `{"video_id": str, "scores": (N,) float32, "labels": (N,) int64, "label_names":
+        list[str], "segments": (N, 2) float32 seconds}`, sorted by descending score (with a
+        video classifier: class by class), rounded like OpenTAD (2 decimals seconds, 4 decimals
+        scores). With a video classifier, `labels` index the classifier's class names.
+    """
+    nms_settings = NMSSettings(
+        method=nms_method,
+        sigma=nms_sigma,
+        min_score=min_score,
+        max_segments=max_segments,
+        multiclass=multiclass_nms,
+        voting_thresh=voting_thresh,
+        iou_threshold=nms_iou_threshold,
+        t1=nms_t1,
+        t2=nms_t2,
+    )
+    if _field(outputs, "proposals") is not None:
+        proposals, scores = list(_field(outputs, "proposals")), list(_field(outputs, "scores"))
+    else:
+        fields = {name: _field(outputs, name) for name in ("logits", "pred_offsets", "points", "feature_mask")}
+        missing = [name for name, value in fields.items() if value is None]
+        if missing:
+            raise ValueError(
+                f"`outputs` lacks {missing}: pass the model output (logits, pred_offsets, points, feature_mask) "
+                "or decoded candidates (proposals, scores)."
+            )
+        proposals, scores = decode_candidates(**fields)
+    if not (len(proposals) == len(scores) == len(video_metas)):
+        raise ValueError(
+            f"got {len(proposals)} proposal sets, {len(scores)} score sets and {len(video_metas)} video metas; "
+            "pass one meta per batch entry."
+        )
+    video_ids = [_video_id(meta, i) for i, meta in enumerate(video_metas)]
+    if not sliding_window and len(set(video_ids)) != len(video_ids):
+        raise ValueError(
+            f"video ids repeat in one batch ({video_ids}); for windows of one video pass sliding_window=True."
+        )
+    for b, (video_scores, meta) in enumerate(zip(scores, video_metas)):
+        num_classes = video_scores.shape[-1]
+        if video_classifier is None and (class_names is None or len(class_names) != num_classes):
+            raise ValueError(
+                f"`class_names` must name the detector's {num_classes} classes (got "
+                f"{None if class_names is None else len(class_names)} names) unless a `video_classifier` gives the labels."
+            )
+
+    entries = [
+        _post_process_entry(
+            proposals[b],
+            scores[b],
+            video_metas[b],
+            video_ids[b],
+            pre_nms_thresh,
+            pre_nms_topk,
+            None if sliding_window else nms_settings,
+            class_names,
+            video_classifier,
+        )
+        for b in range(len(video_metas))
+    ]
+    if sliding_window and merge_windows:
+        return merge_sliding_windows(entries, nms_settings)
+    return entries
+
+
+def to_activitynet_submission(results: Sequence[dict]) -> dict[str, list[dict]]:
+    """`{video_id: [{"segment": [start, end], "label": name, "score": score}, ...]}` (the `results`
+    part of an ActivityNet submission), rounded as OpenTAD writes it. Entries of repeated video ids
+    are appended in order."""
+    submission: dict[str, list[dict]] = {}
+    for result in results:
+        detections = submission.setdefault(result["video_id"], [])
+        for (start, end), name, score in zip(result["segments"].tolist(), result["label_names"], result["scores"].tolist()):
+            detections.append({"segment": [round(start, 2), round(end, 2)], "label": name, "score": round(score, 4)})
+    return submission
