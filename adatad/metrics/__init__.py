@@ -1,0 +1,1 @@
+"""`evaluate` metric modules shipped with adatad (load them with `evaluate.load(path)`)."""
