@@ -17,6 +17,7 @@ segments in seconds with the post-processing settings saved in the processor's J
 import math
 import os
 import random
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from transformers.utils import logging
 from transformers.video_processing_utils import BaseVideoProcessor
 
 from .configuration_adatad import AdaTADConfig
+from .data import _window_bounds, seconds_to_grid
+from .post_processing import post_process_temporal_detection as _post_process_temporal_detection
 
 logger = logging.get_logger(__name__)
 
@@ -787,21 +790,12 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         )
 
     def window_start_frames(self, num_frames: int) -> list[int]:
-        """First frames of the evaluation windows covering a whole video (OpenTAD's sliding-window split).
-
-        Snippets sit every `snippet_stride` frames; windows of `window_size` snippets advance by
-        `int(window_size * (1 - window_overlap))`; the last window is right-aligned to the final snippet.
-        """
+        """First frames of the evaluation windows covering a whole video (OpenTAD's sliding-window split,
+        `adatad.data`'s window bounds with `window_overlap`)."""
         num_snippets = len(range(0, num_frames, self.snippet_stride))
-        window_stride = int(self.window_size * (1 - self.window_overlap))
-        starts = []
-        for window_index in range(max(1, num_snippets // window_stride)):
-            start = window_index * window_stride
-            if start + self.window_size > num_snippets:
-                starts.append(max(0, num_snippets - self.window_size) * self.snippet_stride)
-                break
-            starts.append(start * self.snippet_stride)
-        return starts
+        window_stride = max(1, int(self.window_size * (1 - self.window_overlap)))
+        bounds = _window_bounds(num_snippets, self.window_size, window_stride)
+        return [start * self.snippet_stride for start, _ in bounds]
 
     # -- decoding ------------------------------------------------------------------------------------------
 
@@ -968,7 +962,8 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         """What post-processing needs to map one row's predictions back to seconds in its video."""
         meta = {
             "video_id": video_id,
-            "fps": float(fps),
+            # OpenTAD's convention: fps -1 marks resize mode (seconds = grid / resize_length * duration).
+            "fps": -1.0 if self.sampling_method == "resize" else float(fps),
             "duration": float(duration),
             "snippet_stride": int(self.snippet_stride),
             "window_start_frame": int(window_start_frame),
@@ -981,9 +976,15 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
     def post_process_temporal_detection(self, outputs, video_metas: Sequence[dict], **overrides):
         """Model outputs -> one `{"segments" (seconds), "scores", "labels"}` result per video.
 
-        Fills `pre_nms_thresh`, `pre_nms_topk`, `nms_sigma`, `min_score`, `max_segments`, `multiclass`,
-        `voting_thresh` and `class_names` from this processor's attributes; keyword `overrides` replace them
-        (and pass any further option of `adatad.post_processing.post_process_temporal_detection`).
+        Calls `adatad.post_processing.post_process_temporal_detection` with `pre_nms_thresh`,
+        `pre_nms_topk`, `nms_sigma`, `min_score`, `max_segments`, `multiclass` (as `multiclass_nms`),
+        `voting_thresh` and `class_names` from this processor's attributes, and `sliding_window=True` when
+        `sampling_method` is `"sliding_window"` (windows of one video are merged). Keyword `overrides`
+        replace any of these and pass further options (e.g. `video_classifier`, `merge_windows`).
+
+        Args:
+            outputs: `AdaTADTemporalDetectionOutput` of a batch.
+            video_metas: the batch's `video_metas` (from `preprocess` or `collate_temporal_detection`).
         """
         settings = {
             "pre_nms_thresh": self.pre_nms_thresh,
@@ -991,14 +992,186 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             "nms_sigma": self.nms_sigma,
             "min_score": self.min_score,
             "max_segments": self.max_segments,
-            "multiclass": self.multiclass,
+            "multiclass_nms": self.multiclass,
             "voting_thresh": self.voting_thresh,
             "class_names": self.class_names,
+            "sliding_window": self.sampling_method == "sliding_window",
         }
         settings.update(overrides)
-        from .post_processing import post_process_temporal_detection
+        return _post_process_temporal_detection(outputs, video_metas, **settings)
 
-        return post_process_temporal_detection(outputs, video_metas, **settings)
+
+# ----------------------------------------------------------------------------------------------------------
+# Dataset glue: lazy decoding with `datasets.Dataset.with_transform` and a collator
+# ----------------------------------------------------------------------------------------------------------
+
+
+class TemporalDetectionTransform:
+    """Batch transform for `datasets.Dataset.with_transform` / `set_transform`: rows -> model inputs, lazily.
+
+    Rows come from `adatad.data`: video rows (`video_id`, `video_path`, `duration`, `fps`, `num_frames`,
+    `segments` in seconds, `labels`) or window rows of `adatad.data.expand_sliding_windows` (adding
+    `window_start_frame`, `feature_end_idx` and `grid_segments` in window feature-grid units). Frames are
+    decoded only when a row is accessed, so nothing is decoded ahead of time or written to disk.
+
+    Per mode and processor setting:
+        - train + `random_trunc` (video rows): GT seconds -> whole-video grid (`seconds_to_grid` with
+          `grid_conversion`), then a random window with the GT clipped/shifted into it;
+        - `resize` (video rows, train or eval): GT seconds -> `clip(s / duration, 0, 1) * resize_length`;
+        - eval + `sliding_window` (window rows): the row's window, its `grid_segments` as GT.
+
+    Args:
+        processor: the `AdaTADVideoProcessor`.
+        mode: `"train"` (augmentation, training sampling) or `"eval"`.
+        grid_conversion: how OpenTAD maps GT seconds to frames for random truncation: `"frame_count"`
+            (THUMOS, Multi-THUMOS, Ego4D: `int(s / duration * num_frames)`) or `"fixed_fps"` (EPIC,
+            Charades: `int(s * conversion_fps)`).
+        conversion_fps: the config frame rate of `"fixed_fps"` (30 in OpenTAD's EPIC/Charades configs).
+        seed: makes augmentation and random truncation reproducible: each row's random draws depend only on
+            (seed, epoch, video id, window start). `None` draws fresh randomness.
+        on_error: `"raise"` (default): a video that cannot be decoded raises `VideoDecodeError` naming the
+            video id and file; `"skip"`: the row is marked (`skip_reason`) and `collate_temporal_detection`
+            drops it and reports it in the batch's `skipped_videos` (also logged).
+    """
+
+    def __init__(
+        self,
+        processor: AdaTADVideoProcessor,
+        mode: str = "eval",
+        grid_conversion: str = "frame_count",
+        conversion_fps: float | None = None,
+        seed: int | None = None,
+        on_error: str = "raise",
+    ):
+        if mode not in ("train", "eval"):
+            raise ValueError(f"`mode` must be 'train' or 'eval', got {mode!r}.")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"`on_error` must be 'raise' or 'skip', got {on_error!r}.")
+        if grid_conversion not in ("frame_count", "fixed_fps"):
+            raise ValueError(f"`grid_conversion` must be 'frame_count' or 'fixed_fps', got {grid_conversion!r}.")
+        self.processor = processor
+        self.mode = mode
+        self.grid_conversion = grid_conversion
+        self.conversion_fps = conversion_fps
+        self.seed = seed
+        self.on_error = on_error
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        """Change the augmentation draws per epoch (call before each epoch, like a `DistributedSampler`)."""
+        self.epoch = int(epoch)
+
+    def _random_sources(self, video_id: str, window_start_frame: int) -> tuple[random.Random, torch.Generator]:
+        if self.seed is None:
+            entropy = np.random.SeedSequence().entropy
+        else:
+            entropy = [self.seed, self.epoch, zlib.crc32(video_id.encode("utf-8")), window_start_frame]
+        state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)
+        return random.Random(int(state[0])), torch.Generator().manual_seed(int(state[1]) & (2**63 - 1))
+
+    def _sample(self, row: dict, info: VideoInfo, rng: random.Random) -> FrameSample:
+        processor, train = self.processor, self.mode == "train"
+        method = processor.train_sampling_method if train else processor.sampling_method
+        labels = row.get("labels")
+        if method == "resize":
+            duration = row.get("duration") or info.duration
+            return processor.sample_frames(
+                info.num_frames, train=train, segments=row.get("segments"), labels=labels, duration=duration
+            )
+        if method == "sliding_window":
+            if "window_start_frame" not in row:
+                raise ValueError(
+                    f"video {row.get('video_id')!r}: sliding-window evaluation needs window rows; expand the "
+                    "video rows with adatad.data.expand_sliding_windows first"
+                )
+            end_frame = row["feature_end_idx"] * processor.snippet_stride if row.get("feature_end_idx") is not None else None
+            return processor.sample_frames(
+                info.num_frames, window_start_frame=row["window_start_frame"], window_end_frame=end_frame,
+                segments=row.get("grid_segments"), labels=labels,
+            )
+        # random_trunc: whole-video ground truth on the feature grid, as OpenTAD's padding datasets give it.
+        num_frames = row.get("num_frames") or info.num_frames
+        duration = row.get("duration") or info.duration
+        grid = seconds_to_grid(
+            row.get("segments") or [], mode=self.grid_conversion, duration=duration, num_frames=num_frames,
+            fps=self.conversion_fps, snippet_stride=processor.snippet_stride,
+        )
+        return processor.sample_frames(info.num_frames, train=True, segments=grid, labels=labels or [], rng=rng)
+
+    def _process_row(self, row: dict) -> dict:
+        processor = self.processor
+        video_id = row.get("video_id") or str(row.get("video_path"))
+        window_start = int(row.get("window_start_frame") or 0)
+        rng, generator = self._random_sources(video_id, window_start)
+        if not row.get("video_path"):
+            raise VideoDecodeError(f"<no path for video {video_id!r}>", "the row has no `video_path` (pass video_dir to the loader)")
+        decoded = processor.decode(row["video_path"], lambda info: self._sample(row, info, rng))
+        sample, info = decoded.sample, decoded.info
+        pixel_values = processor.transform_frames(decoded.frames, train=self.mode == "train", generator=generator)
+        fps = row.get("fps") or info.fps
+        duration = row.get("duration") or info.duration
+        return {
+            "pixel_values": pixel_values,
+            "masks": torch.from_numpy(sample.mask),
+            "segments": None if sample.segments is None else torch.from_numpy(sample.segments),
+            "labels": None if sample.labels is None else torch.from_numpy(sample.labels),
+            "video_meta": processor.video_meta(video_id, fps, duration, sample.window_start_frame),
+            "skip_reason": None,
+        }
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        num_rows = len(next(iter(batch.values())))
+        outputs = {key: [] for key in ("pixel_values", "masks", "segments", "labels", "video_meta", "skip_reason")}
+        for index in range(num_rows):
+            row = {key: values[index] for key, values in batch.items()}
+            try:
+                result = self._process_row(row)
+            except VideoDecodeError as error:
+                message = f"video {row.get('video_id')!r}: {error}"
+                if self.on_error == "raise":
+                    raise VideoDecodeError(error.path, f"{error.reason} (video id {row.get('video_id')!r})", error.attempts) from error
+                logger.warning(f"skipping {message}")
+                result = dict.fromkeys(outputs)
+                result["video_meta"] = {"video_id": row.get("video_id")}
+                result["skip_reason"] = message
+            for key in outputs:
+                outputs[key].append(result[key])
+        return outputs
+
+
+def collate_temporal_detection(features: list[dict]) -> dict:
+    """Collate rows of `TemporalDetectionTransform` into a model batch.
+
+    Returns:
+        dict with `pixel_values` float32 `(batch_size, num_frames, 3, H, W)`, `masks` bool
+        `(batch_size, feature_length)`, `labels` (list of `{"segments": (N, 2) feature-grid float32,
+        "labels": (N,) int64}`, or None when the rows carry no ground truth), `video_metas` (list of dicts for
+        `post_process_temporal_detection`) and `skipped_videos` (list of `{"video_id", "reason"}` for rows
+        dropped because their video could not be decoded with `on_error="skip"`).
+
+    Raises:
+        RuntimeError: every row of the batch was skipped (the message lists them).
+    """
+    kept = [feature for feature in features if feature.get("skip_reason") is None]
+    skipped = [
+        {"video_id": feature["video_meta"].get("video_id"), "reason": feature["skip_reason"]}
+        for feature in features
+        if feature.get("skip_reason") is not None
+    ]
+    if not kept:
+        raise RuntimeError(f"every video of this batch failed to decode: {skipped}")
+    has_labels = all(feature.get("segments") is not None for feature in kept)
+    return {
+        "pixel_values": torch.stack([feature["pixel_values"] for feature in kept]),
+        "masks": torch.stack([feature["masks"] for feature in kept]),
+        "labels": [
+            {"segments": feature["segments"].float(), "labels": feature["labels"].long()} for feature in kept
+        ]
+        if has_labels
+        else None,
+        "video_metas": [feature["video_meta"] for feature in kept],
+        "skipped_videos": skipped,
+    }
 
 
 AdaTADVideoProcessor.register_for_auto_class("AutoVideoProcessor")
@@ -1006,6 +1179,8 @@ AutoVideoProcessor.register(AdaTADConfig, AdaTADVideoProcessor, exist_ok=True)
 
 __all__ = [
     "AdaTADVideoProcessor",
+    "TemporalDetectionTransform",
+    "collate_temporal_detection",
     "DecodedVideo",
     "FrameSample",
     "VideoDecodeError",
