@@ -114,7 +114,9 @@ class SyntheticDatasetConfig:
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError(f"`class_names` {list(self.class_names)} contains duplicates")
         if self.frame_size < 32 or self.frame_size % 2:
-            raise ValueError(f"`frame_size` ({self.frame_size}) must be an even number >= 32 (yuv420p needs even sizes)")
+            raise ValueError(
+                f"`frame_size` ({self.frame_size}) must be an even number >= 32 (yuv420p needs even sizes)"
+            )
         if self.fps <= 0:
             raise ValueError(f"`fps` ({self.fps}) must be positive")
         if self.num_train_videos < 0 or self.num_val_videos < 0:
@@ -141,7 +143,9 @@ class SyntheticDatasetConfig:
         if not 0.0 <= self.resting_object_probability <= 1.0:
             raise ValueError(f"`resting_object_probability` ({self.resting_object_probability}) must be in [0, 1]")
         if len(self.background_speed) != 2 or not 0 <= self.background_speed[0] <= self.background_speed[1]:
-            raise ValueError(f"`background_speed` {self.background_speed} must be a (low, high) pair with 0 <= low <= high")
+            raise ValueError(
+                f"`background_speed` {self.background_speed} must be a (low, high) pair with 0 <= low <= high"
+            )
         if self.noise_std < 0:
             raise ValueError(f"`noise_std` ({self.noise_std}) must not be negative")
 
@@ -291,7 +295,9 @@ def _draw_objects(frames, track):
     # Coverage ramps over one pixel at the border and at the colour split, so sub-pixel motion is visible.
     coverage = np.clip(radius - distance + 0.5, 0.0, 1.0)[..., None]
     half_a = np.clip(along + 0.5, 0.0, 1.0)[..., None]
-    color = half_a * track.color_a[visible_frames, None, None] + (1.0 - half_a) * track.color_b[visible_frames, None, None]
+    color = (
+        half_a * track.color_a[visible_frames, None, None] + (1.0 - half_a) * track.color_b[visible_frames, None, None]
+    )
     frames[visible_frames] = (1.0 - coverage) * frames[visible_frames] + coverage * color
     return frames
 
@@ -327,7 +333,9 @@ def render_action_clip(label, config=None, *, num_frames=24, seed=0):
     rng = np.random.default_rng(seed)
     frames = _render_background(rng, num_frames, config)
     track = _ObjectTrack.empty(num_frames)
-    track.set_frames(slice(None), _sample_appearance(rng), _sample_action_poses(rng, label, num_frames, config.frame_size))
+    track.set_frames(
+        slice(None), _sample_appearance(rng), _sample_action_poses(rng, label, num_frames, config.frame_size)
+    )
     return _finish_frames(_draw_objects(frames, track), rng, config.noise_std)
 
 
@@ -366,7 +374,7 @@ def _make_video(rng, config, layout, labels):
     frames = _render_background(rng, num_frames, config)
     track = _ObjectTrack.empty(num_frames)
     actions = []
-    for (start, end), label in zip(layout, labels):
+    for (start, end), label in zip(layout, labels, strict=True):
         appearance = _sample_appearance(rng)
         poses = _sample_action_poses(rng, label, end - start, size)
         track.set_frames(slice(start, end), appearance, poses)
@@ -400,7 +408,9 @@ def write_mp4(path, frames, fps, crf=18):
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames for {path} must be uint8 (num_frames, height, width, 3), got {frames.dtype} {frames.shape}")
+        raise ValueError(
+            f"frames for {path} must be uint8 (num_frames, height, width, 3), got {frames.dtype} {frames.shape}"
+        )
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=fractions.Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
@@ -454,7 +464,9 @@ def generate_synthetic_dataset(output_dir, config=None, **overrides):
     action_frames = 0
     for subset, num_videos in (("training", config.num_train_videos), ("validation", config.num_val_videos)):
         # Stream (seed, subset, 0, i) draws video i; stream (seed, subset, 1) the class order of the subset.
-        video_rngs = [np.random.default_rng([config.seed, SUBSET_SEED_KEYS[subset], 0, index]) for index in range(num_videos)]
+        video_rngs = [
+            np.random.default_rng([config.seed, SUBSET_SEED_KEYS[subset], 0, index]) for index in range(num_videos)
+        ]
         layouts = [_sample_action_layout(rng, config) for rng in video_rngs]
         # Classes are dealt from shuffled rounds over the whole subset, so every class is (nearly) equally frequent.
         label_rng = np.random.default_rng([config.seed, SUBSET_SEED_KEYS[subset], 1])

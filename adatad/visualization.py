@@ -12,24 +12,37 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-# Figure geometry in inches; the PNG is `width_inches * dpi` by
-# `(LEGEND_HEIGHT + num_videos * (VIDEO_HEADER_HEIGHT + num_lanes * LANE_HEIGHT)) * dpi` pixels.
-LEGEND_HEIGHT = 0.8
+# Figure geometry in inches. The PNG is `width_inches * dpi` pixels wide and `height * dpi` pixels high, with
+#   height = LEGEND_MARGIN + legend_rows * LEGEND_ROW_HEIGHT
+#            + num_videos * (VIDEO_HEADER_HEIGHT + num_lanes * LANE_HEIGHT),
+#   legend_rows = ceil((num_classes + 3) / LEGEND_COLUMNS), num_lanes = 1 + num_detection_lanes.
+LEGEND_COLUMNS = 7
+LEGEND_MARGIN = 0.35
+LEGEND_ROW_HEIGHT = 0.22
 VIDEO_HEADER_HEIGHT = 0.75
 LANE_HEIGHT = 0.34
 BAR_HEIGHT = 0.72  # fraction of a lane a bar fills
+TEXT_SIZE = 7.5  # points, text inside the bars
 
 
 def _class_colors(class_names):
-    """One distinct colour per class: tab10 up to 10 classes, tab20 up to 20, then evenly spaced hues."""
-    from matplotlib import colormaps
+    """One saturated colour per class: tab10, then Dark2 (up to 18 classes), then hues spaced evenly.
 
-    if len(class_names) <= 10:
-        palette = [colormaps["tab10"](index) for index in range(10)]
-    elif len(class_names) <= 20:
-        palette = [colormaps["tab20"](index) for index in range(20)]
+    Pale colours are avoided because a pale bar reads as a low-score detection.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import hsv_to_rgb
+
+    if len(class_names) <= 18:
+        palette = [colormaps["tab10"](index) for index in range(10)] + [
+            colormaps["Dark2"](index) for index in range(8)
+        ]
     else:
-        palette = [colormaps["hsv"](index / len(class_names)) for index in range(len(class_names))]
+        # Neighbouring hues alternate between a bright and a dark shade so that they stay distinguishable.
+        palette = [
+            tuple(hsv_to_rgb((index / len(class_names), 0.85, 0.9 if index % 2 == 0 else 0.6)))
+            for index in range(len(class_names))
+        ]
     return {name: palette[index] for index, name in enumerate(class_names)}
 
 
@@ -45,7 +58,10 @@ def _label_name(label, class_names, where):
     """Class name of `label` (a name, or an index into `class_names`)."""
     if isinstance(label, str):
         if class_names is not None and label not in class_names:
-            raise ValueError(f"{where}: label {label!r} is not in `class_names` {list(class_names)}; pass class_names=None to use all labels")
+            raise ValueError(
+                f"{where}: label {label!r} is not in `class_names` {list(class_names)}; "
+                "pass class_names=None to use all labels"
+            )
         return label
     if isinstance(label, int) and class_names is not None and 0 <= label < len(class_names):
         return class_names[label]
@@ -59,7 +75,9 @@ def _segment(entry, where):
     try:
         start, end = (float(value) for value in entry["segment"])
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: 'segment' must be two numbers [start, end] in seconds, got {entry['segment']!r}") from None
+        raise ValueError(
+            f"{where}: 'segment' must be two numbers [start, end] in seconds, got {entry['segment']!r}"
+        ) from None
     return start, end
 
 
@@ -84,17 +102,27 @@ def _pack_into_lanes(detections, num_lanes):
     return lanes, num_hidden
 
 
-def _draw_bar(axes, start, end, lane_y, color, alpha, texts, duration):
-    """One segment bar with an outline in the full class colour and the longest of `texts` that fits inside."""
-    axes.barh(lane_y, end - start, left=start, height=BAR_HEIGHT, color=to_rgba(color, alpha), edgecolor=color, linewidth=1.2)
-    # Rough fit test: about 0.85% of the axis width per character at the default sizes.
-    fitting = [text for text in texts if (end - start) >= duration * 0.0085 * (len(text) + 1)]
+def _draw_bar(axes, start, end, lane_y, color, alpha, texts, seconds_per_character):
+    """One segment bar with an outline in the full class colour and the first of `texts` that fits inside."""
+    axes.barh(
+        lane_y, end - start, left=start, height=BAR_HEIGHT, color=to_rgba(color, alpha), edgecolor=color, linewidth=1.2
+    )
+    fitting = [text for text in texts if end - start >= seconds_per_character * (len(text) + 2)]
     if fitting:
         # Colour the bar shows over the white background, to pick readable text.
         shown = [alpha * channel + (1.0 - alpha) for channel in to_rgba(color)[:3]]
         luminance = 0.299 * shown[0] + 0.587 * shown[1] + 0.114 * shown[2]
         text_color = "white" if luminance < 0.5 else "black"
-        axes.text((start + end) / 2, lane_y, fitting[0], ha="center", va="center", fontsize=7.5, color=text_color, clip_on=True)
+        axes.text(
+            (start + end) / 2,
+            lane_y,
+            fitting[0],
+            ha="center",
+            va="center",
+            fontsize=TEXT_SIZE,
+            color=text_color,
+            clip_on=True,
+        )
 
 
 def plot_timeline(
@@ -161,7 +189,9 @@ def plot_timeline(
         for index, annotation in enumerate(video.get("annotations", [])):
             where = f"ground_truth[{video_id!r}]['annotations'][{index}]"
             start, end = _segment(annotation, where)
-            gt_segments.append({"start": start, "end": end, "label": _label_name(annotation["label"], class_names, where)})
+            gt_segments.append(
+                {"start": start, "end": end, "label": _label_name(annotation["label"], class_names, where)}
+            )
         detections = []
         for index, detection in enumerate(results.get(video_id, [])):
             where = f"predictions[{video_id!r}][{index}]"
@@ -171,29 +201,55 @@ def plot_timeline(
             score = float(detection["score"])
             if score >= score_threshold:
                 detections.append(
-                    {"start": start, "end": end, "score": score, "label": _label_name(detection["label"], class_names, where)}
+                    {
+                        "start": start,
+                        "end": end,
+                        "score": score,
+                        "label": _label_name(detection["label"], class_names, where),
+                    }
                 )
         duration = float(video.get("duration") or 0.0)
         if duration <= 0:
             duration = max([item["end"] for item in gt_segments + detections] + [1.0])
         found_labels.update(item["label"] for item in gt_segments + detections)
-        panels.append({"video_id": video_id, "duration": duration, "ground_truth": gt_segments, "detections": detections})
+        panels.append(
+            {"video_id": video_id, "duration": duration, "ground_truth": gt_segments, "detections": detections}
+        )
 
     class_names = list(class_names) if class_names is not None else sorted(found_labels)
     colors = _class_colors(class_names)
 
+    handles = [Patch(facecolor=colors[name], edgecolor=colors[name], label=name) for name in class_names]
+    handles += [
+        Patch(facecolor=to_rgba("0.3", 0.15 + 0.85 * score), edgecolor="0.3", label=f"detection, score {score:.1f}")
+        for score in (0.2, 0.5, 1.0)
+    ]
+    legend_rows = -(-len(handles) // LEGEND_COLUMNS)
     num_lanes = 1 + num_detection_lanes
-    panel_height = VIDEO_HEADER_HEIGHT + num_lanes * LANE_HEIGHT
-    figure = Figure(figsize=(width_inches, LEGEND_HEIGHT + len(panels) * panel_height), dpi=dpi, layout="constrained")
+    figure_height = (
+        LEGEND_MARGIN + legend_rows * LEGEND_ROW_HEIGHT + len(panels) * (VIDEO_HEADER_HEIGHT + num_lanes * LANE_HEIGHT)
+    )
+    figure = Figure(figsize=(width_inches, figure_height), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)
     all_axes = figure.subplots(len(panels), 1, squeeze=False)[:, 0]
 
-    for axes, panel in zip(all_axes, panels):
+    for axes, panel in zip(all_axes, panels, strict=True):
         duration = panel["duration"]
+        # Average character width (about 0.6 em) in seconds, for an axes about 1.3 inches narrower than the figure.
+        seconds_per_character = duration * (0.6 * TEXT_SIZE / 72) / max(width_inches - 1.3, 1.0)
         # Lane y positions from the top: ground truth at num_lanes - 1, detection lanes below it.
         gt_y = num_lanes - 1
         for segment in panel["ground_truth"]:
-            _draw_bar(axes, segment["start"], segment["end"], gt_y, colors[segment["label"]], 1.0, [segment["label"]], duration)
+            _draw_bar(
+                axes,
+                segment["start"],
+                segment["end"],
+                gt_y,
+                colors[segment["label"]],
+                1.0,
+                [segment["label"]],
+                seconds_per_character,
+            )
             for edge in (segment["start"], segment["end"]):
                 axes.axvline(edge, color="0.45", linewidth=0.7, linestyle=":", zorder=0)
         lanes, num_hidden = _pack_into_lanes(panel["detections"], num_detection_lanes)
@@ -202,17 +258,35 @@ def plot_timeline(
             for detection in lane:
                 alpha = 0.15 + 0.85 * min(max(detection["score"], 0.0), 1.0)
                 _draw_bar(
-                    axes, detection["start"], detection["end"], lane_y, colors[detection["label"]], alpha,
-                    [f"{detection['label']} {detection['score']:.2f}", f"{detection['score']:.2f}"], duration,
+                    axes,
+                    detection["start"],
+                    detection["end"],
+                    lane_y,
+                    colors[detection["label"]],
+                    alpha,
+                    [f"{detection['label']} {detection['score']:.2f}", f"{detection['score']:.2f}"],
+                    seconds_per_character,
                 )
         if not panel["detections"]:
-            axes.text(duration / 2, gt_y - 1, f"no detections with score >= {score_threshold:g}", ha="center", va="center", fontsize=8, color="0.4")
+            axes.text(
+                duration / 2,
+                gt_y - 1,
+                f"no detections with score >= {score_threshold:g}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="0.4",
+            )
         axes.axhline(gt_y - 0.5, color="0.3", linewidth=0.8)
         axes.set_xlim(0.0, duration)
         axes.set_ylim(-0.5, num_lanes - 0.5)
         axes.set_yticks(
             [gt_y] + [gt_y - 1 - index for index in range(num_detection_lanes)],
-            ["ground truth"] + [f"detections {index + 1}" if num_detection_lanes > 1 else "detections" for index in range(num_detection_lanes)],
+            ["ground truth"]
+            + [
+                f"detections {index + 1}" if num_detection_lanes > 1 else "detections"
+                for index in range(num_detection_lanes)
+            ],
             fontsize=8,
         )
         axes.tick_params(axis="x", labelsize=8)
@@ -221,17 +295,15 @@ def plot_timeline(
         axes.set_title(
             f"{panel['video_id']}  ({_count(len(panel['ground_truth']), 'ground-truth segment')}, "
             f"{_count(len(panel['detections']), 'detection')} with score >= {score_threshold:g}{hidden_note})",
-            fontsize=9, loc="left",
+            fontsize=9,
+            loc="left",
         )
         axes.grid(axis="x", color="0.9", linewidth=0.6)
         axes.set_axisbelow(True)
 
-    handles = [Patch(facecolor=colors[name], edgecolor=colors[name], label=name) for name in class_names]
-    handles += [
-        Patch(facecolor=to_rgba("0.3", 0.15 + 0.85 * score), edgecolor="0.3", label=f"detection, score {score:.1f}")
-        for score in (0.2, 0.5, 1.0)
-    ]
-    figure.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 7), fontsize=8, frameon=False)
+    figure.legend(
+        handles=handles, loc="outside upper center", ncol=min(len(handles), LEGEND_COLUMNS), fontsize=8, frameon=False
+    )
 
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from adatad import synthetic
 from adatad.synthetic import SyntheticDatasetConfig, generate_synthetic_dataset, render_action_clip
-from adatad.visualization import LANE_HEIGHT, LEGEND_HEIGHT, VIDEO_HEADER_HEIGHT, plot_timeline
+from adatad.visualization import LANE_HEIGHT, LEGEND_MARGIN, LEGEND_ROW_HEIGHT, VIDEO_HEADER_HEIGHT, plot_timeline
 
 SMALL_SETTINGS = dict(num_train_videos=6, num_val_videos=3, num_frames=64, frame_size=64, fps=8.0, seed=3)
 # Object colours have a channel spread (max - min) of at least ~150, the low-saturation background at most ~45.
@@ -145,7 +145,8 @@ def test_decoded_objects_move_as_the_labels_say(small_dataset):
 
 
 @pytest.mark.parametrize(
-    "label, twin", [("moving_left", "moving_right"), ("growing", "shrinking"), ("rotating_clockwise", "rotating_counterclockwise")]
+    "label, twin",
+    [("moving_left", "moving_right"), ("growing", "shrinking"), ("rotating_clockwise", "rotating_counterclockwise")],
 )
 def test_twin_classes_are_the_same_frames_played_backwards(label, twin):
     still = SyntheticDatasetConfig(background_speed=(0.0, 0.0), noise_std=0.0)
@@ -222,7 +223,19 @@ def test_unknown_override_is_rejected(tmp_path):
 
 def test_command_line_generate(tmp_path, capsys):
     synthetic.main(
-        ["generate", "--output-dir", str(tmp_path), "--num-train", "2", "--num-val", "1", "--num-frames", "32", "--seed", "7"]
+        [
+            "generate",
+            "--output-dir",
+            str(tmp_path),
+            "--num-train",
+            "2",
+            "--num-val",
+            "1",
+            "--num-frames",
+            "32",
+            "--seed",
+            "7",
+        ]
     )
     summary = json.loads(capsys.readouterr().out)
     assert summary["num_videos"] == {"training": 2, "validation": 1}
@@ -268,7 +281,8 @@ def test_plot_timeline_writes_a_png_of_the_expected_size(small_dataset, tmp_path
     assert output == tmp_path / "plots" / "timeline.png"
     assert output.stat().st_size > 10_000
     image = np.asarray(Image.open(output).convert("RGB"))
-    expected_height = round((LEGEND_HEIGHT + 3 * (VIDEO_HEADER_HEIGHT + 4 * LANE_HEIGHT)) * 100)
+    # 4 classes + 3 score swatches fit one legend row.
+    expected_height = round((LEGEND_MARGIN + LEGEND_ROW_HEIGHT + 3 * (VIDEO_HEADER_HEIGHT + 4 * LANE_HEIGHT)) * 100)
     assert image.shape == (expected_height, 1200, 3)
     # The class colours are really drawn (tab10 blue/orange/green/red bars, not an empty canvas).
     assert (image.std(axis=-1) > 40).mean() > 0.01
@@ -276,9 +290,14 @@ def test_plot_timeline_writes_a_png_of_the_expected_size(small_dataset, tmp_path
 
 def test_plot_timeline_without_predictions_and_with_explicit_videos(small_dataset, tmp_path):
     _, database = small_dataset
-    output = plot_timeline(database, {}, tmp_path / "empty.png", video_ids=["synthetic_validation_0001"], num_detection_lanes=1)
+    output = plot_timeline(
+        database, {}, tmp_path / "empty.png", video_ids=["synthetic_validation_0001"], num_detection_lanes=1
+    )
     width, height = Image.open(output).size
-    assert (width, height) == (1200, round((LEGEND_HEIGHT + VIDEO_HEADER_HEIGHT + 2 * LANE_HEIGHT) * 100))
+    assert (width, height) == (
+        1200,
+        round((LEGEND_MARGIN + LEGEND_ROW_HEIGHT + VIDEO_HEADER_HEIGHT + 2 * LANE_HEIGHT) * 100),
+    )
 
 
 def test_plot_timeline_reports_bad_input(small_dataset, tmp_path):
