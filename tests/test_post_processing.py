@@ -1,0 +1,496 @@
+"""Tests of adatad.post_processing on hand-built cases and the public OpenTAD fixture tensors."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adatad.post_processing import (
+    ExternalVideoClassifier,
+    NMSSettings,
+    batched_nms,
+    convert_to_seconds,
+    decode_candidates,
+    hard_nms,
+    merge_sliding_windows,
+    post_process_temporal_detection,
+    segment_voting,
+    select_pre_nms_candidates,
+    soft_nms,
+    to_activitynet_submission,
+)
+
+METHOD_CODES = {"vanilla": 0, "linear": 1, "gaussian": 2, "improved_gaussian": 3}
+
+
+def scalar_soft_nms(segments, scores, method, sigma=0.5, min_score=0.0, iou_threshold=0.0, t1=0.0, t2=0.0):
+    """Scalar float32 soft-NMS written from the description of OpenTAD's C++ loop (one candidate at a
+    time, swap of the best into place, dropped candidates overwritten by the last one in play).
+    Returns (candidate indices in pick order, picked scores)."""
+    f32 = np.float32
+    starts = [f32(s) for s, _ in segments]
+    ends = [f32(e) for _, e in segments]
+    current = [f32(s) for s in scores]
+    lengths = [ends[k] - starts[k] + f32(1e-6) for k in range(len(segments))]
+    index = list(range(len(segments)))
+    arrays = (starts, ends, current, lengths, index)
+    picks, picked_scores = [], []
+    count, step = len(segments), 0
+    while step < count:
+        best = step
+        for position in range(step + 1, count):
+            if current[best] < current[position]:
+                best = position
+        for array in arrays:
+            array[step], array[best] = array[best], array[step]
+        picks.append(index[step])
+        picked_scores.append(float(current[step]))
+        position = step + 1
+        while position < count:
+            inter = max(f32(0), min(ends[step], ends[position]) - max(starts[step], starts[position]))
+            ovr = inter / (lengths[step] + lengths[position] - inter)
+            weight = f32(1)
+            if METHOD_CODES[method] == 0 and ovr >= iou_threshold:
+                weight = f32(0)
+            elif METHOD_CODES[method] == 1 and ovr >= iou_threshold:
+                weight = f32(1) - ovr
+            elif METHOD_CODES[method] == 2:
+                weight = f32(np.exp(-(ovr * ovr) / f32(sigma)))
+            elif METHOD_CODES[method] == 3 and ovr >= f32(t1) + f32(t2) * lengths[step]:
+                weight = f32(np.exp(-(ovr * ovr) / f32(sigma)))
+            current[position] = current[position] * weight
+            if current[position] < f32(min_score):
+                for array in arrays:
+                    array[position] = array[count - 1]
+                count -= 1
+                continue
+            position += 1
+        step += 1
+    return picks, picked_scores
+
+
+def grid_candidates(generator, num, num_score_levels):
+    """Integer-grid segments and scores from a few levels, so that many scores tie exactly."""
+    starts = torch.randint(0, 30, (num,), generator=generator).float()
+    lengths = torch.randint(1, 8, (num,), generator=generator).float()
+    scores = (torch.randint(1, num_score_levels + 1, (num,), generator=generator).float() / num_score_levels)
+    return torch.stack((starts, starts + lengths), 1), scores
+
+
+# ---------------------------------------------------------------------------------------------
+# soft-NMS against the scalar reference
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["linear", "vanilla"])
+@pytest.mark.parametrize("min_score", [0.0, 0.2])
+def test_soft_nms_matches_scalar_loop_exactly_with_ties_and_drops(method, min_score):
+    # linear / vanilla weights are plain IEEE arithmetic, so the match must be exact, including which
+    # of several equal scores is picked first (depends on OpenTAD's swap layout after drops).
+    generator = torch.Generator().manual_seed(3)
+    settings = NMSSettings(method=method, min_score=min_score, iou_threshold=0.3)
+    for trial in range(15):
+        segments, scores = grid_candidates(generator, 40, 4)
+        keep, kept_scores = soft_nms(segments, scores, None, settings)
+        picks, picked_scores = scalar_soft_nms(segments.tolist(), scores.tolist(), method, min_score=min_score, iou_threshold=0.3)
+        assert keep.tolist() == picks, f"trial {trial}"
+        assert kept_scores.tolist() == picked_scores
+    if min_score > 0:
+        assert len(picks) < 40  # the drops were exercised
+
+
+@pytest.mark.parametrize("method", ["gaussian", "improved_gaussian"])
+def test_soft_nms_gaussian_matches_scalar_loop(method):
+    generator = torch.Generator().manual_seed(5)
+    settings = NMSSettings(method=method, sigma=0.7, min_score=0.05, t1=0.1, t2=0.02)
+    for _ in range(10):
+        segments, _ = grid_candidates(generator, 50, 4)
+        scores = torch.rand(50, generator=generator)  # distinct scores: exp may differ by one ulp from libm
+        keep, kept_scores = soft_nms(segments, scores, None, settings)
+        picks, picked_scores = scalar_soft_nms(
+            segments.tolist(), scores.tolist(), method, sigma=0.7, min_score=0.05, t1=0.1, t2=0.02
+        )
+        assert keep.tolist() == picks
+        torch.testing.assert_close(kept_scores, torch.tensor(picked_scores), atol=1e-6, rtol=1e-5)
+
+
+def test_soft_nms_groups_run_independently():
+    generator = torch.Generator().manual_seed(7)
+    segments, scores = grid_candidates(generator, 60, 5)
+    groups = torch.randint(0, 4, (60,), generator=generator)
+    settings = NMSSettings(method="linear", min_score=0.1, iou_threshold=0.2)
+    keep, kept_scores = soft_nms(segments, scores, groups, settings)
+    expected_keep, expected_scores = [], []
+    for group in range(4):
+        members = torch.where(groups == group)[0]
+        picks, picked = scalar_soft_nms(segments[members].tolist(), scores[members].tolist(), "linear", min_score=0.1, iou_threshold=0.2)
+        expected_keep += members[picks].tolist()
+        expected_scores += picked
+    assert keep.tolist() == expected_keep
+    assert kept_scores.tolist() == expected_scores
+
+
+def test_gaussian_decay_by_hand():
+    # iou([0, 10], [5, 15]) = 5 / 15; the second segment decays by exp(-iou^2 / sigma)
+    segments = torch.tensor([[0.0, 10.0], [5.0, 15.0], [20.0, 30.0]])
+    scores = torch.tensor([0.9, 0.8, 0.5])
+    keep, kept_scores = soft_nms(segments, scores, None, NMSSettings(sigma=0.7))
+    assert keep.tolist() == [0, 1, 2]
+    expected = 0.8 * math.exp(-((5 / 15) ** 2) / 0.7)
+    assert kept_scores[1].item() == pytest.approx(expected, rel=1e-6)
+    assert kept_scores[2].item() == pytest.approx(0.5)  # no overlap, no decay
+
+
+def test_min_score_removes_decayed_segments():
+    segments = torch.tensor([[0.0, 10.0], [0.0, 10.0], [20.0, 30.0]])
+    scores = torch.tensor([0.9, 0.8, 0.002])
+    # identical segment: 0.8 * exp(-1 / 0.5) = 0.108 stays above 0.1; the far one keeps 0.002
+    keep, kept_scores = soft_nms(segments, scores, None, NMSSettings(min_score=0.1))
+    assert keep.tolist() == [0, 1]
+    keep, _ = soft_nms(segments, scores, None, NMSSettings(min_score=0.2))
+    assert keep.tolist() == [0]
+
+
+# ---------------------------------------------------------------------------------------------
+# batched NMS, voting, hard NMS
+# ---------------------------------------------------------------------------------------------
+
+
+def test_batched_nms_multiclass_caps_each_class_then_total():
+    segments = torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [0.0, 1.0], [2.0, 3.0], [6.0, 7.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.85, 0.95])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    out_segments, out_scores, out_labels = batched_nms(segments, scores, labels, NMSSettings(max_segments=2))
+    # class 0 keeps 0.9, 0.8; class 1 keeps 0.95, 0.85; then the top 2 overall
+    assert out_scores.tolist() == pytest.approx([0.95, 0.9])
+    assert out_labels.tolist() == [1, 0]
+    out_segments, out_scores, out_labels = batched_nms(segments, scores, labels, NMSSettings(max_segments=3))
+    assert out_scores.tolist() == pytest.approx([0.95, 0.9, 0.85])
+    assert out_segments.tolist() == [[6.0, 7.0], [0.0, 1.0], [2.0, 3.0]]
+
+
+def test_class_agnostic_nms_ignores_labels_and_votes():
+    segments = torch.tensor([[0.0, 10.0], [1.0, 10.0], [0.0, 9.0], [40.0, 50.0]])
+    scores = torch.tensor([0.9, 0.6, 0.3, 0.5])
+    labels = torch.tensor([0, 1, 2, 0])
+    settings = NMSSettings(multiclass=False, voting_thresh=0.85, sigma=0.5, min_score=0.3)
+    out_segments, out_scores, out_labels = batched_nms(segments, scores, labels, settings)
+    # [1, 10] (iou 0.9) decays to 0.6*exp(-0.81/0.5) = 0.119 < 0.3 and is dropped; [0, 9] likewise;
+    # both still vote for [0, 10] with their ORIGINAL scores.
+    assert out_scores.tolist() == pytest.approx([0.9, 0.5])
+    assert out_labels.tolist() == [0, 0]
+    expected_start = (0.9 * 0 + 0.6 * 1 + 0.3 * 0) / 1.8
+    expected_end = (0.9 * 10 + 0.6 * 10 + 0.3 * 9) / 1.8
+    assert out_segments[0].tolist() == pytest.approx([expected_start, expected_end], rel=1e-6)
+    assert out_segments[1].tolist() == [40.0, 50.0]  # only votes for itself
+
+
+def test_voting_is_off_in_multiclass_mode():
+    segments = torch.tensor([[0.0, 10.0], [1.0, 10.0]])
+    scores = torch.tensor([0.9, 0.6])
+    labels = torch.tensor([0, 0])
+    out_segments, _, _ = batched_nms(segments, scores, labels, NMSSettings(multiclass=True, voting_thresh=0.5))
+    assert out_segments.tolist() == [[0.0, 10.0], [1.0, 10.0]]
+
+
+def test_segment_voting_threshold_and_zero_length():
+    kept = torch.tensor([[0.0, 10.0], [5.0, 5.0]])
+    candidates = torch.tensor([[0.0, 10.0], [0.0, 8.0], [5.0, 5.0]])
+    candidate_scores = torch.tensor([1.0, 3.0, 1.0])
+    voted = segment_voting(kept, candidates, candidate_scores, 0.8)
+    assert voted[0].tolist() == pytest.approx([0.0, (10 + 24) / 4])  # iou([0,10],[0,8]) = 0.8 >= 0.8
+    assert voted[1].tolist() == [5.0, 5.0]  # zero length: no voter (OpenTAD: NaN), keeps itself
+    voted = segment_voting(kept[:1], candidates, candidate_scores, 0.81)
+    assert voted[0].tolist() == [0.0, 10.0]
+
+
+def test_hard_nms():
+    segments = torch.tensor([[0.0, 10.0], [1.0, 10.0], [20.0, 30.0], [0.0, 4.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.05])
+    keep, kept_scores = hard_nms(segments, scores, None, NMSSettings(method="hard", iou_threshold=0.5))
+    assert keep.tolist() == [0, 2, 3]
+    assert kept_scores.tolist() == pytest.approx([0.9, 0.7, 0.05])
+    keep, _ = hard_nms(segments, scores, None, NMSSettings(method="hard", iou_threshold=0.5, min_score=0.1))
+    assert keep.tolist() == [0, 2]
+    keep, _ = hard_nms(segments, scores, torch.tensor([0, 1, 0, 0]), NMSSettings(method="hard", iou_threshold=0.5))
+    assert keep.tolist() == [0, 2, 3, 1]
+
+
+def test_nms_method_none_passes_candidates_through():
+    segments = torch.tensor([[0.0, 10.0], [0.0, 10.0]])
+    out = batched_nms(segments, torch.tensor([0.5, 0.9]), torch.tensor([0, 0]), NMSSettings(method="none"))
+    assert out[1].tolist() == pytest.approx([0.5, 0.9])
+
+
+def test_nms_settings_validation():
+    with pytest.raises(ValueError, match="nms_method"):
+        NMSSettings(method="soft")
+    with pytest.raises(ValueError, match="max_segments"):
+        NMSSettings(max_segments=0)
+    with pytest.raises(ValueError, match="nms_sigma"):
+        NMSSettings(sigma=0.0)
+
+
+def test_empty_nms_input():
+    out_segments, out_scores, out_labels = batched_nms(
+        torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.long), NMSSettings(multiclass=False, voting_thresh=0.9)
+    )
+    assert out_segments.shape == (0, 2) and out_scores.shape == (0,) and out_labels.shape == (0,)
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding and pre-NMS selection
+# ---------------------------------------------------------------------------------------------
+
+
+def test_decode_candidates_matches_opentad_fixture(shared_dir):
+    outputs = load_file(shared_dir / "fixtures" / "opentad_public" / "outputs.safetensors")
+    levels = range(4)
+    proposals, scores = decode_candidates(
+        logits=[outputs[f"head.cls_logits.{l}"].permute(0, 2, 1) for l in levels],
+        pred_offsets=[outputs[f"head.reg_offsets.{l}"].permute(0, 2, 1) for l in levels],
+        points=[outputs[f"head.points.{l}"] for l in levels],
+        feature_mask=[outputs[f"neck.masks.{l}"] for l in levels],
+    )
+    for b in range(2):
+        torch.testing.assert_close(proposals[b], outputs[f"head.proposals.{b}"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(scores[b], outputs[f"head.scores.{b}"], atol=1e-6, rtol=1e-5)
+
+
+def test_decode_candidates_by_hand_and_shape_errors():
+    points = [torch.tensor([[0.0, 0, 4, 1], [1.0, 0, 4, 1]]), torch.tensor([[0.0, 4, 8, 2]])]
+    logits = [torch.zeros(1, 2, 1), torch.zeros(1, 1, 1)]
+    offsets = [torch.tensor([[[1.0, 2.0], [0.5, 0.5]]]), torch.tensor([[[1.0, 3.0]]])]
+    masks = [torch.tensor([[True, False]]), torch.tensor([[True]])]
+    proposals, scores = decode_candidates(logits, offsets, points, masks)
+    assert proposals[0].tolist() == [[-1.0, 2.0], [-2.0, 6.0]]  # level 2: stride 2
+    assert scores[0].tolist() == [[0.5], [0.5]]
+    with pytest.raises(ValueError, match="pred_offsets\\[0\\]"):
+        decode_candidates(logits, [offsets[0][:, :1], offsets[1]], points, masks)
+
+
+def test_pre_nms_threshold_topk_and_index_split():
+    proposals = torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    scores = torch.tensor([[0.1, 0.0005, 0.3], [0.2, 0.9, 0.0001], [0.001, 0.002, 0.5]])
+    segments, kept_scores, labels = select_pre_nms_candidates(proposals, scores, pre_nms_thresh=0.001, pre_nms_topk=4)
+    assert kept_scores.tolist() == pytest.approx([0.9, 0.5, 0.3, 0.2])
+    assert labels.tolist() == [1, 2, 2, 0]
+    assert segments.tolist() == [[2.0, 3.0], [4.0, 5.0], [0.0, 1.0], [2.0, 3.0]]
+    # 0.001 is not > 0.001: with a huge top-k 7 of 9 pairs pass
+    assert select_pre_nms_candidates(proposals, scores, 0.001, 100)[1].shape == (6,)
+
+
+def test_single_class_skips_pre_nms_selection():
+    proposals = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    scores = torch.tensor([[0.00001], [0.5]])
+    segments, kept_scores, labels = select_pre_nms_candidates(proposals, scores, pre_nms_thresh=0.1, pre_nms_topk=1)
+    assert segments.tolist() == proposals.tolist()  # no threshold, no top-k, no sorting
+    assert kept_scores.tolist() == pytest.approx([0.00001, 0.5])
+    assert labels.tolist() == [0, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# seconds, rounding, whole pipeline
+# ---------------------------------------------------------------------------------------------
+
+
+def test_convert_to_seconds_sliding_and_padding():
+    meta = {"video_id": "v", "fps": 30.0, "snippet_stride": 4, "window_start_frame": 120, "offset_frames": 2, "duration": 20.0}
+    seconds = convert_to_seconds(torch.tensor([[10.0, 20.0], [-5.0, 200.0]]), meta)
+    assert seconds[0].tolist() == pytest.approx([(40 + 122) / 30, (80 + 122) / 30])
+    assert seconds[1].tolist() == pytest.approx([(-20 + 122) / 30, 20.0])  # end clipped to the duration
+    seconds = convert_to_seconds(torch.tensor([[-40.0, 1.0]]), {"video_id": "v", "fps": 10, "snippet_stride": 1, "duration": 5})
+    assert seconds.tolist() == [[0.0, pytest.approx(0.1)]]  # window_start_frame / offset_frames default to 0
+
+
+def test_convert_to_seconds_resize_mode():
+    meta = {"video_id": "v", "fps": -1, "resize_length": 128, "duration": 64.0}
+    seconds = convert_to_seconds(torch.tensor([[32.0, 64.0], [-1.0, 130.0]]), meta)
+    assert seconds.tolist() == [[16.0, 32.0], [0.0, 64.0]]
+    with pytest.raises(ValueError, match="resize_length"):
+        convert_to_seconds(torch.zeros(1, 2), {"video_id": "v", "fps": -1, "duration": 1.0})
+    with pytest.raises(ValueError, match="'v'.*duration"):
+        convert_to_seconds(torch.zeros(1, 2), {"video_id": "v", "fps": 30, "snippet_stride": 1, "duration": 0})
+
+
+def simple_outputs():
+    proposals = torch.tensor([[0.0, 10.0], [1.0, 10.0], [20.0, 31.0]])
+    scores = torch.tensor([[0.912345678, 0.1], [0.5, 0.2], [0.3, 0.712345]])
+    return {"proposals": [proposals], "scores": [scores]}
+
+
+def test_pipeline_rounds_like_opentad_and_builds_submission():
+    meta = [{"video_id": "vid", "fps": 3.0, "snippet_stride": 1, "duration": 10.0}]
+    results = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], nms_sigma=0.7, max_segments=10)
+    assert len(results) == 1 and results[0]["video_id"] == "vid"
+    result = results[0]
+    assert result["scores"][0].item() == pytest.approx(0.9123)
+    assert result["label_names"][0] == "a" and result["labels"][0].item() == 0
+    assert result["segments"].dtype == torch.float32 and result["segments"].shape[1] == 2
+    assert float(result["segments"].max()) <= 10.0
+    submission = to_activitynet_submission(results)
+    first = submission["vid"][0]
+    assert first == {"segment": [0.0, 3.33], "label": "a", "score": 0.9123}
+    assert json.loads(json.dumps(submission)) == submission
+    assert all(d["segment"][1] <= 10.0 for d in submission["vid"])
+
+
+def test_pipeline_empty_candidates():
+    outputs = {"proposals": [torch.zeros(0, 2)], "scores": [torch.zeros(0, 3)]}
+    meta = [{"video_id": "v", "fps": 30, "snippet_stride": 4, "duration": 5}]
+    for multiclass in (True, False):
+        results = post_process_temporal_detection(outputs, meta, class_names=["a", "b", "c"], multiclass_nms=multiclass, voting_thresh=0.7)
+        assert results[0]["segments"].shape == (0, 2) and results[0]["scores"].shape == (0,)
+        assert results[0]["label_names"] == []
+    # everything under the pre-NMS threshold
+    outputs = {"proposals": [torch.ones(4, 2)], "scores": [torch.full((4, 3), 1e-4)]}
+    assert post_process_temporal_detection(outputs, meta, class_names=["a", "b", "c"])[0]["scores"].numel() == 0
+    assert to_activitynet_submission(results) == {"v": []}
+
+
+def test_pipeline_input_errors():
+    meta = [{"video_id": "v", "fps": 30, "snippet_stride": 4, "duration": 5}]
+    with pytest.raises(ValueError, match="class_names"):
+        post_process_temporal_detection(simple_outputs(), meta, class_names=["only one"])
+    with pytest.raises(ValueError, match="sliding_window=True"):
+        two = {"proposals": simple_outputs()["proposals"] * 2, "scores": simple_outputs()["scores"] * 2}
+        post_process_temporal_detection(two, meta * 2, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="one meta per batch entry"):
+        post_process_temporal_detection(simple_outputs(), meta * 2, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="lacks"):
+        post_process_temporal_detection({"logits": []}, meta, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="video_metas\\[0\\]"):
+        post_process_temporal_detection(simple_outputs(), [{"fps": 30, "duration": 5}], class_names=["a", "b"])
+
+
+def test_pipeline_on_model_outputs_matches_opentad_detections(shared_dir):
+    fixture = shared_dir / "fixtures" / "opentad_public"
+    outputs = load_file(fixture / "outputs.safetensors")
+    post = json.loads((fixture / "config.json").read_text())["post_processing"]
+    levels = range(4)
+    model_outputs = {
+        "logits": [outputs[f"head.cls_logits.{l}"].permute(0, 2, 1) for l in levels],
+        "pred_offsets": [outputs[f"head.reg_offsets.{l}"].permute(0, 2, 1) for l in levels],
+        "points": [outputs[f"head.points.{l}"] for l in levels],
+        "feature_mask": [outputs[f"neck.masks.{l}"] for l in levels],
+    }
+    nms = post["nms"]
+    results = post_process_temporal_detection(
+        model_outputs,
+        post["metas"],
+        class_names=post["class_names"],
+        pre_nms_thresh=post["pre_nms_thresh"],
+        pre_nms_topk=post["pre_nms_topk"],
+        nms_sigma=nms["sigma"],
+        min_score=nms["min_score"],
+        max_segments=nms["max_seg_num"],
+        multiclass_nms=nms["multiclass"],
+        voting_thresh=nms["voting_thresh"],
+    )
+    expected = json.loads((fixture / "detections.json").read_text())
+    submission = to_activitynet_submission(results)
+    assert list(submission) == list(expected)
+    for video_id, detections in expected.items():
+        assert len(submission[video_id]) == len(detections)
+        for mine, theirs in zip(submission[video_id][:50], detections[:50]):  # decoding differs by ~1e-7
+            assert mine["label"] == theirs["label"]
+            assert mine["score"] == pytest.approx(theirs["score"], abs=1.01e-4)
+            assert mine["segment"] == pytest.approx(theirs["segment"], abs=0.0101)
+
+
+# ---------------------------------------------------------------------------------------------
+# sliding windows
+# ---------------------------------------------------------------------------------------------
+
+
+def window_outputs():
+    # window 0 covers frames 0..; window 1 starts at frame 64 (snippet stride 4 -> 16 grid steps)
+    proposals = [torch.tensor([[16.0, 24.0], [2.0, 6.0]]), torch.tensor([[0.0, 8.0], [20.0, 30.0]])]
+    scores = [torch.tensor([[0.9, 0.0001], [0.0001, 0.6]]), torch.tensor([[0.8, 0.0001], [0.0001, 0.7]])]
+    metas = [
+        {"video_id": "long", "fps": 16.0, "snippet_stride": 4, "window_start_frame": 0, "duration": 20.0},
+        {"video_id": "long", "fps": 16.0, "snippet_stride": 4, "window_start_frame": 64, "duration": 20.0},
+    ]
+    return {"proposals": proposals, "scores": scores}, metas
+
+
+def test_sliding_windows_merge_once_per_video_on_rounded_seconds():
+    outputs, metas = window_outputs()
+    settings = dict(class_names=["jump", "run"], nms_sigma=0.5, max_segments=100, sliding_window=True)
+    merged = post_process_temporal_detection(outputs, metas, **settings)
+    assert len(merged) == 1 and merged[0]["video_id"] == "long"
+    result = merged[0]
+    # the same jump [4 s, 6 s] is found by both windows: one NMS -> 0.9 stays, 0.8 decays by exp(-1/0.5)
+    jumps = [i for i, n in enumerate(result["label_names"]) if n == "jump"]
+    assert [result["segments"][i].tolist() for i in jumps] == [[4.0, 6.0], [4.0, 6.0]]
+    assert [result["scores"][i].item() for i in jumps] == pytest.approx([0.9, round(0.8 * math.exp(-2.0), 4)], abs=1e-7)
+    assert result["labels"][jumps[0]].item() == 0
+    runs = [i for i, n in enumerate(result["label_names"]) if n == "run"]
+    assert sorted(result["segments"][i].tolist() for i in runs) == [[0.5, 1.5], [9.0, 11.5]]
+    assert result["scores"].tolist() == sorted(result["scores"].tolist(), reverse=True)
+
+    windows = post_process_temporal_detection(outputs, metas, merge_windows=False, **settings)
+    assert [w["video_id"] for w in windows] == ["long", "long"]
+    assert windows[1]["scores"].tolist() == pytest.approx([0.8, 0.7])  # no NMS inside a window
+    remerged = merge_sliding_windows(windows, NMSSettings(sigma=0.5, max_segments=100))
+    assert remerged[0]["scores"].tolist() == result["scores"].tolist()
+    assert remerged[0]["segments"].tolist() == result["segments"].tolist()
+
+
+def test_sliding_window_merge_runs_nms_on_rounded_values():
+    # two windows report segments that differ by less than the 2-decimal rounding: after rounding they
+    # are identical, so the Gaussian decay uses IoU 1 (OpenTAD merges rounded seconds)
+    windows = [
+        {"video_id": "v", "scores": torch.tensor([0.5]), "labels": torch.tensor([3]), "label_names": ["x"], "segments": torch.tensor([[1.0, 2.0]])},
+        {"video_id": "v", "scores": torch.tensor([0.4]), "labels": torch.tensor([3]), "label_names": ["x"], "segments": torch.tensor([[1.0, 2.0]])},
+    ]
+    merged = merge_sliding_windows(windows, NMSSettings(sigma=1.0))
+    assert merged[0]["scores"].tolist() == pytest.approx([0.5, round(0.4 * math.exp(-1.0), 4)], abs=1e-7)
+    assert merged[0]["labels"].tolist() == [3, 3]
+
+
+# ---------------------------------------------------------------------------------------------
+# external video classifier
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cuhk_classifier_fusion(tmp_path):
+    path = tmp_path / "cuhk.json"
+    path.write_text(json.dumps({"results": {"vid": [0.1, 0.6, 0.3]}, "class": ["Archery", "Bowling", "Cooking"]}))
+    classifier = ExternalVideoClassifier.from_json(path, topk=2, style="cuhk")
+    meta = [{"video_id": "vid", "fps": -1, "resize_length": 10, "duration": 20.0}]
+    outputs = {"proposals": [torch.tensor([[0.0, 5.0], [6.0, 8.0]])], "scores": [torch.tensor([[0.8], [0.4]])]}
+    result = post_process_temporal_detection(outputs, meta, video_classifier=classifier, multiclass_nms=False, nms_sigma=0.5)[0]
+    assert result["label_names"] == ["Bowling", "Bowling", "Cooking", "Cooking"]
+    assert result["labels"].tolist() == [1, 1, 2, 2]
+    assert result["scores"].tolist() == pytest.approx([round(0.8 * 0.6, 4), round(0.4 * 0.6, 4), round(0.8 * 0.3, 4), round(0.4 * 0.3, 4)], abs=1e-7)
+    assert result["segments"].tolist() == [[0.0, 10.0], [12.0, 16.0]] * 2
+
+
+def test_standard_classifier_fusion_sqrt_and_softmax(tmp_path):
+    path = tmp_path / "standard.json"
+    path.write_text(json.dumps({"results": {"vid": [1.0, 3.0, 2.0]}, "classes": ["a", "b", "c"]}))
+    segments, scores = torch.tensor([[0.0, 1.0]]), torch.tensor([0.64])
+    classifier = ExternalVideoClassifier.from_json(path, topk=2, style="standard")
+    fused_segments, labels, fused = classifier.fuse("vid", segments, scores)
+    assert labels.tolist() == [1, 2]
+    assert fused.tolist() == pytest.approx([math.sqrt(0.64 * 3.0), math.sqrt(0.64 * 2.0)])
+    assert fused_segments.tolist() == [[0.0, 1.0], [0.0, 1.0]]
+    softmax = np.exp([1.0, 3.0, 2.0]) / np.exp([1.0, 3.0, 2.0]).sum()
+    classifier = ExternalVideoClassifier.from_json(path, topk=1, style="standard", apply_softmax=True)
+    assert classifier.fuse("vid", segments, scores)[2].tolist() == pytest.approx([math.sqrt(0.64 * softmax[1])])
+
+
+def test_classifier_errors(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"results": {"vid": [1.0]}}))
+    with pytest.raises(ValueError, match="bad.json.*'class' or 'classes'"):
+        ExternalVideoClassifier.from_json(path)
+    classifier = ExternalVideoClassifier({"vid": [0.2, 0.8]}, ["a", "b"], topk=1, source="scores.json")
+    with pytest.raises(ValueError, match="'other'.*scores.json"):
+        classifier.fuse("other", torch.zeros(1, 2), torch.ones(1))
+    with pytest.raises(ValueError, match="topk"):
+        ExternalVideoClassifier({"vid": [0.2, 0.8]}, ["a", "b"], topk=3)
