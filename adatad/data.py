@@ -749,6 +749,108 @@ def _read_thumos_video_info(path: PathLike) -> Dict[str, Tuple[float, float, int
     return info
 
 
+# The 20 THUMOS-14 detection classes in index order (alphabetical = `Class_Index_Detection.txt`
+# order); `thumos14_test_groundtruth.csv` stores labels as indices into this list (-1 = Ambiguous).
+THUMOS14_DETECTION_CLASSES = [
+    "BaseballPitch", "BasketballDunk", "Billiards", "CleanAndJerk", "CliffDiving", "CricketBowling", "CricketShot",
+    "Diving", "FrisbeeCatch", "GolfSwing", "HammerThrow", "HighJump", "JavelinThrow", "LongJump", "PoleVault",
+    "Shotput", "SoccerPenalty", "TennisSwing", "ThrowDiscus", "VolleyballSpiking",
+]
+
+
+def load_thumos14_csv(
+    path: PathLike,
+    *,
+    subset: Optional[str] = None,
+    class_map: ClassMap = None,
+    video_info_csv: Optional[PathLike] = None,
+    ambiguous: Literal["drop", "keep"] = "drop",
+    on_error: OnError = "raise",
+    zero_length: ZeroLength = "keep",
+    out_of_bounds: OutOfBounds = "keep",
+    allow_empty: bool = True,
+    deduplicate: bool = True,
+    video_dir: Optional[PathLike] = None,
+    video_prefix: str = "",
+    video_extension: Union[str, Sequence[str]] = ".mp4",
+    missing_videos: MissingVideos = "raise",
+    output_report: bool = False,
+):
+    """Loads THUMOS-14 from a one-row-per-instance CSV (the per-class txt files, flattened).
+
+    Two layouts are recognised by their header:
+    - AFSD's `{val,test}_Annotation.csv`: `video,type,type_idx,start,end,startFrame,endFrame`
+      (label = `type`; durations from `video_info_csv`, as in `load_thumos14_txt`);
+    - `thumos14_test_groundtruth.csv`: `video-name,t-init,t-end,f-init,f-end,video-duration,
+      frame-rate,video-frames,label-idx` (label = `label-idx` into the class map, -1 = Ambiguous;
+      duration, fps and frame count come from the row).
+
+    Args:
+        subset: None = `"test"` if the file name contains "test", else `"validation"`.
+        class_map: None = the labels sorted alphabetically (AFSD layout) or
+            `THUMOS14_DETECTION_CLASSES` (ground-truth layout, whose labels are indices).
+        ambiguous: as in `load_thumos14_txt`.
+        See the module docstring for the other arguments.
+    """
+    path = Path(path)
+    if ambiguous not in ("drop", "keep"):
+        raise ValueError(f"ambiguous must be 'drop' or 'keep', got {ambiguous!r}.")
+    rows = _read_csv(path, [])
+    columns = set(rows[0]) if rows else set()
+    if {"video", "type", "start", "end"} <= columns:
+        keys = dict(video="video", start="start", end="end")
+        row_labels = [row["type"] for row in rows]
+        class_names = _class_names_from(class_map, [name for name in row_labels if name != THUMOS_AMBIGUOUS_LABEL])
+        video_info = _read_thumos_video_info(video_info_csv) if video_info_csv is not None else {}
+    elif {"video-name", "t-init", "t-end", "label-idx", "video-duration"} <= columns:
+        keys = dict(video="video-name", start="t-init", end="t-end")
+        class_names = _class_names_from(THUMOS14_DETECTION_CLASSES if class_map is None else class_map, [])
+        row_labels = []
+        for number, row in enumerate(rows, start=2):
+            index = int(row["label-idx"])
+            if index == -1:
+                row_labels.append(THUMOS_AMBIGUOUS_LABEL)
+            elif 0 <= index < len(class_names):
+                row_labels.append(class_names[index])
+            else:
+                raise AnnotationError(f"{path}: line {number}, video {row['video-name']!r}, field label-idx: {index} is "
+                                      f"not -1 (Ambiguous) or a class index below {len(class_names)}.")
+        video_info = {row["video-name"]: (float(row["video-duration"]), float(row["frame-rate"]),
+                                          int(row["video-frames"])) for row in rows}
+    else:
+        raise AnnotationError(
+            f"{path}: unknown THUMOS-14 CSV columns {sorted(columns)}; expected AFSD's "
+            "'video,type,type_idx,start,end,...' or 'video-name,t-init,t-end,...,label-idx'."
+        )
+    if ambiguous == "keep" and THUMOS_AMBIGUOUS_LABEL not in class_names:
+        class_names.append(THUMOS_AMBIGUOUS_LABEL)
+    subset_name = subset or ("test" if "test" in path.stem.lower() else "validation")
+    builder = _IndexBuilder(path, class_names, {name: i for i, name in enumerate(class_names)},
+                            on_error=on_error, zero_length=zero_length, out_of_bounds=out_of_bounds,
+                            allow_empty=allow_empty, deduplicate=deduplicate)
+    segments_by_video: Dict[str, List[_RawSegment]] = {}
+    for number, (row, label) in enumerate(zip(rows, row_labels), start=2):
+        video_segments = segments_by_video.setdefault(row[keys["video"]], [])
+        if label == THUMOS_AMBIGUOUS_LABEL and ambiguous == "drop":
+            builder.report.removed["ambiguous"] += 1
+            continue
+        video_segments.append(_RawSegment(row[keys["start"]], row[keys["end"]], label, f"line {number}"))
+    for video_id, raw in segments_by_video.items():
+        for segment in raw:  # CSV cells are text by nature; only JSON strings count as a quirk
+            segment.start, segment.end = _csv_number(segment.start), _csv_number(segment.end)
+        duration, fps, num_frames = video_info.get(video_id, (None, None, None))
+        builder.add(_RawVideo(video_id, subset_name, duration, fps, num_frames, raw))
+    return _finish(builder, output_report, video_dir, video_prefix, video_extension, missing_videos)
+
+
+def _csv_number(text: str):
+    """A CSV cell as float, or the text unchanged (the builder then reports a malformed segment)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _epic_timestamp_to_seconds(value: str) -> float:
     hours, minutes, seconds = value.split(":")
     # rounding removes float noise of the sum; the source has at most 3 decimals
@@ -1142,8 +1244,9 @@ def resolve_video_paths(
             f"{shown}{' ...' if len(missing) > 10 else ''}. Check video_dir/video_prefix/video_extension, or pass "
             "missing_videos='skip' to drop them (they are listed in the report)."
         )
+    column_order = dataset.column_names
     dataset = dataset.remove_columns("video_path").add_column("video_path", paths, feature=datasets.Value("string"))
-    dataset = dataset.select_columns(list(annotation_features([]).keys()))
+    dataset = dataset.select_columns(column_order)
     if missing:
         dataset = dataset.select([i for i, path in enumerate(paths) if path is not None])
     return dataset, sorted(missing)
