@@ -334,7 +334,8 @@ class _IndexBuilder:
         vid = video.video_id
         duration = video.duration
         if duration is not None and not (math.isfinite(duration) and duration > 0):
-            self.error("bad_video_field", vid, "duration", f"duration must be a positive number of seconds, got {duration}")
+            self.error("bad_video_field", vid, "duration",
+                       f"duration must be a positive number of seconds, got {duration}")
             return
         if duration is None:
             self.report.kept["no_duration"] += 1
@@ -511,8 +512,9 @@ def load_database_json(
     labels_seen = []
     for video_id, info in database.items():
         for annotation in (info.get("annotations") or []) if isinstance(info, dict) else []:
-            if isinstance(annotation, dict) and isinstance(annotation.get("label"), str) and annotation["label"] not in ignored:
-                labels_seen.append(annotation["label"])
+            label = annotation.get("label") if isinstance(annotation, dict) else None
+            if isinstance(label, str) and label not in ignored:
+                labels_seen.append(label)
     class_names = _class_names_from(class_map, labels_seen)
     builder = _IndexBuilder(path, class_names, {name: i for i, name in enumerate(class_names)},
                             on_error=on_error, zero_length=zero_length, out_of_bounds=out_of_bounds,
@@ -813,8 +815,8 @@ def load_thumos14_csv(
             elif 0 <= index < len(class_names):
                 row_labels.append(class_names[index])
             else:
-                raise AnnotationError(f"{path}: line {number}, video {row['video-name']!r}, field label-idx: {index} is "
-                                      f"not -1 (Ambiguous) or a class index below {len(class_names)}.")
+                raise AnnotationError(f"{path}: line {number}, video {row['video-name']!r}, field label-idx: "
+                                      f"{index} is not -1 (Ambiguous) or a class index below {len(class_names)}.")
         video_info = {row["video-name"]: (float(row["video-duration"]), float(row["frame-rate"]),
                                           int(row["video-frames"])) for row in rows}
     else:
@@ -1033,7 +1035,10 @@ def _shift(value, offset):
 def _id_class_names(class_names: ClassMap, num_classes: int, default_name: Callable[[int], str]) -> List[str]:
     if class_names is None:
         return [default_name(i) for i in range(num_classes)]
-    names = read_class_names(class_names) if isinstance(class_names, (str, os.PathLike)) else [str(n) for n in class_names]
+    if isinstance(class_names, (str, os.PathLike)):
+        names = read_class_names(class_names)
+    else:
+        names = [str(name) for name in class_names]
     if len(names) != num_classes:
         raise AnnotationError(f"class_names has {len(names)} names but num_classes is {num_classes}.")
     _check_unique_names(names, "class_names")
@@ -1282,7 +1287,8 @@ def to_database_json(
         if row["fps"] is not None:
             entry["fps"] = row["fps"]
         entry["annotations"] = [
-            {"segment": [start, end], "label": names[label]} for (start, end), label in zip(row["segments"], row["labels"])
+            {"segment": [start, end], "label": names[label]}
+            for (start, end), label in zip(row["segments"], row["labels"])
         ]
         if row["video_id"] in database:
             raise AnnotationError(f"video id {row['video_id']!r} appears twice; the database layout needs unique ids.")
@@ -1307,7 +1313,8 @@ def _as_segments(segments) -> np.ndarray:
 def _frame_rate(mode, duration, num_frames, fps) -> float:
     if mode == "frame_count":
         if num_frames is None or not duration:
-            raise ValueError("mode 'frame_count' needs num_frames and a positive duration (fps = num_frames / duration).")
+            raise ValueError("mode 'frame_count' needs num_frames and a positive duration "
+                             "(fps = num_frames / duration).")
         return num_frames / duration
     if mode == "fixed_fps":
         if fps is None or fps <= 0:
@@ -1513,7 +1520,8 @@ def expand_sliding_windows(
     for row in dataset:
         vid, duration = row["video_id"], row["duration"]
         if not duration or duration <= 0:
-            builder.error("bad_video_field", vid, "duration", f"sliding windows need a positive duration, got {duration}")
+            builder.error("bad_video_field", vid, "duration",
+                          f"sliding windows need a positive duration, got {duration}")
             continue
         if mode == "frame_count":
             if not row["num_frames"]:

@@ -319,8 +319,8 @@ def test_epic_class_csv(annotations_dir):
 
 
 def test_anet_eval_fixture_ground_truth(shared_dir):
-    dataset, report = load_database_json(shared_dir / "fixtures" / "anet_eval_public" / "anet_val" / "ground_truth.json",
-                                         subset="validation", deduplicate=False, output_report=True)
+    path = shared_dir / "fixtures" / "anet_eval_public" / "anet_val" / "ground_truth.json"
+    dataset, report = load_database_json(path, subset="validation", deduplicate=False, output_report=True)
     assert len(dataset) == 300 and report.removed == {}
     assert not any(v.startswith("v_") for v in dataset["video_id"]) and all(d > 0 for d in dataset["duration"])
 
@@ -400,6 +400,9 @@ def test_opentad_json_with_frames(tmp_path):
     assert row["num_frames"] == 5091 and row["fps"] == pytest.approx(5091 / 169.7)
 
 
+EGO4D_BROWSE = "browse_through_clothing_items_on_rack_/_shelf_/_hanger"  # a class of ego4d_label_map.txt
+
+
 @pytest.fixture
 def ego4d_moments(tmp_path):
     def label(name, start, end, clip_start, primary=True):
@@ -420,8 +423,7 @@ def ego4d_moments(tmp_path):
                          label("use_phone", 10.0, 20.5, 480.02),
                          label("converse_/_interact_with_someone", 30.0, 31.0, 480.02, primary=False)]},
                      {"annotator_uid": "ann-2", "labels": [label("use_phone", 10.0, 20.5, 480.02),
-                                                           label("browse_through_clothing_items_on_rack_/_shelf_/_hanger",
-                                                                 100.0, 500.0, 480.02)]},
+                                                           label(EGO4D_BROWSE, 100.0, 500.0, 480.02)]},
                  ]},
             ]},
             {"video_uid": "video-b", "split": "train", "clips": [
@@ -443,7 +445,7 @@ def test_ego4d_moment_queries_layout(ego4d_moments, annotations_dir):
     names = class_names_of(dataset)
     # clip-relative times; the second annotator's identical moment is a duplicate
     assert clip["segments"] == [[10.0, 20.5], [100.0, 500.0]]
-    assert [names[l] for l in clip["labels"]] == ["use_phone", "browse_through_clothing_items_on_rack_/_shelf_/_hanger"]
+    assert [names[l] for l in clip["labels"]] == ["use_phone", EGO4D_BROWSE]
     assert report.removed == {"non_primary": 1, "duplicate": 1} and report.kept["past_duration"] == 1
     # without start_time the clip-relative time comes from video_*_time minus the clip start (clamped at 0)
     assert dataset[1]["segments"] == [[5.0, 6.0]] and dataset[1]["duration"] == 300.0
@@ -713,7 +715,8 @@ def test_sliding_windows_completeness_threshold(tmp_path):
 def test_sliding_windows_short_video_and_tail(tmp_path):
     rows = video_rows(tmp_path, {
         # 20 frames, stride 4 -> 5 snippets < window 8: one window [0, 5)
-        "short": {"subset": "test", "duration": 2.0, "frame": 20, "annotations": [{"segment": [0.5, 1.0], "label": "a"}]},
+        "short": {"subset": "test", "duration": 2.0, "frame": 20,
+                  "annotations": [{"segment": [0.5, 1.0], "label": "a"}]},
         # 44 frames -> 11 snippets, window 4, overlap 0.25 -> stride 3 -> range(3): [0,4) [3,7) [6,10);
         # no window passes the end, so snippet 10 (frame 40) is in no window (OpenTAD behaviour)
         "tail": {"subset": "test", "duration": 4.4, "frame": 44, "annotations": []},
