@@ -297,6 +297,804 @@ class AdaTADBackbone(nn.Module):
 # Detector: ActionFormer projection, identity FPN, heads, points, losses
 # ======================================================================================
 
+@dataclass
+class AdaTADDetectorOutput(ModelOutput):
+    """
+    Output of [`AdaTADDetector`]. Per-level entries are lists ordered from the finest FPN level (stride 1) to the
+    coarsest; `T_l` is the length of level `l` after padding to `max_seq_len`.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            `cls_loss + reg_loss` (the regression part already weighted by `loss_regression_weight`).
+        loss_dict (`dict[str, torch.Tensor]`, *optional*, returned when `labels` are given):
+            `cls_loss` (sigmoid focal loss), `reg_loss` (DIoU loss times its weight), `num_pos` (positive valid
+            points) and `loss_normalizer` (the divisor both losses used).
+        logits (`list[torch.FloatTensor]`, each `(batch_size, T_l, num_labels)`):
+            Classification logits per point (before the sigmoid, not masked).
+        pred_offsets (`list[torch.FloatTensor]`, each `(batch_size, T_l, 2)`):
+            Distances from each point to the segment start and end in units of the level stride (after ReLU).
+        points (`list[torch.FloatTensor]`, each `(T_l, 4)`):
+            `(position on the feature grid, regression range min, regression range max, stride)` of every point.
+        feature_mask (`list[torch.BoolTensor]`, each `(batch_size, T_l)`):
+            True where a point lies on valid (non-padded) input.
+        projection_hidden_states (`list[torch.FloatTensor]`, each `(batch_size, projection_hidden_size, T_l)`):
+            Projection (Conv1D transformer) output per level.
+        fpn_hidden_states (`list[torch.FloatTensor]`, each `(batch_size, projection_hidden_size, T_l)`):
+            Identity-FPN output per level (LayerNorm over channels), the input of the heads.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_dict: dict | None = None
+    logits: list | None = None
+    pred_offsets: list | None = None
+    points: list | None = None
+    feature_mask: list | None = None
+    projection_hidden_states: list | None = None
+    fpn_hidden_states: list | None = None
+
+
+def downsample_mask(mask: torch.BoolTensor, length: int) -> torch.BoolTensor:
+    """Nearest-neighbour resampling of a `(batch_size, T)` mask to `(batch_size, length)` (keeps step `i * T // length`,
+    i.e. every second step for a stride-2 convolution), as ActionFormer does."""
+    resized = F.interpolate(mask[:, None].float(), size=length, mode="nearest")
+    return resized[:, 0].bool()
+
+
+def sinusoid_position_table(length: int, channels: int) -> torch.Tensor:
+    """Fixed sin/cos table of shape `(channels, length)`: channel `2i` is `sin(t / 10000^(2i/channels))`, channel
+    `2i+1` the matching cosine. Computed in float64 and returned as float32."""
+    positions = torch.arange(length, dtype=torch.float64)[:, None]
+    exponents = (2 * (torch.arange(channels) // 2)).double() / channels
+    angles = positions / torch.pow(torch.tensor(10000.0, dtype=torch.float64), exponents)
+    table = torch.empty_like(angles)
+    table[:, 0::2] = torch.sin(angles[:, 0::2])
+    table[:, 1::2] = torch.cos(angles[:, 1::2])
+    # (length, channels) -> (channels, length)
+    return table.T.float()
+
+
+def masked_global_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.BoolTensor
+) -> torch.Tensor:
+    """Softmax attention over every valid key step.
+
+    Args:
+        query: `(batch_size, num_heads, query_length, head_dim)`, already multiplied by `head_dim ** -0.5`.
+        key, value: `(batch_size, num_heads, key_length, head_dim)`.
+        key_mask: `(batch_size, key_length)`, True on valid steps.
+
+    Returns:
+        `(batch_size, num_heads, query_length, head_dim)`.
+    """
+    scores = query @ key.transpose(-2, -1)
+    # The dtype's minimum instead of -inf: identical weights (exp underflows to 0) but no NaN for an all-padded video.
+    scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+    return scores.softmax(dim=-1) @ value
+
+
+def masked_local_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.BoolTensor, half_window: int
+) -> torch.Tensor:
+    """Softmax attention of every step `t` over the valid key steps `t - half_window .. t + half_window`.
+
+    Only the `2 * half_window + 1` scores of each window are computed, so memory grows linearly with the length. With
+    a window that covers the whole sequence the result equals [`masked_global_attention`].
+
+    Args:
+        query: `(batch_size, num_heads, length, head_dim)`, already multiplied by `head_dim ** -0.5`.
+        key, value: `(batch_size, num_heads, length, head_dim)`.
+        key_mask: `(batch_size, length)`, True on valid steps.
+        half_window: number of neighbours attended on each side.
+
+    Returns:
+        `(batch_size, num_heads, length, head_dim)`.
+    """
+    window = 2 * half_window + 1
+    # (batch, heads, length, head_dim) -> (batch, heads, length, head_dim, window): keys t - w .. t + w of step t
+    key_windows = F.pad(key, (0, 0, half_window, half_window)).unfold(2, window, 1)
+    value_windows = F.pad(value, (0, 0, half_window, half_window)).unfold(2, window, 1)
+    # (batch, length) -> (batch, length, window); steps outside the sequence are invalid keys
+    window_mask = F.pad(key_mask.float(), (half_window, half_window)).unfold(1, window, 1) > 0
+    scores = torch.einsum("bhtd,bhtdw->bhtw", query, key_windows)
+    scores = scores.masked_fill(~window_mask[:, None], torch.finfo(scores.dtype).min)
+    probabilities = scores.softmax(dim=-1)
+    return torch.einsum("bhtw,bhtdw->bhtd", probabilities, value_windows)
+
+
+class AdaTADConv1d(nn.Conv1d):
+    """`nn.Conv1d` with "same" padding (`kernel_size // 2`) that records how ActionFormer initialises its bias.
+
+    Args:
+        bias_init (`float` or `None`, defaults to 0.0): initial bias value; `None` keeps PyTorch's default uniform
+            bias (ActionFormer's regression output layer).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        bias_init: float | None = 0.0,
+    ):
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=bias
+        )
+        self.bias_init = bias_init
+
+
+class AdaTADMaskedConv1d(AdaTADConv1d):
+    """Convolution that zeroes padded time steps of its output.
+
+    Input `(batch_size, in_channels, T)` with mask `(batch_size, T)`; output `(batch_size, out_channels, T_out)` with
+    mask `(batch_size, T_out)`, `T_out = ceil(T / stride)`; a strided convolution keeps every `stride`-th mask step.
+    """
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.BoolTensor) -> tuple[torch.Tensor, torch.BoolTensor]:
+        hidden_states = super().forward(hidden_states)
+        if mask.shape[-1] != hidden_states.shape[-1]:
+            mask = downsample_mask(mask, hidden_states.shape[-1])
+        return hidden_states * mask[:, None].to(hidden_states.dtype), mask
+
+
+class AdaTADChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of a `(batch_size, channels, T)` sequence."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # (batch_size, channels, T) -> (batch_size, T, channels) and back
+        return super().forward(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+
+class AdaTADConvBlock(nn.Module):
+    """Masked convolution (no bias) -> channel LayerNorm (eps 1e-6) -> ReLU -> mask; the embedding layers of the
+    projection and the layers of both heads. `(batch_size, in_channels, T)` -> `(batch_size, out_channels, T)`."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        super().__init__()
+        self.conv = AdaTADMaskedConv1d(in_channels, out_channels, kernel_size, bias=False)
+        self.norm = AdaTADChannelLayerNorm(out_channels, eps=1e-6)
+        self.activation = nn.ReLU()
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.BoolTensor) -> tuple[torch.Tensor, torch.BoolTensor]:
+        hidden_states, mask = self.conv(hidden_states, mask)
+        hidden_states = self.activation(self.norm(hidden_states))
+        return hidden_states * mask[:, None].to(hidden_states.dtype), mask
+
+
+class AdaTADAffineDropPath(nn.Module):
+    """Per-channel learnable scale (initialised to 1e-4, LayerScale-style) followed by stochastic depth.
+
+    Input and output `(batch_size, channels, T)`; in training each sample's branch is dropped with probability
+    `drop_prob` and the kept ones are divided by `1 - drop_prob`.
+    """
+
+    def __init__(self, num_channels: int, drop_prob: float, init_scale: float = 1e-4):
+        super().__init__()
+        self.drop_prob = drop_prob
+        self.init_scale = init_scale
+        self.scale = nn.Parameter(torch.full((1, num_channels, 1), init_scale))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.scale * hidden_states
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep_prob = 1.0 - self.drop_prob
+        keep = torch.rand((hidden_states.shape[0], 1, 1), dtype=hidden_states.dtype, device=hidden_states.device)
+        keep = (keep + keep_prob).floor()
+        return hidden_states / keep_prob * keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class AdaTADScale(nn.Module):
+    """A learnable scalar that multiplies its input (one per FPN level on the regression output)."""
+
+    def __init__(self, init_value: float = 1.0):
+        super().__init__()
+        self.init_value = init_value
+        self.scale = nn.Parameter(torch.tensor(init_value, dtype=torch.float32))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states * self.scale
+
+
+class AdaTADMaskedConvAttention(nn.Module):
+    """Multi-head self-attention whose queries, keys and values first pass a depth-wise convolution (which also
+    downsamples by `stride`) and a LayerNorm, then a 1x1 projection. Padded key steps get no attention weight.
+
+    Input `(batch_size, hidden_size, T)` with mask `(batch_size, T)`; output `(batch_size, hidden_size, T / stride)`
+    with the downsampled mask. `window_size > 1` restricts every step to its `window_size // 2` neighbours on each
+    side (local attention); otherwise attention is global.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, stride: int, window_size: int, dropout: float):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden size {hidden_size} is not divisible by the number of heads {num_heads}.")
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.scaling = 1.0 / math.sqrt(self.head_dim)
+        self.half_window = window_size // 2 if window_size > 1 else None
+        kernel_size = stride + 1 if stride > 1 else 3
+        self.query_conv = AdaTADMaskedConv1d(hidden_size, hidden_size, kernel_size, stride, groups=hidden_size, bias=False)
+        self.key_conv = AdaTADMaskedConv1d(hidden_size, hidden_size, kernel_size, stride, groups=hidden_size, bias=False)
+        self.value_conv = AdaTADMaskedConv1d(hidden_size, hidden_size, kernel_size, stride, groups=hidden_size, bias=False)
+        self.query_norm = AdaTADChannelLayerNorm(hidden_size)
+        self.key_norm = AdaTADChannelLayerNorm(hidden_size)
+        self.value_norm = AdaTADChannelLayerNorm(hidden_size)
+        self.query = AdaTADConv1d(hidden_size, hidden_size)
+        self.key = AdaTADConv1d(hidden_size, hidden_size)
+        self.value = AdaTADConv1d(hidden_size, hidden_size)
+        self.output = AdaTADConv1d(hidden_size, hidden_size)
+        self.output_dropout = nn.Dropout(dropout)
+
+    def _split_heads(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # (batch_size, num_heads * head_dim, T) -> (batch_size, num_heads, T, head_dim)
+        batch_size = hidden_states.shape[0]
+        return hidden_states.view(batch_size, self.num_heads, self.head_dim, -1).transpose(2, 3)
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.BoolTensor) -> tuple[torch.Tensor, torch.BoolTensor]:
+        batch_size, hidden_size, _ = hidden_states.shape
+        query, query_mask = self.query_conv(hidden_states, mask)
+        key, key_mask = self.key_conv(hidden_states, mask)
+        value, _ = self.value_conv(hidden_states, mask)
+        query = self._split_heads(self.query(self.query_norm(query))) * self.scaling
+        key = self._split_heads(self.key(self.key_norm(key)))
+        value = self._split_heads(self.value(self.value_norm(value)))
+        if self.half_window is None:
+            context = masked_global_attention(query, key, value, key_mask)
+        else:
+            context = masked_local_attention(query, key, value, key_mask, self.half_window)
+        # (batch_size, num_heads, T', head_dim) -> (batch_size, hidden_size, T')
+        context = context.transpose(2, 3).reshape(batch_size, hidden_size, -1)
+        output = self.output_dropout(self.output(context))
+        return output * query_mask[:, None].to(output.dtype), query_mask
+
+
+class AdaTADTransformerMLP(nn.Module):
+    """Two 1x1 convolutions with GELU and dropout: `(batch_size, hidden_size, T)` -> same shape."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, dropout: float):
+        super().__init__()
+        self.fc1 = AdaTADConv1d(hidden_size, intermediate_size)
+        self.activation = nn.GELU()
+        self.dropout1 = nn.Dropout(dropout)
+        self.fc2 = AdaTADConv1d(intermediate_size, hidden_size)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.dropout1(self.activation(self.fc1(hidden_states)))
+        return self.dropout2(self.fc2(hidden_states))
+
+
+class AdaTADTransformerLayer(nn.Module):
+    """Pre-LN transformer layer of the projection, optionally downsampling by `stride`.
+
+    `x' = maxpool(x) * mask' + drop_path(attention(LN(x)))`, `out = x' + drop_path(mlp(LN(x')) * mask')`. Input
+    `(batch_size, hidden_size, T)` with mask `(batch_size, T)`; output `(batch_size, hidden_size, T / stride)` with the
+    downsampled mask. `drop_path_rate == 0` leaves out the per-channel branch scales (as ActionFormer does).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        stride: int = 1,
+        window_size: int = -1,
+        dropout: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        self.layernorm_before = AdaTADChannelLayerNorm(hidden_size)
+        self.attention = AdaTADMaskedConvAttention(hidden_size, num_heads, stride, window_size, dropout)
+        if stride > 1:
+            self.skip_pool = nn.MaxPool1d(stride + 1, stride=stride, padding=(stride + 1) // 2)
+        else:
+            self.skip_pool = nn.Identity()
+        self.layernorm_after = AdaTADChannelLayerNorm(hidden_size)
+        self.mlp = AdaTADTransformerMLP(hidden_size, 4 * hidden_size, dropout)
+        if drop_path_rate > 0:
+            self.attention_drop_path = AdaTADAffineDropPath(hidden_size, drop_path_rate)
+            self.mlp_drop_path = AdaTADAffineDropPath(hidden_size, drop_path_rate)
+        else:
+            self.attention_drop_path = nn.Identity()
+            self.mlp_drop_path = nn.Identity()
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.BoolTensor) -> tuple[torch.Tensor, torch.BoolTensor]:
+        attention_output, mask = self.attention(self.layernorm_before(hidden_states), mask)
+        valid = mask[:, None].to(attention_output.dtype)
+        hidden_states = self.skip_pool(hidden_states) * valid + self.attention_drop_path(attention_output)
+        mlp_output = self.mlp(self.layernorm_after(hidden_states)) * valid
+        return hidden_states + self.mlp_drop_path(mlp_output), mask
+
+
+class AdaTADAbsolutePositionEmbedding(nn.Module):
+    """Adds a fixed sinusoidal table (scaled by `hidden_size ** -0.5`) to the valid steps of `(batch_size, hidden_size,
+    T)` features. Training refuses sequences longer than `max_seq_len`; at inference a longer (or equally long)
+    sequence gets the table linearly resized to its length, as ActionFormer does."""
+
+    def __init__(self, hidden_size: int, max_seq_len: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.max_seq_len = max_seq_len
+        self.register_buffer("table", self.build_table(), persistent=False)
+
+    def build_table(self) -> torch.Tensor:
+        # (1, hidden_size, max_seq_len)
+        return (sinusoid_position_table(self.max_seq_len, self.hidden_size) / self.hidden_size**0.5)[None]
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.BoolTensor) -> torch.Tensor:
+        length = hidden_states.shape[-1]
+        table = self.table
+        if self.training and length > self.max_seq_len:
+            raise ValueError(
+                f"The detector input has {length} steps, more than `max_seq_len` ({self.max_seq_len}) that the "
+                "absolute position embedding was built for; raise `max_seq_len` or shorten the training windows."
+            )
+        if not self.training and length >= self.max_seq_len:
+            table = F.interpolate(table, size=length, mode="linear", align_corners=False)
+        table = table[:, :, :length].to(hidden_states.dtype)
+        return hidden_states + table * mask[:, None].to(hidden_states.dtype)
+
+
+class AdaTADProjection(nn.Module):
+    """ActionFormer's Conv1D-transformer projection: optional channel dropout of the input, `projection_arch[0]`
+    embedding conv blocks, optional absolute position embedding, `projection_arch[1]` stem transformer layers at full
+    resolution, then `projection_arch[2]` transformer layers that each halve the length. Every stem/branch output
+    is one FPN level.
+
+    Input `(batch_size, in_channels, T)` with mask `(batch_size, T)`; output a list of `projection_arch[2] + 1`
+    levels `(batch_size, projection_hidden_size, T / 2**l)` and their masks `(batch_size, T / 2**l)`.
+    """
+
+    def __init__(self, config: AdaTADConfig, in_channels: int):
+        super().__init__()
+        hidden_size = config.projection_hidden_size
+        num_embedding, num_stem, num_branch = config.projection_arch
+        if num_embedding == 0 and in_channels != hidden_size:
+            raise ValueError(
+                f"`projection_arch` {config.projection_arch} has no embedding convolution, so the backbone width "
+                f"({in_channels}) must equal `projection_hidden_size` ({hidden_size})."
+            )
+        windows = config.projection_attention_window
+        windows = list(windows) if isinstance(windows, (list, tuple)) else [windows] * (num_branch + 1)
+        self.input_dropout = (
+            nn.Dropout1d(config.projection_input_drop_rate) if config.projection_input_drop_rate > 0 else nn.Identity()
+        )
+        self.embedding = nn.ModuleList(
+            [
+                AdaTADConvBlock(in_channels if i == 0 else hidden_size, hidden_size, config.projection_kernel_size)
+                for i in range(num_embedding)
+            ]
+        )
+        self.position_embedding = (
+            AdaTADAbsolutePositionEmbedding(hidden_size, config.max_seq_len)
+            if config.projection_use_abs_pos_embed
+            else None
+        )
+        layer_kwargs = dict(
+            hidden_size=hidden_size,
+            num_heads=config.projection_num_heads,
+            dropout=config.projection_dropout,
+            drop_path_rate=config.projection_path_drop_rate,
+        )
+        self.stem = nn.ModuleList(
+            [AdaTADTransformerLayer(stride=1, window_size=windows[0], **layer_kwargs) for _ in range(num_stem)]
+        )
+        self.branch = nn.ModuleList(
+            [AdaTADTransformerLayer(stride=2, window_size=windows[1 + i], **layer_kwargs) for i in range(num_branch)]
+        )
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.BoolTensor) -> tuple[list, list]:
+        hidden_states = self.input_dropout(hidden_states)
+        for layer in self.embedding:
+            hidden_states, mask = layer(hidden_states, mask)
+        if self.position_embedding is not None:
+            hidden_states = self.position_embedding(hidden_states, mask)
+        for layer in self.stem:
+            hidden_states, mask = layer(hidden_states, mask)
+        level_states, level_masks = [hidden_states], [mask]
+        for layer in self.branch:
+            hidden_states, mask = layer(hidden_states, mask)
+            level_states.append(hidden_states)
+            level_masks.append(mask)
+        return level_states, level_masks
+
+
+class AdaTADIdentityFPN(nn.Module):
+    """The identity FPN: one channel LayerNorm (eps 1e-6) per level, masks unchanged."""
+
+    def __init__(self, hidden_size: int, num_levels: int):
+        super().__init__()
+        self.norms = nn.ModuleList([AdaTADChannelLayerNorm(hidden_size, eps=1e-6) for _ in range(num_levels)])
+
+    def forward(self, level_states: list) -> list:
+        return [norm(hidden_states) for norm, hidden_states in zip(self.norms, level_states)]
+
+
+class AdaTADDetectionHead(nn.Module):
+    """Classification and regression heads shared by all FPN levels.
+
+    Each head is `head_num_convs` masked conv blocks and an output convolution; the regression output is multiplied by
+    a learnable per-level scale and passed through ReLU. The classifier bias starts at `-log((1 - p) / p)` with
+    `p = head_prior_prob`, so every class starts with foreground probability `p`.
+
+    Input: lists of `(batch_size, in_channels, T_l)` features and `(batch_size, T_l)` masks. Output: lists of logits
+    `(batch_size, T_l, num_labels)` and offsets `(batch_size, T_l, 2)`, neither masked.
+    """
+
+    def __init__(self, config: AdaTADConfig):
+        super().__init__()
+        in_channels, hidden_size = config.projection_hidden_size, config.head_hidden_size
+        kernel_size = config.head_kernel_size
+        self.classification_convs = nn.ModuleList(
+            [
+                AdaTADConvBlock(in_channels if i == 0 else hidden_size, hidden_size, kernel_size)
+                for i in range(config.head_num_convs)
+            ]
+        )
+        self.regression_convs = nn.ModuleList(
+            [
+                AdaTADConvBlock(in_channels if i == 0 else hidden_size, hidden_size, kernel_size)
+                for i in range(config.head_num_convs)
+            ]
+        )
+        head_in = hidden_size if config.head_num_convs > 0 else in_channels
+        prior_prob = config.head_prior_prob
+        prior_bias = -math.log((1 - prior_prob) / prior_prob) if prior_prob > 0 else None
+        self.classification_head = AdaTADConv1d(head_in, config.num_labels, kernel_size, bias_init=prior_bias)
+        self.regression_head = AdaTADConv1d(head_in, 2, kernel_size, bias_init=None)
+        self.scales = nn.ModuleList([AdaTADScale(1.0) for _ in range(config.num_fpn_levels)])
+
+    def forward(self, level_states: list, level_masks: list) -> tuple[list, list]:
+        logits, offsets = [], []
+        for level, (hidden_states, mask) in enumerate(zip(level_states, level_masks)):
+            classification_states = regression_states = hidden_states
+            for layer in self.classification_convs:
+                classification_states, _ = layer(classification_states, mask)
+            for layer in self.regression_convs:
+                regression_states, _ = layer(regression_states, mask)
+            # (batch_size, num_labels, T_l) -> (batch_size, T_l, num_labels)
+            logits.append(self.classification_head(classification_states).transpose(1, 2))
+            level_offsets = F.relu(self.scales[level](self.regression_head(regression_states)))
+            # (batch_size, 2, T_l) -> (batch_size, T_l, 2)
+            offsets.append(level_offsets.transpose(1, 2))
+        return logits, offsets
+
+
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """Sigmoid focal loss (RetinaNet), element-wise.
+
+    Args:
+        logits: any shape, raw scores.
+        targets: same shape, (possibly smoothed) binary targets in [0, 1].
+        alpha: weight of the positive term (`1 - alpha` for the negative one); a negative value disables it.
+        gamma: focusing exponent on `1 - p_t`.
+
+    Returns:
+        Float32 tensor of the shape of `logits`, the unreduced loss.
+    """
+    logits, targets = logits.float(), targets.float()
+    probabilities = torch.sigmoid(logits)
+    cross_entropy = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = probabilities * targets + (1 - probabilities) * (1 - targets)
+    loss = cross_entropy * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss
+
+
+def diou_loss_1d(pred_segments: torch.Tensor, target_segments: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Distance-IoU loss of 1D segments, pair by pair: `1 - IoU + (center distance / enclosing length)^2`.
+
+    Args:
+        pred_segments: `(num_segments, 2)` predicted (start, end).
+        target_segments: `(num_segments, 2)` target (start, end).
+        eps: lower bound of the union and of the squared enclosing length.
+
+    Returns:
+        `(num_segments,)` unreduced loss.
+    """
+    pred_start, pred_end = pred_segments[:, 0], pred_segments[:, 1]
+    target_start, target_end = target_segments[:, 0], target_segments[:, 1]
+    intersection = (torch.min(pred_end, target_end) - torch.max(pred_start, target_start)).clamp(min=0)
+    union = (pred_end - pred_start) + (target_end - target_start) - intersection
+    iou = intersection / union.clamp(min=eps)
+    enclosing = torch.max(pred_end, target_end) - torch.min(pred_start, target_start)
+    center_distance = ((target_start + target_end) / 2 - (pred_start + pred_end) / 2).abs()
+    diou = iou - center_distance * center_distance / (enclosing * enclosing).clamp(min=eps)
+    return 1 - diou
+
+
+@torch.no_grad()
+def assign_targets(
+    points: torch.Tensor,
+    segments: torch.Tensor,
+    labels: torch.Tensor,
+    num_labels: int,
+    center_sample_radius: float,
+    filter_similar_gt: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ActionFormer label assignment for one video.
+
+    A point is positive for a ground-truth segment when it lies within `center_sample_radius * stride` of the
+    segment's center (and inside the segment), and its largest distance to the segment's boundaries lies in the
+    point's regression range. Among several matching segments the shortest wins; with `filter_similar_gt` every
+    segment within 1e-3 of that length also gives its class.
+
+    Args:
+        points: `(num_points, 4)` all levels' points, `(position, range min, range max, stride)`.
+        segments: `(num_segments, 2)` ground truth (start, end) on the feature grid.
+        labels: `(num_segments,)` class ids.
+        num_labels: number of classes.
+        center_sample_radius: center-sampling radius in strides.
+        filter_similar_gt: give a point the classes of all equally short matching segments.
+
+    Returns:
+        `cls_targets` `(num_points, num_labels)` in {0, 1} and `reg_targets` `(num_points, 2)`, the distances to the
+        start and end of the assigned segment divided by the stride (for negative points: of the first segment).
+    """
+    num_points, num_segments = points.shape[0], segments.shape[0]
+    if num_segments == 0:
+        return segments.new_zeros((num_points, num_labels)), segments.new_zeros((num_points, 2))
+    positions, range_min, range_max, strides = points[:, 0, None], points[:, 1, None], points[:, 2, None], points[:, 3, None]
+    lengths = (segments[:, 1] - segments[:, 0])[None].repeat(num_points, 1)
+    # (num_points, num_segments) each
+    starts, ends = segments[None, :, 0], segments[None, :, 1]
+    reg_targets = torch.stack((positions - starts, ends - positions), dim=-1)
+    centers = 0.5 * (starts + ends)
+    center_min = torch.maximum(centers - strides * center_sample_radius, starts)
+    center_max = torch.minimum(centers + strides * center_sample_radius, ends)
+    inside_center = torch.minimum(positions - center_min, center_max - positions) > 0
+    max_distance = reg_targets.max(dim=-1)[0]
+    inside_range = (max_distance >= range_min) & (max_distance <= range_max)
+    lengths = lengths.masked_fill(~(inside_center & inside_range), float("inf"))
+    min_length, min_index = lengths.min(dim=1)
+    matched = lengths < float("inf")
+    if filter_similar_gt:
+        matched = matched & (lengths <= min_length[:, None] + 1e-3)
+    one_hot = F.one_hot(labels.long(), num_labels).to(reg_targets.dtype)
+    # Several segments with the same class at one point still give a target of 1.
+    cls_targets = (matched.to(reg_targets.dtype) @ one_hot).clamp(min=0.0, max=1.0)
+    reg_targets = reg_targets[torch.arange(num_points, device=points.device), min_index] / strides
+    return cls_targets, reg_targets
+
+
+def decode_segments(points: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Turn `(..., num_points, 2)` stride-unit distances into `(..., num_points, 2)` (start, end) on the feature grid,
+    given the `(num_points, 4)` points."""
+    starts = points[:, 0] - offsets[..., 0] * points[:, 3]
+    ends = points[:, 0] + offsets[..., 1] * points[:, 3]
+    return torch.stack((starts, ends), dim=-1)
+
+
+class AdaTADDetector(nn.Module):
+    """
+    The ActionFormer detector of AdaTAD: features padded to `max_seq_len`, [`AdaTADProjection`],
+    [`AdaTADIdentityFPN`], [`AdaTADDetectionHead`], points per level, and (with labels) the focal + DIoU loss.
+
+    `forward(features, masks=None, labels=None)`:
+        features (`torch.FloatTensor` of shape `(batch_size, backbone_config.hidden_size, T)`): backbone features.
+        masks (`torch.BoolTensor` of shape `(batch_size, T)`, *optional*): True on valid steps (default: all).
+        labels (`list[dict]`, *optional*): per video `segments` `(N, 2)` float (start, end) in feature-grid units and
+            `labels` `(N,)` class ids.
+
+    Inputs shorter than `max_seq_len` are zero-padded (mask False) to it; longer ones up to a multiple of the largest
+    stride (times the attention window where local attention is used). The loss normaliser is an EMA of the number
+    of positive points, kept in the `loss_normalizer` buffer and updated in training mode only; in eval mode the
+    losses are divided by the batch's own positive count.
+    """
+
+    def __init__(self, config: AdaTADConfig):
+        super().__init__()
+        self.num_labels = config.num_labels
+        self.max_seq_len = config.max_seq_len
+        self.strides = list(config.fpn_strides)
+        self.regression_ranges = [list(r) for r in config.fpn_regression_ranges]
+        self.center_sample_radius = config.loss_center_sample_radius
+        self.filter_similar_gt = config.loss_filter_similar_gt
+        self.label_smoothing = config.loss_label_smoothing
+        self.regression_weight = config.loss_regression_weight
+        self.normalizer_momentum = config.loss_normalizer_momentum
+        self.focal_alpha = config.loss_focal_alpha
+        self.focal_gamma = config.loss_focal_gamma
+        windows = config.projection_attention_window
+        windows = list(windows) if isinstance(windows, (list, tuple)) else [windows] * config.num_fpn_levels
+        # Lengths must split evenly into every level and, with local attention, into whole windows of every level.
+        self.pad_multiple = max(s * (w // 2) * 2 if w > 1 else s for s, w in zip(self.strides, windows))
+        self.in_channels = config.backbone_config.hidden_size
+
+        self.projection = AdaTADProjection(config, self.in_channels)
+        self.neck = AdaTADIdentityFPN(config.projection_hidden_size, config.num_fpn_levels)
+        self.head = AdaTADDetectionHead(config)
+        self.register_buffer("loss_normalizer", torch.tensor(float(config.loss_normalizer_init)))
+        for module in self.modules():
+            init_detector_weights(module, config)
+
+    def pad_features(
+        self, features: torch.Tensor, masks: torch.BoolTensor
+    ) -> tuple[torch.Tensor, torch.BoolTensor]:
+        """Zero-pad `(batch_size, channels, T)` features and their `(batch_size, T)` masks to `max_seq_len`, or, when
+        longer, to the next multiple of the padding factor."""
+        length = features.shape[-1]
+        if length == self.max_seq_len:
+            return features, masks
+        target = self.max_seq_len if length < self.max_seq_len else -(-length // self.pad_multiple) * self.pad_multiple
+        features = F.pad(features, (0, target - length))
+        masks = F.pad(masks, (0, target - length), value=False)
+        return features, masks
+
+    def get_points(self, lengths: list[int], device: torch.device) -> list[torch.Tensor]:
+        """Points of each level: `(T_l, 4)` rows `(l-th step * stride, range min, range max, stride)`."""
+        points = []
+        for length, stride, (range_min, range_max) in zip(lengths, self.strides, self.regression_ranges):
+            positions = torch.arange(length, dtype=torch.float32, device=device) * stride
+            level = torch.empty((length, 4), dtype=torch.float32, device=device)
+            level[:, 0] = positions
+            level[:, 1] = range_min
+            level[:, 2] = range_max
+            level[:, 3] = stride
+            points.append(level)
+        return points
+
+    def assign_targets(self, points: list[torch.Tensor], labels: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets of a batch over all levels' points: `(batch_size, num_points, num_labels)` classes and
+        `(batch_size, num_points, 2)` stride-normalised distances (see [`assign_targets`])."""
+        all_points = torch.cat(points, dim=0)
+        cls_targets, reg_targets = [], []
+        for video in labels:
+            video_cls, video_reg = assign_targets(
+                all_points,
+                video["segments"].to(device=all_points.device, dtype=all_points.dtype),
+                video["labels"].to(all_points.device),
+                self.num_labels,
+                self.center_sample_radius,
+                self.filter_similar_gt,
+            )
+            cls_targets.append(video_cls)
+            reg_targets.append(video_reg)
+        return torch.stack(cls_targets), torch.stack(reg_targets)
+
+    def compute_loss(
+        self, logits: list, offsets: list, masks: list, points: list, labels: list[dict]
+    ) -> tuple[torch.Tensor, dict]:
+        """Focal loss over all valid points plus weighted DIoU loss over the positive ones, both divided by the
+        loss normaliser. Returns `(loss, loss_dict)`."""
+        cls_targets, reg_targets = self.assign_targets(points, labels)
+        valid = torch.cat(masks, dim=1)
+        positive = (cls_targets.sum(-1) > 0) & valid
+        num_pos = int(positive.sum())
+        if self.training:
+            # An EMA of the positive count keeps the loss scale steady across small batches.
+            normalizer = self.normalizer_momentum * self.loss_normalizer + (1 - self.normalizer_momentum) * max(
+                num_pos, 1
+            )
+            self.loss_normalizer.copy_(normalizer)
+        else:
+            normalizer = max(num_pos, 1)
+
+        targets = cls_targets[valid] * (1 - self.label_smoothing) + self.label_smoothing / (self.num_labels + 1)
+        cls_loss = sigmoid_focal_loss(torch.cat(logits, dim=1)[valid], targets, self.focal_alpha, self.focal_gamma)
+        cls_loss = cls_loss.sum() / normalizer
+
+        all_points = torch.cat(points, dim=0)
+        pred_segments = decode_segments(all_points, torch.cat(offsets, dim=1))[positive]
+        target_segments = decode_segments(all_points, reg_targets)[positive]
+        if num_pos == 0:
+            reg_loss = pred_segments.sum() * 0
+        else:
+            reg_loss = diou_loss_1d(pred_segments, target_segments).sum() / normalizer
+        if self.regression_weight > 0:
+            reg_loss = reg_loss * self.regression_weight
+        else:
+            # Auto-balance: scale the regression loss to the size of the classification loss.
+            reg_loss = reg_loss * (cls_loss.detach() / max(reg_loss.item(), 0.01))
+        loss_dict = {
+            "cls_loss": cls_loss,
+            "reg_loss": reg_loss,
+            "num_pos": torch.tensor(num_pos, device=valid.device),
+            "loss_normalizer": torch.as_tensor(normalizer, dtype=torch.float32, device=valid.device).detach(),
+        }
+        return cls_loss + reg_loss, loss_dict
+
+    def _check_inputs(self, features: torch.Tensor, masks: torch.BoolTensor | None, labels: list[dict] | None):
+        if features.ndim != 3 or features.shape[1] != self.in_channels:
+            raise ValueError(
+                f"detector `features` must be (batch_size, {self.in_channels}, length), got {tuple(features.shape)}."
+            )
+        if not torch.isfinite(features).all():
+            raise ValueError("detector `features` contain NaN or infinite values (check the backbone output).")
+        batch_size, _, length = features.shape
+        if masks is not None and (masks.dtype != torch.bool or tuple(masks.shape) != (batch_size, length)):
+            raise ValueError(
+                f"`masks` must be a bool tensor of shape ({batch_size}, {length}), got {masks.dtype} "
+                f"{tuple(masks.shape)}."
+            )
+        if labels is None:
+            return
+        if len(labels) != batch_size:
+            raise ValueError(f"`labels` has {len(labels)} entries for a batch of {batch_size} videos.")
+        for index, video in enumerate(labels):
+            if not isinstance(video, dict) or "segments" not in video or "labels" not in video:
+                raise ValueError(f"`labels[{index}]` must be a dict with `segments` and `labels`.")
+            segments, classes = video["segments"], video["labels"]
+            if segments.ndim != 2 or segments.shape[1] != 2 or classes.shape != (segments.shape[0],):
+                raise ValueError(
+                    f"`labels[{index}]`: `segments` must be (N, 2) and `labels` (N,), got {tuple(segments.shape)} "
+                    f"and {tuple(classes.shape)}."
+                )
+            if not torch.isfinite(segments).all():
+                raise ValueError(f"`labels[{index}]['segments']` contains NaN or infinite values.")
+            if classes.numel() and (classes.min() < 0 or classes.max() >= self.num_labels):
+                raise ValueError(
+                    f"`labels[{index}]['labels']` has class ids outside [0, {self.num_labels}): {classes.tolist()}."
+                )
+
+    def forward(
+        self,
+        features: torch.FloatTensor,
+        masks: torch.BoolTensor | None = None,
+        labels: list[dict] | None = None,
+    ) -> AdaTADDetectorOutput:
+        self._check_inputs(features, masks, labels)
+        if masks is None:
+            masks = torch.ones(features.shape[0], features.shape[-1], dtype=torch.bool, device=features.device)
+        features, masks = self.pad_features(features, masks)
+        level_states, level_masks = self.projection(features, masks)
+        fpn_states = self.neck(level_states)
+        logits, offsets = self.head(fpn_states, level_masks)
+        points = self.get_points([states.shape[-1] for states in level_states], features.device)
+        loss = loss_dict = None
+        if labels is not None:
+            loss, loss_dict = self.compute_loss(logits, offsets, level_masks, points, labels)
+        return AdaTADDetectorOutput(
+            loss=loss,
+            loss_dict=loss_dict,
+            logits=logits,
+            pred_offsets=offsets,
+            points=points,
+            feature_mask=level_masks,
+            projection_hidden_states=level_states,
+            fpn_hidden_states=fpn_states,
+        )
+
+
+def init_detector_weights(module: nn.Module, config: AdaTADConfig) -> None:
+    """Initialise one detector module as ActionFormer/OpenTAD does; other modules are left alone.
+
+    Convolutions: PyTorch's default weight init (kaiming-uniform, a=sqrt(5)) and a zero bias, except the classifier
+    (prior-probability bias) and the regression output (PyTorch's default bias); LayerNorms 1/0; branch scales of
+    the drop paths 1e-4; per-level regression scales 1; the loss normaliser `loss_normalizer_init`; the absolute
+    position table recomputed. Uses `transformers.initialization`, so tensors loaded from a checkpoint are kept.
+    Called for every module by `AdaTADPreTrainedModel._init_weights` and by `AdaTADDetector.__init__`.
+    """
+    if isinstance(module, AdaTADConv1d):
+        init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+        if module.bias is not None:
+            if module.bias_init is None:
+                fan_in = module.weight.shape[1] * module.weight.shape[2]
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(module.bias, -bound, bound)
+            else:
+                init.constant_(module.bias, module.bias_init)
+    elif isinstance(module, AdaTADChannelLayerNorm):
+        init.ones_(module.weight)
+        init.zeros_(module.bias)
+    elif isinstance(module, AdaTADAffineDropPath):
+        init.constant_(module.scale, module.init_scale)
+    elif isinstance(module, AdaTADScale):
+        init.constant_(module.scale, module.init_value)
+    elif isinstance(module, AdaTADAbsolutePositionEmbedding):
+        init.copy_(module.table, module.build_table())
+    elif isinstance(module, AdaTADDetector):
+        init.constant_(module.loss_normalizer, float(config.loss_normalizer_init))
+
+
 # DETECTOR-SECTION-END
 
 
