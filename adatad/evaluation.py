@@ -397,6 +397,11 @@ def load_predictions(
             raise EvaluationInputError(
                 f"predictions {name} has a 'database' key: this looks like a ground-truth file; pass it as ground truth"
             )
+        elif "version" in data or "external_data" in data:
+            raise EvaluationInputError(
+                f"predictions {name} has no 'results' key (keys: {_list_names(list(data))}); the submission layout is "
+                '{"results": {video_id: [{"segment", "label", "score"}]}}'
+            )
         else:
             results, where_prefix = data, ""
     else:
@@ -421,11 +426,10 @@ def load_predictions(
             all_labels.extend(labels)
 
     try:
-        segments = np.array(all_segments, dtype=np.float64).reshape(len(all_segments), -1)
+        segments = np.array(all_segments, dtype=np.float64) if all_segments else np.empty((0, 2))
         scores = np.array(all_scores, dtype=np.float64).reshape(-1)
-        if segments.shape[1:] != (2,) and len(all_segments):
+        if segments.ndim != 2 or segments.shape[1] != 2:
             raise ValueError("segments are not pairs")
-        segments = segments.reshape(-1, 2)
         # numpy turns None into NaN silently; the official code would fail on it.
         for values, flat in ((segments, all_segments), (scores, all_scores)):
             for i in np.flatnonzero(np.isnan(values).any(axis=-1) if values.ndim == 2 else np.isnan(values)):
