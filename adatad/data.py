@@ -347,7 +347,10 @@ class _IndexBuilder:
             end = self._number(raw.end, vid, f"{raw.where}.segment[1]")
             if end is None:
                 continue
-            label = self.label_index.get(raw.label)
+            try:
+                label = self.label_index.get(raw.label)
+            except TypeError:  # an unhashable label such as a list
+                label = None
             if label is None:
                 self.error("unknown_label", vid, f"{raw.where}.label",
                            f"label {raw.label!r} is not in the class map ({len(self.class_names)} classes)")
@@ -1502,7 +1505,8 @@ def expand_sliding_windows(
         on_error: "raise" or "skip" for videos lacking what the mode needs (`num_frames`,
             `duration`) or with no frames.
         output_report: also return an `AnnotationReport` (`removed["video_without_gt"]`,
-            `removed["window_without_gt"]`, `removed["duplicate"]`, `removed["filtered_gt"]`, skips).
+            `removed["window_without_gt"]`, `removed["duplicate"]`, `removed["filtered_gt"]`,
+            `kept["video_shorter_than_window"]` (one shorter window, as OpenTAD), skips).
     """
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}.")
@@ -1513,6 +1517,8 @@ def expand_sliding_windows(
         raise ValueError(f"snippet_stride must be a positive number of frames, got {snippet_stride}.")
     if mode not in ("frame_count", "fixed_fps"):
         raise ValueError(f"mode must be 'frame_count' or 'fixed_fps' (resize mode has no windows), got {mode!r}.")
+    if mode == "frame_count" and fps is not None:
+        raise ValueError("mode 'frame_count' takes fps = num_frames / duration from each row; do not pass fps.")
     builder = _IndexBuilder("sliding windows", class_names_of(dataset), {}, on_error=on_error, zero_length="keep",
                             out_of_bounds="keep", allow_empty=True, deduplicate=True)
     report = builder.report
@@ -1536,6 +1542,9 @@ def expand_sliding_windows(
         if len(centres) == 0:
             builder.error("bad_video_field", vid, "num_frames", f"the video has no frames ({num_frames})")
             continue
+        if len(centres) < window_size:
+            # not an error: OpenTAD gives such a video one shorter window, padded by the frame sampler
+            report.kept["video_shorter_than_window"] += 1
 
         gt_frames = np.zeros((0, 2))
         gt_labels = np.zeros((0,), dtype=np.int64)

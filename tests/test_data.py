@@ -721,7 +721,9 @@ def test_sliding_windows_short_video_and_tail(tmp_path):
         # no window passes the end, so snippet 10 (frame 40) is in no window (OpenTAD behaviour)
         "tail": {"subset": "test", "duration": 4.4, "frame": 44, "annotations": []},
     })
-    short = expand_sliding_windows(rows.select([0]), window_size=8, snippet_stride=4, mode="frame_count")
+    short, report = expand_sliding_windows(rows.select([0]), window_size=8, snippet_stride=4, mode="frame_count",
+                                           output_report=True)
+    assert report.kept["video_shorter_than_window"] == 1
     assert short["window_start_frame"] == [0] and short["feature_end_idx"] == [4]
     assert short["grid_segments"] == [[[1.25, 2.5]]]
     tail = expand_sliding_windows(rows.select([1]), window_size=4, snippet_stride=4, mode="frame_count",
@@ -773,3 +775,32 @@ def test_sliding_windows_on_real_thumos(thumos_test):
             assert w["window_start_frame"] == 4 * w["feature_start_idx"]
             assert w["feature_end_idx"] - w["feature_start_idx"] + 1 == min(768, num_snippets)
             assert w["feature_end_idx"] < num_snippets
+
+
+def test_unknown_labels_in_every_id_format(tmp_path):
+    charades = tmp_path / "Charades_v1_test.csv"
+    charades.write_text("id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length\n"
+                        "ABC12,s,Kitchen,5,6,Yes,x,cup,y,c010 1.00 2.00;c200 1.00 2.00,10.0\n")
+    with pytest.raises(AnnotationError, match=r"video 'ABC12', field line 2, actions\[1\]\.label: label 200"):
+        load_charades_csv(charades)
+    dataset, report = load_charades_csv(charades, on_error="skip", output_report=True)
+    assert dataset[0]["labels"] == [10] and report.skipped == {"unknown_label": 1}
+
+    thumos = tmp_path / "thumos"
+    thumos.mkdir()
+    (thumos / "Diving_test.txt").write_text("video_test_1 1.0 2.0\n")
+    (thumos / "Skating_test.txt").write_text("video_test_1 3.0 4.0\n")
+    with pytest.raises(AnnotationError, match=r"field line 1 of Skating_test\.txt\.label: label 'Skating'"):
+        load_thumos14_txt(thumos, class_map=THUMOS14_DETECTION_CLASSES)
+
+    epic = tmp_path / "EPIC_100_validation.csv"
+    epic.write_text("narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,"
+                    "start_frame,stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n"
+                    "P01_01_0,P01,P01_01,00:00:01.000,01:00:01.50,01:00:02.00,1,2,take cup,take,0,cup,999,[],[]\n")
+    (tmp_path / "EPIC_100_noun_classes.csv").write_text("id,key,instances,category\n0,tap,[],x\n1,cup,[],x\n")
+    (tmp_path / "EPIC_100_video_info.csv").write_text("video_id,duration,fps,resolution\nP01_01,4000.0,50.0,x\n")
+    with pytest.raises(AnnotationError, match=r"video 'P01_01', field line 2 \(P01_01_0\)\.label: label 999"):
+        load_epic_kitchens_100(epic)
+    epic.write_text(epic.read_text().replace(",999,", ",1,"))
+    row = load_epic_kitchens_100(epic)[0]
+    assert row["segments"] == [[3601.5, 3602.0]] and row["labels"] == [1]  # HH:MM:SS.ff with hours
