@@ -61,6 +61,10 @@ VIDEOS_DIRNAME = "videos"
 SUBSET_SEED_KEYS = {"training": 0, "validation": 1}
 
 
+class SyntheticConfigError(ValueError):
+    """A `SyntheticDatasetConfig` setting is out of range; the message names the field."""
+
+
 @dataclasses.dataclass
 class SyntheticDatasetConfig:
     """Settings of the synthetic dataset; every field has a working default.
@@ -107,47 +111,49 @@ class SyntheticDatasetConfig:
         self.background_speed = tuple(float(speed) for speed in self.background_speed)
         unknown = [name for name in self.class_names if name not in MOTIONS]
         if unknown or not self.class_names:
-            raise ValueError(
+            raise SyntheticConfigError(
                 f"`class_names` {list(self.class_names)} must be a non-empty subset of {sorted(MOTIONS)}; "
                 f"unknown: {unknown}"
             )
         if len(set(self.class_names)) != len(self.class_names):
-            raise ValueError(f"`class_names` {list(self.class_names)} contains duplicates")
+            raise SyntheticConfigError(f"`class_names` {list(self.class_names)} contains duplicates")
         if self.frame_size < 32 or self.frame_size % 2:
-            raise ValueError(
+            raise SyntheticConfigError(
                 f"`frame_size` ({self.frame_size}) must be an even number >= 32 (yuv420p needs even sizes)"
             )
         if self.fps <= 0:
-            raise ValueError(f"`fps` ({self.fps}) must be positive")
+            raise SyntheticConfigError(f"`fps` ({self.fps}) must be positive")
         if self.num_train_videos < 0 or self.num_val_videos < 0:
-            raise ValueError(
+            raise SyntheticConfigError(
                 f"`num_train_videos` ({self.num_train_videos}) and `num_val_videos` ({self.num_val_videos}) "
                 "must not be negative"
             )
         if not 2 <= self.min_action_frames <= self.max_action_frames:
-            raise ValueError(
+            raise SyntheticConfigError(
                 f"need 2 <= `min_action_frames` ({self.min_action_frames}) <= `max_action_frames` "
                 f"({self.max_action_frames})"
             )
         if self.min_action_frames > self.num_frames:
-            raise ValueError(
+            raise SyntheticConfigError(
                 f"`min_action_frames` ({self.min_action_frames}) must not exceed `num_frames` ({self.num_frames})"
             )
         if not 1 <= self.min_actions_per_video <= self.max_actions_per_video:
-            raise ValueError(
+            raise SyntheticConfigError(
                 f"need 1 <= `min_actions_per_video` ({self.min_actions_per_video}) <= `max_actions_per_video` "
                 f"({self.max_actions_per_video})"
             )
         if self.min_gap_frames < 0:
-            raise ValueError(f"`min_gap_frames` ({self.min_gap_frames}) must not be negative")
+            raise SyntheticConfigError(f"`min_gap_frames` ({self.min_gap_frames}) must not be negative")
         if not 0.0 <= self.resting_object_probability <= 1.0:
-            raise ValueError(f"`resting_object_probability` ({self.resting_object_probability}) must be in [0, 1]")
+            raise SyntheticConfigError(
+                f"`resting_object_probability` ({self.resting_object_probability}) must be in [0, 1]"
+            )
         if len(self.background_speed) != 2 or not 0 <= self.background_speed[0] <= self.background_speed[1]:
-            raise ValueError(
+            raise SyntheticConfigError(
                 f"`background_speed` {self.background_speed} must be a (low, high) pair with 0 <= low <= high"
             )
         if self.noise_std < 0:
-            raise ValueError(f"`noise_std` ({self.noise_std}) must not be negative")
+            raise SyntheticConfigError(f"`noise_std` ({self.noise_std}) must not be negative")
 
 
 @dataclasses.dataclass
@@ -160,7 +166,7 @@ class _ObjectTrack:
     radius: np.ndarray  # (num_frames,) pixels
     angle: np.ndarray  # (num_frames,) radians, measured from +x towards +y (clockwise on screen)
     is_square: np.ndarray  # (num_frames,) bool, disc otherwise
-    color_a: np.ndarray  # (num_frames, 3) RGB of the half with u >= 0
+    color_a: np.ndarray  # (num_frames, 3) RGB of the half ahead along `angle`
     color_b: np.ndarray  # (num_frames, 3) RGB of the other half
 
     @classmethod
@@ -218,7 +224,8 @@ def _sample_action_poses(rng, label, num_frames, frame_size):
     if kind == "translate":
         radius = rng.uniform(0.10, 0.22) * size
         distance = min(rng.uniform(0.35, 0.6) * size, size - 2.0 * radius)
-        start_x = rng.uniform(radius, size - radius - distance)
+        # The path fits between the borders; max() absorbs rounding when it spans the whole free width.
+        start_x = radius + rng.uniform() * max(size - 2.0 * radius - distance, 0.0)
         poses = {
             "center_x": start_x + distance * progress,
             "center_y": np.full(num_frames, rng.uniform(radius, size - radius), dtype=np.float32),
@@ -256,8 +263,8 @@ def _render_background(rng, num_frames, config):
     frequency_x = np.fft.rfftfreq(size)[None, :]
     # Gaussian low-pass: blobs of roughly 8-12 pixels whatever the frame size.
     low_pass = np.exp(-((frequency_x**2 + frequency_y**2) / 0.09**2))
-    # One luminance field plus one weak field per colour channel: (4, size, size // 2 + 1) half spectra.
-    spectra = (np.fft.rfft2(rng.standard_normal((4, size, size))) * low_pass).astype(np.complex64)
+    # A luminance field and a weak warm/cool tint field: (2, size, size // 2 + 1) half spectra.
+    spectra = (np.fft.rfft2(rng.standard_normal((2, size, size))) * low_pass).astype(np.complex64)
     speed = rng.uniform(*config.background_speed)
     direction = rng.uniform(0.0, 2.0 * np.pi)
     velocity_x, velocity_y = speed * np.cos(direction), speed * np.sin(direction)
@@ -266,10 +273,13 @@ def _render_background(rng, num_frames, config):
     times = np.arange(num_frames, dtype=np.float32)[:, None, None]
     phase_x = np.exp(-2j * np.pi * frequency_x[None] * velocity_x * times).astype(np.complex64)
     phase_y = np.exp(-2j * np.pi * frequency_y[None] * velocity_y * times).astype(np.complex64)
-    fields = np.fft.irfft2(spectra[None] * (phase_x * phase_y)[:, None], s=(size, size))  # (num_frames, 4, size, size)
+    fields = np.fft.irfft2(spectra[None] * (phase_x * phase_y)[:, None], s=(size, size))  # (num_frames, 2, size, size)
     fields /= fields[0].std(axis=(-2, -1), keepdims=True)[None] + 1e-8
     base_color = rng.uniform(115.0, 150.0) + rng.uniform(-8.0, 8.0, size=3)
-    background = base_color + 25.0 * fields[:, :1].transpose(0, 2, 3, 1) + 5.0 * fields[:, 1:].transpose(0, 2, 3, 1)
+    warm_cool = np.array([1.0, 0.0, -1.0], dtype=np.float32)
+    # (num_frames, size, size, 1) fields times per-channel weights -> (num_frames, size, size, 3)
+    luminance, tint = fields[:, 0, :, :, None], fields[:, 1, :, :, None]
+    background = base_color.astype(np.float32) + 25.0 * luminance + 6.0 * tint * warm_cool
     return background.astype(np.float32)
 
 
@@ -534,8 +544,7 @@ def _add_generate_command(subparsers):
 
 
 def _run_generate(args):
-    summary = generate_synthetic_dataset(
-        args.output_dir,
+    config = SyntheticDatasetConfig(
         num_train_videos=args.num_train,
         num_val_videos=args.num_val,
         num_frames=args.num_frames,
@@ -544,7 +553,7 @@ def _run_generate(args):
         class_names=tuple(name.strip() for name in args.classes.split(",") if name.strip()),
         seed=args.seed,
     )
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(generate_synthetic_dataset(args.output_dir, config), indent=2))
 
 
 def main(argv=None):
@@ -555,7 +564,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except ValueError as error:
+    except SyntheticConfigError as error:
         parser.error(str(error))
 
 
