@@ -1553,7 +1553,8 @@ def expand_sliding_windows(
             gt_labels = np.asarray(row["labels"], dtype=np.int64)
             if filter_gt:
                 keep = gt_frames[:, 1] - gt_frames[:, 0] > 0
-                report.removed["filtered_gt"] += int((~keep).sum())
+                if not keep.all():
+                    report.removed["filtered_gt"] += int((~keep).sum())
                 gt_frames, gt_labels = gt_frames[keep], gt_labels[keep]
             # OpenTAD removes exact (segment, label) duplicates again after its own frame conversion
             seen, unique = set(), []
@@ -1561,7 +1562,8 @@ def expand_sliding_windows(
                 if (gt_start, gt_end, label) not in seen:
                     seen.add((gt_start, gt_end, label))
                     unique.append(index)
-            report.removed["duplicate"] += len(gt_frames) - len(unique)
+            if len(unique) < len(gt_frames):
+                report.removed["duplicate"] += len(gt_frames) - len(unique)
             gt_frames, gt_labels = gt_frames[unique], gt_labels[unique]
             if len(gt_frames) == 0:
                 report.removed["video_without_gt"] += 1
@@ -1593,7 +1595,8 @@ def expand_sliding_windows(
     windows = datasets.Dataset.from_dict(columns, features=window_features(class_names_of(dataset)))
     report.num_videos = len(set(columns["video_id"]))
     report.num_segments = sum(len(s) for s in columns["grid_segments"])
-    report.videos_per_subset = dict(Counter(columns["subset"]))
+    videos = dict.fromkeys(zip(columns["video_id"], columns["subset"]))  # distinct (video, subset), in order
+    report.videos_per_subset = dict(Counter(subset for _, subset in videos))
     report.source = f"sliding windows ({len(windows)} windows)"
     (logger.warning if report.needs_attention else logger.info)(report.summary())
     return (windows, report) if output_report else windows
