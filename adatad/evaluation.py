@@ -235,7 +235,7 @@ def load_ground_truth(
     subsets_seen = set()
     for video_id, entry in database.items():
         where = f"ground truth {name}: {where_prefix}[{video_id!r}]" if where_prefix else f"ground truth {name}: [{video_id!r}]"
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, dict):
             raise EvaluationInputError(f"{where} must be an object with 'subset' and 'annotations', got {type(entry).__name__}")
         if subset is not None:
             if "subset" not in entry:
@@ -253,19 +253,17 @@ def load_ground_truth(
             annotations = entry["annotations"]
             if not isinstance(annotations, list):
                 raise EvaluationInputError(f"{where}['annotations'] must be a list")
-            for number, annotation in enumerate(annotations):
-                if not isinstance(annotation, Mapping) or "segment" not in annotation or "label" not in annotation:
-                    raise EvaluationInputError(
-                        f"{where}['annotations'][{number}] must be an object with 'segment' and 'label', got {annotation!r}"
-                    )
-                start, end = _float_pair(annotation["segment"], f"{where}['annotations'][{number}]['segment']")
-                label = annotation["label"]
-                if isinstance(label, (list, dict)):
-                    raise EvaluationInputError(f"{where}['annotations'][{number}]['label'] must be a string or an integer")
-                video_index.append(position)
-                starts.append(start)
-                ends.append(end)
-                labels.append(class_index.setdefault(label, len(class_index)))
+            try:
+                for annotation in annotations:
+                    segment, label = annotation["segment"], annotation["label"]
+                    if len(segment) != 2 or isinstance(label, (list, dict)):
+                        raise ValueError
+                    starts.append(float(segment[0]))
+                    ends.append(float(segment[1]))
+                    labels.append(class_index.setdefault(label, len(class_index)))
+                    video_index.append(position)
+            except (KeyError, TypeError, ValueError):
+                raise _locate_bad_annotation(annotations, where) from None
         elif "actions" in entry:
             for number, action in enumerate(entry["actions"]):
                 if not isinstance(action, (list, tuple)) or len(action) != 3:
@@ -300,6 +298,21 @@ def load_ground_truth(
         subset=subset,
         num_zero_length_or_inverted=int(np.count_nonzero(segments[:, 1] <= segments[:, 0])),
     )
+
+
+def _locate_bad_annotation(annotations: list, where: str) -> EvaluationInputError:
+    """Names the first malformed ground-truth annotation (slow path, only after a failure)."""
+    for number, annotation in enumerate(annotations):
+        here = f"{where}['annotations'][{number}]"
+        if not isinstance(annotation, dict) or "segment" not in annotation or "label" not in annotation:
+            return EvaluationInputError(f"{here} must be an object with 'segment' and 'label', got {annotation!r}")
+        try:
+            _float_pair(annotation["segment"], f"{here}['segment']")
+        except EvaluationInputError as error:
+            return error
+        if isinstance(annotation["label"], (list, dict)):
+            return EvaluationInputError(f"{here}['label'] must be a string or an integer, got {annotation['label']!r}")
+    return EvaluationInputError(f"{where}['annotations'] is malformed")
 
 
 def _locate_bad_detection(detections, where: str, need_label: bool) -> EvaluationInputError:
@@ -414,7 +427,7 @@ def load_predictions(
         if video_id in blocked:
             continue
         where = f"predictions {name}: " + (f"{where_prefix}[{video_id!r}]" if where_prefix else f"[{video_id!r}]")
-        if isinstance(detections, Mapping):
+        if isinstance(detections, dict):
             segments, labels, scores = _columns_from_arrays(detections, where, need_label)
         else:
             segments, labels, scores = _columns_from_records(detections, where, need_label)
@@ -439,7 +452,7 @@ def load_predictions(
         # Bulk conversion failed: find the exact entry to name it.
         for video_id, detections in results.items():
             where = f"predictions {name}: " + (f"{where_prefix}[{video_id!r}]" if where_prefix else f"[{video_id!r}]")
-            if not isinstance(detections, Mapping):
+            if not isinstance(detections, dict):
                 error = _locate_bad_detection(detections, where, need_label)
                 if str(error) != f"{where} is malformed":
                     raise error from None
