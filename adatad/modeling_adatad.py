@@ -1008,7 +1008,10 @@ class AdaTADDetector(nn.Module):
                 f"detector `features` must be (batch_size, {self.in_channels}, length), got {tuple(features.shape)}."
             )
         if not torch.isfinite(features).all():
-            raise ValueError("detector `features` contain NaN or infinite values (check the backbone output).")
+            raise FloatingPointError(
+                "detector `features` contain NaN or infinite values: check `pixel_values` for NaN/inf and the backbone "
+                "weights (a diverged training run produces them too)."
+            )
         batch_size, _, length = features.shape
         if masks is not None and (masks.dtype != torch.bool or tuple(masks.shape) != (batch_size, length)):
             raise ValueError(
