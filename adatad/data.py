@@ -277,7 +277,7 @@ class _RawSegment:
 class _RawVideo:
     video_id: str
     subset: str
-    duration: Optional[float]
+    duration: object  # number, numeric string or None: the builder parses and checks it
     fps: Optional[float]
     num_frames: Optional[int]
     segments: List[_RawSegment]
@@ -313,7 +313,7 @@ class _IndexBuilder:
         self.report.skipped[kind] += 1
         self.report.details.append(f"skipped: {text}")
 
-    def _number(self, value, video_id, where) -> Optional[float]:
+    def _number(self, value, video_id, where, kind="malformed_segment") -> Optional[float]:
         if isinstance(value, str):
             try:
                 number = float(value)
@@ -326,19 +326,23 @@ class _IndexBuilder:
         else:
             number = None
         if number is None or not math.isfinite(number):
-            self.error("malformed_segment", video_id, where, f"{value!r} is not a finite number")
+            self.error(kind, video_id, where, f"{value!r} is not a finite number")
             return None
         return number
 
     def add(self, video: _RawVideo) -> None:
         vid = video.video_id
         duration = video.duration
-        if duration is not None and not (math.isfinite(duration) and duration > 0):
-            self.error("bad_video_field", vid, "duration",
-                       f"duration must be a positive number of seconds, got {duration}")
-            return
         if duration is None:
             self.report.kept["no_duration"] += 1
+        else:
+            duration = self._number(duration, vid, "duration", kind="bad_video_field")
+            if duration is None:
+                return
+            if duration <= 0:
+                self.error("bad_video_field", vid, "duration",
+                           f"duration must be a positive number of seconds, got {duration}")
+                return
         segments, labels, seen = [], [], set()
         for raw in video.segments:
             start = self._number(raw.start, vid, f"{raw.where}.segment[0]")
@@ -532,11 +536,11 @@ def load_database_json(
         if video_id in blocked:
             builder.report.removed["blocked_video"] += 1
             continue
-        duration = _optional_float(info.get("duration"), path, video_id, "duration")
-        num_frames = info.get("frame")
+        duration = info.get("duration")
+        num_frames = _optional_float(info.get("frame"), path, video_id, "frame")
         num_frames = int(num_frames) if num_frames is not None else None
         fps = _optional_float(info.get("fps"), path, video_id, "fps")
-        if fps is None and num_frames is not None and duration:
+        if fps is None and num_frames is not None and isinstance(duration, (int, float)) and duration > 0:
             fps = num_frames / duration
         annotations = info.get("annotations") or []
         if not isinstance(annotations, list):
@@ -624,7 +628,7 @@ def load_activitynet_bsn(
         if not keep_subset(row["subset"]):
             continue
         video_id = key[len(strip_prefix):] if strip_prefix and key.startswith(strip_prefix) else key
-        duration = _optional_float(info.get("duration_second"), source, key, "duration_second")
+        duration = info.get("duration_second")
         num_frames = info.get("duration_frame")
         raw_segments = []
         for index, annotation in enumerate(info.get("annotations", [])):
@@ -1072,8 +1076,7 @@ def _load_actions_json(path, *, first_class_id, class_names, subset, on_error, z
                               f"expected [class_id, start, end], got {action!r}")
                 continue
             raw_segments.append(_RawSegment(action[1], action[2], action[0], f"actions[{index}]"))
-        duration = _optional_float(info.get("duration"), path, video_id, "duration")
-        builder.add(_RawVideo(video_id, info["subset"], duration, None, None, raw_segments))
+        builder.add(_RawVideo(video_id, info["subset"], info.get("duration"), None, None, raw_segments))
     return _finish(builder, output_report, video_dir, video_prefix, video_extension, missing_videos)
 
 
@@ -1198,9 +1201,9 @@ def load_charades_csv(
             if match is None:
                 builder.error("malformed_segment", row["id"], where, f"expected 'cNNN start end', got {action!r}")
                 continue
-            raw_segments.append(_RawSegment(float(parts[1]), float(parts[2]), int(match.group(1)), where))
-        duration = _optional_float(row["length"], path, row["id"], "length")
-        builder.add(_RawVideo(row["id"], subset, duration, None, None, raw_segments))
+            raw_segments.append(_RawSegment(_csv_number(parts[1]), _csv_number(parts[2]), int(match.group(1)), where))
+        builder.add(_RawVideo(row["id"], subset, _csv_number(row["length"]) if row["length"] else None, None, None,
+                              raw_segments))
     return _finish(builder, output_report, video_dir, video_prefix, video_extension, missing_videos)
 
 

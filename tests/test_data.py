@@ -804,3 +804,16 @@ def test_unknown_labels_in_every_id_format(tmp_path):
     epic.write_text(epic.read_text().replace(",999,", ",1,"))
     row = load_epic_kitchens_100(epic)[0]
     assert row["segments"] == [[3601.5, 3602.0]] and row["labels"] == [1]  # HH:MM:SS.ff with hours
+
+
+def test_bad_duration_is_a_video_error(tmp_path):
+    path = write_json(tmp_path / "durations.json", {"database": {
+        "ok": {"subset": "val", "duration": "12.5", "annotations": [{"segment": [1, 2], "label": "a"}]},
+        "negative": {"subset": "val", "duration": -3.0, "annotations": []},
+        "text": {"subset": "val", "duration": "long", "annotations": []},
+    }})
+    with pytest.raises(AnnotationError, match="video 'negative', field duration: duration must be a positive"):
+        load_database_json(path)
+    dataset, report = load_database_json(path, on_error="skip", output_report=True)
+    assert dataset["video_id"] == ["ok"] and dataset["duration"] == [12.5]
+    assert report.skipped == {"bad_video_field": 2} and report.kept["string_value"] == 1
