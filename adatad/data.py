@@ -24,7 +24,8 @@ Common keyword arguments of every loader:
 - `on_error`: `"raise"` (default) raises `AnnotationError` naming the file, the video and the field;
   `"skip"` drops the offending segment (or video) and counts it in the report.
 - `zero_length`: `"keep"` (default) keeps segments with end == start, because the official
-  annotation files contain them and official evaluation keeps them; `"error"` treats them as errors.
+  annotation files contain them and the official ActivityNet evaluator keeps them (OpenTAD's
+  evaluator drops them on its own side); `"error"` treats them as errors.
 - `out_of_bounds`: what to do with segments reaching outside [0, duration]: `"keep"` (default,
   the official files contain segments ending after the duration and evaluation uses them as is),
   `"clip"` (clip to [0, duration]; a segment entirely outside the video is then an error), or
@@ -43,8 +44,8 @@ skipped). Nothing is dropped silently: every skip, clip and removal is counted i
 
 The second half of the module converts rows for training and inference without decoding any
 video: seconds <-> feature grid (`seconds_to_frames`, `seconds_to_grid`, `grid_to_seconds`) and
-OpenTAD's sliding windows (`expand_sliding_windows`). `to_database_json` writes any of these
-datasets back to the ActivityNet/OpenTAD `database` JSON layout.
+OpenTAD's sliding windows (`expand_sliding_windows`). `to_database_json` writes video rows
+back to the ActivityNet/OpenTAD `database` JSON layout.
 
 This module is a leaf: it imports numpy and `datasets` only (no torch).
 """
@@ -111,13 +112,13 @@ class AnnotationReport:
         videos_per_subset: rows per subset in the returned dataset.
         skipped: errors handled with `on_error="skip"`, by kind (`end_before_start`,
             `unknown_label`, `outside_video`, `zero_length`, `malformed_segment`,
-            `empty_annotations`, `bad_video_field`, ...). Kinds ending in `_video` or the
-            `empty_annotations` kind count videos; the others count segments.
+            `empty_annotations`, `bad_video_field`). `bad_video_field` and `empty_annotations`
+            count videos; the other kinds count segments.
         clipped: segments clipped to [0, duration] (`out_of_bounds="clip"`).
         removed: instances or videos removed on purpose, by reason (`duplicate`, `ambiguous`,
             `non_primary`, `blocked_video`, `ignored_label`).
         kept: real-data quirks kept as they are, by kind (`zero_length`, `past_duration`,
-            `before_zero`, `string_value`, `no_duration`).
+            `before_zero` segments; `string_value` numbers written as strings; `no_duration` videos).
         missing_videos: ids of videos whose file was not found under `video_dir`.
         details: one message per skipped or clipped item (file, video, field, reason).
     """
