@@ -378,3 +378,12 @@ def config_from_opentad(model_cfg: dict, image_size: int | None = None, **overri
 
 
 # DETECTOR-KEYS-SECTION-END
+
+
+def convert_opentad_state_dict(state_dict: dict) -> tuple[dict, list[str]]:
+    """Map a whole OpenTAD AdaTAD state dict to `AdaTADForTemporalDetection` names.
+
+    Returns the converted tensors and the OpenTAD keys deliberately dropped (fixed position table, unused norms).
+    """
+    backbone, dropped = convert_opentad_backbone_keys(state_dict)
+    return {**backbone, **convert_opentad_detector_keys(state_dict)}, dropped
