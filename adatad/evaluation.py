@@ -315,8 +315,8 @@ def _locate_bad_annotation(annotations: list, where: str) -> EvaluationInputErro
     return EvaluationInputError(f"{where}['annotations'] is malformed")
 
 
-def _locate_bad_detection(detections, where: str, need_label: bool) -> EvaluationInputError:
-    """Finds the first malformed entry of one video's list (slow path, only after a failure)."""
+def _locate_bad_detection(detections, where: str, need_label: bool) -> Optional[EvaluationInputError]:
+    """Names the first malformed entry of one video's list (slow path, only after a failure)."""
     for number, detection in enumerate(detections):
         here = f"{where}[{number}]"
         if not isinstance(detection, Mapping):
@@ -337,7 +337,7 @@ def _locate_bad_detection(detections, where: str, need_label: bool) -> Evaluatio
                 hash(detection["label"])
             except TypeError:
                 return EvaluationInputError(f"{here}['label'] must be a string or an integer, got {detection['label']!r}")
-    return EvaluationInputError(f"{where} is malformed")
+    return None
 
 
 def _columns_from_records(detections, where: str, need_label: bool):
@@ -349,7 +349,7 @@ def _columns_from_records(detections, where: str, need_label: bool):
         scores = [detection["score"] for detection in detections]
         labels = [detection["label"] for detection in detections] if need_label else None
     except (KeyError, TypeError):
-        raise _locate_bad_detection(detections, where, need_label) from None
+        raise (_locate_bad_detection(detections, where, need_label) or EvaluationInputError(f"{where} is malformed")) from None
     return segments, labels, scores
 
 
@@ -452,10 +452,9 @@ def load_predictions(
         # Bulk conversion failed: find the exact entry to name it.
         for video_id, detections in results.items():
             where = f"predictions {name}: " + (f"{where_prefix}[{video_id!r}]" if where_prefix else f"[{video_id!r}]")
-            if not isinstance(detections, dict):
-                error = _locate_bad_detection(detections, where, need_label)
-                if str(error) != f"{where} is malformed":
-                    raise error from None
+            error = None if isinstance(detections, dict) else _locate_bad_detection(detections, where, need_label)
+            if error is not None:
+                raise error from None
         raise EvaluationInputError(f"predictions {name}: segments must be [start, end] pairs and scores numbers") from None
     video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64), counts)
 
@@ -634,14 +633,21 @@ def match_detections(
             active = int(np.count_nonzero(counts_desc > step))
             block = slice(block_start, block_start + active)
             block_start += active
-            columns = sorted_columns[block]
-            taken_sorted = np.take_along_axis(taken[:active], np.broadcast_to(columns[:, None, :], (active, num_thresholds, width)), axis=2)
-            free = eligible[block] & ~taken_sorted
-            choice = free.argmax(axis=2)  # (active, num_thresholds): first free eligible instance
-            hit = np.take_along_axis(free, choice[:, :, None], axis=2)[:, :, 0]
-            group_rows, threshold_cols = np.nonzero(hit)
-            chosen_columns = np.take_along_axis(columns, choice, axis=1)
-            taken[group_rows, threshold_cols, chosen_columns[group_rows, threshold_cols]] = True
+            if width == 1:
+                # One instance per group (most ActivityNet videos): no order to follow.
+                hit = eligible[block, :, 0] & ~taken[:active, :, 0]
+                taken[:active, :, 0] |= hit
+            else:
+                columns = sorted_columns[block]
+                taken_sorted = np.take_along_axis(
+                    taken[:active], np.broadcast_to(columns[:, None, :], (active, num_thresholds, width)), axis=2
+                )
+                free = eligible[block] & ~taken_sorted
+                choice = free.argmax(axis=2)  # (active, num_thresholds): first free eligible instance
+                hit = np.take_along_axis(free, choice[:, :, None], axis=2)[:, :, 0]
+                group_rows, threshold_cols = np.nonzero(hit)
+                chosen_columns = np.take_along_axis(columns, choice, axis=1)
+                taken[group_rows, threshold_cols, chosen_columns[group_rows, threshold_cols]] = True
             true_positive[dets[block]] = hit
     return true_positive
 
