@@ -556,3 +556,29 @@ def test_average_recall_matches_the_reference_loop(seed):
         result = evaluate_proposals(gt, proposals, thresholds, max_avg_nr_proposals=max_avg)
         np.testing.assert_allclose(np.array(list(result["recall_per_tiou"].values())), expected, rtol=0, atol=1e-12)
         np.testing.assert_allclose(result["average_recall"], expected.mean(axis=0), rtol=0, atol=1e-12)
+
+
+def test_blocked_videos_are_left_out_of_both_sides():
+    gt = make_ground_truth({"v1": [(0.0, 10.0, "jump")], "v2": [(0.0, 10.0, "jump")]})
+    predictions = make_predictions({"v1": [(0.0, 10.0, "jump", 0.9)], "v2": [(50.0, 60.0, "jump", 0.95)]})
+    assert evaluate_detection(gt, predictions, [0.5])["ap_per_class"]["jump"] == [0.25]
+    # Without v2 its instance (a miss) and its detection (a false positive ranked first) are gone.
+    result = evaluate_detection(gt, predictions, [0.5], blocked_videos=["v2"])
+    assert result["ap_per_class"]["jump"] == [1.0] and result["num_ground_truth_videos"] == 1
+
+
+def test_cli_proposal_task(tmp_path, capsys):
+    gt_file = tmp_path / "gt.json"
+    gt_file.write_text(json.dumps(make_ground_truth({"v1": [(0.0, 10.0, "x")], "v2": [(0.0, 10.0, "x")]})))
+    pred_file = tmp_path / "proposals.json"
+    proposals = {"v1": [{"segment": [0.0, 10.0], "score": 0.9}], "v2": [{"segment": [30.0, 40.0], "score": 0.9}]}
+    pred_file.write_text(json.dumps({"results": proposals}))
+    output = tmp_path / "ar.json"
+    argv = ["--ground-truth", str(gt_file), "--predictions", str(pred_file), "--task", "proposal",
+            "--max-avg-proposals", "1", "--tiou-thresholds", "0.5", "--output", str(output)]
+    assert main(argv) == 0
+    assert "AR (%)" in capsys.readouterr().out
+    written = json.loads(output.read_text())
+    # One of two instances is found once each video may use its single proposal (AN = 1).
+    assert written["AR@AN"] == {"1": 0.5}
+    assert written["average_recall"][-1] == 0.5
