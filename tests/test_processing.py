@@ -21,6 +21,7 @@ from adatad.processing_adatad import (
     TemporalDetectionTransform,
     VideoDecodeError,
     collate_temporal_detection,
+    color_jitter,
     decode_video,
     random_resized_crop_box,
     sample_random_trunc,
@@ -471,3 +472,36 @@ def test_post_processing_uses_the_saved_settings(shared_dir):
     assert set(results[0]["label_names"]) <= {"a", "b"}
     more = processor.post_process_temporal_detection(candidates, metas, max_segments=100)
     assert len(more[0]["scores"]) > 3
+
+
+def test_color_jitter_folds_the_mmaction_ops_exactly():
+    frames = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    output = color_jitter(frames, 0.5, 0.5, 0.5, 0.0, torch.Generator().manual_seed(5))
+    # Reference: the same draws applied op by op, as mmaction2 does on each frame.
+    generator = torch.Generator().manual_seed(5)
+    u = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
+    factors = [0.5 + u[0], 0.5 + u[1], 0.5 + u[2]]
+    reference = frames.double()
+    weights = torch.tensor([0.2989, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
+    for op in torch.randperm(4, generator=generator).tolist():
+        if op == 0:
+            reference = reference * factors[0]
+        elif op == 1:
+            mean = (reference * weights).sum(1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+            reference = factors[1] * reference + (1 - factors[1]) * mean
+        elif op == 2:
+            reference = factors[2] * reference + (1 - factors[2]) * (reference * weights).sum(1, keepdim=True)
+    reference = reference.clamp(0, 255).floor()
+    assert (output.double() - reference).abs().max() <= 1  # float32 vs float64 at the truncation boundary
+    assert (output.double() != reference).float().mean() < 0.01
+
+
+def test_hue_shift_keeps_grey_and_luma():
+    grey = torch.full((2, 3, 4, 4), 120, dtype=torch.uint8)
+    shifted = color_jitter(grey, 0.0, 0.0, 0.0, 0.1, torch.Generator().manual_seed(0))
+    assert torch.equal(shifted, grey.float())
+    colour = torch.tensor([150, 100, 90], dtype=torch.uint8).view(1, 3, 1, 1).expand(1, 3, 2, 2).clone()
+    for seed in range(5):
+        out = color_jitter(colour, 0.0, 0.0, 0.0, 0.1, torch.Generator().manual_seed(seed))
+        luma = lambda x: 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]  # noqa: E731
+        assert (luma(out) - luma(colour.float())).abs().max() <= 1.0
