@@ -1239,20 +1239,21 @@ class AdaTADForTemporalDetection(AdaTADPreTrainedModel):
         detector_lr: float,
         adapter_lr: float,
         backbone_lr: float = 0.0,
-        weight_decay: float = 0.05,
+        detector_weight_decay: float = 0.05,
+        adapter_weight_decay: float = 0.05,
+        backbone_weight_decay: float = 0.0,
     ) -> list[dict]:
         """AdamW parameter groups with AdaTAD's learning rates and weight-decay rules.
 
-        Adapters (every backbone parameter named `adapter`) get `adapter_lr` with weight decay; other trainable
-        backbone parameters (`full` mode) get `backbone_lr`; detector weights of linear and convolution layers get
-        `detector_lr` with weight decay, and its biases, norms and scales `detector_lr` without. Frozen parameters
-        are left out. Each group carries a `name` for logging.
+        Adapters (every backbone parameter named `adapter`) get `adapter_lr`; other trainable backbone parameters
+        (`full` mode) get `backbone_lr`; in the detector only weights of linear and convolution layers decay, its
+        biases, norms and scales do not. Frozen parameters are left out. Each group carries a `name` for logging.
         """
-        decayed_detector = {id(module.weight) for module in self.detector.modules() if isinstance(module, (nn.Linear, nn.Conv1d))}
+        decayed = {id(m.weight) for m in self.detector.modules() if isinstance(m, (nn.Linear, nn.Conv1d))}
         groups = {
-            "adapter": {"params": [], "lr": adapter_lr, "weight_decay": weight_decay},
-            "backbone": {"params": [], "lr": backbone_lr, "weight_decay": weight_decay},
-            "detector": {"params": [], "lr": detector_lr, "weight_decay": weight_decay},
+            "adapter": {"params": [], "lr": adapter_lr, "weight_decay": adapter_weight_decay},
+            "backbone": {"params": [], "lr": backbone_lr, "weight_decay": backbone_weight_decay},
+            "detector": {"params": [], "lr": detector_lr, "weight_decay": detector_weight_decay},
             "detector_no_decay": {"params": [], "lr": detector_lr, "weight_decay": 0.0},
         }
         for name, parameter in self.named_parameters():
@@ -1261,7 +1262,7 @@ class AdaTADForTemporalDetection(AdaTADPreTrainedModel):
             if name.startswith("model."):
                 groups["adapter" if "adapter" in name else "backbone"]["params"].append(parameter)
             else:
-                groups["detector" if id(parameter) in decayed_detector else "detector_no_decay"]["params"].append(parameter)
+                groups["detector" if id(parameter) in decayed else "detector_no_decay"]["params"].append(parameter)
         return [{"name": name, **group} for name, group in groups.items() if group["params"]]
 
     def forward(
