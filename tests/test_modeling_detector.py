@@ -355,7 +355,7 @@ def test_fresh_detector_has_actionformer_initialisation():
                 expected = 1.0 if name.endswith("weight") else 0.0
                 assert (parameter == expected).all(), name
             if name.startswith("head.scales."):
-                assert float(parameter) == 1.0
+                assert float(parameter.detach()) == 1.0
 
 
 def test_absolute_position_embedding_refuses_over_long_training_inputs():
@@ -403,3 +403,43 @@ def test_downsampled_masks_keep_every_second_step():
     assert int(outputs.feature_mask[1].sum()) == 7
     assert int(outputs.feature_mask[2].sum()) == 4
     assert torch.equal(outputs.feature_mask[1][0], F.pad(masks[0, ::2], (0, 0)))
+
+
+def test_save_and_load_keep_the_position_table_and_the_normaliser(tmp_path):
+    # The absolute position table is a non-persistent buffer: it must be rebuilt, not left empty, on loading.
+    from transformers import AutoModel
+
+    config = AdaTADConfig(
+        backbone_config=dict(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, image_size=32,
+            patch_size=16, num_frames=8, tubelet_size=2,
+        ),
+        num_frames=16,
+        image_size=32,
+        feature_length=16,
+        projection_hidden_size=32,
+        projection_arch=(1, 1, 1),
+        projection_num_heads=4,
+        projection_use_abs_pos_embed=True,
+        projection_attention_window=[5, -1],
+        head_hidden_size=32,
+        max_seq_len=16,
+        fpn_strides=(1, 2),
+        fpn_regression_ranges=((0, 4), (4, 10000)),
+        num_labels=3,
+        loss_normalizer_init=150.0,
+    )
+    model = AdaTADForTemporalDetection(config).eval()
+    with torch.no_grad():
+        model.detector.loss_normalizer.fill_(123.5)  # as after some training steps
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    table = loaded.detector.projection.position_embedding.table
+    expected_table = model.detector.projection.position_embedding.build_table()
+    assert torch.equal(table, expected_table) and table.abs().sum() > 0
+    assert float(loaded.detector.loss_normalizer) == 123.5
+    pixel_values = torch.randn(1, 16, 3, 32, 32)
+    with torch.no_grad():
+        expected, actual = model(pixel_values), loaded(pixel_values)
+    for level in range(2):
+        assert torch.equal(actual.logits[level], expected.logits[level])
