@@ -5,6 +5,7 @@ with the detections (colour = class, opacity and printed number = score), on a t
 It uses matplotlib's Agg canvas directly, so it works without a display and leaves pyplot's state alone.
 """
 
+import numbers
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -63,8 +64,8 @@ def _label_name(label, class_names, where):
                 "pass class_names=None to use all labels"
             )
         return label
-    if isinstance(label, int) and class_names is not None and 0 <= label < len(class_names):
-        return class_names[label]
+    if isinstance(label, numbers.Integral) and class_names is not None and 0 <= label < len(class_names):
+        return class_names[int(label)]
     raise ValueError(f"{where}: label {label!r} must be a class name (or an index into `class_names`)")
 
 
@@ -185,6 +186,10 @@ def plot_timeline(
     found_labels = set()
     for video_id in video_ids:
         video = database[video_id]
+        if not isinstance(video, dict):
+            raise ValueError(
+                f"ground_truth[{video_id!r}] must be a dict with 'duration' and 'annotations', got {video!r}"
+            )
         gt_segments = []
         for index, annotation in enumerate(video.get("annotations", [])):
             where = f"ground_truth[{video_id!r}]['annotations'][{index}]"

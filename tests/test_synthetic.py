@@ -310,3 +310,13 @@ def test_plot_timeline_reports_bad_input(small_dataset, tmp_path):
     unknown_label = {"synthetic_training_0000": [{"segment": [0.0, 1.0], "label": "jumping", "score": 0.9}]}
     with pytest.raises(ValueError, match="'jumping' is not in `class_names`"):
         plot_timeline(database, unknown_label, tmp_path / "x.png", class_names=list(synthetic.DEFAULT_CLASS_NAMES))
+
+
+def test_plot_timeline_reads_class_indices_and_numpy_values(small_dataset, tmp_path):
+    summary, database = small_dataset
+    video_id = "synthetic_validation_0000"
+    predictions = {video_id: [{"segment": np.array([1.0, 3.0]), "label": np.int64(2), "score": np.float32(0.8)}]}
+    output = plot_timeline(database, predictions, tmp_path / "indices.png", class_names=summary["class_names"])
+    assert Image.open(output).size[0] == 1200
+    with pytest.raises(ValueError, match="label 7 must be a class name"):
+        plot_timeline(database, {video_id: [{"segment": [1, 2], "label": 7, "score": 0.5}]}, tmp_path / "x.png")
