@@ -121,9 +121,10 @@ def test_videos_decode_with_decord_and_pyav(small_dataset):
         assert np.abs(pyav_frames.astype(np.int16) - decord_frames.astype(np.int16)).mean() < 2.0
 
 
-def test_decoded_objects_move_as_the_labels_say(small_dataset):
+def test_decoded_objects_move_as_labelled_and_rest_between_actions(small_dataset):
     summary, database = small_dataset
     checked = {name: 0 for name in synthetic.DEFAULT_CLASS_NAMES}
+    resting_frames = 0
     for video_id, video in database.items():
         _, frames = decode_with_decord(Path(summary["videos_dir"]) / f"{video_id}.mp4")
         center_x, area = object_center_x_and_area(frames)
@@ -141,7 +142,22 @@ def test_decoded_objects_move_as_the_labels_say(small_dataset):
             elif label == "shrinking":
                 assert area[first] > 2 * area[last], (video_id, annotation)
             checked[label] += 1
+        # Outside the annotated segments the object is absent or still: the labels cover all the motion.
+        in_action = np.zeros(video["frame"], dtype=bool)
+        for annotation in video["annotations"]:
+            start, end = (round(value * video["fps"]) for value in annotation["segment"])
+            in_action[start:end] = True
+        gap_edges = np.flatnonzero(np.diff(np.concatenate([[1], in_action.astype(int), [1]])))
+        for gap_start, gap_end in zip(gap_edges[::2], gap_edges[1::2], strict=True):
+            gap_area, gap_x = area[gap_start:gap_end], center_x[gap_start:gap_end]
+            if gap_end - gap_start < 2 or gap_area.min() <= 20:
+                continue
+            # Chroma subsampling lets the thresholded outline of a still object flicker by a few pixels.
+            assert np.ptp(gap_x) < 1.0, (video_id, gap_start, gap_end)
+            assert np.ptp(gap_area) <= max(16, 0.2 * np.median(gap_area)), (video_id, gap_start, gap_end)
+            resting_frames += gap_end - gap_start
     assert all(checked.values()), f"every class must occur in the small dataset, got {checked}"
+    assert resting_frames > 0, "no gap with a resting object in the small dataset"
 
 
 @pytest.mark.parametrize(
