@@ -243,3 +243,10 @@ def test_detector_matches_opentad(opentad_fixture):
     for name, expected in expected_grads.items():
         assert actual_grads[name] is not None, f"no gradient for detector.{name}"
         assert_close(actual_grads[name], expected, f"grad detector.{name}", **GRAD_TOLERANCE)
+
+
+def test_post_processing_matches_opentad(opentad_fixture):
+    # pre-NMS candidates, soft-NMS output, seconds and detections.json; rule in tests/opentad_post_checks.py
+    from opentad_post_checks import check_post_processing
+
+    check_post_processing(opentad_fixture)
