@@ -527,7 +527,11 @@ def generate_synthetic_dataset(output_dir, config=None, **overrides):
 
 def _add_generate_command(subparsers):
     defaults = SyntheticDatasetConfig()
-    parser = subparsers.add_parser("generate", help="write synthetic videos, annotations.json and category_idx.txt")
+    parser = subparsers.add_parser(
+        "generate",
+        help="write synthetic videos, annotations.json and category_idx.txt",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--output-dir", required=True, type=Path, help="folder to write the dataset into")
     parser.add_argument("--num-train", type=int, default=defaults.num_train_videos, help="training videos")
     parser.add_argument("--num-val", type=int, default=defaults.num_val_videos, help="held-out validation videos")
@@ -538,6 +542,11 @@ def _add_generate_command(subparsers):
         "--classes",
         default=",".join(defaults.class_names),
         help=f"comma-separated action classes, from: {', '.join(MOTIONS)}",
+    )
+    parser.add_argument("--min-action-frames", type=int, default=defaults.min_action_frames, help="shortest action")
+    parser.add_argument("--max-action-frames", type=int, default=defaults.max_action_frames, help="longest action")
+    parser.add_argument(
+        "--max-actions-per-video", type=int, default=defaults.max_actions_per_video, help="most actions in one video"
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="base random seed")
     parser.set_defaults(handler=_run_generate)
@@ -551,6 +560,9 @@ def _run_generate(args):
         frame_size=args.frame_size,
         fps=args.fps,
         class_names=tuple(name.strip() for name in args.classes.split(",") if name.strip()),
+        min_action_frames=args.min_action_frames,
+        max_action_frames=args.max_action_frames,
+        max_actions_per_video=args.max_actions_per_video,
         seed=args.seed,
     )
     print(json.dumps(generate_synthetic_dataset(args.output_dir, config), indent=2))
