@@ -23,8 +23,8 @@ transformers), so `adatad-eval` starts in a fraction of a second.
 
 import json
 import logging
-import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Union
 
@@ -615,7 +615,8 @@ def match_detections(
         # (num_dets, num_thresholds, width): a NaN tIoU passes `tiou < threshold` in the official loop.
         eligible = (sorted_tiou[:, None, :] >= thresholds[None, :, None]) | np.isnan(sorted_tiou)[:, None, :]
 
-        # Groups by decreasing size; rows ordered by (rank, group) so step k is one contiguous block.
+        # Groups by decreasing number of detections, rows ordered by (rank, group): step k is one
+        # contiguous block holding the k-th detection of the first `active` groups.
         bucket_groups, local_group = np.unique(det_group, return_inverse=True)
         group_counts = np.bincount(local_group)
         by_count = np.argsort(-group_counts, kind="stable")
@@ -627,7 +628,6 @@ def match_detections(
         dets = dets[step_order]
 
         taken = np.zeros((len(bucket_groups), num_thresholds, width), dtype=bool)
-        threshold_index = np.arange(num_thresholds)
         block_start = 0
         for step in range(int(counts_desc[0])):
             active = int(np.count_nonzero(counts_desc > step))
@@ -1050,7 +1050,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             with open(args.output, "w", encoding="utf-8") as file:
                 json.dump(_json_ready(result), file, indent=1)
     except EvaluationInputError as error:
-        print(f"adatad-eval: error: {error}", file=__import__("sys").stderr)
+        print(f"adatad-eval: error: {error}", file=sys.stderr)
         return 1
     finally:
         logger.removeHandler(handler)
