@@ -443,3 +443,105 @@ def test_save_and_load_keep_the_position_table_and_the_normaliser(tmp_path):
         expected, actual = model(pixel_values), loaded(pixel_values)
     for level in range(2):
         assert torch.equal(actual.logits[level], expected.logits[level])
+
+
+# OpenTAD config and key mapping (adatad/opentad.py)
+
+
+def opentad_model_cfg(shared_dir):
+    import json
+
+    return json.loads((shared_dir / "fixtures" / "opentad_public" / "config.json").read_text())["opentad_model_cfg"]
+
+
+def test_config_from_opentad_maps_detector_settings(shared_dir):
+    import copy
+
+    from adatad.opentad import config_from_opentad
+
+    model_cfg = copy.deepcopy(opentad_model_cfg(shared_dir))
+    model_cfg["projection"].update(
+        attn_cfg=dict(n_head=4, n_mha_win_size=[9, 9, 5, -1]), use_abs_pe=True, input_pdrop=0.2, max_seq_len=128
+    )
+    model_cfg["projection"]["conv_cfg"]["proj_pdrop"] = 0.1
+    model_cfg["rpn_head"].update(
+        label_smoothing=0.1, loss_weight=-1, filter_similar_gt=False, loss_normalizer=250, num_convs=3
+    )
+    del model_cfg["rpn_head"]["cls_prior_prob"]  # falls back to OpenTAD's default
+    config = config_from_opentad(model_cfg)
+    assert config.projection_attention_window == [9, 9, 5, -1]
+    assert config.projection_use_abs_pos_embed and config.projection_input_drop_rate == 0.2
+    assert config.projection_dropout == 0.1 and config.max_seq_len == 128
+    assert (config.loss_label_smoothing, config.loss_regression_weight) == (0.1, -1)
+    assert not config.loss_filter_similar_gt and config.loss_normalizer_init == 250.0
+    assert config.head_num_convs == 3 and config.head_prior_prob == 0.01
+    assert config.fpn_regression_ranges == [[0, 4], [4, 8], [8, 16], [16, 10000]]
+    assert config.image_size == 32  # defaults to the ViT's img_size
+    assert config_from_opentad(model_cfg, image_size=48, num_labels=7).image_size == 48
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("rpn_head", "center_sample", "none", "center_sample"),
+        ("rpn_head", "loss", {"cls_loss": {"type": "FocalLoss"}, "reg_loss": {"type": "GIOULoss"}}, "reg_loss"),
+        ("projection", "norm_cfg", {"type": "GN", "num_groups": 16}, "norm_cfg"),
+        ("projection", "type", "ConvSingleProj", "projection.type"),
+        ("neck", "type", "FPN", "neck.type"),
+        ("neck", "num_levels", 6, "num_levels"),
+        ("rpn_head", "prior_generator", {"type": "PointGenerator", "strides": [1, 2, 4, 8],
+                                         "regression_range": [[0, 4], [4, 8], [8, 16], [16, 10000]],
+                                         "use_offset": True}, "use_offset"),
+        ("projection", "unknown_option", 1, "unknown_option"),
+    ],
+)
+def test_config_from_opentad_rejects_unsupported_settings(shared_dir, section, key, value, message):
+    import copy
+
+    from adatad.opentad import config_from_opentad
+
+    model_cfg = copy.deepcopy(opentad_model_cfg(shared_dir))
+    model_cfg[section][key] = value
+    with pytest.raises(ValueError, match=message):
+        config_from_opentad(model_cfg)
+
+
+def test_config_from_opentad_rejects_unsupported_backbones(shared_dir):
+    import copy
+
+    from adatad.opentad import config_from_opentad
+
+    model_cfg = copy.deepcopy(opentad_model_cfg(shared_dir))
+    model_cfg["backbone"]["backbone"]["type"] = "VisionTransformer"
+    with pytest.raises(ValueError, match="backbone.backbone.type"):
+        config_from_opentad(model_cfg)
+    model_cfg = copy.deepcopy(opentad_model_cfg(shared_dir))
+    model_cfg["backbone"]["data_preprocessor"]["mean"] = [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="mean"):
+        config_from_opentad(model_cfg)
+    model_cfg = copy.deepcopy(opentad_model_cfg(shared_dir))
+    model_cfg["backbone"]["custom"]["post_processing_pipeline"][2]["mode"] = "nearest"
+    with pytest.raises(ValueError, match="mode"):
+        config_from_opentad(model_cfg)
+
+
+def test_detector_key_mapping_round_trips_and_names_unknown_keys():
+    from adatad.opentad import convert_opentad_detector_keys
+
+    detector = make_detector(projection_path_drop_rate=0.1)
+    ours = set(detector.state_dict())
+    opentad_keys = {
+        "projection.embed.0.conv.weight", "projection.embed.1.norm.bias", "projection.stem.0.ln1.weight",
+        "projection.branch.1.attn.key_conv.conv.weight", "projection.branch.1.attn.proj.bias",
+        "projection.stem.0.mlp.3.weight", "projection.branch.0.drop_path_mlp.scale", "neck.fpn_norms.2.weight",
+        "rpn_head.cls_convs.1.norm.weight", "rpn_head.reg_head.bias", "rpn_head.scale.2.scale",
+        "rpn_head.loss_normalizer", "backbone.model.backbone.blocks.0.norm1.weight",
+    }
+    converted = convert_opentad_detector_keys({key: torch.tensor(100) for key in opentad_keys})
+    assert len(converted) == len(opentad_keys) - 1  # the backbone key is left to the backbone converter
+    assert {key[len("detector."):] for key in converted} <= ours
+    assert converted["detector.loss_normalizer"].dtype == torch.float32
+    with pytest.raises(KeyError, match="projection.stem.0.attn.rel_pe"):
+        convert_opentad_detector_keys({"projection.stem.0.attn.rel_pe": torch.zeros(1)})
+    with pytest.raises(KeyError, match="roi_head.fc.weight"):
+        convert_opentad_detector_keys({"roi_head.fc.weight": torch.zeros(1)})
