@@ -2,6 +2,7 @@
 checkpoints + configs reproducing the recorded OpenTAD outputs of the parity fixtures."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,17 @@ from adatad.opentad_config import OpenTADConfigError, load_opentad_config
 from conftest import REPO_ROOT, SHARED_DIR
 
 sys.path.insert(0, str(REPO_ROOT / "conversion_scripts"))
-from convert_opentad_to_adatad import convert_opentad_checkpoint  # noqa: E402
+from convert_opentad_to_adatad import convert_opentad_checkpoint, main as convert_opentad_main  # noqa: E402
 from convert_videomae_to_adatad import ConversionError, convert_videomae_checkpoint  # noqa: E402
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # The models here are tiny: extra threads only add contention (10x slower on a busy 2-core machine).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])
@@ -492,7 +502,10 @@ def test_opentad_conversion_cli_and_key_checks(tmp_path):
 
     script = REPO_ROOT / "conversion_scripts" / "convert_opentad_to_adatad.py"
     command = [sys.executable, str(script), "--checkpoint", str(checkpoint), "--config", str(config_file)]
-    result = subprocess.run(command + ["--output", str(tmp_path / "cli"), "--use-ema"], capture_output=True, text=True)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command + ["--output", str(tmp_path / "cli"), "--use-ema"], capture_output=True, text=True, env=environment
+    )
     assert result.returncode == 0, result.stderr
     assert "saved AdaTAD model and processor" in result.stdout
     assert_matches_fixture(tmp_path / "cli", fixture)
@@ -503,8 +516,8 @@ def test_opentad_conversion_cli_and_key_checks(tmp_path):
     weights["state_dict"]["module.rpn_head.extra.weight"] = torch.zeros(1)
     broken = tmp_path / "broken.pth"
     torch.save({"state_dict": weights["state_dict"]}, broken)
-    result = subprocess.run(command[:3] + [str(broken)] + command[4:] + ["--output", str(tmp_path / "bad")], capture_output=True, text=True)
-    assert result.returncode != 0 and "rpn_head.extra.weight" in result.stderr
+    with pytest.raises(SystemExit, match="rpn_head.extra.weight"):
+        convert_opentad_main(["--checkpoint", str(broken), "--config", str(config_file), "--output", str(tmp_path / "bad")])
     with pytest.raises(ConversionError, match="detector.head.classification_head.bias"):
         convert_opentad_checkpoint(broken, config_file, tmp_path / "bad", allow_unused=["rpn_head.extra.*"], verify=False)
     _, _, report = convert_opentad_checkpoint(
