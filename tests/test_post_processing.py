@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from adatad.post_processing import (
     ExternalVideoClassifier,
@@ -22,6 +22,8 @@ from adatad.post_processing import (
     soft_nms,
     to_activitynet_submission,
 )
+
+from opentad_post_checks import check_post_processing
 
 METHOD_CODES = {"vanilla": 0, "linear": 1, "gaussian": 2, "improved_gaussian": 3}
 
@@ -494,3 +496,83 @@ def test_classifier_errors(tmp_path):
         classifier.fuse("other", torch.zeros(1, 2), torch.ones(1))
     with pytest.raises(ValueError, match="topk"):
         ExternalVideoClassifier({"vid": [0.2, 0.8]}, ["a", "b"], topk=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# the OpenTAD parity check itself must fail on wrong data
+# ---------------------------------------------------------------------------------------------
+
+
+def copy_fixture(shared_dir, destination, edit_config=None, edit_outputs=None, edit_detections=None):
+    source = shared_dir / "fixtures" / "opentad_public"
+    destination.mkdir()
+    config = json.loads((source / "config.json").read_text())
+    outputs = load_file(source / "outputs.safetensors")
+    detections = json.loads((source / "detections.json").read_text())
+    for edit, value in ((edit_config, config), (edit_outputs, outputs), (edit_detections, detections)):
+        if edit is not None:
+            edit(value)
+    (destination / "config.json").write_text(json.dumps(config))
+    save_file({k: v.contiguous() for k, v in outputs.items()}, destination / "outputs.safetensors")
+    (destination / "detections.json").write_text(json.dumps(detections))
+    return destination
+
+
+def _add_unknown_setting(config):
+    config["post_processing"]["score_offset"] = 1.0
+
+
+def _add_unknown_nms_setting(config):
+    config["post_processing"]["nms"]["nms_type"] = "diou"
+
+
+def _change_sigma(config):
+    config["post_processing"]["nms"]["sigma"] = 0.5
+
+
+def _raise_top_score(outputs):
+    outputs["post.nms_scores.0"][0] += 2e-4
+
+
+def _move_top_segment(outputs):
+    outputs["post.nms_segments.0"][0, 1] += 5e-3
+
+
+def _move_seconds(outputs):
+    outputs["post.seconds_segments.1"][3, 0] += 0.01
+
+
+def _relabel_top_detection(detections):
+    detections["video_0"][0]["label"] = "class_2"
+
+
+def _shift_detection(detections):
+    detections["video_1"][0]["segment"][0] += 0.02
+
+
+def _drop_detection(detections):
+    detections["video_1"].pop()
+
+
+@pytest.mark.parametrize(
+    "edits, message",
+    [
+        (dict(edit_config=_add_unknown_setting), "unknown post_processing settings"),
+        (dict(edit_config=_add_unknown_nms_setting), "unknown post_processing.nms settings"),
+        (dict(edit_config=_change_sigma), "NMS output differs"),
+        (dict(edit_outputs=_raise_top_score), "pick 0: score"),
+        (dict(edit_outputs=_move_top_segment), "pick 0: segment"),
+        (dict(edit_outputs=_move_seconds), "seconds"),
+        (dict(edit_detections=_relabel_top_detection), "label"),
+        (dict(edit_detections=_shift_detection), "segment"),
+        (dict(edit_detections=_drop_detection), "detections.json"),
+    ],
+)
+def test_parity_check_detects_differences(shared_dir, tmp_path, edits, message):
+    folder = copy_fixture(shared_dir, tmp_path / "fixture", **edits)
+    with pytest.raises(AssertionError, match=message):
+        check_post_processing(folder)
+
+
+def test_parity_check_passes_on_unchanged_copy(shared_dir, tmp_path):
+    check_post_processing(copy_fixture(shared_dir, tmp_path / "fixture"))
