@@ -201,6 +201,36 @@ def test_synthetic_tiny_matches_the_synthetic_generator():
     assert preset["backbone_checkpoint"] is None and preset["training"]["mixed_precision"] == "no"
 
 
+@pytest.mark.parametrize("name", ["synthetic-tiny", "synthetic-tiny-frozen", "synthetic-tiny-full", "synthetic-tiny-side"])
+def test_synthetic_preset_builds_a_model_that_trains(name):
+    """The CPU presets are the only ones small enough to instantiate: one training step on a random batch."""
+    import torch
+
+    from adatad.modeling_adatad import AdaTADForTemporalDetection
+
+    preset = presets.load_preset(name)
+    config = presets.build_model_config(preset)
+    torch.manual_seed(0)
+    model = AdaTADForTemporalDetection(config).train()
+    size = preset["model"]["image_size"]
+    pixel_values = torch.randn(2, config.num_frames, 3, size, size)
+    masks = torch.ones(2, config.feature_length, dtype=torch.bool)
+    labels = [{"segments": torch.tensor([[4.0, 20.0], [30.0, 58.0]]), "labels": torch.tensor([0, 3])}] * 2
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster and immune to a loaded machine
+    try:
+        outputs = model(pixel_values=pixel_values, masks=masks, labels=labels)
+        outputs.loss.backward()
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.isfinite(outputs.loss)
+    assert len(outputs.logits) == len(preset["model"]["fpn_strides"])
+    assert outputs.logits[0].shape == (2, config.feature_length, preset["model"]["num_labels"])
+    backbone_grads = [p.grad is not None for n, p in model.named_parameters() if "adapter" not in n and "backbone" in n]
+    assert any(backbone_grads) == (config.tuning_mode == "full")
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000
+
+
 def test_synthetic_variants_differ_only_in_tuning():
     base = presets.load_preset("synthetic-tiny")
     allowed = {
