@@ -238,6 +238,61 @@ def convert_opentad_state_dict(state_dict: dict, allow_unused=()) -> tuple[dict,
     return {**backbone, **detector}, skipped + dropped
 
 
+def adatad_from_opentad_config(config_file: str | Path, class_map: str | Path | None = None):
+    """The `AdaTADConfig` and `AdaTADVideoProcessor` an OpenTAD config describes (no weights involved).
+
+    Args:
+        config_file: the OpenTAD Python config (its `_base_` files must be reachable).
+        class_map: class-name file (one per line); defaults to the config's `class_map` if that path exists.
+
+    Returns:
+        `(config, processor, notes)`; `notes` lists OpenTAD settings the folder does not carry.
+    """
+    config_file = Path(config_file)
+    try:
+        cfg = load_opentad_config(config_file)
+    except OpenTADConfigError as error:
+        raise ConversionError(str(error)) from error
+    if "model" not in cfg:
+        raise ConversionError(f"{config_file}: no `model` section.")
+    processor_settings, notes = processor_settings_from_opentad(cfg, config_file)
+
+    crop = processor_settings["crop_size"]
+    if crop["height"] != crop["width"]:
+        raise ConversionError(f"{config_file}: non-square test crop {crop}; AdaTAD models take square frames.")
+    post_overrides = {
+        config_field: processor_settings[processor_field]
+        for fields in (POST_PROCESSING_FIELDS, NMS_FIELDS)
+        for processor_field, config_field in fields.values()
+        if processor_field in processor_settings
+    }
+    try:
+        config = config_from_opentad(cfg["model"], image_size=crop["height"], **post_overrides)
+    except ValueError as error:
+        raise ConversionError(f"{config_file}: {error}") from error
+    resize = processor_settings["sampling_method"] == "resize"
+    feature_length = processor_settings["resize_length" if resize else "window_size"]
+    num_frames = feature_length * processor_settings["scale_factor"]
+    if (config.feature_length, config.num_frames) != (feature_length, num_frames):
+        raise ConversionError(
+            f"{config_file}: the model expects {config.num_frames} frames -> {config.feature_length} features, but "
+            f"the test pipeline gives {num_frames} frames -> {feature_length}."
+        )
+
+    if class_map is None and cfg.get("class_map"):
+        class_map = cfg["class_map"]
+    class_names = read_class_names(Path(class_map) if class_map else None, config.num_labels, notes)
+    if class_names is not None:
+        config.id2label = dict(enumerate(class_names))
+        config.label2id = {name: index for index, name in enumerate(class_names)}
+        processor_settings["class_names"] = class_names
+    try:
+        processor = AdaTADVideoProcessor(**processor_settings)
+    except ValueError as error:
+        raise ConversionError(f"{config_file}: the test pipeline gives invalid processor settings: {error}") from error
+    return config, processor, notes
+
+
 def convert_opentad_checkpoint(
     checkpoint: str | Path,
     config_file: str | Path,
@@ -263,45 +318,8 @@ def convert_opentad_checkpoint(
     Returns:
         The model, the processor and the conversion report.
     """
-    checkpoint, config_file = Path(checkpoint), Path(config_file)
-    try:
-        cfg = load_opentad_config(config_file)
-    except OpenTADConfigError as error:
-        raise ConversionError(str(error)) from error
-    if "model" not in cfg:
-        raise ConversionError(f"{config_file}: no `model` section.")
-    processor_settings, notes = processor_settings_from_opentad(cfg, config_file)
-
-    crop = processor_settings["crop_size"]
-    if crop["height"] != crop["width"]:
-        raise ConversionError(f"{config_file}: non-square test crop {crop}; AdaTAD models take square frames.")
-    post_overrides = {
-        config_field: processor_settings[processor_field]
-        for fields in (POST_PROCESSING_FIELDS, NMS_FIELDS)
-        for processor_field, config_field in fields.values()
-        if processor_field in processor_settings
-    }
-    try:
-        config = config_from_opentad(cfg["model"], image_size=crop["height"], **post_overrides)
-    except ValueError as error:
-        raise ConversionError(f"{config_file}: {error}") from error
-    expected_length = (
-        processor_settings["resize_length"] if processor_settings["sampling_method"] == "resize" else processor_settings["window_size"]
-    )
-    if (config.feature_length, config.num_frames) != (expected_length, expected_length * processor_settings["scale_factor"]):
-        raise ConversionError(
-            f"{config_file}: the model expects {config.num_frames} frames -> {config.feature_length} features, but "
-            f"the test pipeline gives {expected_length * processor_settings['scale_factor']} frames -> {expected_length}."
-        )
-
-    if class_map is None and cfg.get("class_map"):
-        class_map = cfg["class_map"]
-    class_names = read_class_names(Path(class_map) if class_map else None, config.num_labels, notes)
-    if class_names is not None:
-        config.id2label = dict(enumerate(class_names))
-        config.label2id = {name: index for index, name in enumerate(class_names)}
-        processor_settings["class_names"] = class_names
-    processor = AdaTADVideoProcessor(**processor_settings)
+    checkpoint = Path(checkpoint)
+    config, processor, notes = adatad_from_opentad_config(config_file, class_map)
 
     wrapper = "state_dict_ema" if use_ema else "state_dict"
     raw = load_checkpoint_file(checkpoint)

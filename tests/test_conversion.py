@@ -9,14 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoVideoProcessor, VideoMAEConfig, VideoMAEForVideoClassification
 
 from adatad.opentad_config import OpenTADConfigError, load_opentad_config
 from conftest import REPO_ROOT, SHARED_DIR
 
 sys.path.insert(0, str(REPO_ROOT / "conversion_scripts"))
-from convert_opentad_to_adatad import convert_opentad_checkpoint, main as convert_opentad_main  # noqa: E402
+from convert_opentad_to_adatad import (  # noqa: E402
+    adatad_from_opentad_config,
+    convert_opentad_checkpoint,
+    main as convert_opentad_main,
+)
 from convert_videomae_to_adatad import ConversionError, convert_videomae_checkpoint  # noqa: E402
 
 @pytest.fixture(autouse=True)
@@ -372,7 +376,9 @@ def reference_features(model, pixel_values):
     return features.transpose(1, 2)
 
 
-@pytest.mark.parametrize("layout", ["original", "mmaction2", "pretraining", "transformers_folder", "transformers_file"])
+@pytest.mark.parametrize(
+    "layout", ["original", "mmaction2", "pretraining", "transformers_folder", "transformers_file", "transformers_q_bias"]
+)
 def test_videomae_layouts_round_trip(layout, tiny_videomae, tmp_path):
     model, hf_folder = tiny_videomae
     if layout == "transformers_folder":
@@ -380,6 +386,14 @@ def test_videomae_layouts_round_trip(layout, tiny_videomae, tmp_path):
     elif layout == "transformers_file":
         checkpoint = tmp_path / "videomae.bin"
         torch.save(model.state_dict(), checkpoint)
+    elif layout == "transformers_q_bias":
+        # Hub checkpoints saved by older transformers name the biases `q_bias` / `v_bias`.
+        checkpoint = tmp_path / "model.safetensors"
+        renamed = {
+            key.replace("query.bias", "q_bias").replace("value.bias", "v_bias"): tensor.contiguous()
+            for key, tensor in model.state_dict().items()
+        }
+        save_file(renamed, checkpoint)
     else:
         state, wrapper = {
             "original": (original_layout(model), "module"),
@@ -529,3 +543,92 @@ def test_opentad_conversion_cli_and_key_checks(tmp_path):
 
     with pytest.raises(ConversionError, match="no `state_dict_ema`"):
         convert_opentad_checkpoint(broken, config_file, tmp_path / "bad", use_ema=True)
+
+
+def thumos_like_pipelines(method: str, frame_size: int, scale_factor: int, train_method: str):
+    train = [
+        dict(type="PrepareVideoInfo", format="mp4"),
+        dict(type="mmaction.DecordInit", num_threads=4),
+        dict(type="LoadFrames", num_clips=1, method=train_method, trunc_len=Expr("window_size"), trunc_thresh=0.75,
+             crop_ratio=[0.9, 1.0], scale_factor=scale_factor),
+        dict(type="mmaction.DecordDecode"),
+        dict(type="mmaction.Resize", scale=(-1, 182)),
+        dict(type="mmaction.RandomResizedCrop"),
+        dict(type="mmaction.Resize", scale=(frame_size, frame_size), keep_ratio=False),
+        dict(type="mmaction.Flip", flip_ratio=0.5),
+        dict(type="mmaction.ImgAug", transforms="default"),
+        dict(type="mmaction.ColorJitter"),
+        dict(type="mmaction.FormatShape", input_format="NCTHW"),
+        dict(type="Collect", inputs="imgs", keys=["masks", "gt_segments", "gt_labels"]),
+    ]
+    test = [
+        dict(type="mmaction.DecordInit", num_threads=4),
+        dict(type="LoadFrames", num_clips=1, method=method, scale_factor=scale_factor),
+        dict(type="mmaction.DecordDecode"),
+        dict(type="mmaction.Resize", scale=(-1, frame_size)),
+        dict(type="mmaction.CenterCrop", crop_size=frame_size),
+        dict(type="mmaction.FormatShape", input_format="NCTHW"),
+    ]
+    return train, test
+
+
+@pytest.mark.parametrize("dataset", ["thumos", "anet"])
+def test_processor_settings_from_opentad_config(dataset, tmp_path):
+    # THUMOS-style (sliding windows of 768 features, snippet stride 4, random truncation in training) and
+    # ActivityNet-style (whole video resized to 192 features x 4 frames, class-agnostic with an external
+    # classifier) configs, on a tiny fixture model so that config_from_opentad accepts them.
+    fixture = SHARED_DIR / "fixtures" / "opentad_public"
+    model_cfg = json.loads((fixture / "config.json").read_text())["opentad_model_cfg"]
+    write_config(tmp_path / "model.py", model=model_cfg)
+    (tmp_path / "classes.txt").write_text("".join(f"action {i}\n" for i in range(3)))
+    resize = dataset == "anet"
+    train, test = thumos_like_pipelines(
+        "resize" if resize else "sliding_window", 32, scale_factor=4 if resize else 1,
+        train_method="resize" if resize else "random_trunc",
+    )
+    length = {"resize_length": 16} if resize else {"window_size": 64, "feature_stride": 4, "sample_stride": 1,
+                                                    "window_overlap_ratio": 0.25}
+    model_cfg = json.loads(json.dumps(model_cfg))
+    if resize:  # 64 frames -> 16 features, as ANet's 768 frames -> 192
+        model_cfg["backbone"]["custom"]["post_processing_pipeline"][-1]["size"] = 16
+        model_cfg["projection"]["max_seq_len"] = 16
+    post = dict(nms=dict(use_soft_nms=True, sigma=0.75, max_seg_num=100, min_score=0.001, multiclass=not resize,
+                         voting_thresh=0.9))
+    if resize:
+        post["external_cls"] = dict(type="CUHKANETClassifier", path="cuhk_val_simp_7.json", topk=2)
+    else:
+        post.update(pre_nms_topk=8000, pre_nms_thresh=0.002)
+    config_file = write_config(
+        tmp_path / "child.py",
+        _base_="model.py",
+        window_size=64,
+        class_map=str(tmp_path / "classes.txt"),
+        model=dict(backbone=dict(custom=model_cfg["backbone"]["custom"]), projection=model_cfg["projection"]),
+        dataset=dict(train=dict(pipeline=train, **length), test=dict(pipeline=test, **length)),
+        post_processing=post,
+    )
+
+    config, processor, notes = adatad_from_opentad_config(config_file)
+
+    assert processor.sampling_method == ("resize" if resize else "sliding_window")
+    assert processor.train_sampling_method == ("resize" if resize else "random_trunc")
+    assert processor.frames_per_sample() == config.num_frames == 64
+    assert processor.feature_length() == config.feature_length == (16 if resize else 64)
+    assert processor.size["shortest_edge"] == 32 and processor.crop_size["height"] == 32 and config.image_size == 32
+    assert processor.train_size["shortest_edge"] == 182
+    assert processor.do_random_resized_crop and processor.do_flip and processor.do_rand_augment and processor.do_color_jitter
+    assert (processor.nms_sigma, processor.max_segments, processor.min_score) == (0.75, 100, 0.001)
+    assert (config.post_nms_sigma, config.post_max_segments, config.post_multiclass_nms) == (0.75, 100, not resize)
+    assert processor.class_names == ["action 0", "action 1", "action 2"] and config.id2label[2] == "action 2"
+    if resize:
+        assert any("external_cls" in note for note in notes)
+    else:
+        assert (processor.snippet_stride, processor.window_overlap, processor.trunc_thresh) == (4, 0.25, 0.75)
+        assert (processor.pre_nms_topk, processor.pre_nms_thresh, config.post_pre_nms_topk) == (8000, 0.002, 8000)
+
+    bad = write_config(tmp_path / "bad.py", _base_="child.py", post_processing=dict(nms=dict(method=1)))
+    with pytest.raises(ConversionError, match="Gaussian soft-NMS"):
+        adatad_from_opentad_config(bad)
+    bad = write_config(tmp_path / "bad_window.py", _base_="child.py", dataset=dict(test=dict(window_size=128, resize_length=8)))
+    with pytest.raises(ConversionError, match="the model expects 64 frames"):
+        adatad_from_opentad_config(bad)
