@@ -29,6 +29,8 @@ Schema (every file has exactly these keys; `null` means "not used by this preset
   Any other `AdaTADConfig` field may be added.
 - `data` (dict), where to find the videos and how to cut them into samples. Sampling keys carry the names of
   `AdaTADVideoProcessor`'s arguments:
+    - `annotation_format`: `"database_json"`, the ActivityNet/OpenTAD `{"database": ...}` JSON every preset uses
+      (`adatad.data.load_database_json`; other formats convert to it with `adatad.data.to_database_json`).
     - `root`: folder the relative paths below start from (OpenTAD's `data/` layout by default).
     - `annotation_file`, `class_map_file`, `video_dir`: paths relative to `root` (absolute paths are kept).
     - `video_prefix`, `video_extension`: video file = `video_dir/prefix + video_id + extension`.
@@ -106,6 +108,7 @@ TOP_LEVEL_TYPES = {
     "evaluation": dict,
 }
 DATA_TYPES = {
+    "annotation_format": str,
     "root": str,
     "annotation_file": str,
     "class_map_file": (str, NULL),
@@ -192,6 +195,7 @@ DATASETS = (
     "multi-thumos",
     "synthetic",
 )
+ANNOTATION_FORMATS = ("database_json",)
 CONVERSION_MODES = ("frame_count", "fixed_fps", "resize")
 TRAIN_SAMPLING_METHODS = ("random_trunc", "resize")
 EVAL_SAMPLING_METHODS = ("sliding_window", "resize")
@@ -312,6 +316,7 @@ def _check_consistency(preset: dict, source: str):
     model, data, processor = preset["model"], preset["data"], preset["processor"]
     training, evaluation = preset["training"], preset["evaluation"]
     _check_one_of(preset["dataset"], DATASETS, "dataset", source)
+    _check_one_of(data["annotation_format"], ANNOTATION_FORMATS, "data.annotation_format", source)
     _check_one_of(data["conversion_mode"], CONVERSION_MODES, "data.conversion_mode", source)
     _check_one_of(data["train_sampling_method"], TRAIN_SAMPLING_METHODS, "data.train_sampling_method", source)
     _check_one_of(data["sampling_method"], EVAL_SAMPLING_METHODS, "data.sampling_method", source)
