@@ -19,7 +19,7 @@ import os
 import random
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,11 @@ class _DecordReader:
     name = "decord"
 
     def __init__(self, path: str, num_threads: int):
-        import decord
+        # Optional backend: the try block also keeps transformers' remote-code import check from requiring it.
+        try:
+            import decord
+        except ImportError:
+            raise
 
         self.path = path
         self._reader = decord.VideoReader(path, num_threads=num_threads)
@@ -195,7 +199,10 @@ class _TorchCodecReader:
     name = "torchcodec"
 
     def __init__(self, path: str, num_threads: int):
-        from torchcodec.decoders import VideoDecoder
+        try:
+            from torchcodec.decoders import VideoDecoder
+        except ImportError:
+            raise
 
         self.path = path
         self._decoder = VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=num_threads)

@@ -28,7 +28,6 @@ from adatad.processing_adatad import (
     sample_resize,
     sample_sliding_window,
 )
-from conftest import REPO_ROOT
 
 REAL_CLIPS = {  # file: (frames, fps) as SOURCES.md states them
     "demo.mp4": (280, 28.0),
