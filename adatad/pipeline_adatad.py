@@ -110,7 +110,8 @@ class _VideoJob:
         return f"{self.index}:{self.video_id}"
 
 
-def _is_decode_error(error: BaseException) -> bool:
+def is_decode_error(error: BaseException) -> bool:
+    """Whether `error` is the processor's `VideoDecodeError` (also its copy in a trust_remote_code folder)."""
     # A folder loaded with trust_remote_code gives the processor its own copy of `VideoDecodeError`.
     return isinstance(error, VideoDecodeError) or type(error).__name__ == "VideoDecodeError"
 
@@ -306,6 +307,8 @@ class TemporalActionDetectionPipeline(Pipeline):
         single = isinstance(videos, (str, os.PathLike))
         results = list(self.detect([videos] if single else videos, **kwargs))
         self.skipped_videos = [{"video": r.video, "reason": str(r.error)} for r in results if r.error is not None]
+        for skipped in self.skipped_videos:
+            logger.warning(f"skipped video {skipped['video']}: {skipped['reason']}")
         return results[0].detections if single else [r.detections for r in results]
 
     def detect(self, videos: Iterable[str | os.PathLike], batch_size: int | None = None, progress=None, **kwargs) -> Iterator[VideoDetections]:
@@ -343,7 +346,6 @@ class TemporalActionDetectionPipeline(Pipeline):
                 if isinstance(item, _VideoJob):  # a video that failed to decode
                     if on_error == "raise":
                         raise item.error
-                    logger.warning(f"skipping video {item.path}: {item.error}")
                     pending[item.index] = item
                 else:
                     for job in self._run_batch(item, forward_params):
@@ -433,7 +435,7 @@ class _BatchProducer:
                     if self._stop.is_set():
                         return
             except Exception as error:
-                if not _is_decode_error(error):
+                if not is_decode_error(error):
                     raise
                 job.error = error
                 batch = [window for window in batch if window["job"] is not job]
