@@ -61,6 +61,7 @@ class GroundTruth:
         source: file name (or a description) used in messages.
         subset: the subset that was kept (None = every video).
         num_zero_length_or_inverted: instances with end <= start (kept, as the official code does).
+        num_removed_duplicates: instances dropped by `remove_duplicate_instances`.
     """
 
     video_ids: List[Hashable]
@@ -71,6 +72,7 @@ class GroundTruth:
     source: str = "<ground truth>"
     subset: Optional[str] = None
     num_zero_length_or_inverted: int = 0
+    num_removed_duplicates: int = 0
 
     @property
     def num_instances(self) -> int:
@@ -196,6 +198,7 @@ def load_ground_truth(
     source: Union[str, os.PathLike, Mapping, GroundTruth],
     subset: Optional[str] = DEFAULT_SUBSET,
     blocked_videos: Sequence[Hashable] = (),
+    remove_duplicate_instances: bool = False,
 ) -> GroundTruth:
     """Reads ground truth of one subset.
 
@@ -211,6 +214,9 @@ def load_ground_truth(
         subset: keep only videos whose `subset` equals this value (official rule);
             None keeps every video.
         blocked_videos: video ids to leave out (the official server-side block list).
+        remove_duplicate_instances: drop instances with end <= start and same-label instances
+            whose start and end are within 1e-3 s of an earlier kept one of the video, as the
+            OpenTAD / ActionFormer evaluators do (the official evaluator keeps them).
     """
     if isinstance(source, GroundTruth):
         return source
@@ -288,16 +294,54 @@ def load_ground_truth(
             + "; mAP is undefined"
         )
     segments = np.column_stack([np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64)])
+    video_index = np.asarray(video_index, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    class_names = list(class_index)
+    num_removed = 0
+    if remove_duplicate_instances:
+        keep = _opentad_instance_filter(video_index, segments, labels)
+        num_removed = int(np.count_nonzero(~keep))
+        video_index, segments, labels = video_index[keep], segments[keep], labels[keep]
+        if len(labels) == 0:
+            raise EvaluationInputError(f"ground truth {name}: no instance is left after removing duplicates")
+        # Classes are re-indexed by first appearance among the kept instances, as OpenTAD does.
+        kept_classes, first_seen = np.unique(labels, return_index=True)
+        kept_classes = kept_classes[np.argsort(first_seen)]
+        new_index = np.full(len(class_names), -1, dtype=np.int64)
+        new_index[kept_classes] = np.arange(len(kept_classes))
+        labels = new_index[labels]
+        class_names = [class_names[c] for c in kept_classes]
     return GroundTruth(
         video_ids=video_ids,
-        class_names=list(class_index),
-        video_index=np.asarray(video_index, dtype=np.int64),
+        class_names=class_names,
+        video_index=video_index,
         segments=segments,
-        labels=np.asarray(labels, dtype=np.int64),
+        labels=labels,
         source=name,
         subset=subset,
         num_zero_length_or_inverted=int(np.count_nonzero(segments[:, 1] <= segments[:, 0])),
+        num_removed_duplicates=num_removed,
     )
+
+
+def _opentad_instance_filter(video_index: np.ndarray, segments: np.ndarray, labels: np.ndarray, tolerance: float = 1e-3):
+    """Keep-mask of OpenTAD's `remove_duplicate_annotations`: per video, in file order, drop
+    end <= start and same-label instances within `tolerance` (start and end) of a kept one."""
+    keep = np.zeros(len(labels), dtype=bool)
+    kept_in_video: Dict[int, List[int]] = {}
+    for i in range(len(labels)):
+        start, end = segments[i]
+        if end - start <= 0:
+            continue
+        kept = kept_in_video.setdefault(int(video_index[i]), [])
+        if any(
+            abs(start - segments[j, 0]) <= tolerance and abs(end - segments[j, 1]) <= tolerance and labels[j] == labels[i]
+            for j in kept
+        ):
+            continue
+        kept.append(i)
+        keep[i] = True
+    return keep
 
 
 def _locate_bad_annotation(annotations: list, where: str) -> EvaluationInputError:
@@ -709,6 +753,11 @@ def compute_detection_ap(
 def _input_warnings(ground_truth: GroundTruth, detections: Detections, label_free: bool = False) -> List[str]:
     """Counted warnings about inputs the official code accepts silently."""
     messages = []
+    if ground_truth.num_removed_duplicates:
+        messages.append(
+            f"{ground_truth.num_removed_duplicates} ground-truth instance(s) with end <= start or a same-label "
+            "duplicate within 1e-3 s were removed (remove_duplicate_instances, as OpenTAD)"
+        )
     if ground_truth.num_zero_length_or_inverted:
         messages.append(
             f"{ground_truth.num_zero_length_or_inverted} ground-truth instance(s) have end <= start; kept as the official code does"
@@ -756,6 +805,7 @@ def evaluate_detection(
     ignore_unknown_labels: bool = False,
     class_names: Optional[Sequence[Hashable]] = None,
     blocked_videos: Sequence[Hashable] = (),
+    remove_duplicate_instances: bool = False,
 ) -> Dict[str, Any]:
     """ActivityNet detection mAP, identical to the official evaluator.
 
@@ -769,6 +819,8 @@ def evaluate_detection(
             instead of raising `EvaluationInputError`.
         class_names: class id -> name, for integer predicted labels.
         blocked_videos: video ids left out of ground truth and predictions.
+        remove_duplicate_instances: OpenTAD's ground-truth clean-up (see `load_ground_truth`);
+            with `ignore_unknown_labels=True` this reproduces OpenTAD's `mAP` evaluator.
 
     Returns:
         dict with `tiou_thresholds` (list), `mAP_per_tiou` ({threshold: mAP}, threshold order),
@@ -778,7 +830,9 @@ def evaluate_detection(
         logged).
     """
     thresholds = parse_tiou_thresholds(tiou_thresholds)
-    gt = load_ground_truth(ground_truth, subset=subset, blocked_videos=blocked_videos)
+    gt = load_ground_truth(
+        ground_truth, subset=subset, blocked_videos=blocked_videos, remove_duplicate_instances=remove_duplicate_instances
+    )
     detections = load_predictions(
         predictions, gt, ignore_unknown_labels=ignore_unknown_labels, class_names=class_names, blocked_videos=blocked_videos
     )
@@ -1007,6 +1061,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="drop predictions whose label has no ground truth in the subset (counted warning) instead of failing",
     )
     parser.add_argument("--blocked-videos", help="JSON list or text file (one id per line) of video ids to leave out")
+    parser.add_argument(
+        "--remove-duplicate-instances",
+        action="store_true",
+        help="drop ground truth with end <= start and same-label duplicates within 1e-3 s, as OpenTAD's evaluator "
+        "(with --ignore-unknown-labels this reproduces OpenTAD's numbers; the official evaluator keeps them)",
+    )
     parser.add_argument("--task", choices=("detection", "proposal"), default="detection")
     parser.add_argument(
         "--max-avg-proposals", type=float, default=None, help="proposal task: largest AN (default: all proposals)"
@@ -1032,6 +1092,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 subset=subset,
                 ignore_unknown_labels=args.ignore_unknown_labels,
                 blocked_videos=blocked,
+                remove_duplicate_instances=args.remove_duplicate_instances,
             )
             table = _format_table(result, args.per_class)
         else:

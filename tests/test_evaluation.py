@@ -581,3 +581,20 @@ def test_cli_proposal_task(tmp_path, capsys):
     # One of two instances is found once each video may use its single proposal (AN = 1).
     assert written["AR@AN"] == {"1": 0.5}
     assert written["average_recall"][-1] == 0.5
+
+
+def test_opentad_ground_truth_clean_up_is_opt_in():
+    gt = make_ground_truth({"v1": [
+        (0.0, 10.0, "jump"),
+        (0.0005, 10.0009, "jump"),  # within 1e-3 s of the first, same label: removed
+        (0.0, 10.0, "run"),         # same time, other label: kept
+        (5.0, 5.0, "sit"),          # zero length: removed, and with it the class
+    ]})
+    predictions = make_predictions({"v1": [(0.0, 10.0, "jump", 0.9), (0.0, 10.0, "run", 0.8), (5.0, 5.0, "sit", 0.7)]})
+    official = evaluate_detection(gt, predictions, [0.5])
+    # Official: the duplicate is a miss (recall 1/2) and the zero-length pair matches (0/0 tIoU).
+    assert official["ap_per_class"] == {"jump": [0.5], "run": [1.0], "sit": [1.0]}
+    cleaned = evaluate_detection(gt, predictions, [0.5], remove_duplicate_instances=True, ignore_unknown_labels=True)
+    assert cleaned["ap_per_class"] == {"jump": [1.0], "run": [1.0]}
+    assert cleaned["num_predictions_ignored"] == 1
+    assert any(w.startswith("2 ground-truth instance(s) with end <= start or a same-label duplicate") for w in cleaned["warnings"])

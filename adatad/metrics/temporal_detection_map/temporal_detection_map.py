@@ -42,6 +42,8 @@ Args:
         or their decimal strings) and are mapped to these names before matching.
     ignore_unknown_labels: drop predictions whose label has no ground truth (counted in
         `num_predictions_ignored`) instead of raising.
+    remove_duplicate_instances: drop references with end <= start and same-label duplicates
+        within 1e-3 s (OpenTAD's evaluator; the official one keeps them).
 
 Returns:
     `mAP_per_tiou` ({threshold: mAP}), `average_mAP`, `ap_per_class` ({label: [AP per threshold]}),
@@ -108,6 +110,7 @@ class TemporalDetectionMAP(evaluate.Metric):
         tiou_thresholds=DEFAULT_TIOU_THRESHOLDS,
         class_names=None,
         ignore_unknown_labels=False,
+        remove_duplicate_instances=False,
     ):
         database, results = {}, {}
         for number, (prediction, reference) in enumerate(zip(predictions, references)):
@@ -137,4 +140,5 @@ class TemporalDetectionMAP(evaluate.Metric):
             tiou_thresholds=tiou_thresholds,
             subset=None,
             ignore_unknown_labels=ignore_unknown_labels,
+            remove_duplicate_instances=remove_duplicate_instances,
         )
