@@ -33,6 +33,9 @@ NMSMethod = Literal["gaussian", "linear", "improved_gaussian", "vanilla", "hard"
 _SOFT_NMS_METHODS = ("gaussian", "linear", "improved_gaussian", "vanilla")
 # Votes are computed in row blocks so that memory stays bounded for many thousand candidates.
 _VOTING_BLOCK_ELEMENTS = 4_000_000
+# Below this many elements a dense soft-NMS decay is cheapest (and runs single-threaded in ATen);
+# above it only overlapping candidates are decayed.
+_DENSE_DECAY_MAX_ELEMENTS = 2048
 
 
 @dataclass(frozen=True)
@@ -256,57 +259,66 @@ def soft_nms(
     row, column, sizes = _pad_groups(group_ids.detach().cpu())
     num_rows, num_columns = sizes.shape[0], int(sizes.max())
 
-    # state[field, row, column]: field 0/1 = start/end, 2 = current score, 3 = length (+1e-6 as OpenTAD)
-    state = torch.zeros(4, num_rows, num_columns)
+    # state[field, row, column]: 0/1 = start/end, 2 = current score, 3 = length (+1e-6 as OpenTAD),
+    # 4 = candidate index (exact in float32 below 2**24 candidates). Column `step` receives the pick
+    # of that step and is never written again, so at the end each row holds its picks in order.
+    state = torch.zeros(5, num_rows, num_columns)
     state[0, row, column] = segments[:, 0]
     state[1, row, column] = segments[:, 1]
     state[2, row, column] = scores
     state[3, row, column] = segments[:, 1] - segments[:, 0] + 1e-6
-    candidate_index = torch.zeros(num_rows, num_columns, dtype=torch.long)
-    candidate_index[row, column] = torch.arange(num_candidates)
-    picked_score = torch.zeros(num_rows, num_columns)
-    remaining = sizes.clone()  # candidates still in play per row
-    rows = torch.arange(num_rows)
+    state[4, row, column] = torch.arange(num_candidates, dtype=torch.float32)
+    remaining = sizes.clone()  # candidates still in play per row (picked ones included)
+    width = num_columns  # no row has candidates in play at or beyond this column
     columns = torch.arange(num_columns)
+    first_column = torch.zeros(num_rows, 1, dtype=torch.long)
+    single_row = num_rows == 1
+    # Decay factors are >= 0, so a drop below `min_score` is only possible if a score can get there.
+    drops_possible = settings.min_score > 0 or bool((scores < settings.min_score).any())
+    # Every method except vanilla with iou_threshold <= 0 leaves a score exactly unchanged when the
+    # overlap is 0, so on wide rows only the overlapping candidates are decayed (fewer exp calls).
+    sparse_decay_allowed = settings.method != "vanilla" or settings.iou_threshold > 0
 
-    for step in range(num_columns):
-        active = remaining > step  # (num_rows,)
-        if not bool(active.any()):
-            break
-        in_play = columns[step:][None] < remaining[:, None]  # (num_rows, num_columns - step)
-        current = state[2, :, step:].masked_fill(~in_play, float("-inf"))
-        best = current.argmax(dim=1) + step  # first maximum, like the C++ strict `<` scan
-        # swap the picked candidate into position `step` (OpenTAD's layout after the same swap)
-        at_step = state[:, rows, step].clone()
-        picked = state[:, rows, best]
-        state[:, rows, step] = picked
-        state[:, rows, best] = at_step
-        index_at_step = candidate_index[rows, step].clone()
-        candidate_index[rows, step] = candidate_index[rows, best]
-        candidate_index[rows, best] = index_at_step
-        picked_score[:, step] = picked[2]
-        if step + 1 == num_columns:
-            break
+    step = 0
+    while step < width:
+        tail = state[:, :, step:width]  # (5, num_rows, width - step)
+        current = tail[2]
+        if not single_row:
+            in_play = columns[step:width] < remaining[:, None]  # (num_rows, width - step)
+            current = current.masked_fill(~in_play, float("-inf"))
+        best = current.argmax(dim=1, keepdim=True)  # first maximum, like the C++ strict `<` scan
+        # swap the picked candidate into column `step`, as the C++ loop does
+        swap = torch.cat((first_column, best), dim=1).expand(5, num_rows, 2)
+        tail.scatter_(2, swap, tail.gather(2, torch.cat((best, first_column), dim=1).expand(5, num_rows, 2)))
 
-        rest = state[:, :, step + 1 :]  # (4, num_rows, num_columns - step - 1)
-        inter = (torch.minimum(picked[1][:, None], rest[1]) - torch.maximum(picked[0][:, None], rest[0])).clamp(min=0)
-        ovr = inter / (picked[3][:, None] + rest[3] - inter)
-        state[2, :, step + 1 :] = rest[2] * _decay_weights(ovr, picked[3][:, None], settings)
+        picked_start, picked_end, _, picked_length, _ = tail[:, :, :1].unbind(0)  # each (num_rows, 1)
+        start, end, score, length, _ = tail[:, :, 1:].unbind(0)  # each (num_rows, width - step - 1)
+        inter = (torch.minimum(picked_end, end) - torch.maximum(picked_start, start)).clamp_(min=0)
+        ovr = inter.div_(picked_length + length - inter)
+        if sparse_decay_allowed and ovr.numel() > _DENSE_DECAY_MAX_ELEMENTS:
+            overlapping = (ovr != 0).nonzero(as_tuple=True)
+            weights = _decay_weights(ovr[overlapping], picked_length[overlapping[0], 0], settings)
+            score.index_put_(overlapping, score[overlapping] * weights)
+        else:
+            score.mul_(_decay_weights(ovr, picked_length, settings))
 
-        in_play_rest = in_play[:, 1:]
-        dropped = (state[2, :, step + 1 :] < settings.min_score) & in_play_rest
-        if bool(dropped.any()):
-            _drop_like_opentad(state, candidate_index, dropped, in_play_rest, step + 1)
-            remaining = torch.where(active, step + 1 + (in_play_rest & ~dropped).sum(1), remaining)
+        if drops_possible:
+            in_play_rest = columns[step + 1 : width] < remaining[:, None]
+            dropped = (score < settings.min_score) & in_play_rest
+            if bool(dropped.any()):
+                _drop_like_opentad(tail[:, :, 1:], dropped, in_play_rest)
+                active = remaining > step
+                remaining = torch.where(active, step + 1 + (in_play_rest & ~dropped).sum(1), remaining)
+                width = int(remaining.max())
+        step += 1
 
     keep_mask = columns[None] < remaining[:, None]  # rows ascending by group id, columns = selection order
-    return candidate_index[keep_mask], picked_score[keep_mask]
+    return state[4][keep_mask].long(), state[2][keep_mask]
 
 
-def _drop_like_opentad(
-    state: torch.Tensor, candidate_index: torch.Tensor, dropped: torch.Tensor, in_play: torch.Tensor, offset: int
-) -> None:
-    """Removes `dropped` candidates in place with the same layout OpenTAD's C++ loop produces.
+def _drop_like_opentad(state: torch.Tensor, dropped: torch.Tensor, in_play: torch.Tensor) -> None:
+    """Removes `dropped` candidates from `state` (fields, rows, columns) in place, with the layout
+    OpenTAD's C++ loop produces.
 
     OpenTAD scans left to right and overwrites a dropped candidate with the last candidate still in
     play (re-checking it). The result: kept candidates left of the new end stay where they are, and
@@ -314,7 +326,7 @@ def _drop_like_opentad(
     the far right. Reproducing the layout keeps later tie-breaking identical to OpenTAD.
     """
     kept = in_play & ~dropped
-    new_length = kept.sum(1, keepdim=True)  # (num_rows, 1), relative to `offset`
+    new_length = kept.sum(1, keepdim=True)  # (num_rows, 1)
     local = torch.arange(dropped.shape[1])[None]
     holes = dropped & (local < new_length)
     fillers = kept & (local >= new_length)
@@ -327,8 +339,7 @@ def _drop_like_opentad(
     source_by_rank[filler_rows, filler_rank[filler_rows, filler_columns]] = filler_columns
     hole_rows, hole_columns = holes.nonzero(as_tuple=True)
     source_columns = source_by_rank[hole_rows, hole_rank[hole_rows, hole_columns]]
-    state[:, hole_rows, hole_columns + offset] = state[:, hole_rows, source_columns + offset]
-    candidate_index[hole_rows, hole_columns + offset] = candidate_index[hole_rows, source_columns + offset]
+    state[:, hole_rows, hole_columns] = state[:, hole_rows, source_columns]
 
 
 def hard_nms(
@@ -399,39 +410,75 @@ def batched_nms(
     """NMS over one video's candidates, with OpenTAD `batched_nms` semantics.
 
     Multiclass: NMS per class, each class capped at `max_segments`, results concatenated by ascending
-    class id. Class-agnostic: one NMS, then segment voting if `voting_thresh > 0` (voting only exists
-    in this mode). Finally everything is sorted by descending score and capped at `max_segments`.
+    class id. Class-agnostic: one NMS, capped at `max_segments`, then segment voting if
+    `voting_thresh > 0` (voting only exists in this mode). Finally everything is sorted by
+    descending score and capped at `max_segments`.
+
+    Args:
+        segments: `(N, 2)` candidates, scores: `(N,)`, labels: `(N,)` non-negative class ids.
 
     Returns:
-        `(segments (N, 2), scores (N,), labels (N,))` sorted by descending score.
+        `(segments (M, 2), scores (M,), labels (M,))` sorted by descending score.
     """
-    segments = segments.detach().cpu().float()
-    scores = scores.detach().cpu().float()
-    labels = labels.detach().cpu()
-    if settings.method == "none":
-        return segments, scores, labels
-    if segments.shape[0] == 0:
-        return torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=labels.dtype)
+    return batched_nms_videos([(segments, scores, labels)], settings)[0]
+
+
+def batched_nms_videos(
+    candidates: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], settings: NMSSettings
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """`batched_nms` of several videos in one go: every (video, class) pair (every video in
+    class-agnostic mode) is its own soft-NMS group, so the videos share the soft-NMS steps.
+    Results are identical to calling `batched_nms` per video.
+
+    Args:
+        candidates: per video `(segments (N_v, 2), scores (N_v,), labels (N_v,))`.
+
+    Returns:
+        Per video `(segments, scores, labels)` sorted by descending score.
+    """
+    prepared = [
+        (segments.detach().cpu().float().reshape(-1, 2), scores.detach().cpu().float().reshape(-1), labels.detach().cpu().reshape(-1))
+        for segments, scores, labels in candidates
+    ]
+    if settings.method == "none" or not prepared:
+        return prepared
+    sizes = torch.tensor([scores.shape[0] for _, scores, _ in prepared])
+    segments = torch.cat([p[0] for p in prepared])
+    scores = torch.cat([p[1] for p in prepared])
+    labels = torch.cat([p[2] for p in prepared])
+    video = torch.repeat_interleave(torch.arange(len(prepared)), sizes)
+    if settings.multiclass:
+        class_ids = labels.long()
+        if class_ids.numel() and int(class_ids.min()) < 0:
+            raise ValueError(f"labels must be non-negative class ids, got {int(class_ids.min())}.")
+        num_class_ids = int(class_ids.max()) + 1 if class_ids.numel() else 1
+        groups = video * num_class_ids + class_ids  # ascending group id = video, then class
+    else:
+        groups = video
 
     nms_function = hard_nms if settings.method == "hard" else soft_nms
-    if settings.multiclass:
-        keep, kept_scores = nms_function(segments, scores, labels, settings)
-        # per-class cap: `keep` is grouped by class, so the rank inside a class is a running count
-        kept_labels = labels[keep]
-        _, class_sizes = torch.unique_consecutive(kept_labels, return_counts=True)
-        class_starts = torch.repeat_interleave(torch.cumsum(class_sizes, 0) - class_sizes, class_sizes)
-        under_cap = (torch.arange(keep.shape[0]) - class_starts) < settings.max_segments
-        keep, kept_scores = keep[under_cap], kept_scores[under_cap]
-        kept_segments = segments[keep]
-    else:
-        keep, kept_scores = nms_function(segments, scores, None, settings)
-        keep, kept_scores = keep[: settings.max_segments], kept_scores[: settings.max_segments]
-        kept_segments = segments[keep]
-        if settings.voting_thresh > 0:
-            kept_segments = segment_voting(kept_segments, segments, scores, settings.voting_thresh)
+    keep, kept_scores = nms_function(segments, scores, groups, settings)
+    # cap per group (per class, or the class-agnostic list): `keep` is grouped, so rank = running count
+    _, group_sizes = torch.unique_consecutive(groups[keep], return_counts=True)
+    group_starts = torch.repeat_interleave(torch.cumsum(group_sizes, 0) - group_sizes, group_sizes)
+    under_cap = (torch.arange(keep.shape[0]) - group_starts) < settings.max_segments
+    keep, kept_scores = keep[under_cap], kept_scores[under_cap]
 
-    order = kept_scores.sort(descending=True).indices[: settings.max_segments]
-    return kept_segments[order], kept_scores[order], labels[keep][order]
+    results = []
+    video_starts = (torch.cumsum(sizes, 0) - sizes).tolist()
+    kept_video = video[keep]
+    for index, (first, size) in enumerate(zip(video_starts, sizes.tolist())):
+        in_video = kept_video == index
+        video_keep, video_scores = keep[in_video], kept_scores[in_video]
+        video_segments = segments[video_keep]
+        if not settings.multiclass and settings.voting_thresh > 0:
+            candidates_of_video = slice(first, first + size)
+            video_segments = segment_voting(
+                video_segments, segments[candidates_of_video], scores[candidates_of_video], settings.voting_thresh
+            )
+        order = video_scores.sort(descending=True).indices[: settings.max_segments]
+        results.append((video_segments[order], video_scores[order], labels[video_keep][order]))
+    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,21 +618,16 @@ def _label_names(labels: torch.Tensor, names: Sequence[str]) -> list[str]:
     return [names[i] for i in labels.tolist()]
 
 
-def _post_process_entry(
-    proposals: torch.Tensor,
+def _finish_entry(
+    segments: torch.Tensor,
     scores: torch.Tensor,
+    labels: torch.Tensor,
     meta: Mapping[str, Any],
     video_id: str,
-    pre_nms_thresh: float,
-    pre_nms_topk: int,
-    nms_settings: NMSSettings | None,
     class_names: Sequence[str] | None,
     video_classifier: ExternalVideoClassifier | None,
 ) -> dict:
-    """One video or one window: pre-NMS selection, NMS (unless `nms_settings` is None), seconds, labels, rounding."""
-    segments, scores, labels = select_pre_nms_candidates(proposals.detach().cpu().float(), scores.detach().cpu().float(), pre_nms_thresh, pre_nms_topk)
-    if nms_settings is not None:
-        segments, scores, labels = batched_nms(segments, scores, labels, nms_settings)
+    """Grid segments of one video or window -> seconds, labels (or classifier fusion), OpenTAD rounding."""
     seconds = convert_to_seconds(segments, meta)
     if video_classifier is not None:
         seconds, labels, scores = video_classifier.fuse(video_id, seconds, scores)
@@ -593,7 +635,8 @@ def _post_process_entry(
     else:
         names = class_names
     seconds, scores = _round_like_opentad(seconds, scores)
-    return {"video_id": video_id, "scores": scores, "labels": labels.long(), "label_names": _label_names(labels, names), "segments": seconds}
+    labels = labels.long()
+    return {"video_id": video_id, "scores": scores, "labels": labels, "label_names": _label_names(labels, names), "segments": seconds}
 
 
 def merge_sliding_windows(window_results: Sequence[dict], nms_settings: NMSSettings) -> list[dict]:
@@ -615,16 +658,22 @@ def merge_sliding_windows(window_results: Sequence[dict], nms_settings: NMSSetti
     by_video: dict[str, list[dict]] = {}
     for window in window_results:
         by_video.setdefault(window["video_id"], []).append(window)
-    merged = []
-    for video_id, windows in by_video.items():
-        segments = torch.cat([w["segments"].reshape(-1, 2).float() for w in windows])
-        scores = torch.cat([w["scores"].reshape(-1).float() for w in windows])
+    candidates, name_orders, ids_of_names = [], [], []
+    for windows in by_video.values():
         names = [name for w in windows for name in w["label_names"]]
         ids = torch.cat([w["labels"].reshape(-1).long() for w in windows]).tolist()
-        name_order = list(dict.fromkeys(names))  # first appearance
-        id_of_name = dict(zip(names, ids))
-        group = torch.tensor([name_order.index(n) for n in names], dtype=torch.long)
-        segments, scores, group = batched_nms(segments, scores, group, nms_settings)
+        name_order = list(dict.fromkeys(names))  # labels numbered by first appearance, as OpenTAD
+        number_of_name = {name: number for number, name in enumerate(name_order)}
+        group = torch.tensor([number_of_name[n] for n in names], dtype=torch.long)
+        segments = torch.cat([w["segments"].reshape(-1, 2).float() for w in windows])
+        scores = torch.cat([w["scores"].reshape(-1).float() for w in windows])
+        candidates.append((segments, scores, group))
+        name_orders.append(name_order)
+        ids_of_names.append(dict(zip(names, ids)))
+
+    merged = []
+    nms_results = batched_nms_videos(candidates, nms_settings)
+    for video_id, (segments, scores, group), name_order, id_of_name in zip(by_video, nms_results, name_orders, ids_of_names):
         segments, scores = _round_like_opentad(segments, scores)
         label_names = [name_order[g] for g in group.tolist()]
         merged.append(
@@ -726,18 +775,15 @@ def post_process_temporal_detection(
                 f"{None if class_names is None else len(class_names)} names) unless a `video_classifier` gives the labels."
             )
 
+    candidates = [
+        select_pre_nms_candidates(proposals[b].detach().cpu().float(), scores[b].detach().cpu().float(), pre_nms_thresh, pre_nms_topk)
+        for b in range(len(video_metas))
+    ]
+    if not sliding_window:
+        # windows are NMS'd only after merging; whole videos now, all in one batched call
+        candidates = batched_nms_videos(candidates, nms_settings)
     entries = [
-        _post_process_entry(
-            proposals[b],
-            scores[b],
-            video_metas[b],
-            video_ids[b],
-            pre_nms_thresh,
-            pre_nms_topk,
-            None if sliding_window else nms_settings,
-            class_names,
-            video_classifier,
-        )
+        _finish_entry(*candidates[b], video_metas[b], video_ids[b], class_names, video_classifier)
         for b in range(len(video_metas))
     ]
     if sliding_window and merge_windows:

@@ -12,6 +12,7 @@ from adatad.post_processing import (
     ExternalVideoClassifier,
     NMSSettings,
     batched_nms,
+    batched_nms_videos,
     convert_to_seconds,
     decode_candidates,
     hard_nms,
@@ -576,3 +577,20 @@ def test_parity_check_detects_differences(shared_dir, tmp_path, edits, message):
 
 def test_parity_check_passes_on_unchanged_copy(shared_dir, tmp_path):
     check_post_processing(copy_fixture(shared_dir, tmp_path / "fixture"))
+
+
+def test_nms_of_several_videos_at_once_equals_one_by_one():
+    generator = torch.Generator().manual_seed(11)
+    videos = []
+    for size in (0, 30, 1, 55):
+        segments, scores = grid_candidates(generator, size, 6)
+        videos.append((segments, scores, torch.randint(0, 3, (size,), generator=generator)))
+    for settings in (
+        NMSSettings(sigma=0.7, min_score=0.2, max_segments=10),
+        NMSSettings(multiclass=False, voting_thresh=0.6, min_score=0.1, max_segments=12),
+        NMSSettings(method="hard", iou_threshold=0.4, max_segments=8),
+    ):
+        together = batched_nms_videos(videos, settings)
+        for video, result in zip(videos, together):
+            for mine, alone in zip(result, batched_nms(*video, settings)):
+                assert torch.equal(mine, alone)
