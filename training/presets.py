@@ -281,7 +281,7 @@ def _type_names(expected) -> str:
 
 def _is_instance(value, expected) -> bool:
     types = expected if isinstance(expected, tuple) else (expected,)
-    # JSON has no separate bool: `true` must not pass for a number, nor `1` for a bool.
+    # Python's bool is an int: `true` must not pass for a number, nor `1` for a bool.
     if isinstance(value, bool):
         return bool in types
     return isinstance(value, types)
@@ -291,7 +291,8 @@ def _check_keys(mapping: dict, types: dict, where: str, source: str):
     missing = [key for key in types if key not in mapping]
     unknown = [key for key in mapping if key not in types]
     if missing or unknown:
-        raise PresetError(f"{source}: `{where}` is missing keys {missing} and has unknown keys {unknown}.")
+        problems = [f"is missing keys {missing}"] * bool(missing) + [f"has unknown keys {unknown}"] * bool(unknown)
+        raise PresetError(f"{source}: `{where}` {' and '.join(problems)}.")
     for key, expected in types.items():
         if not _is_instance(mapping[key], expected):
             raise PresetError(
@@ -384,6 +385,9 @@ def _check_consistency(preset: dict, source: str):
         )
     if classifier[1] is not None:
         _check_one_of(classifier[1], EXTERNAL_CLASSIFIER_KINDS, "evaluation.external_classifier_kind", source)
+    thresholds = evaluation["tiou_thresholds"]
+    if not thresholds or not all(_is_instance(t, NUMBER) and 0 < t <= 1 for t in thresholds):
+        raise PresetError(f"{source}: `evaluation.tiou_thresholds` must be numbers in (0, 1], got {thresholds}.")
     paper = preset["paper"]
     if paper is not None and (set(paper) != {"average_mAP", "mAP"} or not isinstance(paper["mAP"], dict)):
         raise PresetError(f"{source}: `paper` must be null or {{'average_mAP': x, 'mAP': {{tiou: x}}}}, got {paper}.")
@@ -536,11 +540,11 @@ def _dataset_order(preset: dict) -> int:
 def format_preset_table() -> str:
     """One line per shipped preset: name, dataset and the paper's average mAP it targets ("-" for baselines and
     synthetic presets), ordered by dataset then name."""
-    presets = [_read_json(PRESETS_DIR / f"{name}.json") for name in list_presets()]
-    presets.sort(key=lambda preset: (_dataset_order(preset), preset["name"]))
-    width = max(len(preset["name"]) for preset in presets)
+    shipped = [_read_json(PRESETS_DIR / f"{name}.json") for name in list_presets()]
+    shipped.sort(key=lambda preset: (_dataset_order(preset), preset["name"]))
+    width = max(len(preset["name"]) for preset in shipped)
     lines = [f"{'preset':<{width}}  {'dataset':<22}  paper avg mAP"]
-    for preset in presets:
+    for preset in shipped:
         paper = preset["paper"]
         target = f"{paper['average_mAP']:.2f}" if paper else "-"
         lines.append(f"{preset['name']:<{width}}  {preset['dataset']:<22}  {target}")
