@@ -222,7 +222,13 @@ def _opentad_backbone_kwargs(wrapper: dict) -> dict:
 
     custom = wrapper.get("custom") or {}
     _check_known_keys(
-        "backbone.custom", custom, {"pretrain", "pre_processing_pipeline", "post_processing_pipeline", "norm_eval", "freeze_backbone"}
+        "backbone.custom",
+        custom,
+        {
+            "pretrain", "pre_processing_pipeline", "post_processing_pipeline", "norm_eval", "freeze_backbone",
+            # memory-only options: they change what is stored for backward, not what is computed
+            "temporal_checkpointing", "temporal_checkpointing_chunk_num", "temporal_checkpointing_chunk_dim",
+        },
     )
     _require("backbone.custom", "freeze_backbone", custom.get("freeze_backbone", False), [False])
     num_chunks = total_frames // num_frames
