@@ -158,7 +158,11 @@ def write_opentad_checkpoint(fixture: Path, path: Path) -> None:
     weights = load_file(fixture / "weights.safetensors")
     ema = {f"module.{key}": tensor for key, tensor in weights.items()}
     raw = {key: tensor + 0.5 if tensor.is_floating_point() else tensor for key, tensor in ema.items()}
-    torch.save({"epoch": 7, "state_dict": raw, "state_dict_ema": ema}, path)
+    optimizer = {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": 1e-4, "params": [0]}]}
+    scheduler = {"last_epoch": 700, "base_lrs": [1e-4], "_get_lr_called_within_step": False}
+    torch.save(
+        {"epoch": 7, "state_dict": raw, "optimizer": optimizer, "scheduler": scheduler, "state_dict_ema": ema}, path
+    )
 
 
 def fixture_pixel_values(fixture: Path):
@@ -517,12 +521,18 @@ def test_opentad_conversion_cli_and_key_checks(tmp_path):
     script = REPO_ROOT / "conversion_scripts" / "convert_opentad_to_adatad.py"
     command = [sys.executable, str(script), "--checkpoint", str(checkpoint), "--config", str(config_file)]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    class_map = tmp_path / "category_idx.txt"
+    class_map.write_text("BaseballPitch\nBasketballDunk\nBilliards\n")
     result = subprocess.run(
-        command + ["--output", str(tmp_path / "cli"), "--use-ema"], capture_output=True, text=True, env=environment
+        command + ["--output", str(tmp_path / "cli"), "--use-ema", "--class-map", str(class_map)],
+        capture_output=True, text=True, env=environment,
     )
     assert result.returncode == 0, result.stderr
     assert "saved AdaTAD model and processor" in result.stdout
-    assert_matches_fixture(tmp_path / "cli", fixture)
+    model = assert_matches_fixture(tmp_path / "cli", fixture)
+    assert model.config.id2label == {0: "BaseballPitch", 1: "BasketballDunk", 2: "Billiards"}
+    processor = AutoVideoProcessor.from_pretrained(tmp_path / "cli", trust_remote_code=True)
+    assert processor.class_names == ["BaseballPitch", "BasketballDunk", "Billiards"]
 
     # A checkpoint that lacks a detector tensor fails, naming it, unless --allow-missing says it is expected.
     weights = torch.load(checkpoint, weights_only=True)
