@@ -95,7 +95,9 @@ def test_every_seed_row_has_a_preset_with_its_numbers(seed_rows):
         assert preset["opentad_config"].endswith(f"/{stem}.py")
         average = next(float(value) for column, value in row.items() if column.startswith("ave. mAP"))
         assert preset["paper"]["average_mAP"] == average, stem
-        table_map = {column.removeprefix("mAP@"): float(value) for column, value in row.items() if column.startswith("mAP@")}
+        table_map = {
+            column.removeprefix("mAP@"): float(value) for column, value in row.items() if column.startswith("mAP@")
+        }
         assert preset["paper"]["mAP"] == table_map, stem
         # The paper's per-tIoU columns are a subset of the thresholds the preset evaluates.
         assert {float(tiou) for tiou in table_map} <= set(preset["evaluation"]["tiou_thresholds"]), stem
@@ -116,7 +118,8 @@ def test_seed_rows_match_preset_settings(seed_rows):
         expected_mode = "adapter" if row["Setting"] == "AdaTAD" else "side"
         assert model["tuning_mode"] == expected_mode, row["config_stem"]
         if "Classifier" in row:
-            assert Path(preset["evaluation"]["external_classifier_file"]).name == SEED_CLASSIFIER_FILE[row["Classifier"]]
+            classifier_file = Path(preset["evaluation"]["external_classifier_file"]).name
+            assert classifier_file == SEED_CLASSIFIER_FILE[row["Classifier"]], row["config_stem"]
         assert preset["training"]["reference_num_gpus"] == int(row["GPUs"]), row["config_stem"]
 
 
@@ -201,7 +204,10 @@ def test_synthetic_tiny_matches_the_synthetic_generator():
     assert preset["backbone_checkpoint"] is None and preset["training"]["mixed_precision"] == "no"
 
 
-@pytest.mark.parametrize("name", ["synthetic-tiny", "synthetic-tiny-frozen", "synthetic-tiny-full", "synthetic-tiny-side"])
+SYNTHETIC_PRESETS = ["synthetic-tiny", "synthetic-tiny-frozen", "synthetic-tiny-full", "synthetic-tiny-side"]
+
+
+@pytest.mark.parametrize("name", SYNTHETIC_PRESETS)
 def test_synthetic_preset_builds_a_model_that_trains(name):
     """The CPU presets are the only ones small enough to instantiate: one training step on a random batch."""
     import torch

@@ -184,7 +184,12 @@ EVALUATION_TYPES = {
     "external_classifier_top_k": (int, NULL),
     "recall_top_k": (list, NULL),
 }
-SECTION_TYPES = {"data": DATA_TYPES, "processor": PROCESSOR_TYPES, "training": TRAINING_TYPES, "evaluation": EVALUATION_TYPES}
+SECTION_TYPES = {
+    "data": DATA_TYPES,
+    "processor": PROCESSOR_TYPES,
+    "training": TRAINING_TYPES,
+    "evaluation": EVALUATION_TYPES,
+}
 
 DATASETS = (
     "activitynet-1.3",
@@ -436,10 +441,13 @@ def resolve_data_paths(preset: dict) -> dict:
     `blocked_videos_file` (from `data`), `eval_blocked_videos_file` and `external_classifier_file` (from
     `evaluation`); relative entries start at `data.root`, null entries stay None."""
     root = Path(preset["data"]["root"]).expanduser()
-    entries = {key: preset["data"][key] for key in ("annotation_file", "class_map_file", "video_dir", "blocked_videos_file")}
+    data_files = ("annotation_file", "class_map_file", "video_dir", "blocked_videos_file")
+    entries = {key: preset["data"][key] for key in data_files}
     entries["eval_blocked_videos_file"] = preset["evaluation"]["blocked_videos_file"]
     entries["external_classifier_file"] = preset["evaluation"]["external_classifier_file"]
-    return {key: None if value is None else (root / Path(value).expanduser()).resolve() for key, value in entries.items()}
+    return {
+        key: None if value is None else (root / Path(value).expanduser()).resolve() for key, value in entries.items()
+    }
 
 
 def _dotted_keys(mapping: dict, prefix: str = "") -> list[str]:
@@ -469,7 +477,7 @@ def _set_dotted(preset: dict, key: str, value, source: str):
         if not known and not new_model_field:
             candidates = _dotted_keys(preset) + [f"model.{field}" for field in model_config_fields()]
             close = difflib.get_close_matches(key, candidates, n=5, cutoff=0.6)
-            hint = f" Close matches: {', '.join(close)}." if close else " Keys are dotted paths such as training.detector_lr."
+            hint = f" Close matches: {', '.join(close)}." if close else " Keys look like training.detector_lr."
             raise PresetError(f"{source}: unknown override key {key!r}.{hint}")
         if last:
             node[part] = value
@@ -497,7 +505,9 @@ def apply_overrides(preset: dict, overrides: list[str], source: str | None = Non
         key, separator, text = override.partition("=")
         key = key.strip()
         if not separator or not key:
-            raise PresetError(f"{source}: override {override!r} must look like KEY=VALUE, e.g. training.detector_lr=2e-4.")
+            raise PresetError(
+                f"{source}: override {override!r} must look like KEY=VALUE, e.g. training.detector_lr=2e-4."
+            )
         _set_dotted(result, key, _parse_value(text.strip()), source)
     validate_preset(result, source=f"{source} with overrides {overrides}")
     return result
@@ -512,7 +522,9 @@ def dump_preset(preset: dict) -> str:
         if isinstance(value, dict):
             return all(isinstance(item, plain) for item in value.values()) and len(text) <= 100
         if isinstance(value, list):
-            return all(isinstance(item, plain) or (isinstance(item, list) and fits_one_line(item, "")) for item in value)
+            return all(
+                isinstance(item, plain) or (isinstance(item, list) and fits_one_line(item, "")) for item in value
+            )
         return True
 
     def render(value, indent: int) -> str:
