@@ -279,10 +279,12 @@ class TemporalActionDetectionPipeline(Pipeline):
             (result,) = merge_sliding_windows(window_results, self._nms_settings())
         detections = []
         for (start, end), name, score in zip(result["segments"].tolist(), result["label_names"], result["scores"].tolist()):
+            # Post-processing rounds like OpenTAD (4 decimals for scores, 2 for seconds) in float32: give back the
+            # decimal values, compare the score the user sees, and keep segments inside the video after rounding.
+            score = round(score, 4)
             if score >= threshold:
-                # Post-processing clips to the duration before rounding to 2 decimals; clip after it too.
                 start, end = (min(max(round(value, 2), 0.0), job.duration) for value in (start, end))
-                detections.append({"label": name, "score": round(score, 4), "segment": [start, end]})
+                detections.append({"label": name, "score": score, "segment": [start, end]})
         return detections
 
     def _nms_settings(self) -> NMSSettings:

@@ -1,0 +1,356 @@
+"""Tests of the `temporal-action-detection` pipeline and the `adatad-detect` command line, on real clips from
+`shared/data/videos` with a tiny random AdaTAD model."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+from transformers import pipeline
+
+from adatad import AdaTADConfig, AdaTADForTemporalDetection, AdaTADVideoProcessor
+from adatad.cli import detect_main
+from adatad.pipeline_adatad import (
+    ModelProcessorMismatchError,
+    TemporalActionDetectionPipeline,
+    load_detection_pipeline,
+)
+from adatad.processing_adatad import VideoDecodeError
+
+CLASS_NAMES = ["jump", "run", "wave"]
+# decord's frame counts and rates (SOURCES.md): duration = frames / fps.
+DURATIONS = {"demo.mp4": 10.0, "test.avi": 6.56}
+
+
+def tiny_config(**overrides):
+    kwargs = dict(
+        backbone_config=dict(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+            image_size=32, patch_size=16, num_frames=8, tubelet_size=2,
+        ),
+        num_frames=32, image_size=32, feature_length=16, projection_hidden_size=32, projection_arch=(2, 1, 1),
+        projection_num_heads=4, head_hidden_size=32, max_seq_len=16, fpn_strides=(1, 2),
+        fpn_regression_ranges=((0, 4), (4, 10000)), num_labels=3,
+        # A high prior gives a random model scores around 0.3-0.6, so thresholds have something to filter.
+        head_prior_prob=0.3,
+    )
+    kwargs.update(overrides)
+    return AdaTADConfig(**kwargs)
+
+
+def tiny_processor(**overrides):
+    # 16 features x scale_factor 2 = 32 frames per window, a frame every 2 (snippet_stride 4): 8 windows on demo.mp4.
+    kwargs = dict(
+        window_size=16, scale_factor=2, snippet_stride=4, size={"shortest_edge": 32},
+        crop_size={"height": 32, "width": 32}, class_names=CLASS_NAMES,
+    )
+    kwargs.update(overrides)
+    return AdaTADVideoProcessor(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_adatad")
+    AdaTADForTemporalDetection(tiny_config()).save_pretrained(folder)
+    tiny_processor().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def detector(model_folder):
+    return pipeline("temporal-action-detection", model=str(model_folder), trust_remote_code=True, device="cpu")
+
+
+@pytest.fixture
+def videos(shared_dir):
+    return shared_dir / "data" / "videos"
+
+
+def assert_valid_detections(detections, duration):
+    assert detections, "a random model with prior 0.3 always yields detections at threshold 0"
+    for detection in detections:
+        assert set(detection) == {"label", "score", "segment"}
+        assert detection["label"] in CLASS_NAMES
+        start, end = detection["segment"]
+        assert 0.0 <= start <= end <= duration, detection
+        assert 0.0 <= detection["score"] <= 1.0
+    scores = [d["score"] for d in detections]
+    assert scores == sorted(scores, reverse=True)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Pipeline
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_registered_task_builds_the_pipeline(detector):
+    assert isinstance(detector, TemporalActionDetectionPipeline)
+    assert detector.class_names == CLASS_NAMES
+
+
+def test_real_clip_gives_segments_in_seconds_within_the_video(detector, videos):
+    detections = detector(str(videos / "demo.mp4"), threshold=0.0)
+    assert_valid_detections(detections, DURATIONS["demo.mp4"])
+    # 10 s of video: predictions must spread over it, not sit on the first window only.
+    assert max(d["segment"][1] for d in detections) > 5.0
+
+
+def test_threshold_keeps_exactly_the_scores_above_it(detector, videos):
+    everything = detector(str(videos / "demo.mp4"), threshold=0.0)
+    scores = sorted(d["score"] for d in everything)
+    threshold = scores[len(scores) // 2]
+    kept = detector(str(videos / "demo.mp4"), threshold=threshold)
+    assert kept == [d for d in everything if d["score"] >= threshold]
+    assert 0 < len(kept) < len(everything)
+
+
+def test_list_of_videos_matches_single_calls_and_batching(detector, videos):
+    paths = [str(videos / "demo.mp4"), str(videos / "test.avi")]
+    singles = [detector(path, threshold=0.0) for path in paths]
+    batched = detector(paths, threshold=0.0, batch_size=3)
+    assert len(batched) == 2
+    for name, single, together in zip(("demo.mp4", "test.avi"), singles, batched):
+        assert_valid_detections(together, DURATIONS[name])
+        # Windows of both videos share model batches; batch composition must not change the result.
+        assert len(single) == len(together)
+        for a, b in zip(single, together):
+            assert a["label"] == b["label"] and a["segment"] == pytest.approx(b["segment"], abs=0.011)
+            assert a["score"] == pytest.approx(b["score"], abs=2e-4)
+
+
+def test_background_decoding_gives_the_same_result_as_inline(detector, videos):
+    path = str(videos / "demo.mp4")
+    assert detector(path, threshold=0.0, prefetch_batches=0) == detector(path, threshold=0.0, prefetch_batches=3)
+
+
+def test_detect_reports_windows_and_progress(detector, videos):
+    class Progress:
+        total, n = 0, 0
+
+        def update(self, n):
+            self.n += n
+
+        def refresh(self):
+            pass
+
+    progress = Progress()
+    paths = [videos / "demo.mp4", videos / "test.avi"]
+    results = list(detector.detect(paths, batch_size=2, progress=progress))
+    processor = detector.video_processor
+    expected = [len(processor.window_start_frames(280)), len(processor.window_start_frames(164))]
+    assert [r.num_windows for r in results] == expected
+    assert expected[0] > 1  # demo.mp4 is longer than one window: sliding windows are merged
+    assert progress.total == progress.n == sum(expected)
+    assert [r.video_id for r in results] == ["demo", "test"]
+    assert [r.duration for r in results] == pytest.approx([10.0, 6.56])
+
+
+def test_bf16_autocast_runs(detector, videos):
+    detections = detector(str(videos / "test.avi"), threshold=0.0, precision="bf16")
+    assert_valid_detections(detections, DURATIONS["test.avi"])
+
+
+def test_resize_mode_has_one_input_per_video(model_folder, videos):
+    model = AdaTADForTemporalDetection.from_pretrained(model_folder)
+    processor = tiny_processor(sampling_method="resize", train_sampling_method="resize", resize_length=16)
+    resize_detector = TemporalActionDetectionPipeline(model=model, video_processor=processor, device="cpu")
+    (result,) = resize_detector.detect([videos / "demo.mp4"], threshold=0.0)
+    assert result.num_windows == 1
+    assert_valid_detections(result.detections, DURATIONS["demo.mp4"])
+
+
+# ------------------------------------------------------------------------------------------------------
+# Errors
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_broken_video_raises_naming_the_file(detector, videos):
+    broken = videos / "bad" / "truncated_demo.mp4"
+    with pytest.raises(VideoDecodeError, match="truncated_demo.mp4"):
+        detector(str(broken))
+    # Default on_error="raise" also stops a list at the broken video.
+    with pytest.raises(VideoDecodeError, match="empty.mp4.*0 bytes"):
+        detector([str(videos / "test.avi"), str(videos / "bad" / "empty.mp4")])
+
+
+def test_broken_video_is_skipped_and_reported(detector, videos):
+    paths = [str(videos / "test.avi"), str(videos / "bad" / "truncated_test.avi"), str(videos / "demo.mp4")]
+    results = detector(paths, threshold=0.0, on_error="skip", batch_size=2)
+    assert results[1] == []
+    assert_valid_detections(results[0], DURATIONS["test.avi"])
+    assert_valid_detections(results[2], DURATIONS["demo.mp4"])
+    (skipped,) = detector.skipped_videos
+    assert skipped["video"].endswith("truncated_test.avi")
+    assert "164 frames but only 44" in skipped["reason"]
+
+
+def test_video_failing_after_some_windows_is_skipped_whole(detector, videos, monkeypatch):
+    # A decode error on a later window group of demo.mp4: its earlier windows are already in model batches.
+    processor = detector.video_processor
+    original_decode = processor.decode
+    calls = {"demo": 0}
+
+    def flaky_decode(path, select_frames, backend=None):
+        if str(path).endswith("demo.mp4"):
+            calls["demo"] += 1
+            if calls["demo"] == 3:
+                raise VideoDecodeError(path, "simulated read error in the middle of the file")
+        return original_decode(path, select_frames, backend)
+
+    monkeypatch.setattr(processor, "decode", flaky_decode)
+    results = list(detector.detect([videos / "test.avi", videos / "demo.mp4", videos / "test.avi"], threshold=0.0,
+                                   on_error="skip", batch_size=2))
+    assert calls["demo"] == 3
+    assert "simulated read error" in str(results[1].error) and results[1].detections == []
+    assert results[0].error is None and results[2].error is None
+    assert results[0].detections == results[2].detections != []
+
+
+def test_closing_the_stream_early_stops_the_decoder_thread(detector, videos):
+    stream = detector.detect([videos / "test.avi"] * 4, threshold=0.0)
+    next(stream)
+    stream.close()
+    assert not [thread for thread in threading.enumerate() if thread.name == "adatad-decode"]
+
+
+def test_model_processor_mismatch_is_detected_at_construction(model_folder):
+    model = AdaTADForTemporalDetection.from_pretrained(model_folder)
+    with pytest.raises(ModelProcessorMismatchError, match=r"24 frames per input.*`num_frames` = 32"):
+        TemporalActionDetectionPipeline(model=model, video_processor=tiny_processor(window_size=12), device="cpu")
+    with pytest.raises(ModelProcessorMismatchError, match=r"48x48 frames.*`image_size` is 32x32"):
+        TemporalActionDetectionPipeline(
+            model=model, video_processor=tiny_processor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48}),
+            device="cpu",
+        )
+    with pytest.raises(ModelProcessorMismatchError, match=r"masks have 8 feature steps \(resize\).*`feature_length` is 16"):
+        # Same frame count (resize_length 8 x scale 4 = 32) but 8 feature steps for a model that expects 16.
+        TemporalActionDetectionPipeline(
+            model=model,
+            video_processor=tiny_processor(sampling_method="resize", resize_length=8, scale_factor=4, snippet_stride=4),
+            device="cpu",
+        )
+    with pytest.raises(ModelProcessorMismatchError, match="names 2 classes but the model predicts 3"):
+        TemporalActionDetectionPipeline(model=model, video_processor=tiny_processor(class_names=["a", "b"]), device="cpu")
+    with pytest.raises(ModelProcessorMismatchError, match="video_preprocessor_config.json"):
+        TemporalActionDetectionPipeline(model=model, device="cpu")
+
+
+def test_missing_model_folder_is_named(tmp_path, model_folder):
+    with pytest.raises(FileNotFoundError, match="no_such_model.*does not exist"):
+        load_detection_pipeline(tmp_path / "no_such_model")
+    model_only = tmp_path / "model_only"
+    AdaTADForTemporalDetection(tiny_config()).save_pretrained(model_only)
+    with pytest.raises(FileNotFoundError, match="model_only.*lacks video_preprocessor_config.json"):
+        load_detection_pipeline(model_only)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Saved folder: the task travels in config.json (custom_pipelines)
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_saved_pipeline_loads_in_a_fresh_interpreter_without_adatad(detector, tmp_path, videos):
+    folder = tmp_path / "saved"
+    detector.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["custom_pipelines"]["temporal-action-detection"]["impl"] == "pipeline_adatad.TemporalActionDetectionPipeline"
+    assert (folder / "pipeline_adatad.py").is_file() and (folder / "video_preprocessor_config.json").is_file()
+    script = (
+        "import json, sys\n"
+        "from transformers import pipeline\n"
+        f"detector = pipeline(model={str(folder)!r}, trust_remote_code=True, device='cpu')\n"
+        "assert 'adatad' not in sys.modules, 'used the installed package instead of the saved code'\n"
+        f"print(json.dumps([type(detector).__module__, detector({str(videos / 'test.avi')!r}, threshold=0.0)]))\n"
+    )
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", PYTHONPATH="")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    module, detections = json.loads(result.stdout.strip().splitlines()[-1])
+    assert module.startswith("transformers_modules")
+    expected = detector(str(videos / "test.avi"), threshold=0.0)
+    assert len(detections) == len(expected)
+    assert [d["label"] for d in detections] == [d["label"] for d in expected]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_cli_writes_json_and_plot_and_skips_broken_video(model_folder, videos, tmp_path):
+    output, plot = tmp_path / "out" / "detections.json", tmp_path / "timeline.png"
+    command = [
+        sys.executable, "-m", "adatad.cli", str(videos / "demo.mp4"), str(videos / "bad" / "not_a_video.mp4"),
+        "--model", str(model_folder), "--threshold", "0.3", "--output", str(output), "--plot", str(plot),
+        "--batch-size", "4", "--device", "cpu",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]  # one video skipped
+    assert "not_a_video.mp4" in result.stderr and "not a video" in result.stderr
+    assert "window" in result.stderr  # the progress bar
+    submission = json.loads(output.read_text())
+    assert submission["version"] == "VERSION 1.3" and submission["external_data"] == {}
+    assert list(submission["results"]) == ["demo"]
+    detections = submission["results"]["demo"]
+    assert_valid_detections(detections, DURATIONS["demo.mp4"])
+    assert min(d["score"] for d in detections) >= 0.3
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_folder_argument_and_success_status(model_folder, videos, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "clip.avi").symlink_to(videos / "test.avi")
+    (folder / "notes.txt").write_text("not a video, ignored by extension")
+    output = tmp_path / "detections.json"
+    status = detect_main([str(folder), "--model", str(model_folder), "--output", str(output), "--threshold", "0",
+                          "--no-progress", "--device", "cpu"])
+    assert status == 0
+    results = json.loads(output.read_text())["results"]
+    assert list(results) == ["clip"]
+    assert_valid_detections(results["clip"], DURATIONS["test.avi"])
+    assert "for 1 video(s)" in capsys.readouterr().out
+
+
+def test_cli_on_error_raise_stops_with_the_reason(model_folder, videos, tmp_path, capsys):
+    output = tmp_path / "detections.json"
+    status = detect_main([str(videos / "bad" / "empty.mp4"), "--model", str(model_folder), "--output", str(output),
+                          "--on-error", "raise", "--no-progress", "--device", "cpu"])
+    assert status == 1
+    assert "empty.mp4" in capsys.readouterr().err
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["VIDEO", "--model", "MISSING"], "does_not_exist.*does not exist"),
+        (["VIDEO", "VIDEO", "--model", "MODEL"], "both give the video id 'demo'"),
+        (["VIDEO", "--model", "MODEL", "--batch-size", "0"], "--batch-size must be >= 1"),
+    ],
+)
+def test_cli_usage_errors_exit_2(arguments, message, model_folder, videos, tmp_path, capsys):
+    replacements = {"VIDEO": str(videos / "demo.mp4"), "MODEL": str(model_folder), "MISSING": str(tmp_path / "does_not_exist")}
+    arguments = [replacements.get(argument, argument) for argument in arguments]
+    if arguments.count(str(videos / "demo.mp4")) == 2:
+        # Same id from two different files.
+        arguments[1] = str(tmp_path / "demo.mp4")
+    with pytest.raises(SystemExit) as exit_info:
+        detect_main(arguments)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_cli_mismatched_model_folder_exits_2(tmp_path, videos, capsys):
+    folder = tmp_path / "mismatched"
+    AdaTADForTemporalDetection(tiny_config()).save_pretrained(folder)
+    tiny_processor(window_size=32).save_pretrained(folder)
+    with pytest.raises(SystemExit) as exit_info:
+        detect_main([str(videos / "demo.mp4"), "--model", str(folder), "--device", "cpu"])
+    assert exit_info.value.code == 2
+    assert "64 frames per input" in capsys.readouterr().err
