@@ -604,7 +604,9 @@ class ExternalVideoClassifier:
 
         Returns `(segments (topk*N, 2), labels (topk*N,) classifier class ids, scores (topk*N,))`, class by class."""
         class_ids, class_scores = self.top_classes(video_id)
-        fused = [scores * s if self.style == "cuhk" else torch.sqrt(scores * s) for s in class_scores]
+        segments, scores = segments.detach().cpu(), scores.detach().cpu().float()
+        # numpy's float32 sqrt (what OpenTAD applies to the tensor) is correctly rounded; torch's may differ by one ulp
+        fused = [scores * s if self.style == "cuhk" else torch.from_numpy(np.sqrt((scores * s).numpy())) for s in class_scores]
         labels = torch.tensor(class_ids, dtype=torch.long).repeat_interleave(segments.shape[0])
         return segments.repeat(len(class_ids), 1), labels, torch.cat(fused)
 
