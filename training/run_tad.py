@@ -197,7 +197,9 @@ def evaluate(model, dataloader, processor, accelerator, ground_truth: dict, eval
         predictions,
         tiou_thresholds=evaluation_config["tiou_thresholds"],
         subset=None,
-        blocked_videos=evaluation_config.get("blocked_videos", ()),
+        # Classes absent from the evaluation videos cannot be scored (the official code would crash); their
+        # detections are dropped and counted in the metrics' warnings.
+        ignore_unknown_labels=True,
     )
     metrics["predictions"] = predictions
     return metrics
@@ -274,6 +276,8 @@ def training_function(args) -> dict:
             f"the training subset has {len(train_dataset)} videos, fewer than one global batch ({global_batch_size})."
         )
     num_workers = preset["data"]["num_workers"] if args.num_workers is None else args.num_workers
+    # Own generators: creating a loader iterator must not draw from the global RNG, or a resumed run would shift the
+    # drop-path randomness of every later step.
     train_dataloader = DataLoader(
         train_dataset,
         batch_size=per_device_batch_size,
@@ -281,12 +285,14 @@ def training_function(args) -> dict:
         drop_last=True,
         collate_fn=collate_temporal_detection,
         num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
     )
     eval_dataloader = DataLoader(
         eval_dataset,
         batch_size=args.eval_batch_size or per_device_batch_size,
         collate_fn=collate_temporal_detection,
         num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
     )
 
     config = build_model_config(preset)
@@ -346,6 +352,13 @@ def training_function(args) -> dict:
             resume_batches = (global_step % steps_per_epoch) * gradient_accumulation_steps
 
     def save_checkpoint():
+        # Never overwrite the last good checkpoint with diverged weights.
+        bad = [name for name, p in accelerator.unwrap_model(model).named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise FloatingPointError(
+                f"non-finite weights after step {global_step} ({bad[:3]}...); not saving them. The last good "
+                f"checkpoint is {find_checkpoint(output_dir, 'latest')}. Lower the learning rate or clip gradients."
+            )
         accelerator.save_state(str(output_dir / "checkpoints" / f"step_{global_step}"))
         if accelerator.is_main_process and args.checkpoints_total_limit:
             checkpoints = sorted(
@@ -400,7 +413,7 @@ def training_function(args) -> dict:
             ema.update(accelerator.unwrap_model(model))
             global_step += 1
             progress.update(1)
-            logs = {"loss": outputs.loss.item(), **{k: float(v) for k, v in outputs.loss_dict.items()}}
+            logs = {"loss": outputs.loss.detach().item(), **{k: float(v) for k, v in outputs.loss_dict.items()}}
             logs.update({f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)})
             progress.set_postfix(loss=f"{logs['loss']:.4f}")
             if args.report_to:
