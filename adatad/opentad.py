@@ -155,23 +155,30 @@ def _squash(ops) -> str:
 
 
 def _opentad_backbone_kwargs(wrapper: dict) -> dict:
-    """AdaTADConfig kwargs of OpenTAD's `mmaction.Recognizer3D` wrapper around a VideoMAE adapter/ladder ViT."""
+    """AdaTADConfig kwargs of OpenTAD's `mmaction.Recognizer3D` wrapper around a VideoMAE ViT: with TIA adapters
+    (`VisionTransformerAdapter`, tuning mode `adapter`), side adapters (`VisionTransformerLadder`, `side`) or none
+    (`VisionTransformerCP`: `frozen` when the wrapper freezes the backbone, else `full`)."""
     _require("backbone", "type", wrapper.get("type"), ["mmaction.Recognizer3D"])
     _check_known_keys("backbone", wrapper, {"type", "backbone", "data_preprocessor", "custom"})
     vit = dict(wrapper.get("backbone") or {})
-    vit_types = {"VisionTransformerAdapter": "adapter", "VisionTransformerLadder": "side"}
+    custom = wrapper.get("custom") or {}
+    frozen = bool(custom.get("freeze_backbone", False))
+    vit_types = {"VisionTransformerAdapter": "adapter", "VisionTransformerLadder": "side", "VisionTransformerCP": None}
     _require("backbone.backbone", "type", vit.get("type"), list(vit_types))
-    tuning_mode = vit_types[vit["type"]]
-    _check_known_keys(
-        "backbone.backbone",
-        vit,
-        {
-            "type", "img_size", "patch_size", "in_channels", "embed_dims", "depth", "num_heads", "mlp_ratio",
-            "qkv_bias", "qk_scale", "drop_rate", "attn_drop_rate", "drop_path_rate", "norm_cfg", "num_frames",
-            "tubelet_size", "use_mean_pooling", "pretrained", "return_feat_map", "with_cp", "adapter_mlp_ratio",
-            "total_frames", "adapter_index", "init_cfg",
-        },
-    )
+    tuning_mode = vit_types[vit["type"]] or ("frozen" if frozen else "full")
+    known = {
+        "type", "img_size", "patch_size", "in_channels", "embed_dims", "depth", "num_heads", "mlp_ratio",
+        "qkv_bias", "qk_scale", "drop_rate", "attn_drop_rate", "drop_path_rate", "norm_cfg", "num_frames",
+        "tubelet_size", "use_mean_pooling", "pretrained", "return_feat_map", "with_cp", "init_cfg",
+    }
+    if tuning_mode in ("adapter", "side"):
+        known |= {"adapter_mlp_ratio", "total_frames", "adapter_index"}
+        # the wrapper's freeze would also freeze the adapters
+        _require("backbone.custom", "freeze_backbone", frozen, [False])
+    else:
+        known |= {"frozen_layers"}
+        _require("backbone.backbone", "frozen_layers", vit.get("frozen_layers", -1), [-1])
+    _check_known_keys("backbone.backbone", vit, known)
     # Defaults are those of OpenTAD's VisionTransformerAdapter / VisionTransformerLadder.
     embed_dims = vit.get("embed_dims", 768)
     norm_cfg = vit.get("norm_cfg", {"type": "LN", "eps": 1e-6})
@@ -183,8 +190,14 @@ def _opentad_backbone_kwargs(wrapper: dict) -> dict:
     _require("backbone.backbone", "return_feat_map", vit.get("return_feat_map", tuning_mode == "side"), [True])
     num_frames = vit.get("num_frames", 16)
     tubelet_size = vit.get("tubelet_size", 2)
-    total_frames = vit.get("total_frames", 768)
-    default_index = [3, 5, 7, 11] if tuning_mode == "adapter" else list(range(6, 12))
+    pre = custom.get("pre_processing_pipeline") or []
+    if tuning_mode in ("adapter", "side"):
+        total_frames = vit.get("total_frames", 768)
+    else:
+        # VisionTransformerCP does not know the video length: it is the chunk count of the pre-processing times the
+        # chunk length.
+        total_frames = (pre[0].get("t1", 0) if pre else 0) * num_frames
+    default_index = {"adapter": [3, 5, 7, 11], "side": list(range(6, 12))}.get(tuning_mode, [])
     backbone_config = dict(
         hidden_size=embed_dims,
         num_hidden_layers=vit.get("depth", 12),
@@ -220,7 +233,6 @@ def _opentad_backbone_kwargs(wrapper: dict) -> dict:
             )
     _require("backbone.data_preprocessor", "format_shape", preprocessor.get("format_shape", "NCTHW"), ["NCTHW"])
 
-    custom = wrapper.get("custom") or {}
     _check_known_keys(
         "backbone.custom",
         custom,
@@ -230,9 +242,7 @@ def _opentad_backbone_kwargs(wrapper: dict) -> dict:
             "temporal_checkpointing", "temporal_checkpointing_chunk_num", "temporal_checkpointing_chunk_dim",
         },
     )
-    _require("backbone.custom", "freeze_backbone", custom.get("freeze_backbone", False), [False])
     num_chunks = total_frames // num_frames
-    pre = custom.get("pre_processing_pipeline") or []
     if [step.get("type") for step in pre] != ["Rearrange"] or (pre[0].get("t1"), _squash(pre[0].get("ops"))) != (
         num_chunks,
         "bnc(t1t)hw->(bt1)ncthw",

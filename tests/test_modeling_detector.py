@@ -545,3 +545,22 @@ def test_detector_key_mapping_round_trips_and_names_unknown_keys():
         convert_opentad_detector_keys({"projection.stem.0.attn.rel_pe": torch.zeros(1)})
     with pytest.raises(KeyError, match="roi_head.fc.weight"):
         convert_opentad_detector_keys({"roi_head.fc.weight": torch.zeros(1)})
+
+
+def test_config_from_opentad_maps_plain_vit_to_frozen_and_full(shared_dir):
+    import copy
+
+    from adatad.opentad import config_from_opentad
+
+    model_cfg = copy.deepcopy(opentad_model_cfg(shared_dir))
+    vit = model_cfg["backbone"]["backbone"]
+    vit["type"] = "VisionTransformerCP"
+    for key in ("total_frames", "adapter_index", "adapter_mlp_ratio"):
+        del vit[key]
+    full = config_from_opentad(model_cfg)
+    assert (full.tuning_mode, full.adapter_layer_indices, full.num_frames) == ("full", [], 64)
+    model_cfg["backbone"]["custom"]["freeze_backbone"] = True
+    assert config_from_opentad(model_cfg).tuning_mode == "frozen"
+    vit["adapter_index"] = [0]  # not a VisionTransformerCP setting
+    with pytest.raises(ValueError, match="adapter_index"):
+        config_from_opentad(model_cfg)
