@@ -519,9 +519,10 @@ class AdaTADMaskedConvAttention(nn.Module):
         self.scaling = 1.0 / math.sqrt(self.head_dim)
         self.half_window = window_size // 2 if window_size > 1 else None
         kernel_size = stride + 1 if stride > 1 else 3
-        self.query_conv = AdaTADMaskedConv1d(hidden_size, hidden_size, kernel_size, stride, groups=hidden_size, bias=False)
-        self.key_conv = AdaTADMaskedConv1d(hidden_size, hidden_size, kernel_size, stride, groups=hidden_size, bias=False)
-        self.value_conv = AdaTADMaskedConv1d(hidden_size, hidden_size, kernel_size, stride, groups=hidden_size, bias=False)
+        depthwise = dict(kernel_size=kernel_size, stride=stride, groups=hidden_size, bias=False)
+        self.query_conv = AdaTADMaskedConv1d(hidden_size, hidden_size, **depthwise)
+        self.key_conv = AdaTADMaskedConv1d(hidden_size, hidden_size, **depthwise)
+        self.value_conv = AdaTADMaskedConv1d(hidden_size, hidden_size, **depthwise)
         self.query_norm = AdaTADChannelLayerNorm(hidden_size)
         self.key_norm = AdaTADChannelLayerNorm(hidden_size)
         self.value_norm = AdaTADChannelLayerNorm(hidden_size)
@@ -842,7 +843,8 @@ def assign_targets(
     num_points, num_segments = points.shape[0], segments.shape[0]
     if num_segments == 0:
         return segments.new_zeros((num_points, num_labels)), segments.new_zeros((num_points, 2))
-    positions, range_min, range_max, strides = points[:, 0, None], points[:, 1, None], points[:, 2, None], points[:, 3, None]
+    # (num_points, 1) each
+    positions, range_min, range_max, strides = (points[:, column, None] for column in range(4))
     lengths = (segments[:, 1] - segments[:, 0])[None].repeat(num_points, 1)
     # (num_points, num_segments) each
     starts, ends = segments[None, :, 0], segments[None, :, 1]

@@ -141,7 +141,9 @@ def convert_opentad_detector_keys(state_dict: dict) -> dict:
 def _check_known_keys(section: str, config: dict, known: set):
     unknown = sorted(set(config) - known)
     if unknown:
-        raise ValueError(f"OpenTAD `{section}` settings {unknown} are not supported by AdaTAD (known: {sorted(known)}).")
+        raise ValueError(
+            f"OpenTAD `{section}` settings {unknown} are not supported by AdaTAD (known: {sorted(known)})."
+        )
 
 
 def _require(section: str, name: str, value, allowed):
@@ -314,7 +316,9 @@ def _opentad_detector_kwargs(model_cfg: dict, backbone_width: int) -> dict:
     neck = dict(model_cfg.get("neck") or {})
     _require("neck", "type", neck.get("type"), ["FPNIdentity"])
     _check_known_keys(
-        "neck", neck, {"type", "in_channels", "out_channels", "num_levels", "scale_factor", "start_level", "end_level", "norm_cfg"}
+        "neck",
+        neck,
+        {"type", "in_channels", "out_channels", "num_levels", "scale_factor", "start_level", "end_level", "norm_cfg"},
     )
     if neck.get("in_channels") != hidden_size or neck.get("out_channels") != hidden_size:
         raise ValueError(f"OpenTAD `neck` channels must equal the projection width {hidden_size}, got {neck}.")

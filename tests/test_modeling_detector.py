@@ -25,7 +25,9 @@ BACKBONE_WIDTH = 24
 
 def make_config(**overrides):
     kwargs = dict(
-        backbone_config=dict(hidden_size=BACKBONE_WIDTH, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48),
+        backbone_config=dict(
+            hidden_size=BACKBONE_WIDTH, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48
+        ),
         projection_hidden_size=32,
         projection_arch=(2, 1, 2),
         projection_num_heads=4,
