@@ -160,3 +160,29 @@ def test_two_process_training_matches_one_process(synthetic_data, tmp_path):
     # OpenTAD), so the runs differ slightly: compare the evaluation within a tolerance.
     assert abs(two["average_mAP"] - one["average_mAP"]) <= 0.05
     assert single["global_step"] == 2 * 2
+
+
+def test_saved_folder_has_a_model_card_and_loads_back(synthetic_data, tmp_path):
+    from transformers import AutoModel, AutoVideoProcessor
+
+    result = run(synthetic_data, tmp_path, "--max_train_steps", "1", "--hub_model_id", "someone/adatad-synthetic")
+    folder = tmp_path / "last"
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers")
+    assert "synthetic-tiny" in card and 'AutoModel.from_pretrained("someone/adatad-synthetic"' in card
+    average = f"{100 * result['last']['average_mAP']:.2f} |"
+    assert average in card
+    # The card's loading snippet works on the saved folder, offline.
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
+    video = sorted((synthetic_data / "videos").glob("*validation*.mp4"))[0]
+    inputs = processor([str(video)], return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(inputs["pixel_values"], masks=inputs["masks"])
+    detections = processor.post_process_temporal_detection(outputs, inputs["video_metas"])
+    assert len(detections) == 1 and detections[0]["segments"].shape[-1] == 2
+
+
+def test_push_to_hub_needs_a_model_id():
+    with pytest.raises(ValueError, match="hub_model_id"):
+        run_tad.push_folder(Path("."), None)

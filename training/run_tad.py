@@ -200,6 +200,8 @@ def evaluate(model, dataloader, processor, accelerator, ground_truth: dict, eval
         # Classes absent from the evaluation videos cannot be scored (the official code would crash); their
         # detections are dropped and counted in the metrics' warnings.
         ignore_unknown_labels=True,
+        # OpenTAD's evaluator (behind AdaTAD's published numbers) drops zero-length and duplicate ground truth.
+        remove_duplicate_instances=True,
     )
     metrics["predictions"] = predictions
     return metrics
@@ -215,6 +217,64 @@ def processor_nms_settings(processor: AdaTADVideoProcessor):
         multiclass=processor.multiclass,
         voting_thresh=processor.voting_thresh,
     )
+
+
+def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
+    """A Hugging Face model card: what was trained on what, the measured mAP table and how to load it."""
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: video-classification",
+        "tags: [temporal-action-detection, adatad, videomae]",
+        f"datasets: [{preset['dataset']}]",
+        "---",
+        "",
+        f"# AdaTAD: {preset['name']}",
+        "",
+        preset["description"],
+        "",
+        f"Trained with `accelerate launch training/run_tad.py --preset {preset['name']}` "
+        f"(OpenTAD config: `{preset['opentad_config']}`)." if preset["opentad_config"] else
+        f"Trained with `accelerate launch training/run_tad.py --preset {preset['name']}`.",
+        "",
+        "## Results (EMA weights)",
+        "",
+    ]
+    if metrics is None:
+        lines.append("Not evaluated.")
+    else:
+        thresholds = list(metrics["mAP_per_tiou"])
+        lines.append("| " + " | ".join(f"mAP@{float(t):.2f}" for t in thresholds) + " | average mAP |")
+        lines.append("|" + " --- |" * (len(thresholds) + 1))
+        values = [f"{100 * v:.2f}" for v in metrics["mAP_per_tiou"].values()]
+        lines.append("| " + " | ".join(values) + f" | {100 * metrics['average_mAP']:.2f} |")
+    if preset.get("paper"):
+        lines += ["", f"The paper's average mAP for this setting: {preset['paper']['average_mAP']}."]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModel, AutoVideoProcessor",
+        "",
+        f'model = AutoModel.from_pretrained("{model_id}", trust_remote_code=True)',
+        f'processor = AutoVideoProcessor.from_pretrained("{model_id}", trust_remote_code=True)',
+        'inputs = processor(["video.mp4"], return_tensors="pt")',
+        'outputs = model(inputs["pixel_values"], masks=inputs["masks"])',
+        'detections = processor.post_process_temporal_detection(outputs, inputs["video_metas"])',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def push_folder(folder: Path, repo_id: str | None):
+    if not repo_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/adatad-thumos-s)")
+    from huggingface_hub import create_repo, upload_folder
+
+    create_repo(repo_id, exist_ok=True)
+    upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"AdaTAD {folder.name} weights")
 
 
 def format_metrics(metrics: dict) -> str:
@@ -376,6 +436,7 @@ def training_function(args) -> dict:
             if metrics is not None:
                 summary = {k: metrics[k] for k in ("mAP_per_tiou", "average_mAP", "ap_per_class")}
                 (target / "eval_results.json").write_text(json.dumps({"epoch": epoch + 1, **summary}, indent=2))
+            (target / "README.md").write_text(model_card(preset, metrics, args.hub_model_id or str(target)))
 
     checkpoint_epochs = training["checkpoint_interval"]
     eval_interval, eval_start = training["val_interval"], training["val_start_epoch"]
@@ -441,6 +502,8 @@ def training_function(args) -> dict:
     if accelerator.is_main_process and metrics is not None:
         (output_dir / "predictions.json").write_text(json.dumps({"results": metrics["predictions"]}))
         (output_dir / "ground_truth.json").write_text(json.dumps(ground_truth))
+    if args.push_to_hub and accelerator.is_main_process:
+        push_folder(output_dir / ("best" if best_metrics is not None else "last"), args.hub_model_id)
     accelerator.end_training()
     return {"last": metrics, "best": best_metrics, "global_step": global_step, "output_dir": str(output_dir)}
 
@@ -465,6 +528,8 @@ def parse_args(argv=None):
     parser.add_argument("--resume_from_checkpoint", help="a checkpoint folder, or `latest`")
     parser.add_argument("--report_to", default=None, help="tracker, e.g. tensorboard")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--push_to_hub", action="store_true", help="upload the best (else last) model folder")
+    parser.add_argument("--hub_model_id", help="repository for --push_to_hub, e.g. your-name/adatad-thumos-s")
     args = parser.parse_args(argv)
     if not args.list_presets and not args.preset:
         parser.error("--preset is required (see --list-presets)")
