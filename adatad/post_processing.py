@@ -694,7 +694,7 @@ def post_process_temporal_detection(
     outputs: Any,
     video_metas: Sequence[Mapping[str, Any]],
     *,
-    class_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | Mapping[int, str] | None = None,
     pre_nms_thresh: float = 0.001,
     pre_nms_topk: int = 2000,
     nms_sigma: float = 0.5,
@@ -720,8 +720,9 @@ def post_process_temporal_detection(
         video_metas: one dict per batch entry: `video_id` (or OpenTAD's `video_name`), `duration`
             (s), `fps` (-1 = resize mode, then `resize_length`), `snippet_stride`,
             `window_start_frame` (default 0), `offset_frames` (default 0).
-        class_names: names of the detector's classes (index = label id). Required unless
-            `video_classifier` provides the labels.
+        class_names: names of the detector's classes: a list (index = label id) or a mapping
+            `{label_id: name}` such as `config.id2label`. Required unless `video_classifier` provides
+            the labels.
         pre_nms_thresh, pre_nms_topk: pre-NMS selection (ignored for a single-class detector).
         nms_sigma, min_score, max_segments, multiclass_nms, voting_thresh, nms_method,
             nms_iou_threshold, nms_t1, nms_t2: see `NMSSettings` (`max_segments` = OpenTAD `max_seg_num`).
@@ -748,6 +749,10 @@ def post_process_temporal_detection(
         t1=nms_t1,
         t2=nms_t2,
     )
+    if isinstance(class_names, Mapping):
+        class_names = [class_names[i] for i in range(len(class_names))]
+    if int(pre_nms_topk) != pre_nms_topk or pre_nms_topk <= 0:
+        raise ValueError(f"`pre_nms_topk` must be a positive integer, got {pre_nms_topk}.")
     if _field(outputs, "proposals") is not None:
         proposals, scores = list(_field(outputs, "proposals")), list(_field(outputs, "scores"))
     else:

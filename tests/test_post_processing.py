@@ -354,6 +354,13 @@ def test_pipeline_empty_candidates():
     assert to_activitynet_submission(results) == {"v": []}
 
 
+def test_pipeline_accepts_id2label_mapping():
+    meta = [{"video_id": "vid", "fps": 3.0, "snippet_stride": 1, "duration": 10.0}]
+    from_list = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"])
+    from_mapping = post_process_temporal_detection(simple_outputs(), meta, class_names={1: "b", 0: "a"})
+    assert from_list[0]["label_names"] == from_mapping[0]["label_names"]
+
+
 def test_pipeline_input_errors():
     meta = [{"video_id": "v", "fps": 30, "snippet_stride": 4, "duration": 5}]
     with pytest.raises(ValueError, match="class_names"):
@@ -365,6 +372,8 @@ def test_pipeline_input_errors():
         post_process_temporal_detection(simple_outputs(), meta * 2, class_names=["a", "b"])
     with pytest.raises(ValueError, match="lacks"):
         post_process_temporal_detection({"logits": []}, meta, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="pre_nms_topk"):
+        post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], pre_nms_topk=0)
     with pytest.raises(ValueError, match="video_metas\\[0\\]"):
         post_process_temporal_detection(simple_outputs(), [{"fps": 30, "duration": 5}], class_names=["a", "b"])
 
