@@ -603,3 +603,16 @@ def test_nms_of_several_videos_at_once_equals_one_by_one():
         for video, result in zip(videos, together):
             for mine, alone in zip(result, batched_nms(*video, settings)):
                 assert torch.equal(mine, alone)
+
+
+def test_classifier_fusion_with_sliding_windows_merges_by_classifier_label():
+    outputs, metas = window_outputs()
+    classifier = ExternalVideoClassifier({"long": [0.5, 0.25, 1.0]}, ["x", "y", "z"], topk=2, style="cuhk")
+    merged = post_process_temporal_detection(
+        outputs, metas, video_classifier=classifier, sliding_window=True, nms_sigma=0.5, max_segments=100
+    )[0]
+    assert set(merged["label_names"]) == {"z", "x"}
+    assert merged["labels"].tolist() == [{"x": 0, "z": 2}[n] for n in merged["label_names"]]
+    # 2 windows x 2 candidates x 2 classifier classes; one NMS per class over both windows
+    assert merged["scores"].shape == (8,)
+    assert merged["scores"][0].item() == pytest.approx(round(0.9 * 1.0, 4))
