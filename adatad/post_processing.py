@@ -33,9 +33,11 @@ NMSMethod = Literal["gaussian", "linear", "improved_gaussian", "vanilla", "hard"
 _SOFT_NMS_METHODS = ("gaussian", "linear", "improved_gaussian", "vanilla")
 # Votes are computed in row blocks so that memory stays bounded for many thousand candidates.
 _VOTING_BLOCK_ELEMENTS = 4_000_000
-# Below this many elements a dense soft-NMS decay is cheapest (and runs single-threaded in ATen);
-# above it only overlapping candidates are decayed.
+# Soft-NMS decay: above this many remaining elements only the overlapping candidates are decayed
+# (far fewer exp calls); below it one dense multiply over all of them is cheaper.
 _DENSE_DECAY_MAX_ELEMENTS = 2048
+# Candidate indices travel inside the float32 soft-NMS state, exact up to 2**24.
+_MAX_SOFT_NMS_CANDIDATES = 2**24
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,8 @@ def soft_nms(
     num_candidates = segments.shape[0]
     if num_candidates == 0:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float32)
+    if num_candidates > _MAX_SOFT_NMS_CANDIDATES:
+        raise ValueError(f"soft-NMS takes at most {_MAX_SOFT_NMS_CANDIDATES} candidates per call, got {num_candidates}.")
     segments = segments.detach().cpu().float()
     scores = scores.detach().cpu().float()
     if group_ids is None:
