@@ -14,7 +14,8 @@ $(BIN)/.adatad-installed: setup.cfg pyproject.toml
 setup: $(BIN)/.adatad-installed
 
 demo: setup
-	$(BIN)/python -m adatad.synthetic demo --output-dir outputs/synthetic-demo
+	$(BIN)/accelerate launch --num_processes 1 training/run_tad.py --preset synthetic-tiny \
+		--data_dir outputs/synthetic-demo/data --output_dir outputs/synthetic-demo --plot_timeline 4
 
 test: setup
 	$(BIN)/python -m pytest -q -ra
