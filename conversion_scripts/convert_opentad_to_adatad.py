@@ -335,6 +335,7 @@ def convert_opentad_checkpoint(
     model = AdaTADForTemporalDetection(config)
     report = ConversionReport(unused=unused)
     load_converted_weights(model, converted, allow_missing, report, checkpoint)
+    del raw, state_dict, converted  # the model holds its own copy; the verification needs the memory
 
     def save_processor(folder):
         processor.save_pretrained(folder)

@@ -242,7 +242,7 @@ def save_verified(model, output_dir: str | Path, save_extra=None, atol: float = 
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     config = model.config
-    state = {key: tensor.detach().clone() for key, tensor in model.state_dict().items()}
+    state = model.state_dict()  # not modified below: saving and reloading only read it
     with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=f".{output_dir.name}.") as staging:
         model.save_pretrained(staging)
         if save_extra is not None:
@@ -484,6 +484,7 @@ def convert_videomae_checkpoint(
 
     report = ConversionReport(unused=unused)
     load_converted_weights(model, converted, [*FRESH_PARTS, *allow_missing], report, checkpoint)
+    del state_dict, converted  # the model holds its own copy; the verification needs the memory
     if verify:
         save_verified(model, output_dir)
     else:
