@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoVideoProcessor, VideoMAEConfig, VideoMAEForVideoClassification
 
 from adatad.opentad_config import OpenTADConfigError, load_opentad_config
-from conftest import REPO_ROOT, SHARED_DIR
+from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "conversion_scripts"))
 from convert_opentad_to_adatad import (  # noqa: E402
@@ -512,8 +512,8 @@ def test_opentad_fixture_conversion(opentad_fixture, tmp_path):
         assert_matches_fixture(tmp_path / "raw", opentad_fixture)
 
 
-def test_opentad_conversion_cli_and_key_checks(tmp_path):
-    fixture = SHARED_DIR / "fixtures" / "opentad_public"
+def test_opentad_conversion_cli_and_key_checks(shared_dir, tmp_path):
+    fixture = shared_dir / "fixtures" / "opentad_public"
     config_file = write_fixture_config(fixture, tmp_path / "opentad")
     checkpoint = tmp_path / "best.pth"
     write_opentad_checkpoint(fixture, checkpoint)
@@ -583,11 +583,11 @@ def thumos_like_pipelines(method: str, frame_size: int, scale_factor: int, train
 
 
 @pytest.mark.parametrize("dataset", ["thumos", "anet"])
-def test_processor_settings_from_opentad_config(dataset, tmp_path):
+def test_processor_settings_from_opentad_config(dataset, shared_dir, tmp_path):
     # THUMOS-style (sliding windows of 768 features, snippet stride 4, random truncation in training) and
     # ActivityNet-style (whole video resized to 192 features x 4 frames, class-agnostic with an external
     # classifier) configs, on a tiny fixture model so that config_from_opentad accepts them.
-    fixture = SHARED_DIR / "fixtures" / "opentad_public"
+    fixture = shared_dir / "fixtures" / "opentad_public"
     model_cfg = json.loads((fixture / "config.json").read_text())["opentad_model_cfg"]
     write_config(tmp_path / "model.py", model=model_cfg)
     (tmp_path / "classes.txt").write_text("".join(f"action {i}\n" for i in range(3)))
