@@ -186,3 +186,9 @@ def test_saved_folder_has_a_model_card_and_loads_back(synthetic_data, tmp_path):
 def test_push_to_hub_needs_a_model_id():
     with pytest.raises(ValueError, match="hub_model_id"):
         run_tad.push_folder(Path("."), None)
+
+
+def test_training_without_ema_saves_the_live_weights(synthetic_data, tmp_path):
+    result = run(synthetic_data, tmp_path, "--max_train_steps", "1", overrides=["training.ema_decay=null"])
+    assert result["global_step"] == 1
+    assert (tmp_path / "last" / "model.safetensors").is_file()

@@ -237,7 +237,7 @@ def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
         f"(OpenTAD config: `{preset['opentad_config']}`)." if preset["opentad_config"] else
         f"Trained with `accelerate launch training/run_tad.py --preset {preset['name']}`.",
         "",
-        "## Results (EMA weights)",
+        "## Results",
         "",
     ]
     if metrics is None:
@@ -394,13 +394,23 @@ def training_function(args) -> dict:
         total_steps=max_epochs * steps_per_epoch,
         eta_min=training["eta_min"],
     )
-    ema = ModelEma(model, decay=training["ema_decay"] if training["ema_decay"] is not None else 0.0)
+    deepspeed = accelerator.state.deepspeed_plugin
+    if deepspeed is not None and deepspeed.zero_stage == 3 and training["ema_decay"] is not None:
+        raise ValueError(
+            "ZeRO-3 shards the parameters, so the weight EMA cannot read them; run with --set training.ema_decay=null "
+            "(evaluation then uses the live weights) or use ZeRO-2."
+        )
+    ema = ModelEma(model, decay=training["ema_decay"]) if training["ema_decay"] is not None else None
 
     model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader, scheduler
     )
-    ema.module.to(accelerator.device)
-    accelerator.register_for_checkpointing(ema)
+    if ema is not None:
+        ema.module.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+
+    def evaluation_model():
+        return ema.module if ema is not None else accelerator.unwrap_model(model)
 
     # Resume: the step number in the checkpoint folder name gives epoch and position inside it.
     global_step, starting_epoch, resume_batches = 0, 0, 0
@@ -434,8 +444,10 @@ def training_function(args) -> dict:
     def save_model(folder: str, metrics: dict | None):
         target = output_dir / folder
         accelerator.wait_for_everyone()
+        # Without EMA the live weights are saved; under ZeRO-3 every process takes part in gathering them.
+        state_dict = None if ema is not None else accelerator.get_state_dict(model)
         if accelerator.is_main_process:
-            ema.module.save_pretrained(target)
+            evaluation_model().save_pretrained(target, state_dict=state_dict)
             processor.save_pretrained(target)
             if metrics is not None:
                 summary = {k: metrics[k] for k in ("mAP_per_tiou", "average_mAP", "ap_per_class")}
@@ -475,7 +487,8 @@ def training_function(args) -> dict:
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
-            ema.update(accelerator.unwrap_model(model))
+            if ema is not None:
+                ema.update(accelerator.unwrap_model(model))
             global_step += 1
             progress.update(1)
             logs = {"loss": outputs.loss.detach().item(), **{k: float(v) for k, v in outputs.loss_dict.items()}}
@@ -492,8 +505,9 @@ def training_function(args) -> dict:
             save_checkpoint()
         # OpenTAD's rule: evaluate after epoch `epoch` (from 0) when epoch >= val_start_epoch and (epoch + 1) % N == 0.
         if last_epoch or (epoch >= eval_start and (epoch + 1) % eval_interval == 0):
-            metrics = evaluate(ema.module, eval_dataloader, processor, accelerator, ground_truth, preset["evaluation"])
-            accelerator.print(f"epoch {epoch + 1}: EMA model\n{format_metrics(metrics)}")
+            metrics = evaluate(evaluation_model(), eval_dataloader, processor, accelerator, ground_truth, preset["evaluation"])
+            weights = "EMA" if ema is not None else "live"
+            accelerator.print(f"epoch {epoch + 1} ({weights} weights):\n{format_metrics(metrics)}")
             if args.report_to:
                 accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=global_step)
             if best_metrics is None or metrics["average_mAP"] > best_metrics["average_mAP"]:
