@@ -238,6 +238,13 @@ def soft_nms(
     vectorised over all groups and all remaining candidates: pick the highest remaining score
     (first one on ties), decay every other remaining score, drop those below `min_score`.
 
+    Speed-up with identical results: candidates of a group that are not connected by overlaps never
+    change each other's scores, so each overlap cluster runs as its own row (the loop then takes as
+    many steps as the largest cluster, not the largest group) and the clusters' picks are interleaved
+    by score, as OpenTAD's single loop interleaves them. Where that interleaving or a pick inside a
+    cluster would hinge on two exactly equal scores (OpenTAD then decides by its memory layout), the
+    group is recomputed as one row.
+
     Args:
         segments: `(num_candidates, 2)` float32 (start, end).
         scores: `(num_candidates,)` float32.
@@ -258,9 +265,97 @@ def soft_nms(
         raise ValueError(f"soft-NMS takes at most {_MAX_SOFT_NMS_CANDIDATES} candidates per call, got {num_candidates}.")
     segments = segments.detach().cpu().float()
     scores = scores.detach().cpu().float()
-    if group_ids is None:
-        group_ids = torch.zeros(num_candidates, dtype=torch.long)
-    row, column, sizes = _pad_groups(group_ids.detach().cpu())
+    group_ids = torch.zeros(num_candidates, dtype=torch.long) if group_ids is None else group_ids.detach().cpu().long()
+    # A zero overlap must leave a score untouched for clusters to be independent (not so for vanilla
+    # soft-NMS with iou_threshold <= 0, which zeroes every other score).
+    clusters_independent = settings.method != "vanilla" or settings.iou_threshold > 0
+    if not clusters_independent or not (torch.isfinite(segments).all() and torch.isfinite(scores).all()):
+        keep, kept_scores, _ = _soft_nms_rows(segments, scores, group_ids, settings)
+        return keep, kept_scores
+
+    # OpenTAD's first step drops every candidate below `min_score` except the group's first pick,
+    # whatever its cluster; do that up front so that clusters start from the same candidates.
+    first_pick = _first_index_of_group_max(scores, group_ids)
+    candidates = torch.where((scores >= settings.min_score) | first_pick)[0]
+    cluster_ids = _overlap_clusters(segments[candidates], group_ids[candidates])
+    keep, kept_scores, tied_clusters = _soft_nms_rows(
+        segments[candidates], scores[candidates], cluster_ids, settings, detect_ties=True
+    )
+    keep = candidates[keep]
+    kept_groups = group_ids[keep]
+    # interleave the clusters of each group by descending score: OpenTAD's pick order
+    order = kept_scores.sort(descending=True, stable=True).indices
+    order = order[kept_groups[order].sort(stable=True).indices]
+    keep, kept_scores, kept_groups = keep[order], kept_scores[order], kept_groups[order]
+
+    tied = torch.zeros_like(group_ids, dtype=torch.bool)  # per candidate: its group needs one row
+    cluster_group = torch.zeros(int(cluster_ids.max()) + 1, dtype=torch.long)
+    cluster_group[cluster_ids] = group_ids[candidates]
+    tied_groups = cluster_group[tied_clusters]
+    equal_neighbours = (kept_scores[1:] == kept_scores[:-1]) & (kept_groups[1:] == kept_groups[:-1])
+    tied_groups = torch.cat((tied_groups, kept_groups[1:][equal_neighbours]))
+    if tied_groups.numel() == 0:
+        return keep, kept_scores
+    tied = torch.isin(group_ids, tied_groups)
+    redo = torch.where(tied)[0]
+    redo_keep, redo_scores, _ = _soft_nms_rows(segments[redo], scores[redo], group_ids[redo], settings)
+    untouched = ~torch.isin(kept_groups, tied_groups)
+    keep = torch.cat((keep[untouched], redo[redo_keep]))
+    kept_scores = torch.cat((kept_scores[untouched], redo_scores))
+    by_group = group_ids[keep].sort(stable=True).indices
+    return keep[by_group], kept_scores[by_group]
+
+
+def _first_index_of_group_max(scores: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """Bool mask of the first candidate (input order) holding its group's highest score."""
+    _, group_index = torch.unique(group_ids, return_inverse=True)
+    group_max = torch.full((int(group_index.max()) + 1,), float("-inf")).scatter_reduce(0, group_index, scores, "amax")
+    is_max = scores == group_max[group_index]
+    positions = torch.arange(scores.shape[0])
+    first = torch.full_like(group_max, scores.shape[0], dtype=torch.long).scatter_reduce(
+        0, group_index[is_max], positions[is_max], "amin"
+    )
+    mask = torch.zeros_like(is_max)
+    mask[first] = True
+    return mask
+
+
+def _float_order_key(values: torch.Tensor) -> torch.Tensor:
+    """int64 keys in [0, 2**32) that sort like the float32 `values`: IEEE sign-magnitude bits made
+    monotonic (negative floats reversed below the positive ones)."""
+    bits = values.contiguous().view(torch.int32).long()
+    return torch.where(bits < 0, -1 - bits, bits + 2**31)
+
+
+def _overlap_clusters(segments: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """Cluster id per candidate: connected components of "overlaps with" inside each group
+    (a sweep by start time), numbered so that ascending cluster ids follow ascending group ids."""
+    order = segments[:, 0].sort(stable=True).indices
+    order = order[group_ids[order].sort(stable=True).indices]
+    groups = group_ids[order]
+    new_group = torch.ones_like(groups, dtype=torch.bool)
+    new_group[1:] = groups[1:] != groups[:-1]
+    group_rank = torch.cumsum(new_group, 0) - 1
+    # running maximum of the end times inside each group, exactly: the group rank in the high bits
+    # keeps the running maximum from leaking across groups
+    end_keys = _float_order_key(segments[order, 1]) + (group_rank << 33)
+    running_end = torch.cummax(end_keys, 0).values
+    previous_end = torch.cat((running_end.new_zeros(1), running_end[:-1]))
+    start_keys = _float_order_key(segments[order, 0]) + (group_rank << 33)
+    new_cluster = new_group | (start_keys >= previous_end)  # no positive overlap with anything before
+    cluster_ids = torch.empty_like(groups)
+    cluster_ids[order] = torch.cumsum(new_cluster, 0) - 1
+    return cluster_ids
+
+
+def _soft_nms_rows(
+    segments: torch.Tensor, scores: torch.Tensor, row_ids: torch.Tensor, settings: NMSSettings, detect_ties: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The soft-NMS loop over rows of candidates (one row per distinct `row_ids` value), all rows
+    stepping together. Returns `soft_nms`'s `(keep, kept_scores)` plus, with `detect_ties`, the row
+    ids in which some pick had an exactly equal competitor."""
+    num_candidates = segments.shape[0]
+    row, column, sizes = _pad_groups(row_ids)
     num_rows, num_columns = sizes.shape[0], int(sizes.max())
 
     # state[field, row, column]: 0/1 = start/end, 2 = current score, 3 = length (+1e-6 as OpenTAD),
@@ -283,6 +378,8 @@ def soft_nms(
     # overlap is 0, so on wide rows only the overlapping candidates are decayed (fewer exp calls).
     sparse_decay_allowed = settings.method != "vanilla" or settings.iou_threshold > 0
 
+    tied_rows = torch.zeros(num_rows, dtype=torch.bool)
+
     step = 0
     while step < width:
         tail = state[:, :, step:width]  # (5, num_rows, width - step)
@@ -291,6 +388,8 @@ def soft_nms(
             in_play = columns[step:width] < remaining[:, None]  # (num_rows, width - step)
             current = current.masked_fill(~in_play, float("-inf"))
         best = current.argmax(dim=1, keepdim=True)  # first maximum, like the C++ strict `<` scan
+        if detect_ties:
+            tied_rows |= ((current == current.gather(1, best)).sum(1) > 1) & (remaining > step)
         # swap the picked candidate into column `step`, as the C++ loop does
         swap = torch.cat((first_column, best), dim=1).expand(5, num_rows, 2)
         tail.scatter_(2, swap, tail.gather(2, torch.cat((best, first_column), dim=1).expand(5, num_rows, 2)))
@@ -316,8 +415,8 @@ def soft_nms(
                 width = int(remaining.max())
         step += 1
 
-    keep_mask = columns[None] < remaining[:, None]  # rows ascending by group id, columns = selection order
-    return state[4][keep_mask].long(), state[2][keep_mask]
+    keep_mask = columns[None] < remaining[:, None]  # rows ascending by row id, columns = selection order
+    return state[4][keep_mask].long(), state[2][keep_mask], torch.unique(row_ids)[tied_rows]
 
 
 def _drop_like_opentad(state: torch.Tensor, dropped: torch.Tensor, in_play: torch.Tensor) -> None:
