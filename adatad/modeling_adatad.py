@@ -1198,6 +1198,8 @@ class AdaTADModel(AdaTADPreTrainedModel):
 
     def __init__(self, config: AdaTADConfig):
         super().__init__(config)
+        # VideoMAE's attention reads the implementation from its own config: use the one chosen for the model.
+        config.backbone_config._attn_implementation = config._attn_implementation
         self.backbone = AdaTADBackbone(config)
         self.post_init()
         self._apply_tuning_mode()
