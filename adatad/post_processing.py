@@ -36,6 +36,8 @@ _VOTING_BLOCK_ELEMENTS = 4_000_000
 # Soft-NMS decay: above this many remaining elements only the overlapping candidates are decayed
 # (far fewer exp calls); below it one dense multiply over all of them is cheaper.
 _DENSE_DECAY_MAX_ELEMENTS = 2048
+# Soft-NMS checks every this many steps whether finished rows should leave the state.
+_ROW_COMPACTION_INTERVAL = 8
 # Candidate indices travel inside the float32 soft-NMS state, exact up to 2**24.
 _MAX_SOFT_NMS_CANDIDATES = 2**24
 
@@ -379,9 +381,26 @@ def _soft_nms_rows(
     sparse_decay_allowed = settings.method != "vanilla" or settings.iou_threshold > 0
 
     tied_rows = torch.zeros(num_rows, dtype=torch.bool)
+    # Finished rows are moved out of `state` once they are half of it, so long rows do not drag short ones along.
+    row_of_state = torch.arange(num_rows)  # row id index of each row of `state`
+    finished_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    tied_by_row = torch.zeros(num_rows, dtype=torch.bool)
 
     step = 0
     while step < width:
+        if num_rows > 1 and step % _ROW_COMPACTION_INTERVAL == 0:
+            active = remaining > step
+            if int(active.sum()) <= num_rows // 2:
+                finished = ~active
+                keep_mask = columns[None] < remaining[finished][:, None]
+                rows_of_picks = row_of_state[finished][:, None].expand_as(keep_mask)[keep_mask]
+                finished_parts.append((state[4][finished][keep_mask], state[2][finished][keep_mask], rows_of_picks))
+                tied_by_row[row_of_state[finished]] = tied_rows[finished]
+                state, remaining, tied_rows, row_of_state = state[:, active], remaining[active], tied_rows[active], row_of_state[active]
+                num_rows = state.shape[1]
+                first_column = first_column[:num_rows]
+                single_row = num_rows == 1
+                width = int(remaining.max())
         tail = state[:, :, step:width]  # (5, num_rows, width - step)
         current = tail[2]
         if not single_row:
@@ -415,8 +434,12 @@ def _soft_nms_rows(
                 width = int(remaining.max())
         step += 1
 
-    keep_mask = columns[None] < remaining[:, None]  # rows ascending by row id, columns = selection order
-    return state[4][keep_mask].long(), state[2][keep_mask], torch.unique(row_ids)[tied_rows]
+    keep_mask = columns[None] < remaining[:, None]  # columns = selection order
+    finished_parts.append((state[4][keep_mask], state[2][keep_mask], row_of_state[:, None].expand_as(keep_mask)[keep_mask]))
+    tied_by_row[row_of_state] = tied_rows
+    keep, kept_scores, rows_of_picks = (torch.cat(part) for part in zip(*finished_parts))
+    by_row = rows_of_picks.sort(stable=True).indices  # rows ascending by row id
+    return keep[by_row].long(), kept_scores[by_row], torch.unique(row_ids)[tied_by_row]
 
 
 def _drop_like_opentad(state: torch.Tensor, dropped: torch.Tensor, in_play: torch.Tensor) -> None:
