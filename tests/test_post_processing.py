@@ -616,3 +616,32 @@ def test_classifier_fusion_with_sliding_windows_merges_by_classifier_label():
     # 2 windows x 2 candidates x 2 classifier classes; one NMS per class over both windows
     assert merged["scores"].shape == (8,)
     assert merged["scores"][0].item() == pytest.approx(round(0.9 * 1.0, 4))
+
+
+@pytest.mark.parametrize("score_decimals", [None, 1])
+def test_soft_nms_over_separate_clusters_matches_scalar_loop(score_decimals):
+    # well separated overlap clusters run as separate rows and are interleaved by score; with
+    # rounded scores (exact ties across and inside clusters) the group is recomputed as one row
+    generator = torch.Generator().manual_seed(13)
+    settings = NMSSettings(method="linear", min_score=0.15, iou_threshold=0.1)
+    for _ in range(10):
+        cluster = torch.randint(0, 6, (45,), generator=generator)
+        starts = cluster * 100.0 + torch.randint(0, 20, (45,), generator=generator)
+        segments = torch.stack((starts, starts + torch.randint(1, 10, (45,), generator=generator)), 1)
+        scores = torch.rand(45, generator=generator)
+        if score_decimals is not None:
+            scores = scores.round(decimals=score_decimals)
+        keep, kept_scores = soft_nms(segments, scores, None, settings)
+        picks, picked_scores = scalar_soft_nms(segments.tolist(), scores.tolist(), "linear", min_score=0.15, iou_threshold=0.1)
+        assert keep.tolist() == picks
+        assert kept_scores.tolist() == picked_scores
+
+
+def test_soft_nms_group_whose_best_score_is_below_min_score():
+    # OpenTAD's first pick is kept even below min_score; every other low score is dropped at once
+    segments = torch.tensor([[0.0, 1.0], [10.0, 11.0], [20.0, 21.0], [30.0, 31.0]])
+    scores = torch.tensor([0.05, 0.08, 0.08, 0.5])
+    groups = torch.tensor([0, 0, 0, 1])
+    keep, kept_scores = soft_nms(segments, scores, groups, NMSSettings(min_score=0.1))
+    assert keep.tolist() == [1, 3]
+    assert kept_scores.tolist() == pytest.approx([0.08, 0.5])
