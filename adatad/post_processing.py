@@ -268,10 +268,15 @@ def soft_nms(
     segments = segments.detach().cpu().float()
     scores = scores.detach().cpu().float()
     group_ids = torch.zeros(num_candidates, dtype=torch.long) if group_ids is None else group_ids.detach().cpu().long()
-    # A zero overlap must leave a score untouched for clusters to be independent (not so for vanilla
-    # soft-NMS with iou_threshold <= 0, which zeroes every other score).
-    clusters_independent = settings.method != "vanilla" or settings.iou_threshold > 0
-    if not clusters_independent or not (torch.isfinite(segments).all() and torch.isfinite(scores).all()):
+    # Clusters are independent when a zero overlap leaves a score untouched (not so for vanilla
+    # soft-NMS with iou_threshold <= 0, which zeroes every other score) and every IoU between
+    # clusters is a plain 0 (finite values, no reversed segment).
+    clusters_independent = (
+        (settings.method != "vanilla" or settings.iou_threshold > 0)
+        and bool(torch.isfinite(segments).all() and torch.isfinite(scores).all())
+        and bool((segments[:, 1] >= segments[:, 0]).all())
+    )
+    if not clusters_independent:
         keep, kept_scores, _ = _soft_nms_rows(segments, scores, group_ids, settings)
         return keep, kept_scores
 
@@ -290,7 +295,7 @@ def soft_nms(
     order = order[kept_groups[order].sort(stable=True).indices]
     keep, kept_scores, kept_groups = keep[order], kept_scores[order], kept_groups[order]
 
-    tied = torch.zeros_like(group_ids, dtype=torch.bool)  # per candidate: its group needs one row
+    # groups in which a pick had an exactly equal competitor (inside a cluster or across clusters)
     cluster_group = torch.zeros(int(cluster_ids.max()) + 1, dtype=torch.long)
     cluster_group[cluster_ids] = group_ids[candidates]
     tied_groups = cluster_group[tied_clusters]
@@ -298,8 +303,7 @@ def soft_nms(
     tied_groups = torch.cat((tied_groups, kept_groups[1:][equal_neighbours]))
     if tied_groups.numel() == 0:
         return keep, kept_scores
-    tied = torch.isin(group_ids, tied_groups)
-    redo = torch.where(tied)[0]
+    redo = torch.where(torch.isin(group_ids, tied_groups))[0]
     redo_keep, redo_scores, _ = _soft_nms_rows(segments[redo], scores[redo], group_ids[redo], settings)
     untouched = ~torch.isin(kept_groups, tied_groups)
     keep = torch.cat((keep[untouched], redo[redo_keep]))
