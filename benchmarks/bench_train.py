@@ -199,7 +199,8 @@ def run_worker(spec: dict) -> dict:
         "trainable_parameters": trainable,
         "trainable_backbone_parameters": backbone_trainable,
         "backbone_parameters_without_update": backbone_without_update[:5],
-        "attn_implementation_used": config.backbone_config._attn_implementation or "eager (unset)",
+        # The model holds its own copy of the config: read the ViT's attention from there.
+        "attn_implementation_used": model.config.backbone_config._attn_implementation,
         "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
@@ -452,12 +453,13 @@ def memory_value(entry: dict) -> tuple[float | None, bool]:
 
 
 STYLE = {
-    "adapter": ("tab:blue", "-"),
-    "adapter+ckpt": ("tab:blue", "--"),
-    "side": ("tab:green", "-"),
-    "frozen": ("tab:gray", "-"),
-    "full": ("tab:red", "-"),
-    "full+ckpt": ("tab:red", "--"),
+    # variant: (colour, line style, marker)
+    "adapter": ("tab:blue", "-", "o"),
+    "adapter+ckpt": ("tab:blue", "--", "s"),
+    "side": ("tab:green", "-", "^"),
+    "frozen": ("tab:gray", "-", "v"),
+    "full": ("tab:red", "-", "o"),
+    "full+ckpt": ("tab:red", "--", "s"),
 }
 LABELS = {
     "adapter": "adapter (AdaTAD)",
@@ -477,41 +479,49 @@ def plot(report: dict, path: Path) -> None:
 
     results = report["results"]
     settings = report["settings"]
-    figure, (memory_axis, time_axis) = plt.subplots(1, 2, figsize=(13, 5.2))
+    figure, (memory_axis, time_axis) = plt.subplots(1, 2, figsize=(13, 5.6))
     for variant in variant_order(results):
-        color, linestyle = STYLE.get(variant, ("black", "-"))
+        color, linestyle, marker = STYLE.get(variant, ("black", "-", "o"))
+        label = LABELS.get(variant, variant)
         entries = sorted((r for r in results if r["variant"] == variant), key=lambda r: r["frames"])
         ok = [r for r in entries if r["status"] == "ok"]
         if ok:
-            memory_axis.plot([r["frames"] for r in ok], [r["peak_memory_gib"] for r in ok], linestyle=linestyle,
-                             marker="o", color=color, label=LABELS.get(variant, variant))
-            time_axis.plot([r["frames"] for r in ok], [r["step_seconds"] for r in ok], linestyle=linestyle,
-                           marker="o", color=color, label=LABELS.get(variant, variant))
+            frames = [r["frames"] for r in ok]
+            memory_axis.plot(frames, [r["peak_memory_gib"] for r in ok], linestyle=linestyle, marker=marker,
+                             color=color, label=label)
+            time_axis.plot(frames, [r["step_seconds"] for r in ok], linestyle=linestyle, marker=marker, color=color,
+                           label=label)
         predicted = [r for r in entries if r["status"] != "ok" and "predicted_memory_gib" in r]
         if ok and predicted:
             xs = [ok[-1]["frames"]] + [r["frames"] for r in predicted]
             ys = [ok[-1]["peak_memory_gib"]] + [r["predicted_memory_gib"] for r in predicted]
             memory_axis.plot(xs, ys, linestyle=":", color=color, alpha=0.7)
-            memory_axis.scatter(xs[1:], ys[1:], marker="x", color=color, zorder=3)
-    memory_axis.axhline(settings["max_memory_gib"], color="black", linewidth=0.8, linestyle="-.")
-    memory_axis.text(settings["frames"][0] if settings["frames"] else 0, settings["max_memory_gib"],
-                     f" run limit {settings['max_memory_gib']:g} GiB", va="bottom", fontsize=8)
-    memory_axis.set(xlabel="frames per sample (160x160)", ylabel="peak step memory above weights (GiB)",
-                    title="Training-step memory (x = predicted, not run)")
+            memory_axis.scatter(xs[1:], ys[1:], marker="x", s=60, color=color, zorder=3,
+                                label=f"{label}: predicted, not run")
+    memory_axis.axhline(settings["max_memory_gib"], color="black", linewidth=0.8, linestyle="-.",
+                        label=f"run limit ({settings['max_memory_gib']:g} GiB)")
+    memory_axis.set(xlabel="frames per sample (160x160)", ylabel="peak step memory above the weights (GiB)",
+                    title="Training-step memory")
     time_axis.set(xlabel="frames per sample (160x160)", ylabel="seconds per training step",
-                  title="Training-step time")
+                  title="Training-step time (shared machine: see the load in the JSON)")
     frames_ticks = sorted({r["frames"] for r in results})
     for axis in (memory_axis, time_axis):
         axis.set_xticks(frames_ticks)
         axis.grid(alpha=0.3)
         axis.set_ylim(bottom=0)
+        axis.set_xlim(left=0)
     memory_axis.legend(fontsize=8, loc="upper left")
+    time_axis.legend(fontsize=8, loc="upper left")
+    summary = headline(report, short=True)
+    if summary:
+        figure.text(0.5, 0.01, summary, ha="center", va="bottom", fontsize=9,
+                    bbox=dict(boxstyle="round", facecolor="whitesmoke", edgecolor="gray"))
     machine = report["machine"]
     where = machine.get("gpu") or f"{machine.get('cpu_model') or machine['processor']}, {machine['cpu_count']} cores"
     precision = "bf16 autocast" if settings["autocast_bf16"] else "fp32"
-    figure.suptitle(f"AdaTAD VideoMAE-S, batch 1, {precision}, {machine['device']} ({where}); "
-                    "times on a shared machine, see load in the JSON", fontsize=10)
-    figure.tight_layout()
+    figure.suptitle(f"AdaTAD VideoMAE-S training step, batch 1, {precision}, random weights; {machine['device']} "
+                    f"({where})", fontsize=10)
+    figure.tight_layout(rect=(0, 0.09 if summary else 0, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -523,25 +533,38 @@ def write_outputs(report: dict, output_dir: Path) -> None:
     plot(report, output_dir / f"{RESULTS_NAME}.png")
 
 
-def headline(report: dict) -> str:
-    """Adapter/full and side/full memory ratios at the largest frame count."""
+def headline(report: dict, short: bool = False) -> str:
+    """Memory of each variant relative to full fine-tuning (with and without checkpointing) at the largest frame
+    count; `short` gives one line per reference (for the plot)."""
     results = report["results"]
     if not results:
-        return "no results"
+        return ""
     frames = max(r["frames"] for r in results)
-    lines = [f"At {frames} frames:"]
+    lines, any_predicted = [], False
     for reference in ("full+ckpt", "full"):
         ref = lookup(results, reference, frames)
         if not ref or memory_value(ref)[0] is None:
             continue
         ref_value, ref_predicted = memory_value(ref)
+        parts = []
         for variant in ("adapter", "adapter+ckpt", "side", "frozen"):
             entry = lookup(results, variant, frames)
-            if entry and memory_value(entry)[0] is not None:
-                value, predicted = memory_value(entry)
-                mark = " (uses a predicted value)" if predicted or ref_predicted else ""
-                lines.append(f"  {variant:13s} / {reference:9s} = {value / ref_value:.2f}x{mark}")
-    return "\n".join(lines)
+            if not entry or memory_value(entry)[0] is None:
+                continue
+            value, predicted = memory_value(entry)
+            mark = "~" if predicted or ref_predicted else ""
+            any_predicted |= bool(mark)
+            parts.append((variant, f"{mark}{value / ref_value:.2f}x"))
+        if short:
+            listed = ", ".join(f"{variant} {ratio}" for variant, ratio in parts)
+            lines.append(f"memory at {frames} frames relative to {LABELS[reference]}: {listed}")
+        else:
+            lines += [f"  {variant:13s} / {reference:9s} = {ratio}" for variant, ratio in parts]
+    if not lines:
+        return ""
+    if any_predicted:
+        lines.append("(~ = uses a predicted memory value: that configuration was not run)")
+    return "\n".join(lines if short else [f"At {frames} frames:"] + lines)
 
 
 def parse_args(argv=None):
