@@ -35,6 +35,7 @@ from transformers.video_processing_utils import BaseVideoProcessor
 
 from .configuration_adatad import AdaTADConfig
 from .data import _window_bounds, seconds_to_grid
+from .post_processing import NMSSettings, merge_sliding_windows
 from .post_processing import post_process_temporal_detection as _post_process_temporal_detection
 
 logger = logging.get_logger(__name__)
@@ -1042,6 +1043,18 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         settings.update(overrides)
         return _post_process_temporal_detection(outputs, video_metas, **settings)
 
+    def merge_window_detections(self, window_results: Sequence[dict]) -> list[dict]:
+        """Merge per-window results of `post_process_temporal_detection(..., merge_windows=False)` into one result per
+        video: the windows of a video are concatenated and go through one NMS on their rounded seconds, as OpenTAD's
+        test engine does. Use it once the windows of a video are collected (e.g. across batches or processes)."""
+        settings = NMSSettings(
+            sigma=self.nms_sigma,
+            min_score=self.min_score,
+            max_segments=self.max_segments,
+            multiclass=self.multiclass,
+            voting_thresh=self.voting_thresh,
+        )
+        return merge_sliding_windows(window_results, settings)
 
 # ----------------------------------------------------------------------------------------------------------
 # Dataset glue: lazy decoding with `datasets.Dataset.with_transform` and a collator

@@ -44,7 +44,7 @@ from presets import (  # noqa: E402
 from adatad import data as annotations  # noqa: E402
 from adatad.evaluation import evaluate_detection  # noqa: E402
 from adatad.modeling_adatad import AdaTADForTemporalDetection  # noqa: E402
-from adatad.post_processing import merge_sliding_windows, to_activitynet_submission  # noqa: E402
+from adatad.post_processing import to_activitynet_submission  # noqa: E402
 from adatad.processing_adatad import (  # noqa: E402
     AdaTADVideoProcessor,
     TemporalDetectionTransform,
@@ -189,8 +189,7 @@ def evaluate(model, dataloader, processor, accelerator, ground_truth: dict, eval
         )
     results = accelerator.gather_for_metrics(results, use_gather_object=True)
     if processor.sampling_method == "sliding_window":
-        nms_settings = processor_nms_settings(processor)
-        results = merge_sliding_windows(results, nms_settings)
+        results = processor.merge_window_detections(results)
     predictions = to_activitynet_submission(results)
     metrics = evaluate_detection(
         ground_truth,
@@ -205,18 +204,6 @@ def evaluate(model, dataloader, processor, accelerator, ground_truth: dict, eval
     )
     metrics["predictions"] = predictions
     return metrics
-
-
-def processor_nms_settings(processor: AdaTADVideoProcessor):
-    from adatad.post_processing import NMSSettings
-
-    return NMSSettings(
-        sigma=processor.nms_sigma,
-        min_score=processor.min_score,
-        max_segments=processor.max_segments,
-        multiclass=processor.multiclass,
-        voting_thresh=processor.voting_thresh,
-    )
 
 
 def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
