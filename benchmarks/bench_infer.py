@@ -11,7 +11,7 @@ For each tuning mode and precision, `--repeats` times, alternating:
   sliding-window merge (worker thread); the time of each stage is recorded too (stages overlap, so their sum
   can exceed the wall time; `overlap_s` = sum of stages - wall time, i.e. stage time hidden behind others);
 - model alone: the same windows, decoded beforehand (`processor.preprocess`), through `model(...)` in batches
-  of `--batch-size`, same autocast.
+  of `--batch-size`, same autocast (run after the pipeline in even repeats, before it in odd ones).
 
 Throughput = model-input frames (windows x frames per window) per second; the ratio pipeline / model alone is
 the share of model throughput the pipeline keeps (goal >= 90%). `adapter`/`frozen`/`full` run the same
@@ -146,8 +146,12 @@ def run(args) -> list[dict]:
             runs = []
             for repeat in range(args.repeats):
                 load_before = os.getloadavg()[0]
+                # Alternate the order so that a load change on the shared machine does not favour one side.
+                if repeat % 2:
+                    model_s = time_model_alone(pipe, inputs["pixel_values"], inputs["masks"], args.batch_size, precision)
                 pipeline_run = time_pipeline(pipe, timer, args.video, args.batch_size, precision, args.prefetch_batches)
-                model_s = time_model_alone(pipe, inputs["pixel_values"], inputs["masks"], args.batch_size, precision)
+                if not repeat % 2:
+                    model_s = time_model_alone(pipe, inputs["pixel_values"], inputs["masks"], args.batch_size, precision)
                 runs.append({**pipeline_run, "model_alone_s": model_s, "loadavg_1min": [load_before, os.getloadavg()[0]]})
                 print(f"  {precision} run {repeat + 1}: pipeline {frames / pipeline_run['wall_s']:.2f} frames/s, "
                       f"model alone {frames / model_s:.2f} frames/s (load {load_before:.1f})", flush=True)
