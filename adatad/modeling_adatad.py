@@ -1233,11 +1233,6 @@ class AdaTADForTemporalDetection(AdaTADPreTrainedModel):
         self.post_init()
         self._apply_tuning_mode()
 
-    def freeze_backbone(self):
-        """Freeze the whole ViT (adapters included): only the detector trains."""
-        for parameter in self.model.parameters():
-            parameter.requires_grad = False
-
     def get_parameter_groups(
         self,
         detector_lr: float,
