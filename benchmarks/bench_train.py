@@ -20,7 +20,10 @@ Every configuration runs in a FRESH subprocess: build the model and inputs, then
 Memory = peak during the steps minus what the process held just before the first step (weights, inputs): so it
 counts activations kept for backward, gradients, AdamW states and temporaries, not the weights. On CPU the peak is
 `resource.getrusage(RUSAGE_SELF).ru_maxrss` (its high-water mark is reset through `/proc/self/clear_refs` right
-before the first step); on CUDA it is `torch.cuda.max_memory_allocated`. Time = median wall time of the timed steps
+before the first step), with glibc's mmap threshold fixed (`--malloc-mmap-threshold`, default 128 KiB) so that
+every large tensor is returned to the system when freed and the RSS follows live tensors (glibc's adaptive default
+keeps freed tensors below 32 MiB in a fragmented heap: the RSS then depends on tensor sizes, i.e. on the frame
+count, and overstates small runs); on CUDA it is `torch.cuda.max_memory_allocated`. Time = median wall time of the timed steps
 (forward, backward and optimizer parts are recorded too), with `os.getloadavg()` before and after every step: on a
 shared machine the times are only as good as that load.
 
@@ -258,7 +261,12 @@ def run_configuration(spec: dict, limit_bytes: float, timeout_s: float) -> dict:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps(spec))
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path), str(result_path)]
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+        environment = dict(os.environ)
+        if spec["malloc_mmap_threshold"]:
+            # A fixed threshold turns off glibc's adaptive one, so every large tensor is mmapped and unmapped when
+            # freed: the RSS then follows live tensors instead of heap fragmentation that depends on tensor sizes.
+            environment["MALLOC_MMAP_THRESHOLD_"] = str(spec["malloc_mmap_threshold"])
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stderr=subprocess.PIPE, text=True)
         start, killed = time.monotonic(), None
         page = os.sysconf("SC_PAGE_SIZE")
         while process.poll() is None:
@@ -323,6 +331,7 @@ def run_benchmark(args) -> dict:
         "autocast_bf16": args.autocast_bf16,
         "attn_implementation": args.attn_implementation,
         "max_memory_gib": args.max_memory_gib,
+        "malloc_mmap_threshold": args.malloc_mmap_threshold,
         "image_size": 160,
         "batch_size": 1,
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
@@ -357,6 +366,7 @@ def run_benchmark(args) -> dict:
                     "warmup": args.warmup,
                     "autocast_bf16": args.autocast_bf16,
                     "attn_implementation": args.attn_implementation,
+                    "malloc_mmap_threshold": args.malloc_mmap_threshold if device == "cpu" else 0,
                 }
                 print(f"[{time.strftime('%H:%M:%S')}] {variant:13s} {frames:4d} frames ...", end=" ", flush=True)
                 # The worker's own RSS includes the weights and the interpreter (~1 GiB) on top of the step.
@@ -580,6 +590,8 @@ def parse_args(argv=None):
                         help="ViT attention; 'model' leaves the model as it is built")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--max-memory-gib", type=float, default=14.0)
+    parser.add_argument("--malloc-mmap-threshold", type=int, default=131072,
+                        help="CPU: MALLOC_MMAP_THRESHOLD_ of the worker in bytes (0 = glibc's adaptive default)")
     parser.add_argument("--memory-margin-gib", type=float, default=2.0,
                         help="keep this much of the machine's available memory free")
     parser.add_argument("--timeout-min", type=float, default=40.0, help="per configuration")
