@@ -88,7 +88,10 @@ def detect_main(argv: list[str] | None = None) -> int:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.plot_max_videos < 1:
+        parser.error(f"--plot-max-videos must be >= 1, got {args.plot_max_videos}")
     videos = collect_videos(args.videos, parser)
+    ground_truth = read_ground_truth(args.ground_truth, parser) if args.ground_truth else {}
 
     # Heavy imports only once the arguments are known to be usable (keeps `--help` and usage errors fast).
     import torch
@@ -133,8 +136,10 @@ def detect_main(argv: list[str] | None = None) -> int:
     print(f"wrote {num_detections} detections (score >= {args.threshold}) for {len(results)} video(s) to {output}")
 
     if args.plot and results:
-        plot_path = _plot(args, results, durations)
+        plot_path = _plot(args, results, durations, ground_truth)
         print(f"wrote the timeline of {min(len(results), args.plot_max_videos)} video(s) to {plot_path}")
+    elif args.plot:
+        print(f"no timeline written to {args.plot}: no video was decoded", file=sys.stderr)
     if skipped:
         print(f"{len(skipped)} of {len(videos)} video(s) could not be decoded and were skipped:", file=sys.stderr)
         for video in skipped:
@@ -143,17 +148,27 @@ def detect_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _plot(args, results: dict, durations: dict) -> Path:
+def read_ground_truth(path: str, parser: argparse.ArgumentParser) -> dict:
+    """`{video_id: {"annotations": [...], ...}}` from an ActivityNet-style JSON (with or without `database`)."""
+    try:
+        annotations = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        parser.error(f"cannot read --ground-truth '{path}': {error}")
+    annotations = annotations.get("database", annotations) if isinstance(annotations, dict) else None
+    if not isinstance(annotations, dict):
+        parser.error(f"--ground-truth '{path}' must be {{'database': {{video_id: {{'annotations': [...]}}}}}}")
+    return annotations
+
+
+def _plot(args, results: dict, durations: dict, ground_truth: dict) -> Path:
     from .visualization import plot_timeline
 
     video_ids = list(results)[: args.plot_max_videos]
-    database = {video_id: {"duration": durations[video_id], "annotations": []} for video_id in video_ids}
-    if args.ground_truth:
-        annotations = json.loads(Path(args.ground_truth).read_text())
-        annotations = annotations.get("database", annotations)
-        for video_id in video_ids:
-            if video_id in annotations:
-                database[video_id] = {"duration": durations[video_id], **annotations[video_id]}
+    # The decoded duration sets the time axis; annotations (if any) come from --ground-truth.
+    database = {
+        video_id: {**ground_truth.get(video_id, {"annotations": []}), "duration": durations[video_id]}
+        for video_id in video_ids
+    }
     return plot_timeline(
         {"database": database}, results, args.plot, video_ids=video_ids, score_threshold=args.threshold
     )

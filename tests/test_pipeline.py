@@ -314,19 +314,22 @@ def test_cli_writes_json_and_plot_and_skips_broken_video(model_folder, videos, t
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_folder_argument_and_success_status(model_folder, videos, tmp_path, capsys):
+def test_cli_folder_argument_ground_truth_and_success_status(model_folder, videos, tmp_path, capsys):
     folder = tmp_path / "clips"
     folder.mkdir()
     (folder / "clip.avi").symlink_to(videos / "test.avi")
     (folder / "notes.txt").write_text("not a video, ignored by extension")
-    output = tmp_path / "detections.json"
+    ground_truth = tmp_path / "gt.json"
+    ground_truth.write_text(json.dumps({"database": {"clip": {"annotations": [{"segment": [1, 2], "label": "run"}]}}}))
+    output, plot = tmp_path / "detections.json", tmp_path / "timeline.png"
     status = detect_main([str(folder), "--model", str(model_folder), "--output", str(output), "--threshold", "0",
-                          "--no-progress", "--device", "cpu"])
+                          "--no-progress", "--device", "cpu", "--plot", str(plot), "--ground-truth", str(ground_truth)])
     assert status == 0
     results = json.loads(output.read_text())["results"]
     assert list(results) == ["clip"]
     assert_valid_detections(results["clip"], DURATIONS["test.avi"])
     assert "for 1 video(s)" in capsys.readouterr().out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_on_error_raise_stops_with_the_reason(model_folder, videos, tmp_path, capsys):
@@ -344,6 +347,7 @@ def test_cli_on_error_raise_stops_with_the_reason(model_folder, videos, tmp_path
         (["VIDEO", "--model", "MISSING"], "does_not_exist.*does not exist"),
         (["VIDEO", "VIDEO", "--model", "MODEL"], "both give the video id 'demo'"),
         (["VIDEO", "--model", "MODEL", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["VIDEO", "--model", "MODEL", "--ground-truth", "MISSING"], "cannot read --ground-truth .*does_not_exist"),
     ],
 )
 def test_cli_usage_errors_exit_2(arguments, message, model_folder, videos, tmp_path, capsys):
