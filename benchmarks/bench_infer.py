@@ -21,16 +21,20 @@ only). The machine may be shared: `os.getloadavg()` is recorded around every run
 
     python benchmarks/bench_infer.py                               # adapter + side, fp32 + bf16, CPU (or CUDA)
     python benchmarks/bench_infer.py --modes adapter --precisions fp32 --repeats 5 --output bench.json
+    python benchmarks/bench_infer.py --loop 4 --modes adapter --precisions bf16   # 4 x demo.mp4: 8 windows
 """
 
 import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
+import av
 import torch
+from bench_decode import loop_clip
 
 from adatad import AdaTADConfig, AdaTADForTemporalDetection, AdaTADVideoProcessor
 from adatad.pipeline_adatad import PRECISIONS, TemporalActionDetectionPipeline
@@ -146,15 +150,25 @@ def run(args) -> list[dict]:
             runs = []
             for repeat in range(args.repeats):
                 load_before = os.getloadavg()[0]
-                # Alternate the order so that a load change on the shared machine does not favour one side.
-                if repeat % 2:
-                    model_s = time_model_alone(pipe, inputs["pixel_values"], inputs["masks"], args.batch_size, precision)
-                pipeline_run = time_pipeline(pipe, timer, args.video, args.batch_size, precision, args.prefetch_batches)
-                if not repeat % 2:
-                    model_s = time_model_alone(pipe, inputs["pixel_values"], inputs["masks"], args.batch_size, precision)
-                runs.append({**pipeline_run, "model_alone_s": model_s, "loadavg_1min": [load_before, os.getloadavg()[0]]})
-                print(f"  {precision} run {repeat + 1}: pipeline {frames / pipeline_run['wall_s']:.2f} frames/s, "
-                      f"model alone {frames / model_s:.2f} frames/s (load {load_before:.1f})", flush=True)
+                measurements = {
+                    "pipeline": lambda: time_pipeline(
+                        pipe, timer, args.video, args.batch_size, precision, args.prefetch_batches
+                    ),
+                    "model_alone_s": lambda: time_model_alone(
+                        pipe, inputs["pixel_values"], inputs["masks"], args.batch_size, precision
+                    ),
+                }
+                if args.compare_inline:
+                    measurements["inline_s"] = lambda: time_pipeline(pipe, timer, args.video, args.batch_size, precision, 0)["wall_s"]
+                # Rotate the order so that a load change on the shared machine does not favour one of them.
+                names = list(measurements)
+                names = names[repeat % len(names) :] + names[: repeat % len(names)]
+                measured = {name: measurements[name]() for name in names}
+                run_record = {**measured.pop("pipeline"), **measured, "loadavg_1min": [load_before, os.getloadavg()[0]]}
+                runs.append(run_record)
+                inline = f", pipeline without overlap {frames / run_record['inline_s']:.2f}" if args.compare_inline else ""
+                print(f"  {precision} run {repeat + 1}: pipeline {frames / run_record['wall_s']:.2f} frames/s, "
+                      f"model alone {frames / run_record['model_alone_s']:.2f}{inline} (load {load_before:.1f})", flush=True)
             pipeline_fps = statistics.median(frames / r["wall_s"] for r in runs)
             model_fps = statistics.median(frames / r["model_alone_s"] for r in runs)
             rows.append(
@@ -167,6 +181,9 @@ def run(args) -> list[dict]:
                     "pipeline_fps": pipeline_fps,
                     "model_fps": model_fps,
                     "ratio": statistics.median(r["model_alone_s"] / r["wall_s"] for r in runs),
+                    "inline_ratio": statistics.median(r["model_alone_s"] / r["inline_s"] for r in runs)
+                    if args.compare_inline
+                    else None,
                     "decode_transform_s": statistics.median(r["decode_transform_s"] for r in runs),
                     "merge_s": statistics.median(r["merge_s"] for r in runs),
                     "overlap_s": statistics.median(r["overlap_s"] for r in runs),
@@ -190,6 +207,10 @@ def print_table(rows, args):
             f"{row['model_fps']:.2f} | {100 * row['ratio']:.1f}% | {row['decode_transform_s']:.2f} | "
             f"{row['merge_s']:.2f} | {row['overlap_s']:.2f} | {row['loadavg_1min_median']:.1f} |"
         )
+    if args.compare_inline:
+        print("\npipeline / model alone without overlap (prefetch_batches=0): " + ", ".join(
+            f"{row['mode']} {row['precision']} {100 * row['inline_ratio']:.1f}%" for row in rows
+        ))
 
 
 def main():
@@ -197,12 +218,20 @@ def main():
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     parser.add_argument("--modes", nargs="+", choices=("adapter", "side", "frozen", "full"), default=["adapter", "side"])
     parser.add_argument("--precisions", nargs="+", choices=sorted(PRECISIONS), default=["fp32", "bf16"])
+    parser.add_argument(
+        "--loop", type=int, default=1,
+        help="play the clip this many times back to back (remuxed, no re-encoding) for more windows per video",
+    )
     parser.add_argument("--window-frames", type=int, default=128, help="frames per window (multiple of 32)")
     parser.add_argument("--snippet-stride", type=int, default=2, help="read every n-th video frame")
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--num-layers", type=int, default=12, help="ViT-S depth (12 = VideoMAE-S)")
     parser.add_argument("--batch-size", type=int, default=1, help="windows per model call")
     parser.add_argument("--prefetch-batches", type=int, default=2, help="pipeline decode-ahead (0 = no overlap)")
+    parser.add_argument(
+        "--compare-inline", action="store_true",
+        help="also time the pipeline with prefetch_batches=0 (decoding in the calling thread, no overlap)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda', ...")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
@@ -212,7 +241,14 @@ def main():
         parser.error(f"video '{args.video}' not found; pass --video or set ADATAD_SHARED_DIR")
 
     started = time.perf_counter()
-    rows = run(args)
+    with tempfile.TemporaryDirectory() as folder:
+        if args.loop > 1:
+            looped = Path(folder) / f"{args.video.stem}_x{args.loop}{args.video.suffix}"
+            with av.open(str(args.video)) as reader:
+                clip_frames = reader.streams.video[0].frames
+            loop_clip(args.video, looped, args.loop * clip_frames)
+            args.video = looped
+        rows = run(args)
     print_table(rows, args)
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average now {os.getloadavg()}; "
           f"{os.cpu_count()} CPUs; torch {torch.__version__}")
