@@ -334,7 +334,7 @@ def test_override_switching_tuning_mode():
         ("model.tuning_mode=frozen", r"`training\.adapter_lr` must be set for tuning modes"),
         ("model.adapter_layer_indices=[7]", r"does not make a valid AdaTADConfig.*out of range"),
         ("training.mixed_precision=fp8", r"`training\.mixed_precision` must be one of"),
-        ("training.end_epoch=50", r"`training\.end_epoch` \(50\) <= `training\.max_epoch` \(40\)"),
+        ("training.end_epoch=50", r"`training\.end_epoch` \(50\) <= `training\.max_epoch` \(30\)"),
     ],
 )
 def test_bad_overrides_are_rejected_with_a_message(override, message):
