@@ -47,7 +47,6 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
-from .post_processing import NMSSettings, merge_sliding_windows
 from .processing_adatad import VideoDecodeError
 
 logger = logging.get_logger(__name__)
@@ -276,7 +275,7 @@ class TemporalActionDetectionPipeline(Pipeline):
         if processor.sampling_method == "resize":
             (result,) = window_results  # already NMS'd: resize mode has one row per video
         else:
-            (result,) = merge_sliding_windows(window_results, self._nms_settings())
+            (result,) = processor.merge_window_detections(window_results)
         detections = []
         for (start, end), name, score in zip(result["segments"].tolist(), result["label_names"], result["scores"].tolist()):
             # Post-processing rounds like OpenTAD (4 decimals for scores, 2 for seconds) in float32: give back the
@@ -286,17 +285,6 @@ class TemporalActionDetectionPipeline(Pipeline):
                 start, end = (min(max(round(value, 2), 0.0), job.duration) for value in (start, end))
                 detections.append({"label": name, "score": score, "segment": [start, end]})
         return detections
-
-    def _nms_settings(self) -> NMSSettings:
-        # The processor's settings, as `AdaTADVideoProcessor.post_process_temporal_detection` passes them on.
-        processor = self.video_processor
-        return NMSSettings(
-            sigma=processor.nms_sigma,
-            min_score=processor.min_score,
-            max_segments=processor.max_segments,
-            multiclass=processor.multiclass,
-            voting_thresh=processor.voting_thresh,
-        )
 
     # -- calling ---------------------------------------------------------------------------------------------
 
