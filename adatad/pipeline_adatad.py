@@ -40,7 +40,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import AutoModel, Pipeline
@@ -301,7 +300,9 @@ class TemporalActionDetectionPipeline(Pipeline):
             logger.warning(f"skipped video {skipped['video']}: {skipped['reason']}")
         return results[0].detections if single else [r.detections for r in results]
 
-    def detect(self, videos: Iterable[str | os.PathLike], batch_size: int | None = None, progress=None, **kwargs) -> Iterator[VideoDetections]:
+    def detect(
+        self, videos: Iterable[str | os.PathLike], batch_size: int | None = None, progress=None, **kwargs
+    ) -> Iterator[VideoDetections]:
         """Stream `VideoDetections`, one per video and in input order, as soon as each video is finished.
 
         Args:
@@ -395,7 +396,14 @@ class _BatchProducer:
     from the batch being filled; windows already handed out are ignored by the caller (`job.error` is set).
     """
 
-    def __init__(self, pipe: TemporalActionDetectionPipeline, jobs: Sequence[_VideoJob], batch_size: int, prefetch_batches: int, progress):
+    def __init__(
+        self,
+        pipe: TemporalActionDetectionPipeline,
+        jobs: Sequence[_VideoJob],
+        batch_size: int,
+        prefetch_batches: int,
+        progress,
+    ):
         self.pipe = pipe
         self.jobs = jobs
         self.batch_size = batch_size

@@ -159,7 +159,9 @@ def run(args) -> list[dict]:
                     ),
                 }
                 if args.compare_inline:
-                    measurements["inline_s"] = lambda: time_pipeline(pipe, timer, args.video, args.batch_size, precision, 0)["wall_s"]
+                    measurements["inline_s"] = lambda: time_pipeline(
+                        pipe, timer, args.video, args.batch_size, precision, prefetch_batches=0
+                    )["wall_s"]
                 # Rotate the order so that a load change on the shared machine does not favour one of them.
                 names = list(measurements)
                 names = names[repeat % len(names) :] + names[: repeat % len(names)]
