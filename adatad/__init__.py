@@ -15,6 +15,8 @@ _LAZY_ATTRIBUTES = {
     "AdaTADForTemporalDetection": "modeling_adatad",
     "AdaTADTemporalDetectionOutput": "modeling_adatad",
     "AdaTADVideoProcessor": "processing_adatad",
+    "TemporalActionDetectionPipeline": "pipeline_adatad",
+    "load_detection_pipeline": "pipeline_adatad",
 }
 
 __all__ = sorted(_LAZY_ATTRIBUTES)
