@@ -19,8 +19,8 @@ Usage:
     python benchmarks/bench_synthetic.py [--modes frozen adapter side full] [--output-dir outputs/synthetic-bench]
         [--data-dir DIR] [--num-epochs N] [--threads N] [--quick] [--set KEY=VALUE ...]
 
-`--quick` is a smoke run (a 16 + 8 video dataset in `<output-dir>/data-quick`, 2 epochs per mode, about two
-minutes): it checks the plumbing, its mAP means nothing. Outputs in `--output-dir`: one run folder per mode
+`--quick` is a smoke run (a 16 + 8 video dataset in `<output-dir>/data-quick`, 2 epochs per mode, under two
+minutes): it checks the plumbing; after 8 warm-up steps its mAP is 0 and means nothing. Outputs in `--output-dir`: one run folder per mode
 (`<mode>/`, with `train.log`), `bench_synthetic.json` (every number) and `bench_synthetic.md` (the table).
 """
 
