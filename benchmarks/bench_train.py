@@ -559,7 +559,9 @@ def headline(report: dict, short: bool = False) -> str:
         parts = []
         for variant in ("adapter", "adapter+ckpt", "side", "frozen"):
             entry = lookup(results, variant, frames)
-            if not entry or memory_value(entry)[0] is None:
+            # The plot compares like with like: checkpointed full fine-tuning against variants that keep no ViT
+            # activations (or checkpoint them), plain full fine-tuning against all.
+            if not entry or memory_value(entry)[0] is None or (short and (variant, reference) == ("adapter", "full+ckpt")):
                 continue
             value, predicted = memory_value(entry)
             mark = "~" if predicted or ref_predicted else ""
