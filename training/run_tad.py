@@ -478,7 +478,7 @@ def training_function(args) -> dict:
                 ema.update(accelerator.unwrap_model(model))
             global_step += 1
             progress.update(1)
-            logs = {"loss": outputs.loss.detach().item(), **{k: float(v) for k, v in outputs.loss_dict.items()}}
+            logs = {"loss": outputs.loss.detach().item(), **{k: float(v.detach()) for k, v in outputs.loss_dict.items()}}
             logs.update({f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)})
             progress.set_postfix(loss=f"{logs['loss']:.4f}")
             if args.report_to:
