@@ -244,7 +244,7 @@ def test_gradient_checkpointing_gives_same_gradients(tester):
     config = tester.get_config(adapter_layer_indices=[0, 1])
     model = AdaTADForTemporalDetection(config).train()
     checkpointed = copy.deepcopy(model)
-    checkpointed.gradient_checkpointing_enable()
+    checkpointed.activation_checkpointing_enable()
     pixel_values, masks, labels = tester.prepare_inputs()
     model(pixel_values, masks=masks, labels=labels).loss.backward()
     checkpointed(pixel_values, masks=masks, labels=labels).loss.backward()

@@ -359,7 +359,7 @@ def training_function(args) -> dict:
             f"training annotations {processor.class_names[:5]}...; set `model.num_labels`."
         )
     if training["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
 
     optimizer = torch.optim.AdamW(
         model.get_parameter_groups(
