@@ -183,10 +183,17 @@ class AdaTADSideAdapters(nn.Module):
             AdaTADTemporalAdapter(hidden_size, adapter_hidden_size, kernel_size, residual=False) for _ in range(num_taps)
         )
 
+    # Set by `activation_checkpointing_enable()`: each side adapter then recomputes its activations in backward.
+    gradient_checkpointing = False
+
     def forward(self, taps: list[torch.Tensor], video_grid: tuple[int, int, int, int]) -> torch.Tensor:
+        checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         output = taps[-1]
         for adapter, tap in zip(self.adapters, taps):
-            output = output + adapter(tap, video_grid)
+            if checkpointing:
+                output = output + self._gradient_checkpointing_func(adapter.__call__, tap, video_grid)
+            else:
+                output = output + adapter(tap, video_grid)
         return output
 
 

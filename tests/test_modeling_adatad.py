@@ -240,8 +240,9 @@ def test_default_config_round_trip_with_trust_remote_code(tmp_path):
         assert torch.equal(original[key], restored[key]), key
 
 
-def test_gradient_checkpointing_gives_same_gradients(tester):
-    config = tester.get_config(adapter_layer_indices=[0, 1])
+@pytest.mark.parametrize("tuning_mode", ["adapter", "side"])
+def test_gradient_checkpointing_gives_same_gradients(tester, tuning_mode):
+    config = tester.get_config(tuning_mode=tuning_mode, adapter_layer_indices=[0, 1])
     model = AdaTADForTemporalDetection(config).train()
     checkpointed = copy.deepcopy(model)
     checkpointed.activation_checkpointing_enable()
