@@ -24,9 +24,10 @@ def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> 
     if drop_prob == 0.0 or not training:
         return hidden_states
     keep_prob = 1.0 - drop_prob
+    # floor(keep_prob + U[0, 1)) is 1 with probability keep_prob: the same draws as OpenTAD's (mmcv) DropPath.
     mask_shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
-    mask = torch.empty(mask_shape, dtype=hidden_states.dtype, device=hidden_states.device).bernoulli_(keep_prob)
-    return hidden_states * mask / keep_prob
+    keep = torch.rand(mask_shape, dtype=hidden_states.dtype, device=hidden_states.device)
+    return hidden_states / keep_prob * (keep + keep_prob).floor()
 
 
 class AdaTADDropPath(nn.Module):
@@ -484,13 +485,7 @@ class AdaTADAffineDropPath(nn.Module):
         self.scale = nn.Parameter(torch.full((1, num_channels, 1), init_scale))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.scale * hidden_states
-        if self.drop_prob == 0.0 or not self.training:
-            return hidden_states
-        keep_prob = 1.0 - self.drop_prob
-        keep = torch.rand((hidden_states.shape[0], 1, 1), dtype=hidden_states.dtype, device=hidden_states.device)
-        keep = (keep + keep_prob).floor()
-        return hidden_states / keep_prob * keep
+        return drop_path(self.scale * hidden_states, self.drop_prob, self.training)
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
