@@ -14,7 +14,8 @@ Schema (every file has exactly these keys; `null` means "not used by this preset
 - `name` (str): the preset name (the file stem).
 - `description` (str): one line for people: setting, backbone, dataset, frames, image size.
 - `dataset` (str): `activitynet-1.3`, `thumos-14`, `epic-kitchens-100-noun`, `epic-kitchens-100-verb`, `ego4d-mq`,
-  `multi-thumos` or `synthetic`.
+  `multi-thumos` or `synthetic`; any other name is a custom dataset (`paper` and `opentad_config` null), as
+  `adatad-suggest-preset` writes (docs/custom-dataset.md).
 - `opentad_config` (str or null): path of the matching config inside OpenTAD (`sming256/OpenTAD`).
 - `paper` (dict or null): the seed README's numbers, `{"average_mAP": x, "mAP": {"0.5": x, ...}}` (percent; only
   the tIoUs the table shows). null for the baselines and the synthetic presets.
@@ -321,7 +322,13 @@ def _check_one_of(value, allowed, key: str, source: str):
 def _check_consistency(preset: dict, source: str):
     model, data, processor = preset["model"], preset["data"], preset["processor"]
     training, evaluation = preset["training"], preset["evaluation"]
-    _check_one_of(preset["dataset"], DATASETS, "dataset", source)
+    if preset["dataset"] not in DATASETS and (not preset["dataset"].strip() or preset["paper"] is not None
+                                              or preset["opentad_config"] is not None):
+        # Any name is a custom dataset (adatad-suggest-preset writes such presets); it has no paper or OpenTAD config.
+        raise PresetError(
+            f"{source}: `dataset` {json.dumps(preset['dataset'])} is not one of {list(DATASETS)}, so it is a custom "
+            "dataset: give it a non-empty name and set `paper` and `opentad_config` to null."
+        )
     _check_one_of(data["annotation_format"], ANNOTATION_FORMATS, "data.annotation_format", source)
     _check_one_of(data["conversion_mode"], CONVERSION_MODES, "data.conversion_mode", source)
     _check_one_of(data["train_sampling_method"], TRAIN_SAMPLING_METHODS, "data.train_sampling_method", source)
