@@ -28,7 +28,6 @@ The annotation side imports numpy and `datasets` only; torch is imported only to
 
 import argparse
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -85,6 +84,7 @@ PROBLEMS = {
     "timing_mismatch": ("warning", "a stated duration that differs from the decoded video"),
     "skipped_broken_video": ("warning", "an undecodable video left out on request (--skip-broken-videos)"),
     "unannotated_video_file": ("warning", "a video file in the video folder that the annotations do not name"),
+    "no_evaluation_subset": ("warning", "a single subset: no held-out videos to measure mAP on"),
 }
 
 
@@ -605,11 +605,14 @@ def check_annotations(
                        f"subset {subset!r} has {report.videos_per_subset[subset]} videos but no valid segment; "
                        "training drops such videos and evaluation has nothing to score (name it with "
                        "--unlabelled-subset if it is meant to be unlabelled)")
-        for video in videos:
-            if labels and video.subset == subset and not video.segments:
-                report.add("video_without_segments", f"{video.where}: video {video.video_id!r} of subset {subset!r} "
-                                                     "has no segment (training skips it)")
+    for video in videos:
+        if not video.segments and labels_by_subset[video.subset]:
+            report.add("video_without_segments", f"{video.where}: video {video.video_id!r} of subset "
+                                                 f"{video.subset!r} has no segment (training skips it)")
     train = _training_subset(labels_by_subset, train_subset)
+    if len(labels_by_subset) == 1:
+        report.add("no_evaluation_subset", f"every video is in subset {next(iter(labels_by_subset))!r}; set the "
+                                           "`subset` of some videos to e.g. 'validation' to evaluate on them")
     if train is not None and train not in labels_by_subset:
         report.add("subset_without_ground_truth", f"the training subset {train!r} has no video (subsets: "
                                                   f"{sorted(labels_by_subset)})")
@@ -637,6 +640,9 @@ def _class_names_for(path: Optional[PathLike]) -> Optional[List[str]]:
         return annotation_tables.read_class_names(path)
     except (FileNotFoundError, annotation_tables.AnnotationError) as error:
         raise CustomDataError(str(error)) from None
+    except UnicodeDecodeError:
+        _read_text(Path(path))  # raises the error that names the line
+        raise
 
 
 def validate_annotations(
@@ -815,6 +821,7 @@ def convert_annotations(
     report = ValidationReport(str(source))
     records = read_annotations(source, default_subset=default_subset, report=report)
     report.source = records.source
+    class_names = _class_names_for(class_map)
     folder = Path(video_dir) if video_dir is not None else records.video_dir
     if folder is not None:
         _locate_videos(records, folder, report)
@@ -822,7 +829,6 @@ def convert_annotations(
     for video in records.videos.values():
         if video.num_frames is None and video.duration is not None and video.fps is not None:
             video.num_frames = int(round(video.duration * video.fps))
-    class_names = _class_names_for(class_map)
     check_annotations(records, report, class_names=class_names, train_subset=train_subset,
                       unlabelled_subsets=unlabelled_subsets, require_timing=True)
     if not report.ok:
@@ -1019,7 +1025,8 @@ def build_custom_preset(
     preset.update(
         name=name,
         description=f"AdaTAD on the custom dataset {name}, {backbone} backbone ({BACKBONE_PRESETS[backbone]}), "
-                    f"window {settings.window_size} x {settings.scale_factor}, snippet stride {settings.snippet_stride}",
+                    f"window {settings.window_size} x {settings.scale_factor}, "
+                    f"snippet stride {settings.snippet_stride}",
         dataset=name,
         opentad_config=None,
         paper=None,
@@ -1070,18 +1077,18 @@ def _print_report(report: ValidationReport, stream=None) -> None:
 
 
 def convert_main(argv: Optional[Sequence[str]] = None) -> int:
-    """`adatad-convert-annotations`: exit 0 when written, 1 when the data has errors (nothing written), 2 on bad
-    arguments or unusable files."""
+    """`adatad-convert-annotations`: exit 0 when written, 1 when the data or a file has errors (nothing written),
+    2 on bad arguments."""
     parser = argparse.ArgumentParser(
         prog="adatad-convert-annotations",
         description="Convert a CSV / JSONL of `video,start,end,label[,subset,fps,duration]` rows, an ActivityNet-style "
         "JSON, or a folder of videos with one such file, to annotations.json + category_idx.txt for training.",
     )
-    parser.add_argument("source", help="annotation file (.csv, .jsonl, .json) or folder of videos + one annotation file")
+    parser.add_argument("source", help="annotation file (.csv, .jsonl, .json) or folder of videos + one such file")
     parser.add_argument("--output-dir", required=True, help="folder for annotations.json and category_idx.txt")
     parser.add_argument("--video-dir", help="folder of the videos (default: the source folder); probed for durations")
     parser.add_argument("--class-map", help="class names, one per line (default: every label, sorted)")
-    parser.add_argument("--default-subset", default=DEFAULT_SUBSET, help="subset of rows without one (default training)")
+    parser.add_argument("--default-subset", default=DEFAULT_SUBSET, help="subset of rows without one (%(default)s)")
     parser.add_argument("--train-subset", help="the training subset (default: 'training' or 'train')")
     parser.add_argument("--unlabelled-subset", action="append", default=[], help="subset allowed to have no labels")
     parser.add_argument("--skip-broken-videos", action="store_true", help="leave undecodable videos out (listed)")
@@ -1096,7 +1103,7 @@ def convert_main(argv: Optional[Sequence[str]] = None) -> int:
         )
     except CustomDataError as error:
         print(f"adatad-convert-annotations: error: {error}", file=sys.stderr)
-        return 2
+        return 1
     _print_report(report)
     if written is None:
         print(f"nothing written to {args.output_dir}", file=sys.stderr)
@@ -1106,7 +1113,8 @@ def convert_main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def validate_main(argv: Optional[Sequence[str]] = None) -> int:
-    """`adatad-validate-data`: exit 0 when valid (warnings allowed), 1 on errors, 2 on unusable files."""
+    """`adatad-validate-data`: exit 0 when valid (warnings allowed), 1 on errors (also a file that cannot be read
+    at all), 2 on bad arguments."""
     parser = argparse.ArgumentParser(
         prog="adatad-validate-data",
         description="Check a temporal action detection dataset and print a report (counts per problem, first rows).",
@@ -1126,7 +1134,7 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
         )
     except CustomDataError as error:
         print(f"adatad-validate-data: error: {error}", file=sys.stderr)
-        return 2
+        return 1
     _print_report(report)
     return 0 if report.ok else 1
 
@@ -1146,6 +1154,7 @@ def suggest_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--name", help="preset and dataset name (default: the output file name)")
     parser.add_argument("--train-subset", default=None, help="training subset (default: 'training' or 'train')")
     parser.add_argument("--test-subset", default=None, help="evaluation subset (default: the other labelled subset)")
+    parser.add_argument("--unlabelled-subset", action="append", default=[], help="subset allowed to have no labels")
     parser.add_argument("--max-window-size", type=int, default=768, help="cap on the window in features (768)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override preset fields")
     args = parser.parse_args(argv)
@@ -1154,12 +1163,13 @@ def suggest_main(argv: Optional[Sequence[str]] = None) -> int:
         report = ValidationReport(args.annotations)
         records = read_annotations(args.annotations, report=report)
         check_annotations(records, report, class_names=_class_names_for(Path(records.source).with_name(
-            CLASS_MAP_FILENAME)), train_subset=args.train_subset, require_timing=True)
+            CLASS_MAP_FILENAME)), train_subset=args.train_subset, unlabelled_subsets=args.unlabelled_subset,
+            require_timing=True)
         if not report.ok:
             _print_report(report, sys.stderr)
             print("adatad-suggest-preset: error: fix the data first (adatad-validate-data)", file=sys.stderr)
             return 1
-        subsets = list(report.videos_per_subset)
+        subsets = [name for name, count in report.segments_per_subset.items() if count]
         train = _training_subset(subsets, args.train_subset)
         test = args.test_subset or next((name for name in subsets if name != train), None)
         if train is None or test is None:
@@ -1182,7 +1192,7 @@ def suggest_main(argv: Optional[Sequence[str]] = None) -> int:
         write_atomic(output, presets.dump_preset(preset))
     except (CustomDataError, ValueError) as error:
         print(f"adatad-suggest-preset: error: {error}", file=sys.stderr)
-        return 2
+        return 1
     print("suggested settings:")
     for line in settings.reasoning:
         print(f"  - {line}")

@@ -18,7 +18,6 @@ from adatad import data as annotation_tables
 from adatad.custom_data import (
     CustomDataError,
     DataValidationError,
-    ValidationReport,
     check_training_data,
     convert_annotations,
     convert_main,
@@ -221,11 +220,11 @@ def test_duplicate_keys_in_json_and_two_files_with_one_id(clips, tmp_path):
 
 def test_csv_with_wrong_columns_names_the_file_and_the_columns(tmp_path, capsys):
     source = write_csv(tmp_path / "labels.csv", [("a", 1, 2, "run")], header=("clip", "t0", "t1", "action"))
-    assert validate_main([str(source)]) == 2
+    assert validate_main([str(source)]) == 1
     err = capsys.readouterr().err
     assert str(source) in err and "missing column(s) ['video', 'start', 'end', 'label']" in err
     (tmp_path / "semi.csv").write_text("video;start;end;label\na;1;2;run\n")
-    assert convert_main([str(tmp_path / "semi.csv"), "--output-dir", str(tmp_path / "out")]) == 2
+    assert convert_main([str(tmp_path / "semi.csv"), "--output-dir", str(tmp_path / "out")]) == 1
     assert "separated by ';'" in capsys.readouterr().err and not (tmp_path / "out").exists()
     (tmp_path / "extra.csv").write_text("video,start,end,label,camera\na,1,2,run,left\n")
     with pytest.raises(CustomDataError, match=r"extra.csv: unknown column\(s\) \['camera'\]"):
@@ -235,7 +234,7 @@ def test_csv_with_wrong_columns_names_the_file_and_the_columns(tmp_path, capsys)
 def test_non_utf8_bytes_name_the_file_and_line(tmp_path, capsys):
     source = tmp_path / "labels.csv"
     source.write_bytes("video,start,end,label\na,1,2,run\nb,1,2,caf\xe9\n".encode("latin-1"))
-    assert validate_main([str(source)]) == 2
+    assert validate_main([str(source)]) == 1
     err = capsys.readouterr().err
     assert f"{source}: line 3 is not valid UTF-8" in err
     # a byte-order mark (spreadsheet "CSV UTF-8") is fine
@@ -272,7 +271,7 @@ def test_folder_with_broken_videos_fails_or_skips_them_on_request(clips, tmp_pat
 def test_output_in_a_missing_folder_is_refused_before_any_work(tmp_path, capsys):
     source = write_csv(tmp_path / "labels.csv", GOOD_ROWS, GOOD_HEADER)
     target = tmp_path / "no" / "such" / "folder"
-    assert convert_main([str(source), "--output-dir", str(target)]) == 2
+    assert convert_main([str(source), "--output-dir", str(target)]) == 1
     assert f"its parent folder {target.parent} does not exist" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
     with pytest.raises(CustomDataError, match="does not exist"):
@@ -332,7 +331,9 @@ def test_suggestions_on_thumos14_match_adatads_thumos_setting(shared_dir):
     assert any("snippet_stride 4" in line for line in settings.reasoning)
 
 
-@pytest.mark.parametrize("fps, short, long, video", [(10, 1.0, 2.0, 6.4), (30, 0.3, 200.0, 1200.0), (25, 5.0, 40.0, 30.0)])
+@pytest.mark.parametrize(
+    "fps, short, long, video", [(10, 1.0, 2.0, 6.4), (30, 0.3, 200.0, 1200.0), (25, 5.0, 40.0, 30.0)]
+)
 def test_suggestions_satisfy_the_model_constraints(fps, short, long, video):
     segments = [short] * 10 + [long] * 10
     settings = suggest_settings(segments, [video] * 20, fps)
@@ -466,3 +467,20 @@ def test_walkthrough_in_the_docs(tmp_path):
     assert "average" in outputs[4] or "mAP" in outputs[4]
     detections = json.loads((demo / "detections.json").read_text())
     assert list(detections["results"]) == ["synthetic_validation_0000"]
+
+
+def test_single_subset_and_unreadable_class_map(tmp_path, capsys):
+    rows = [row for row in GOOD_ROWS if row[4] == "training"]
+    report = report_for(tmp_path, rows)
+    assert report.ok and report.warnings["no_evaluation_subset"] == 1
+    (tmp_path / "classes.txt").write_bytes("run\njump\ncaf\xe9\n".encode("latin-1"))
+    source = tmp_path / "labels.csv"
+    assert validate_main([str(source), "--class-map", str(tmp_path / "classes.txt")]) == 1
+    assert "classes.txt: line 3 is not valid UTF-8" in capsys.readouterr().err
+
+
+def test_startup_check_passes_on_the_shipped_synthetic_preset(clips):
+    root, _ = clips
+    preset = presets.apply_overrides(presets.load_preset("synthetic-tiny"), [f"data.root={root}", "model.num_labels=2"])
+    report = check_training_data(preset, presets.resolve_data_paths(preset), decode_videos=True)
+    assert report.ok and sum(report.segments_per_subset.values()) > 0
