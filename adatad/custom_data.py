@@ -82,6 +82,7 @@ PROBLEMS = {
     "duplicate_segment": ("warning", "the same (start, end, label) twice in one video (the loaders drop one)"),
     "video_without_segments": ("warning", "a video without segments in a subset that has ground truth"),
     "timing_mismatch": ("warning", "a stated duration that differs from the decoded video"),
+    "clipped_segment": ("warning", "a segment reaching outside the video, clipped to it on request (--clip-segments)"),
     "skipped_broken_video": ("warning", "an undecodable video left out on request (--skip-broken-videos)"),
     "unannotated_video_file": ("warning", "a video file in the video folder that the annotations do not name"),
     "no_evaluation_subset": ("warning", "a single subset: no held-out videos to measure mAP on"),
@@ -535,6 +536,7 @@ def check_annotations(
     num_labels: Optional[int] = None,
     require_timing: bool = False,
     ignore_labels: Sequence[str] = (),
+    clip_segments: bool = False,
 ) -> ValidationReport:
     """Checks records already read (and located/probed if videos are given); fills `report` and returns it.
 
@@ -545,6 +547,8 @@ def check_annotations(
         num_labels: the model's class count (a preset's `model.num_labels`), compared to the class map.
         require_timing: report videos lacking duration, fps or frame count as errors (training needs them).
         ignore_labels: labels whose segments are left out before checking (THUMOS "Ambiguous").
+        clip_segments: clip segments that reach outside [0, duration] to it (in the records, counted as
+            `clipped_segment` warnings) instead of reporting them; a segment entirely outside stays an error.
     """
     videos = list(annotations.videos.values())
     if not videos:
@@ -570,9 +574,12 @@ def check_annotations(
                 report.add("zero_length_segment", f"{at} has no length")
                 continue
             if segment.start < 0 or (video.duration is not None and segment.end > video.duration):
-                limit = "?" if video.duration is None else f"{video.duration:g}"
-                report.add("outside_video", f"{at} is outside the video [0, {limit}] s")
-                continue
+                limit = math.inf if video.duration is None else video.duration
+                if not clip_segments or segment.end <= 0 or segment.start >= limit:
+                    report.add("outside_video", f"{at} is outside the video [0, {limit:g}] s")
+                    continue
+                segment.start, segment.end = max(segment.start, 0.0), min(segment.end, limit)
+                report.add("clipped_segment", f"{at} clipped to [{segment.start:g}, {segment.end:g}]")
             key = (segment.start, segment.end, segment.label)
             if key in seen:
                 report.add("duplicate_segment", f"{at} {segment.label!r} appears twice")
@@ -796,6 +803,7 @@ def convert_annotations(
     train_subset: Optional[str] = None,
     unlabelled_subsets: Sequence[str] = (),
     skip_broken_videos: bool = False,
+    clip_segments: bool = False,
     decode_backend: str = "auto",
 ) -> Tuple[Optional[Dict[str, Path]], ValidationReport]:
     """Converts a CSV / JSONL / ActivityNet JSON / dataset folder to `annotations.json` + `category_idx.txt`.
@@ -810,6 +818,7 @@ def convert_annotations(
         video_dir: folder of the videos (default: the dataset folder). Without videos the file must state
             `duration` and `fps` for every video (the frame count is then `round(duration * fps)`).
         skip_broken_videos: leave undecodable videos out (counted, listed) instead of failing.
+        clip_segments: clip segments that reach past the video's ends instead of failing.
         See `check_annotations` for the other arguments.
 
     Returns:
@@ -830,7 +839,7 @@ def convert_annotations(
         if video.num_frames is None and video.duration is not None and video.fps is not None:
             video.num_frames = int(round(video.duration * video.fps))
     check_annotations(records, report, class_names=class_names, train_subset=train_subset,
-                      unlabelled_subsets=unlabelled_subsets, require_timing=True)
+                      unlabelled_subsets=unlabelled_subsets, require_timing=True, clip_segments=clip_segments)
     if not report.ok:
         return None, report
     rows = to_video_rows(records, report.class_names)
@@ -1064,7 +1073,7 @@ def _dataset_statistics(records: CustomAnnotations, train_subset: str):
         raise CustomDataError(f"{records.source}: the training subset {train_subset!r} needs videos with durations, "
                               "fps and segments to suggest settings; convert it with adatad-convert-annotations "
                               "--video-dir first.")
-    return segments, durations, float(np.median(fps_values)), len(train)
+    return segments, durations, fps_values, len(train)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1092,6 +1101,7 @@ def convert_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--train-subset", help="the training subset (default: 'training' or 'train')")
     parser.add_argument("--unlabelled-subset", action="append", default=[], help="subset allowed to have no labels")
     parser.add_argument("--skip-broken-videos", action="store_true", help="leave undecodable videos out (listed)")
+    parser.add_argument("--clip-segments", action="store_true", help="clip segments reaching past the video's ends")
     parser.add_argument("--decode-backend", default="auto", choices=("auto", "decord", "pyav", "torchcodec"))
     args = parser.parse_args(argv)
     try:
@@ -1099,7 +1109,7 @@ def convert_main(argv: Optional[Sequence[str]] = None) -> int:
             args.source, args.output_dir, video_dir=args.video_dir, class_map=args.class_map,
             default_subset=args.default_subset, train_subset=args.train_subset,
             unlabelled_subsets=args.unlabelled_subset, skip_broken_videos=args.skip_broken_videos,
-            decode_backend=args.decode_backend,
+            clip_segments=args.clip_segments, decode_backend=args.decode_backend,
         )
     except CustomDataError as error:
         print(f"adatad-convert-annotations: error: {error}", file=sys.stderr)
@@ -1180,8 +1190,16 @@ def suggest_main(argv: Optional[Sequence[str]] = None) -> int:
         if len(extensions) != 1:
             raise CustomDataError(f"{args.video_dir}: the training loader reads one video extension, found "
                                   f"{extensions or 'no videos'}; rename or re-encode the videos to one container.")
-        segments, durations, fps, num_train = _dataset_statistics(records, train)
-        settings = suggest_settings(segments, durations, fps, max_window_size=args.max_window_size)
+        segments, durations, fps_values, num_train = _dataset_statistics(records, train)
+        settings = suggest_settings(segments, durations, float(np.median(fps_values)),
+                                    max_window_size=args.max_window_size)
+        if max(fps_values) > 1.1 * min(fps_values):
+            # frame_count sampling counts each video's own frames, so one feature step lasts a different time
+            settings.reasoning.append(
+                f"frame rates vary from {min(fps_values):g} to {max(fps_values):g} fps: a feature step is "
+                f"snippet_stride frames of each video, so its length in seconds varies; re-encode the videos to one "
+                "frame rate for equal steps"
+            )
         name = args.name or output.stem
         preset = build_custom_preset(
             settings, backbone=args.backbone, name=name, data_root=Path(records.source).parent,

@@ -484,3 +484,19 @@ def test_startup_check_passes_on_the_shipped_synthetic_preset(clips):
     preset = presets.apply_overrides(presets.load_preset("synthetic-tiny"), [f"data.root={root}", "model.num_labels=2"])
     report = check_training_data(preset, presets.resolve_data_paths(preset), decode_videos=True)
     assert report.ok and sum(report.segments_per_subset.values()) > 0
+
+
+def test_clip_segments_on_request(tmp_path):
+    rows = GOOD_ROWS + [("a.mp4", 7.5, 8.3, "run", "training", 10, 8.0),
+                        ("c.mp4", 6.0, 7.0, "run", "validation", 10, 5)]
+    source = write_csv(tmp_path / "labels.csv", rows, GOOD_HEADER)
+    written, report = convert_annotations(source, tmp_path / "out")
+    assert written is None and report.errors == {"outside_video": 2}
+    written, report = convert_annotations(source, tmp_path / "out", clip_segments=True)
+    # the segment entirely after the end of video c cannot be clipped
+    assert written is None and report.errors == {"outside_video": 1} and report.warnings["clipped_segment"] == 1
+    source = write_csv(tmp_path / "labels.csv", rows[:-1], GOOD_HEADER)
+    written, report = convert_annotations(source, tmp_path / "out", clip_segments=True)
+    assert report.ok and report.warnings["clipped_segment"] == 1
+    database = json.loads(written["annotation_file"].read_text())["database"]
+    assert [7.5, 8.0] in [a["segment"] for a in database["a"]["annotations"]]
