@@ -877,7 +877,6 @@ class SuggestedSettings:
     fpn_regression_ranges: List[List[int]]
     seconds_per_feature: float
     reasoning: List[str]
-    statistics: Dict[str, float]
 
 
 def _round_up(value: float, multiple: int) -> int:
@@ -958,23 +957,22 @@ def suggest_settings(
     window_size = _round_up(window, multiple)
     reasoning.append(
         f"window_size {window_size} features ({window_size * seconds_per_feature:.1f} s, "
-        f"{window_size * scale_factor} frames into the backbone): twice the 99th percentile segment "
-        f"({features(p99):.0f} features), the 90th percentile video ({features(video_p90):.0f} features) "
-        f"when it fits {max_window_size}, rounded to a multiple of {multiple}"
+        f"{window_size * scale_factor} frames into the backbone): at least twice the 99th percentile segment "
+        f"(2 x {features(p99):.0f} features), and the 90th percentile video ({features(video_p90):.0f} features) "
+        f"up to {max_window_size}, rounded up to a multiple of {multiple}"
     )
     strides = [2 ** level for level in range(levels)]
     ranges = [[0, 4]] + [[4 * 2 ** (level - 1), 4 * 2 ** level] for level in range(1, levels)]
     ranges[-1][1] = 10000
+    long_level = next(level for level, (_, upper) in enumerate(ranges) if features(p95) < upper)
     reasoning.append(
-        f"{levels} FPN levels (strides {strides}), regression ranges {ranges} in features: the longest segments "
-        f"(95th percentile {features(p95):.0f} features) fall in the coarsest levels, which keep "
-        f"{window_size // strides[-1]} points per window"
+        f"{levels} FPN levels (strides {strides}), regression ranges {ranges} in features: the 95th percentile "
+        f"segment ({features(p95):.0f} features) is regressed by level {long_level} (stride {strides[long_level]}); "
+        f"the coarsest level keeps {window_size // strides[-1]} points per window"
     )
     reasoning.append(f"max_seq_len {window_size}: the window length, a multiple of the coarsest stride {strides[-1]}")
-    statistics = dict(segment_p10=p10, segment_median=p50, segment_p95=p95, segment_p99=p99,
-                      video_median=video_p50, video_p90=video_p90, fps=fps)
     return SuggestedSettings(snippet_stride, scale_factor, window_size, window_size, strides, ranges,
-                             seconds_per_feature, reasoning, statistics)
+                             seconds_per_feature, reasoning)
 
 
 # Backbones a custom preset can start from: name -> the shipped preset whose model, optimiser and augmentation it
