@@ -500,3 +500,19 @@ def test_clip_segments_on_request(tmp_path):
     assert report.ok and report.warnings["clipped_segment"] == 1
     database = json.loads(written["annotation_file"].read_text())["database"]
     assert [7.5, 8.0] in [a["segment"] for a in database["a"]["annotations"]]
+
+
+def test_format_examples_in_the_docs_read_back_alike(tmp_path):
+    text = DOC.read_text()
+    schema = text[text.index("## The annotation schema"):text.index("## Walk-through")]
+    csv_text, jsonl_text, json_text = re.findall(r"```text\n(.*?)```", schema, re.S)
+    for name, content in (("labels.csv", csv_text), ("labels.jsonl", jsonl_text), ("labels.json", json_text)):
+        (tmp_path / name).write_text(content)
+    from_csv = read_annotations(tmp_path / "labels.csv").videos
+    from_jsonl = read_annotations(tmp_path / "labels.jsonl").videos
+    from_json = read_annotations(tmp_path / "labels.json").videos
+    expected = [(3.2, 7.9, "pour"), (12.0, 15.5, "stir")]
+    assert [(s.start, s.end, s.label) for s in from_csv["kitchen_01"].segments] == expected
+    assert [(s.start, s.end, s.label) for s in from_json["kitchen_01"].segments] == expected
+    assert from_jsonl["kitchen_01"].segments[0].label == "pour" and from_csv["kitchen_02"].subset == "validation"
+    assert from_json["kitchen_01"].num_frames == 1800
