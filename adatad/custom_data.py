@@ -371,6 +371,8 @@ def _videos_from_database(path: Path, report: ValidationReport) -> Dict[str, Vid
         fps = None if fps is None else _number(fps, "fps", where, report, positive=True)
         num_frames = info.get("frame")
         num_frames = None if num_frames is None else _number(num_frames, "frame", where, report, positive=True)
+        if fps is None and num_frames is not None and duration is not None:
+            fps = num_frames / duration  # as adatad.data.load_database_json (OpenTAD's files state no fps)
         video = VideoRecord(video_id, info["subset"], where, duration, fps,
                             None if num_frames is None else int(num_frames))
         annotations = info.get("annotations") or []
@@ -713,6 +715,8 @@ def check_training_data(
     Returns:
         the report (warnings only) when the data is usable.
     """
+    if segment_problems not in ("error", "warning"):
+        raise ValueError(f"segment_problems must be 'error' or 'warning', got {segment_problems!r}.")
     data = preset["data"]
     report = ValidationReport(str(paths["annotation_file"]))
     records = read_annotations(paths["annotation_file"], report=report)
@@ -721,6 +725,9 @@ def check_training_data(
         records.videos.pop(video_id, None)
     wanted = {data["train_subset"], data["test_subset"]}
     records.videos = {k: v for k, v in records.videos.items() if v.subset in wanted}
+    if not any(video.subset == data["test_subset"] for video in records.videos.values()):
+        report.add("subset_without_ground_truth", f"the evaluation subset {data['test_subset']!r} (data.test_subset) "
+                                                  f"has no video in {records.source}")
     if paths.get("video_dir") is not None:
         video_dir = Path(paths["video_dir"])
         for video in records.videos.values():
@@ -742,8 +749,6 @@ def check_training_data(
         for kind in ("outside_video", "zero_length_segment"):
             if kind in report.errors:
                 report.warnings[kind] = report.errors.pop(kind)
-    elif segment_problems != "error":
-        raise ValueError(f"segment_problems must be 'error' or 'warning', got {segment_problems!r}.")
     if not report.ok:
         raise DataValidationError(report)
     return report

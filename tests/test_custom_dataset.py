@@ -383,6 +383,14 @@ def test_training_startup_check(clips, tmp_path):
     assert error.value.report.errors == {"num_labels_mismatch": 1}
     with pytest.raises(DataValidationError, match="missing_video"):
         check_training_data({**preset, "data": {**preset["data"], "video_extension": ".mkv"}}, paths)
+    with pytest.raises(DataValidationError, match="the evaluation subset 'test'"):
+        check_training_data({**preset, "data": {**preset["data"], "test_subset": "test"}}, paths)
+    # OpenTAD's annotation files state `frame` and `duration` but no fps: fps = frame / duration, as the loader does
+    database = json.loads(paths["annotation_file"].read_text())
+    for video in database["database"].values():
+        del video["fps"]
+    paths["annotation_file"].write_text(json.dumps(database))
+    assert check_training_data(preset, paths).ok
     # segments past the video end: errors for custom data, warnings for benchmark files that contain them
     database = json.loads(paths["annotation_file"].read_text())
     first = next(iter(database["database"].values()))
