@@ -212,7 +212,10 @@ def sample_sliding_window(
     frame_stride = read_stride(snippet_stride, scale_factor)
     all_indices = np.arange(0, num_frames, frame_stride)
     feature_start = int(window_start_frame / snippet_stride)
-    feature_end = int(window_end_frame / snippet_stride) if window_end_frame is not None else feature_start + window_size - 1
+    if window_end_frame is None:
+        feature_end = feature_start + window_size - 1
+    else:
+        feature_end = int(window_end_frame / snippet_stride)
     start = min(feature_start * scale_factor, len(all_indices))
     end = min((feature_end + 1) * scale_factor, len(all_indices), start + window_size * scale_factor)
     if end <= start:

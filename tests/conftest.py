@@ -6,6 +6,7 @@ import pytest
 # Everything the tests read lives in the repository: tests/fixtures (OpenTAD parity and evaluation references),
 # tests/data (real annotation files and clips) and tests/seed; tests/SOURCES.md gives each file's origin and licence.
 TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
 
 
 def opentad_fixture_dirs():

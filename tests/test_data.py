@@ -49,6 +49,7 @@ def segment_multiset(dataset, video_id=None):
     return result if video_id is None else result[video_id]
 
 
+@pytest.mark.slow
 def test_import_does_not_pull_torch():
     code = "import sys, adatad.data; assert 'torch' not in sys.modules, 'adatad.data imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -68,6 +69,7 @@ def anet(annotations_dir):
     )
 
 
+@pytest.mark.slow
 def test_activitynet_bsn_counts_and_quirks(anet, annotations_dir):
     dataset, report = anet
     assert len(dataset) == 19228
@@ -90,6 +92,7 @@ def test_activitynet_bsn_counts_and_quirks(anet, annotations_dir):
     assert zero == {"6kgJx6ahgq0", "QhiKgeJV3k0", "e6J_ygZ779A"}
 
 
+@pytest.mark.slow
 def test_activitynet_bsn_validation_instances(annotations_dir):
     folder = annotations_dir / "activitynet"
     validation, report = load_activitynet_bsn(
@@ -103,6 +106,7 @@ def test_activitynet_bsn_validation_instances(annotations_dir):
     assert sum(len(s) for s in deduplicated["segments"]) == 7293 - 17
 
 
+@pytest.mark.slow
 def test_activitynet_class_name_files_agree(annotations_dir, anet):
     folder = annotations_dir / "activitynet"
     from_txt = read_class_names(folder / "action_name.txt")
@@ -117,6 +121,7 @@ def test_activitynet_class_name_files_agree(annotations_dir, anet):
     assert class_names_of(folder_default) == sorted(from_txt)
 
 
+@pytest.mark.slow
 def test_activitynet_submission_file_matches_validation(annotations_dir):
     # sample_detection_prediction.json is the validation GT written as predictions (SOURCES.md)
     with open(annotations_dir / "activitynet" / "sample_detection_prediction.json") as f:
@@ -260,6 +265,7 @@ def test_epic_timestamps_to_seconds(annotations_dir):
     assert class_names_of(dataset)[row["labels"][index]] == "wash"
 
 
+@pytest.mark.slow
 def test_multithumos(annotations_dir):
     dataset, report = load_multithumos_json(annotations_dir / "multithumos" / "multithumos.json", output_report=True)
     assert len(dataset) == 413 and Counter(dataset["subset"]) == {"training": 200, "testing": 213}
@@ -277,6 +283,7 @@ def test_multithumos(annotations_dir):
         load_multithumos_json(annotations_dir / "multithumos" / "multithumos.json", class_names=["a", "b"])
 
 
+@pytest.mark.slow
 def test_charades_json(annotations_dir):
     path = annotations_dir / "charades" / "charades.json"
     with pytest.raises(AnnotationError, match=r"charades\.json: video 'AKKWU', field actions\[0\]\.segment: end"):
@@ -290,6 +297,7 @@ def test_charades_json(annotations_dir):
     assert all("end (" in line for line in report.details)
 
 
+@pytest.mark.slow
 def test_charades_csv_equals_json(annotations_dir):
     folder = annotations_dir / "charades"
     from_csv = load_charades_csv(folder / "Charades_v1_test_200.csv")

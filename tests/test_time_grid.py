@@ -12,6 +12,7 @@ import pytest
 from adatad.time_grid import grid_to_seconds, seconds_to_frames, seconds_to_grid, window_bounds
 
 
+@pytest.mark.slow
 def test_import_pulls_neither_torch_nor_datasets():
     code = (
         "import sys, adatad.time_grid; "
@@ -144,7 +145,8 @@ def test_saved_folder_carries_the_time_grid_not_the_annotation_loaders(tmp_path)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
     result = subprocess.run(
-        [sys.executable, "-c", LOAD_SAVED_FOLDER, str(folder), str(expected_starts)], cwd=tmp_path, env=env, capture_output=True, text=True
+        [sys.executable, "-c", LOAD_SAVED_FOLDER, str(folder), str(expected_starts)],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "AdaTADForTemporalDetection" in result.stdout
