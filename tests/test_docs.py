@@ -127,7 +127,8 @@ def check_command(tokens: list[str]) -> list[str]:
     problems += [f"`{text}`: {path} does not exist" for path in paths
                  if "*" not in path and "{" not in path and not (REPO / path).exists()]
     for flag, value in zip(tokens, tokens[1:]):
-        if flag == "--preset" and not value.endswith(".json") and not (REPO / "training/presets" / f"{value}.json").is_file():
+        preset_file = REPO / "training" / "presets" / f"{value}.json"
+        if flag == "--preset" and not value.endswith(".json") and not preset_file.is_file():
             problems.append(f"`{text}`: no preset named {value}")
     if tokens[0] == "make":
         problems += [f"`{text}`: no make target {target}" for target in tokens[1:] if target not in makefile_targets()]
@@ -196,7 +197,8 @@ def test_command_options_appear_in_their_help(page):
         text = help_text(argv)
         for option in {argument.split("=", 1)[0] for argument in arguments if argument.startswith("--")}:
             if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text):
-                problems.append(f"line {line}: `{shlex.join(command)}`: {option} is not an option of {' '.join(argv[1:-1])}")
+                program = " ".join(argv[1:-1])
+                problems.append(f"line {line}: `{shlex.join(command)}`: {option} is not an option of {program}")
     assert not problems, f"{page.relative_to(REPO)}:\n" + "\n".join(problems)
 
 
@@ -250,7 +252,8 @@ def test_readme_is_a_front_door():
 def provenance_notes(path: Path) -> str:
     """Every note that may describe a file under tests/: the SOURCES files and the READMEs of its folders."""
     notes = [REPO / "tests" / "SOURCES.md", REPO / "tests" / "data" / "SOURCES.md"]
-    notes += [folder / "README.md" for folder in path.parents if folder != REPO / "tests" and REPO / "tests" in folder.parents]
+    tests = REPO / "tests"
+    notes += [folder / "README.md" for folder in path.parents if tests in folder.parents]
     return "\n".join(note.read_text() for note in notes if note.is_file())
 
 
