@@ -268,7 +268,7 @@ def timed(function, *args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared-dir", type=Path, default=Path(os.environ.get("ADATAD_SHARED_DIR", REPO_ROOT.parent / "shared")))
+    parser.add_argument("--shared-dir", type=Path, default=REPO_ROOT / "tests")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/adatad-bench-eval"))
     parser.add_argument("--num-predictions", type=int, default=60000)
     parser.add_argument("--repeats", type=int, default=3)
