@@ -267,3 +267,28 @@ def test_every_test_file_has_a_provenance_note():
             if path.name not in notes and f"{path.parent.name}/" not in notes:
                 unexplained.append(str(path.relative_to(REPO)))
     assert not unexplained, "files without a provenance note (tests/SOURCES.md):\n" + "\n".join(unexplained)
+
+
+def recorded_digests() -> dict[Path, str]:
+    """{file: first 16 hex digits of its SHA-256} from the tables of tests/data/SOURCES.md."""
+    digests, folder = {}, None
+    for line in (REPO / "tests" / "data" / "SOURCES.md").read_text().splitlines():
+        heading = re.match(r"#+ ([\w/]+/) ", line)
+        if heading:
+            folder = heading.group(1)
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        digest = next((cell for cell in cells if re.fullmatch(r"[0-9a-f]{16}", cell)), None)
+        if digest and folder:
+            digests[REPO / "tests" / "data" / folder / re.search(r"`([^`]+)`", cells[0]).group(1)] = digest
+    return digests
+
+
+def test_copied_files_are_unchanged():
+    import hashlib
+
+    digests = recorded_digests()
+    assert len(digests) >= 18, sorted(digests)
+    changed = [f"{path.relative_to(REPO)}: recorded {digest}, now {hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+               for path, digest in digests.items()
+               if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest()[:16] != digest]
+    assert not changed, "\n".join(changed)
