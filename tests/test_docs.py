@@ -36,13 +36,14 @@ def fenced_blocks(text: str, language: str) -> list[tuple[int, str]]:
     return blocks
 
 
-def shell_commands(block: str) -> list[tuple[str, list[str] | str]]:
-    """The commands of a bash block: ("argv", tokens) per command (continuations joined, comments dropped, leading
-    VAR=value assignments dropped) and ("python-stdin", code) for a `python - <<'TAG'` here-document."""
+def shell_commands(block: str) -> list[tuple[int, str, list[str] | str]]:
+    """The commands of a bash block, each with its line offset in the block: ("argv", tokens) per command
+    (continuations joined, comments dropped, leading VAR=value assignments dropped) and ("python-stdin", code) for a
+    `python - <<'TAG'` here-document."""
     commands, lines = [], block.splitlines()
     index = 0
     while index < len(lines):
-        line = lines[index]
+        offset, line = index, lines[index]
         while line.rstrip().endswith("\\") and index + 1 < len(lines):
             index += 1
             line = line.rstrip()[:-1] + " " + lines[index]
@@ -52,18 +53,18 @@ def shell_commands(block: str) -> list[tuple[str, list[str] | str]]:
         while tokens and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", tokens[0]):
             tokens = tokens[1:]
         if tokens:
-            commands.append(("argv", tokens))
+            commands.append((offset, "argv", tokens))
         if heredoc:
             end = lines.index(heredoc.group(1), index)
-            commands.append(("python-stdin", "\n".join(lines[index:end])))
+            commands.append((offset, "python-stdin", "\n".join(lines[index:end])))
             index = end + 1
     return commands
 
 
 def page_commands(page: Path):
-    return [(page, line, kind, command)
-            for line, block in fenced_blocks(page.read_text(), "bash")
-            for kind, command in shell_commands(block)]
+    return [(page, start + offset, kind, command)
+            for start, block in fenced_blocks(page.read_text(), "bash")
+            for offset, kind, command in shell_commands(block)]
 
 
 def makefile_targets() -> set[str]:
@@ -163,8 +164,8 @@ def check_command(tokens: list[str]) -> list[str]:
 def test_command_parser_reads_continuations_comments_and_heredocs():
     block = "FOO=1 make test   # comment\npython a.py --x 1 \\\n    --y 2\npython - <<'PY'\nprint(1)\nPY\nmake demo"
     assert shell_commands(block) == [
-        ("argv", ["make", "test"]), ("argv", ["python", "a.py", "--x", "1", "--y", "2"]),
-        ("argv", ["python", "-"]), ("python-stdin", "print(1)"), ("argv", ["make", "demo"]),
+        (0, "argv", ["make", "test"]), (1, "argv", ["python", "a.py", "--x", "1", "--y", "2"]),
+        (3, "argv", ["python", "-"]), (3, "python-stdin", "print(1)"), (6, "argv", ["make", "demo"]),
     ]
     assert check_command(["make", "no-such-target"]) == ["`make no-such-target`: no make target no-such-target"]
     assert "no check is defined" in check_command(["rm", "-rf", "outputs"])[0]
@@ -197,7 +198,7 @@ def test_command_options_appear_in_their_help(page):
         text = help_text(argv)
         for option in {argument.split("=", 1)[0] for argument in arguments if argument.startswith("--")}:
             if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text):
-                program = " ".join(argv[1:-1])
+                program = command[0] if command[0] in console_scripts() else " ".join(argv[1:-1])
                 problems.append(f"line {line}: `{shlex.join(command)}`: {option} is not an option of {program}")
     assert not problems, f"{page.relative_to(REPO)}:\n" + "\n".join(problems)
 
