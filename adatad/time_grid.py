@@ -1,8 +1,7 @@
 """The time grid: seconds <-> frames <-> detector features, evaluation windows and the frame samplers.
 
-Pure numpy (no torch, no `datasets`): the video processor, the annotation tables of `adatad.data` and the training
-script all place time with these functions, and a saved model folder carries this module instead of the
-annotation loaders.
+Pure numpy (no torch, no `datasets`): the video processor and the sliding-window rows of `adatad.data` place time
+with these functions, and a saved model folder carries this module instead of the annotation loaders.
 
 - `seconds_to_frames`, `seconds_to_grid`, `grid_to_seconds`: OpenTAD's three conversions between seconds and
   the feature grid (`"frame_count"`: THUMOS-14, Multi-THUMOS, Ego4D; `"fixed_fps"`: EPIC-Kitchens, Charades;
