@@ -1,9 +1,9 @@
-# `make demo` and `make test` each set everything up on a fresh machine first.
+# `make demo`, `make test`, `make test-fast` and `make lint` each set everything up on a fresh machine first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test test-fast lint
 
 $(BIN)/.adatad-installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,5 +17,13 @@ demo: setup
 	$(BIN)/accelerate launch --num_processes 1 training/run_tad.py --preset synthetic-tiny \
 		--data_dir outputs/synthetic-demo/data --output_dir outputs/synthetic-demo --plot_timeline 4
 
+# Everything, as CI runs it.
 test: setup
 	$(BIN)/python -m pytest -q -ra
+
+# The inner loop: leaves out the tests marked slow (subprocesses, whole real annotation files, training runs).
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .

@@ -17,37 +17,21 @@ and these columns (the names are a contract other modules rely on):
 Convention: a loader returns ONE `Dataset` holding every subset of the file (filter with
 `subset=` at load time, by exact name, or split afterwards with `split_by_subset`).
 
-Common keyword arguments of every loader:
-
-- `subset`: a name or list of names; keeps videos whose subset is EXACTLY one of them. (OpenTAD
-  tests `subset in subset_name`, a substring test for strings; this module never does that.)
-- `on_error`: `"raise"` (default) raises `AnnotationError` naming the file, the video and the field;
-  `"skip"` drops the offending segment (or video) and counts it in the report.
-- `zero_length`: `"keep"` (default) keeps segments with end == start, because the official
-  annotation files contain them and the official ActivityNet evaluator keeps them (OpenTAD's
-  evaluator drops them on its own side); `"error"` treats them as errors.
-- `out_of_bounds`: what to do with segments reaching outside [0, duration]: `"keep"` (default,
-  the official files contain segments ending after the duration and evaluation uses them as is),
-  `"clip"` (clip to [0, duration]; a segment entirely outside the video is then an error), or
-  `"error"`. Checked only when the duration is known.
-- `allow_empty`: keep videos without segments (default True: test subsets have none). With False
-  an empty video is an error (raised, or skipped and counted).
-- `deduplicate`: remove exact duplicate (start, end, label) instances of a video, as OpenTAD's
-  `filter_same_annotation` does (default True; the number removed is in the report).
-- `video_dir`, `video_prefix`, `video_extension`, `missing_videos`: see `resolve_video_paths`.
-- `output_report`: return `(dataset, AnnotationReport)` instead of the dataset (like transformers'
-  `output_loading_info`). The report is also logged (WARNING when anything was skipped, clipped or
-  missing, INFO otherwise) under the `adatad.data` logger.
+Every loader takes `subset` (a name or list of names; keeps videos whose subset is EXACTLY one of them;
+OpenTAD tests `subset in subset_name`, a substring test for strings, this module never does that) and the
+settings all loaders share: validation (`on_error`, `zero_length`, `out_of_bounds`, `allow_empty`,
+`deduplicate`), video files (`video_dir`, `video_prefix`, `video_extension`, `missing_videos`) and
+`output_report`, given as one `AnnotationOptions` object (`options=`) or as keywords of the call. The report
+is logged (WARNING when anything was skipped, clipped or missing, INFO otherwise) under the `adatad.data` logger.
 
 Segments with end < start and labels missing from the class map are always errors (raised or
 skipped). Nothing is dropped silently: every skip, clip and removal is counted in the report.
 
-The second half of the module converts rows for training and inference without decoding any
-video: seconds <-> feature grid (`seconds_to_frames`, `seconds_to_grid`, `grid_to_seconds`) and
-OpenTAD's sliding windows (`expand_sliding_windows`). `to_database_json` writes video rows
-back to the ActivityNet/OpenTAD `database` JSON layout.
+`expand_sliding_windows` turns video rows into OpenTAD's sliding-window rows without decoding any
+video, and `to_database_json` writes video rows back to the ActivityNet/OpenTAD `database` JSON layout.
+Seconds <-> feature-grid arithmetic lives in `adatad.time_grid`.
 
-This module is a leaf: it imports numpy and `datasets` only (no torch).
+This module imports numpy, `datasets` and `adatad.time_grid` only (no torch).
 """
 
 import csv
@@ -57,12 +41,14 @@ import math
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Union
 
 import datasets
 import numpy as np
+
+from .time_grid import seconds_to_frames, window_bounds
 
 
 logger = logging.getLogger(__name__)
@@ -73,28 +59,66 @@ OnError = Literal["raise", "skip"]
 ZeroLength = Literal["keep", "error"]
 OutOfBounds = Literal["keep", "clip", "error"]
 MissingVideos = Literal["raise", "skip"]
-ConversionMode = Literal["frame_count", "fixed_fps", "resize"]
 
 THUMOS_AMBIGUOUS_LABEL = "Ambiguous"
-
-# How OpenTAD maps ground-truth seconds onto the feature grid for each benchmark (reference 1.2):
-# "frame_count": int(seconds / duration * num_frames), fps = num_frames / duration;
-# "fixed_fps": int(seconds * fps) with the config fps (30: videos were re-encoded at 30 fps);
-# "resize": clip(seconds / duration, 0, 1) * resize_length (whole video resized to a fixed length).
-GRID_CONVERSION_MODES = {
-    "activitynet": "resize",
-    "thumos14": "frame_count",
-    "multithumos": "frame_count",
-    "ego4d_mq": "frame_count",
-    "epic_kitchens_100": "fixed_fps",
-    "charades": "fixed_fps",
-}
 
 _ERROR_FIX = "Fix the annotation, or pass on_error='skip' to drop it (skips are counted in the report)."
 
 
 class AnnotationError(ValueError):
     """Raised for bad annotation input; the message names the file, the video and the field."""
+
+
+@dataclass(frozen=True)
+class AnnotationOptions:
+    """How a loader validates, finds videos and reports: the settings every loader shares.
+
+    Pass them as an object (`options=AnnotationOptions(on_error="skip")`, reusable across loaders) or as keywords
+    of the loader call (`load_thumos14_txt(folder, on_error="skip")`); keywords override the object's fields.
+
+    Attributes:
+        on_error: `"raise"` raises `AnnotationError` naming the file, the video and the field; `"skip"` drops the
+            offending segment (or video) and counts it in the report.
+        zero_length: `"keep"` keeps segments with end == start (the official files contain them and the official
+            ActivityNet evaluator keeps them); `"error"` treats them as errors.
+        out_of_bounds: segments reaching outside [0, duration]: `"keep"` (the official files contain segments
+            ending after the duration), `"clip"` (a segment entirely outside is then an error) or `"error"`.
+            Checked only when the duration is known.
+        allow_empty: keep videos without segments (test subsets have none); with False an empty video is an error.
+        deduplicate: remove exact duplicate (start, end, label) instances of a video, as OpenTAD's
+            `filter_same_annotation` does (the number removed is in the report).
+        video_dir, video_prefix, video_extension, missing_videos: see `resolve_video_paths`; `video_prefix=None`
+            is the loader's own default (`"v_"` for `load_activitynet_bsn`, else `""`).
+        output_report: return `(dataset, AnnotationReport)` instead of the dataset (like transformers'
+            `output_loading_info`).
+    """
+
+    on_error: OnError = "raise"
+    zero_length: ZeroLength = "keep"
+    out_of_bounds: OutOfBounds = "keep"
+    allow_empty: bool = True
+    deduplicate: bool = True
+    video_dir: Optional[PathLike] = None
+    video_prefix: Optional[str] = None
+    video_extension: Union[str, Sequence[str]] = ".mp4"
+    missing_videos: MissingVideos = "raise"
+    output_report: bool = False
+
+    def __post_init__(self):
+        for name, allowed in (("on_error", ("raise", "skip")), ("zero_length", ("keep", "error")),
+                              ("out_of_bounds", ("keep", "clip", "error")), ("missing_videos", ("raise", "skip"))):
+            if getattr(self, name) not in allowed:
+                choices = " or ".join(repr(value) for value in allowed)
+                raise ValueError(f"{name} must be {choices}, got {getattr(self, name)!r}.")
+
+    @classmethod
+    def of(cls, options: Optional["AnnotationOptions"], overrides: Dict[str, object]) -> "AnnotationOptions":
+        """`options` (default: all defaults) with the loader call's keyword `overrides` applied."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown loader argument(s) {unknown}; the shared options are {sorted(names)}.")
+        return replace(options if options is not None else cls(), **overrides)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -287,22 +311,16 @@ class _RawVideo:
 class _IndexBuilder:
     """Validates raw videos against the user's flags and assembles the dataset."""
 
-    def __init__(self, source, class_names, label_index, *, on_error, zero_length, out_of_bounds, allow_empty,
-                 deduplicate):
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
-        if zero_length not in ("keep", "error"):
-            raise ValueError(f"zero_length must be 'keep' or 'error', got {zero_length!r}.")
-        if out_of_bounds not in ("keep", "clip", "error"):
-            raise ValueError(f"out_of_bounds must be 'keep', 'clip' or 'error', got {out_of_bounds!r}.")
+    def __init__(self, source, class_names, label_index, options: "AnnotationOptions"):
         self.source = str(source)
         self.class_names = list(class_names)
         self.label_index = label_index
-        self.on_error = on_error
-        self.zero_length = zero_length
-        self.out_of_bounds = out_of_bounds
-        self.allow_empty = allow_empty
-        self.deduplicate = deduplicate
+        self.options = options
+        self.on_error = options.on_error
+        self.zero_length = options.zero_length
+        self.out_of_bounds = options.out_of_bounds
+        self.allow_empty = options.allow_empty
+        self.deduplicate = options.deduplicate
         self.report = AnnotationReport(source=self.source)
         self.rows = {name: [] for name in annotation_features([]).keys()}
 
@@ -418,20 +436,23 @@ def _subset_filter(subset: Union[str, Sequence[str], None]) -> Callable[[str], b
     return lambda name: name in wanted
 
 
-def _finish(builder: _IndexBuilder, output_report: bool, video_dir, video_prefix, video_extension, missing_videos):
+def _finish(builder: _IndexBuilder, default_video_prefix: str = ""):
     """Builds the dataset, resolves video paths, logs the report and returns what the caller asked for."""
+    options = builder.options
     dataset = builder.build()
     report = builder.report
-    if video_dir is not None:
+    if options.video_dir is not None:
+        prefix = default_video_prefix if options.video_prefix is None else options.video_prefix
         dataset, missing = resolve_video_paths(
-            dataset, video_dir, prefix=video_prefix, extension=video_extension, missing_videos=missing_videos
+            dataset, options.video_dir, prefix=prefix, extension=options.video_extension,
+            missing_videos=options.missing_videos,
         )
         report.missing_videos = missing
         report.num_videos = len(dataset)
         report.num_segments = sum(len(s) for s in dataset["segments"])
         report.videos_per_subset = dict(Counter(dataset["subset"]))
     (logger.warning if report.needs_attention else logger.info)(report.summary())
-    return (dataset, report) if output_report else dataset
+    return (dataset, report) if options.output_report else dataset
 
 
 def _read_json(path: PathLike):
@@ -478,16 +499,8 @@ def load_database_json(
     class_map: ClassMap = None,
     ignore_labels: Sequence[str] = (),
     blocked_videos: Union[PathLike, Iterable[str], None] = None,
-    on_error: OnError = "raise",
-    zero_length: ZeroLength = "keep",
-    out_of_bounds: OutOfBounds = "keep",
-    allow_empty: bool = True,
-    deduplicate: bool = True,
-    video_dir: Optional[PathLike] = None,
-    video_prefix: str = "",
-    video_extension: Union[str, Sequence[str]] = ".mp4",
-    missing_videos: MissingVideos = "raise",
-    output_report: bool = False,
+    options: Optional[AnnotationOptions] = None,
+    **option_overrides,
 ):
     """Loads a `{"database": {video_id: {...}}}` JSON: ActivityNet-1.3 and OpenTAD's layout.
 
@@ -508,7 +521,7 @@ def load_database_json(
             `removed["ignored_label"]`; they are left out of a generated class map.
         blocked_videos: ids (or a text file with one id per line, or a JSON list) of videos to
             leave out, like OpenTAD's `block_list` / the evaluator's `blocked_videos`.
-        See the module docstring for the other arguments.
+        options, **option_overrides: the settings every loader shares (see `AnnotationOptions`).
     """
     content = _read_json(path)
     if not isinstance(content, dict) or not isinstance(content.get("database"), dict):
@@ -525,8 +538,7 @@ def load_database_json(
                 labels_seen.append(label)
     class_names = _class_names_from(class_map, labels_seen)
     builder = _IndexBuilder(path, class_names, {name: i for i, name in enumerate(class_names)},
-                            on_error=on_error, zero_length=zero_length, out_of_bounds=out_of_bounds,
-                            allow_empty=allow_empty, deduplicate=deduplicate)
+                            AnnotationOptions.of(options, option_overrides))
     keep_subset = _subset_filter(subset)
     for video_id, info in database.items():
         if not isinstance(info, dict) or not isinstance(info.get("subset"), str):
@@ -561,7 +573,7 @@ def load_database_json(
                 continue
             raw_segments.append(_RawSegment(segment[0], segment[1], label, where))
         builder.add(_RawVideo(str(video_id), info["subset"], duration, fps, num_frames, raw_segments))
-    return _finish(builder, output_report, video_dir, video_prefix, video_extension, missing_videos)
+    return _finish(builder)
 
 
 def _read_id_list(ids: Union[PathLike, Iterable[str], None]) -> set:
@@ -585,16 +597,8 @@ def load_activitynet_bsn(
     subset: Union[str, Sequence[str], None] = None,
     class_map: ClassMap = None,
     strip_prefix: str = "v_",
-    on_error: OnError = "raise",
-    zero_length: ZeroLength = "keep",
-    out_of_bounds: OutOfBounds = "keep",
-    allow_empty: bool = True,
-    deduplicate: bool = True,
-    video_dir: Optional[PathLike] = None,
-    video_prefix: str = "v_",
-    video_extension: Union[str, Sequence[str]] = ".mp4",
-    missing_videos: MissingVideos = "raise",
-    output_report: bool = False,
+    options: Optional[AnnotationOptions] = None,
+    **option_overrides,
 ):
     """Loads ActivityNet-1.3 in the BSN/BMN layout: `anet_anno_action.json` + `video_info_new.csv`.
 
@@ -609,7 +613,7 @@ def load_activitynet_bsn(
         video_info_csv: `video_info_new.csv`.
         class_map: e.g. `action_name.txt`; None = the labels sorted alphabetically (same 200 names).
         strip_prefix: removed from the start of each JSON key to form `video_id`.
-        See the module docstring for the other arguments.
+        options, **option_overrides: the settings every loader shares (see `AnnotationOptions`).
     """
     annotations_by_video = _read_json(annotation_json)
     info_rows = _read_csv(video_info_csv, ["video", "subset", "fps"])
@@ -618,8 +622,7 @@ def load_activitynet_bsn(
     class_names = _class_names_from(class_map, [label for label in labels_seen if isinstance(label, str)])
     source = f"{annotation_json} + {Path(video_info_csv).name}"
     builder = _IndexBuilder(source, class_names, {name: i for i, name in enumerate(class_names)},
-                            on_error=on_error, zero_length=zero_length, out_of_bounds=out_of_bounds,
-                            allow_empty=allow_empty, deduplicate=deduplicate)
+                            AnnotationOptions.of(options, option_overrides))
     keep_subset = _subset_filter(subset)
     for key, info in annotations_by_video.items():
         row = info_by_video.get(key)
@@ -642,7 +645,7 @@ def load_activitynet_bsn(
         builder.add(_RawVideo(video_id, row["subset"], duration,
                               _optional_float(row["fps"], source, key, "fps"),
                               int(num_frames) if num_frames is not None else None, raw_segments))
-    return _finish(builder, output_report, video_dir, video_prefix, video_extension, missing_videos)
+    return _finish(builder, default_video_prefix="v_")
 
 
 def load_thumos14_txt(
@@ -652,16 +655,8 @@ def load_thumos14_txt(
     class_map: ClassMap = None,
     video_info_csv: Optional[PathLike] = None,
     ambiguous: Literal["drop", "keep"] = "drop",
-    on_error: OnError = "raise",
-    zero_length: ZeroLength = "keep",
-    out_of_bounds: OutOfBounds = "keep",
-    allow_empty: bool = True,
-    deduplicate: bool = True,
-    video_dir: Optional[PathLike] = None,
-    video_prefix: str = "",
-    video_extension: Union[str, Sequence[str]] = ".mp4",
-    missing_videos: MissingVideos = "raise",
-    output_report: bool = False,
+    options: Optional[AnnotationOptions] = None,
+    **option_overrides,
 ):
     """Loads THUMOS-14's original per-class files (`annotations_val/`, `annotations_test/`).
 
@@ -687,7 +682,7 @@ def load_thumos14_txt(
         ambiguous: `"drop"` (default) leaves the `Ambiguous` lines out (counted as
             `removed["ambiguous"]`), as OpenTAD's THUMOS datasets skip them in training;
             `"keep"` keeps them as a class named `Ambiguous`, appended after the class map.
-        See the module docstring for the other arguments.
+        options, **option_overrides: the settings every loader shares (see `AnnotationOptions`).
     """
     annotation_dir = Path(annotation_dir)
     if not annotation_dir.is_dir():
@@ -708,8 +703,7 @@ def load_thumos14_txt(
 
     video_info = _read_thumos_video_info(video_info_csv) if video_info_csv is not None else {}
     builder = _IndexBuilder(annotation_dir, class_names, {name: i for i, name in enumerate(class_names)},
-                            on_error=on_error, zero_length=zero_length, out_of_bounds=out_of_bounds,
-                            allow_empty=allow_empty, deduplicate=deduplicate)
+                            AnnotationOptions.of(options, option_overrides))
     segments_by_video: Dict[str, List[_RawSegment]] = {}
     for path, class_name in zip(files, file_classes):
         with open(path, encoding="utf8") as f:
@@ -734,7 +728,7 @@ def load_thumos14_txt(
     for video_id in sorted(segments_by_video):
         duration, fps, num_frames = video_info.get(video_id, (None, None, None))
         builder.add(_RawVideo(video_id, subset_name, duration, fps, num_frames, segments_by_video[video_id]))
-    return _finish(builder, output_report, video_dir, video_prefix, video_extension, missing_videos)
+    return _finish(builder)
 
 
 def _read_thumos_video_info(path: PathLike) -> Dict[str, Tuple[float, float, int]]:
@@ -775,16 +769,8 @@ def load_thumos14_csv(
     class_map: ClassMap = None,
     video_info_csv: Optional[PathLike] = None,
     ambiguous: Literal["drop", "keep"] = "drop",
-    on_error: OnError = "raise",
-    zero_length: ZeroLength = "keep",
-    out_of_bounds: OutOfBounds = "keep",
-    allow_empty: bool = True,
-    deduplicate: bool = True,
-    video_dir: Optional[PathLike] = None,
-    video_prefix: str = "",
-    video_extension: Union[str, Sequence[str]] = ".mp4",
-    missing_videos: MissingVideos = "raise",
-    output_report: bool = False,
+    options: Optional[AnnotationOptions] = None,
+    **option_overrides,
 ):
     """Loads THUMOS-14 from a one-row-per-instance CSV (the per-class txt files, flattened).
 
@@ -800,7 +786,7 @@ def load_thumos14_csv(
         class_map: None = the labels sorted alphabetically (AFSD layout) or
             `THUMOS14_DETECTION_CLASSES` (ground-truth layout, whose labels are indices).
         ambiguous: as in `load_thumos14_txt`.
-        See the module docstring for the other arguments.
+        options, **option_overrides: the settings every loader shares (see `AnnotationOptions`).
     """
     path = Path(path)
     if ambiguous not in ("drop", "keep"):
@@ -836,8 +822,7 @@ def load_thumos14_csv(
         class_names.append(THUMOS_AMBIGUOUS_LABEL)
     subset_name = subset or ("test" if "test" in path.stem.lower() else "validation")
     builder = _IndexBuilder(path, class_names, {name: i for i, name in enumerate(class_names)},
-                            on_error=on_error, zero_length=zero_length, out_of_bounds=out_of_bounds,
-                            allow_empty=allow_empty, deduplicate=deduplicate)
+                            AnnotationOptions.of(options, option_overrides))
     segments_by_video: Dict[str, List[_RawSegment]] = {}
     for number, (row, label) in enumerate(zip(rows, row_labels), start=2):
         video_segments = segments_by_video.setdefault(row[keys["video"]], [])
@@ -850,7 +835,7 @@ def load_thumos14_csv(
             segment.start, segment.end = _csv_number(segment.start), _csv_number(segment.end)
         duration, fps, num_frames = video_info.get(video_id, (None, None, None))
         builder.add(_RawVideo(video_id, subset_name, duration, fps, num_frames, raw))
-    return _finish(builder, output_report, video_dir, video_prefix, video_extension, missing_videos)
+    return _finish(builder)
 
 
 def _csv_number(text: str):
@@ -874,16 +859,8 @@ def load_epic_kitchens_100(
     classes_csv: Optional[PathLike] = None,
     video_info_csv: Optional[PathLike] = None,
     subset: Optional[str] = None,
-    on_error: OnError = "raise",
-    zero_length: ZeroLength = "keep",
-    out_of_bounds: OutOfBounds = "keep",
-    allow_empty: bool = True,
-    deduplicate: bool = True,
-    video_dir: Optional[PathLike] = None,
-    video_prefix: str = "",
-    video_extension: Union[str, Sequence[str]] = ".mp4",
-    missing_videos: MissingVideos = "raise",
-    output_report: bool = False,
+    options: Optional[AnnotationOptions] = None,
+    **option_overrides,
 ):
     """Loads EPIC-Kitchens-100 action segments (`EPIC_100_{train,validation}.csv`) for nouns or verbs.
 
@@ -901,7 +878,7 @@ def load_epic_kitchens_100(
         classes_csv: defaults to `EPIC_100_{label}_classes.csv` beside `annotation_csv`.
         video_info_csv: defaults to `EPIC_100_video_info.csv` beside `annotation_csv`.
         subset: None = from the file name as OpenTAD names EPIC subsets (`train`, `val`, `test`).
-        See the module docstring for the other arguments.
+        options, **option_overrides: the settings every loader shares (see `AnnotationOptions`).
     """
     if label not in ("noun", "verb"):
         raise ValueError(f"label must be 'noun' or 'verb', got {label!r}.")
@@ -917,8 +894,7 @@ def load_epic_kitchens_100(
     class_column = f"{label}_class"
     labelled = bool(rows) and class_column in rows[0]
     builder = _IndexBuilder(annotation_csv, class_names, {i: i for i in range(len(class_names))},
-                            on_error=on_error, zero_length=zero_length, out_of_bounds=out_of_bounds,
-                            allow_empty=allow_empty, deduplicate=deduplicate)
+                            AnnotationOptions.of(options, option_overrides))
     segments_by_video: Dict[str, List[_RawSegment]] = {}
     for number, row in enumerate(rows, start=2):  # line 1 is the header
         video_segments = segments_by_video.setdefault(row["video_id"], [])
@@ -941,7 +917,7 @@ def load_epic_kitchens_100(
             builder.error("bad_video_field", video_id, "duration", f"video is not listed in {video_info_csv.name}")
             continue
         builder.add(_RawVideo(video_id, subset, float(video_info["duration"]), float(video_info["fps"]), None, raw))
-    return _finish(builder, output_report, video_dir, video_prefix, video_extension, missing_videos)
+    return _finish(builder)
 
 
 def load_ego4d_moment_queries(
@@ -950,16 +926,8 @@ def load_ego4d_moment_queries(
     subset: Union[str, Sequence[str], None] = None,
     class_map: ClassMap = None,
     primary_only: bool = True,
-    on_error: OnError = "raise",
-    zero_length: ZeroLength = "keep",
-    out_of_bounds: OutOfBounds = "keep",
-    allow_empty: bool = True,
-    deduplicate: bool = True,
-    video_dir: Optional[PathLike] = None,
-    video_prefix: str = "",
-    video_extension: Union[str, Sequence[str]] = ".mp4",
-    missing_videos: MissingVideos = "raise",
-    output_report: bool = False,
+    options: Optional[AnnotationOptions] = None,
+    **option_overrides,
 ):
     """Loads an Ego4D moment-queries file (`moments_{train,val,test_unannotated}.json`).
 
@@ -981,7 +949,7 @@ def load_ego4d_moment_queries(
         class_map: e.g. `ego4d_label_map.txt` (110 classes); None = labels sorted alphabetically.
         primary_only: keep only labels with `primary: true` (OpenTAD and ActionFormer do); the
             others are counted as `removed["non_primary"]`.
-        See the module docstring for the other arguments.
+        options, **option_overrides: the settings every loader shares (see `AnnotationOptions`).
     """
     content = _read_json(path)
     if not isinstance(content, dict) or not isinstance(content.get("videos"), list):
@@ -996,8 +964,7 @@ def load_ego4d_moment_queries(
                    for item in clip_labels(clip) if item.get("primary", True) or not primary_only]
     class_names = _class_names_from(class_map, [label for label in labels_seen if isinstance(label, str)])
     builder = _IndexBuilder(path, class_names, {name: i for i, name in enumerate(class_names)},
-                            on_error=on_error, zero_length=zero_length, out_of_bounds=out_of_bounds,
-                            allow_empty=allow_empty, deduplicate=deduplicate)
+                            AnnotationOptions.of(options, option_overrides))
     keep_subset = _subset_filter(subset)
     for video_index, video in enumerate(content["videos"]):
         split = video.get("split")
@@ -1033,7 +1000,7 @@ def load_ego4d_moment_queries(
                                                     f"annotations[{annotator_index}].labels[{label_index}]"))
             fps = num_frames / duration if duration > 0 else None
             builder.add(_RawVideo(str(clip_id), split, duration, fps, num_frames, raw_segments))
-    return _finish(builder, output_report, video_dir, video_prefix, video_extension, missing_videos)
+    return _finish(builder)
 
 
 def _shift(value, offset):
@@ -1053,16 +1020,13 @@ def _id_class_names(class_names: ClassMap, num_classes: int, default_name: Calla
     return names
 
 
-def _load_actions_json(path, *, first_class_id, class_names, subset, on_error, zero_length, out_of_bounds,
-                       allow_empty, deduplicate, video_dir, video_prefix, video_extension, missing_videos,
-                       output_report):
+def _load_actions_json(path, *, first_class_id, class_names, subset, options):
     """`{video_id: {"subset", "duration", "actions": [[class_id, start, end], ...]}}` (super-events layout)."""
     content = _read_json(path)
     if not isinstance(content, dict):
         raise AnnotationError(f"{path}: expected a JSON object mapping video ids to entries.")
     label_index = {first_class_id + i: i for i in range(len(class_names))}
-    builder = _IndexBuilder(path, class_names, label_index, on_error=on_error, zero_length=zero_length,
-                            out_of_bounds=out_of_bounds, allow_empty=allow_empty, deduplicate=deduplicate)
+    builder = _IndexBuilder(path, class_names, label_index, options)
     keep_subset = _subset_filter(subset)
     for video_id, info in content.items():
         if not isinstance(info, dict) or not isinstance(info.get("subset"), str):
@@ -1078,7 +1042,7 @@ def _load_actions_json(path, *, first_class_id, class_names, subset, on_error, z
                 continue
             raw_segments.append(_RawSegment(action[1], action[2], action[0], f"actions[{index}]"))
         builder.add(_RawVideo(video_id, info["subset"], info.get("duration"), None, None, raw_segments))
-    return _finish(builder, output_report, video_dir, video_prefix, video_extension, missing_videos)
+    return _finish(builder)
 
 
 def load_multithumos_json(
@@ -1087,16 +1051,8 @@ def load_multithumos_json(
     class_names: ClassMap = None,
     num_classes: int = 65,
     subset: Union[str, Sequence[str], None] = None,
-    on_error: OnError = "raise",
-    zero_length: ZeroLength = "keep",
-    out_of_bounds: OutOfBounds = "keep",
-    allow_empty: bool = True,
-    deduplicate: bool = True,
-    video_dir: Optional[PathLike] = None,
-    video_prefix: str = "",
-    video_extension: Union[str, Sequence[str]] = ".mp4",
-    missing_videos: MissingVideos = "raise",
-    output_report: bool = False,
+    options: Optional[AnnotationOptions] = None,
+    **option_overrides,
 ):
     """Loads Multi-THUMOS `multithumos.json` (`{vid: {subset, duration, actions: [[class_id, start, end]]}}`).
 
@@ -1109,14 +1065,11 @@ def load_multithumos_json(
         path: `multithumos.json`.
         class_names: names in class-id order, or None for `class_{id:02d}`.
         num_classes: 65 for Multi-THUMOS.
-        See the module docstring for the other arguments.
+        options, **option_overrides: the settings every loader shares (see `AnnotationOptions`).
     """
     names = _id_class_names(class_names, num_classes, lambda i: f"class_{i + 1:02d}")
-    return _load_actions_json(path, first_class_id=1, class_names=names, subset=subset, on_error=on_error,
-                              zero_length=zero_length, out_of_bounds=out_of_bounds, allow_empty=allow_empty,
-                              deduplicate=deduplicate, video_dir=video_dir, video_prefix=video_prefix,
-                              video_extension=video_extension, missing_videos=missing_videos,
-                              output_report=output_report)
+    return _load_actions_json(path, first_class_id=1, class_names=names, subset=subset,
+                              options=AnnotationOptions.of(options, option_overrides))
 
 
 def load_charades_json(
@@ -1125,16 +1078,8 @@ def load_charades_json(
     class_names: ClassMap = None,
     num_classes: int = 157,
     subset: Union[str, Sequence[str], None] = None,
-    on_error: OnError = "raise",
-    zero_length: ZeroLength = "keep",
-    out_of_bounds: OutOfBounds = "keep",
-    allow_empty: bool = True,
-    deduplicate: bool = True,
-    video_dir: Optional[PathLike] = None,
-    video_prefix: str = "",
-    video_extension: Union[str, Sequence[str]] = ".mp4",
-    missing_videos: MissingVideos = "raise",
-    output_report: bool = False,
+    options: Optional[AnnotationOptions] = None,
+    **option_overrides,
 ):
     """Loads Charades `charades.json` (same layout as Multi-THUMOS, class ids 0-based, 0..156).
 
@@ -1147,14 +1092,11 @@ def load_charades_json(
         path: `charades.json`.
         class_names: names in class-id order, or None for `c{id:03d}`.
         num_classes: 157 for Charades.
-        See the module docstring for the other arguments.
+        options, **option_overrides: the settings every loader shares (see `AnnotationOptions`).
     """
     names = _id_class_names(class_names, num_classes, lambda i: f"c{i:03d}")
-    return _load_actions_json(path, first_class_id=0, class_names=names, subset=subset, on_error=on_error,
-                              zero_length=zero_length, out_of_bounds=out_of_bounds, allow_empty=allow_empty,
-                              deduplicate=deduplicate, video_dir=video_dir, video_prefix=video_prefix,
-                              video_extension=video_extension, missing_videos=missing_videos,
-                              output_report=output_report)
+    return _load_actions_json(path, first_class_id=0, class_names=names, subset=subset,
+                              options=AnnotationOptions.of(options, option_overrides))
 
 
 def load_charades_csv(
@@ -1163,16 +1105,8 @@ def load_charades_csv(
     class_names: ClassMap = None,
     num_classes: int = 157,
     subset: Optional[str] = None,
-    on_error: OnError = "raise",
-    zero_length: ZeroLength = "keep",
-    out_of_bounds: OutOfBounds = "keep",
-    allow_empty: bool = True,
-    deduplicate: bool = True,
-    video_dir: Optional[PathLike] = None,
-    video_prefix: str = "",
-    video_extension: Union[str, Sequence[str]] = ".mp4",
-    missing_videos: MissingVideos = "raise",
-    output_report: bool = False,
+    options: Optional[AnnotationOptions] = None,
+    **option_overrides,
 ):
     """Loads an original Charades CSV (`Charades_v1_{train,test}.csv`).
 
@@ -1184,15 +1118,14 @@ def load_charades_csv(
         class_names: as in `load_charades_json`.
         subset: None = `"testing"` if the file name contains "test", else `"training"` (the names
             `charades.json` uses).
-        See the module docstring for the other arguments.
+        options, **option_overrides: the settings every loader shares (see `AnnotationOptions`).
     """
     path = Path(path)
     names = _id_class_names(class_names, num_classes, lambda i: f"c{i:03d}")
     subset = subset or ("testing" if "test" in path.stem.lower() else "training")
     rows = _read_csv(path, ["id", "actions", "length"])
-    builder = _IndexBuilder(path, names, {i: i for i in range(len(names))}, on_error=on_error,
-                            zero_length=zero_length, out_of_bounds=out_of_bounds, allow_empty=allow_empty,
-                            deduplicate=deduplicate)
+    builder = _IndexBuilder(path, names, {i: i for i in range(len(names))},
+                            AnnotationOptions.of(options, option_overrides))
     for number, row in enumerate(rows, start=2):
         raw_segments = []
         for index, action in enumerate(a for a in row["actions"].split(";") if a.strip()):
@@ -1205,7 +1138,7 @@ def load_charades_csv(
             raw_segments.append(_RawSegment(_csv_number(parts[1]), _csv_number(parts[2]), int(match.group(1)), where))
         builder.add(_RawVideo(row["id"], subset, _csv_number(row["length"]) if row["length"] else None, None, None,
                               raw_segments))
-    return _finish(builder, output_report, video_dir, video_prefix, video_extension, missing_videos)
+    return _finish(builder)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1308,103 +1241,7 @@ def to_database_json(
 
 
 # ------------------------------------------------------------------------------------------------
-# Seconds <-> feature grid (pure numpy)
-# ------------------------------------------------------------------------------------------------
-
-
-def _as_segments(segments) -> np.ndarray:
-    # (num_segments, 2), float64
-    return np.asarray(segments, dtype=np.float64).reshape(-1, 2)
-
-
-def _frame_rate(mode, duration, num_frames, fps) -> float:
-    if mode == "frame_count":
-        if num_frames is None or not duration:
-            raise ValueError("mode 'frame_count' needs num_frames and a positive duration "
-                             "(fps = num_frames / duration).")
-        return num_frames / duration
-    if mode == "fixed_fps":
-        if fps is None or fps <= 0:
-            raise ValueError("mode 'fixed_fps' needs a positive fps (OpenTAD configs use 30 for EPIC and Charades).")
-        return float(fps)
-    raise ValueError(f"mode must be 'frame_count', 'fixed_fps' or 'resize', got {mode!r}.")
-
-
-def seconds_to_frames(
-    segments, *, mode: Literal["frame_count", "fixed_fps"], duration: Optional[float] = None,
-    num_frames: Optional[int] = None, fps: Optional[float] = None,
-) -> np.ndarray:
-    """Segments in seconds -> frame numbers, truncated toward zero as OpenTAD's `int(...)` does.
-
-    `mode="frame_count"` (THUMOS, Multi-THUMOS, Ego4D): `int(seconds / duration * num_frames)`.
-    `mode="fixed_fps"` (EPIC-Kitchens, Charades): `int(seconds * fps)`.
-
-    Returns:
-        float64 array (num_segments, 2) holding whole frame numbers.
-    """
-    segments = _as_segments(segments)
-    if mode == "frame_count":
-        _frame_rate(mode, duration, num_frames, fps)
-        return np.trunc(segments / duration * num_frames)
-    return np.trunc(segments * _frame_rate(mode, duration, num_frames, fps))
-
-
-def seconds_to_grid(
-    segments, *, mode: ConversionMode, duration: float, num_frames: Optional[int] = None,
-    fps: Optional[float] = None, snippet_stride: Optional[int] = None, window_start_frame: int = 0,
-    offset_frames: int = 0, resize_length: Optional[int] = None,
-) -> np.ndarray:
-    """Segments in seconds -> feature-grid units (the model's `labels["segments"]`).
-
-    `mode="resize"` (ActivityNet): `clip(seconds / duration, 0, 1) * resize_length`.
-    Otherwise frames (see `seconds_to_frames`) then
-    `(frames - window_start_frame - offset_frames) / snippet_stride` (window_start_frame = 0 for a
-    whole, padded video).
-
-    Returns:
-        float64 array (num_segments, 2).
-    """
-    segments = _as_segments(segments)
-    if mode == "resize":
-        if resize_length is None or not duration:
-            raise ValueError("mode 'resize' needs resize_length and a positive duration.")
-        return np.clip(segments / duration, 0.0, 1.0) * resize_length
-    if not snippet_stride:
-        raise ValueError(f"mode {mode!r} needs snippet_stride (frames between two features).")
-    frames = seconds_to_frames(segments, mode=mode, duration=duration, num_frames=num_frames, fps=fps)
-    return (frames - window_start_frame - offset_frames) / snippet_stride
-
-
-def grid_to_seconds(
-    grid_segments, *, mode: ConversionMode, duration: float, num_frames: Optional[int] = None,
-    fps: Optional[float] = None, snippet_stride: Optional[int] = None, window_start_frame: int = 0,
-    offset_frames: int = 0, resize_length: Optional[int] = None,
-) -> np.ndarray:
-    """Feature-grid segments -> seconds, clipped to [0, duration] (OpenTAD's `convert_to_seconds`).
-
-    `mode="resize"`: `grid / resize_length * duration`; otherwise
-    `(grid * snippet_stride + window_start_frame + offset_frames) / fps` with fps =
-    `num_frames / duration` ("frame_count") or the given fps ("fixed_fps").
-    Takes the same arguments as `seconds_to_grid`.
-
-    Returns:
-        float64 array (num_segments, 2).
-    """
-    grid_segments = _as_segments(grid_segments)
-    if mode == "resize":
-        if resize_length is None or not duration:
-            raise ValueError("mode 'resize' needs resize_length and a positive duration.")
-        seconds = grid_segments / resize_length * duration
-    else:
-        if not snippet_stride:
-            raise ValueError(f"mode {mode!r} needs snippet_stride (frames between two features).")
-        frame_rate = _frame_rate(mode, duration, num_frames, fps)
-        seconds = (grid_segments * snippet_stride + window_start_frame + offset_frames) / frame_rate
-    return np.clip(seconds, 0.0, duration)
-
-
-# ------------------------------------------------------------------------------------------------
-# Sliding windows (OpenTAD SlidingWindowDataset, pure numpy)
+# Sliding windows (OpenTAD SlidingWindowDataset)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -1439,19 +1276,6 @@ def _gt_completeness(gt_frames: np.ndarray, window_first: float, window_last: fl
     # (num_gt, 2)
     truncated = np.stack([np.maximum(gt_frames[:, 0], window_first), np.minimum(gt_frames[:, 1], window_last)], axis=1)
     return completeness, truncated
-
-
-def _window_bounds(num_snippets: int, window_size: int, window_stride: int) -> List[Tuple[int, int]]:
-    """[start, end) snippet ranges of OpenTAD's windows for a video of `num_snippets` snippets."""
-    bounds = []
-    for index in range(max(1, num_snippets // window_stride)):
-        start, end = index * window_stride, index * window_stride + window_size
-        if end > num_snippets:
-            # the last window is right-aligned to the video end and stops the loop
-            bounds.append((max(0, num_snippets - window_size), num_snippets))
-            break
-        bounds.append((start, end))
-    return bounds
 
 
 def expand_sliding_windows(
@@ -1523,8 +1347,7 @@ def expand_sliding_windows(
         raise ValueError(f"mode must be 'frame_count' or 'fixed_fps' (resize mode has no windows), got {mode!r}.")
     if mode == "frame_count" and fps is not None:
         raise ValueError("mode 'frame_count' takes fps = num_frames / duration from each row; do not pass fps.")
-    builder = _IndexBuilder("sliding windows", class_names_of(dataset), {}, on_error=on_error, zero_length="keep",
-                            out_of_bounds="keep", allow_empty=True, deduplicate=True)
+    builder = _IndexBuilder("sliding windows", class_names_of(dataset), {}, AnnotationOptions(on_error=on_error))
     report = builder.report
     columns = {name: [] for name in window_features([]).keys()}
     for row in dataset:
@@ -1573,7 +1396,7 @@ def expand_sliding_windows(
                 report.removed["video_without_gt"] += 1
                 continue
 
-        for window_index, (start, end) in enumerate(_window_bounds(len(centres), window_size, window_stride)):
+        for window_index, (start, end) in enumerate(window_bounds(len(centres), window_size, window_stride)):
             window_centres = centres[start:end]
             first, last = float(window_centres[0]), float(window_centres[-1])
             if test_mode:

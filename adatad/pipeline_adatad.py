@@ -233,33 +233,26 @@ class TemporalActionDetectionPipeline(Pipeline):
         """
         processor = self.video_processor
 
-        def select_frames(info):
+        def select_samples(info):
             if job.window_starts is None:
                 job.num_frames, job.fps = info.num_frames, info.fps
                 if not info.fps > 0:
                     raise VideoDecodeError(job.path, f"the decoder ({info.backend}) reports no frame rate, so "
                                            "segments cannot be placed in seconds")
-                if processor.sampling_method == "resize":
-                    job.window_starts = [0]
-                else:
-                    job.window_starts = processor.window_start_frames(info.num_frames)
+                job.window_starts = processor.window_start_frames(info.num_frames)
             starts = job.window_starts[first_window : first_window + num_windows]
             return [processor.sample_frames(info.num_frames, window_start_frame=start) for start in starts]
 
-        decoded = processor.decode(job.path, select_frames)
-        frames_per_window = processor.frames_per_sample()
-        windows = []
-        for position, sample in enumerate(decoded.sample):
-            clip = decoded.frames[position * frames_per_window : (position + 1) * frames_per_window]
-            windows.append(
-                {
-                    "pixel_values": processor.transform_frames(clip),
-                    "masks": torch.from_numpy(sample.mask),
-                    "video_meta": processor.video_meta(job.key, job.fps, job.duration, sample.window_start_frame),
-                    "job": job,
-                }
-            )
-        return windows
+        _, decoded_windows = processor.decode_windows(job.path, select_samples)
+        return [
+            {
+                "pixel_values": pixel_values,
+                "masks": torch.from_numpy(sample.mask),
+                "video_meta": processor.video_meta(job.key, job.fps, job.duration, sample.window_start_frame),
+                "job": job,
+            }
+            for sample, pixel_values in decoded_windows
+        ]
 
     def _forward(self, model_inputs: dict, precision: str = "fp32"):
         pixel_values = model_inputs["pixel_values"].to(self.model.dtype)

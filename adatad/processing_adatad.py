@@ -34,9 +34,17 @@ from transformers.utils import logging
 from transformers.video_processing_utils import BaseVideoProcessor
 
 from .configuration_adatad import AdaTADConfig
-from .data import _window_bounds, seconds_to_grid
 from .post_processing import NMSSettings, merge_sliding_windows
 from .post_processing import post_process_temporal_detection as _post_process_temporal_detection
+from .time_grid import (
+    FrameSample,
+    read_stride,
+    sample_random_trunc,
+    sample_resize,
+    sample_sliding_window,
+    seconds_to_grid,
+    window_bounds,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -45,8 +53,6 @@ DECODE_BACKENDS = ("decord", "pyav", "torchcodec")
 AUTO_DECODE_ORDER = ("decord", "pyav")
 EVAL_SAMPLING_METHODS = ("sliding_window", "resize")
 TRAIN_SAMPLING_METHODS = ("random_trunc", "resize")
-# OpenTAD's random_trunc tries this many window starts before giving up on keeping a ground-truth segment.
-RANDOM_TRUNC_MAX_TRIES = 200
 # A decoder may report a frame or two fewer than the container header (B-frame reordering, edit lists);
 # anything beyond this is treated as a truncated file.
 TRUNCATION_TOLERANCE_FRAMES = 2
@@ -313,175 +319,6 @@ def decode_video(
             continue
         return DecodedVideo(frames[torch.from_numpy(inverse)], info, sample)
     raise VideoDecodeError(path, _diagnose_file(path), attempts)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Frame sampling (OpenTAD `LoadFrames`)
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FrameSample:
-    """Frames to decode and what they mean on the feature grid.
-
-    Attributes:
-        frame_indices: int64 `(feature_length * scale_factor,)` frame indices (edge-padded).
-        mask: bool `(feature_length,)`, True for feature steps backed by real frames.
-        segments: float32 `(num_segments, 2)` ground truth (start, end) in feature-grid units, or None.
-        labels: int64 `(num_segments,)` class ids, or None.
-        window_start_frame: first frame of the window (0 for `resize` and whole-video sampling).
-    """
-
-    frame_indices: np.ndarray
-    mask: np.ndarray
-    segments: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    window_start_frame: int = 0
-
-
-def _frame_stride(snippet_stride: int, scale_factor: int) -> int:
-    if snippet_stride < scale_factor or snippet_stride % scale_factor:
-        raise ValueError(
-            f"`snippet_stride` ({snippet_stride}) must be a multiple of `scale_factor` ({scale_factor}): frames "
-            f"are read every snippet_stride // scale_factor frames."
-        )
-    return snippet_stride // scale_factor
-
-
-def _pad_to_window(indices: np.ndarray, window_size: int, scale_factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """Edge-pad frame indices to `window_size * scale_factor` and build the feature mask (OpenTAD layout)."""
-    num_wanted = window_size * scale_factor
-    mask = np.zeros(window_size, dtype=bool)
-    # Feature steps with a full set of `scale_factor` real frames are valid, as in OpenTAD.
-    mask[: min(len(indices), num_wanted) // scale_factor] = True
-    if len(indices) < num_wanted:
-        indices = np.pad(indices, (0, num_wanted - len(indices)), mode="edge")
-    return indices.astype(np.int64), mask
-
-
-def sample_resize(
-    num_frames: int, resize_length: int, scale_factor: int, segments_seconds=None, labels=None, duration=None
-) -> FrameSample:
-    """Resize the whole video to `resize_length * scale_factor` frames (ActivityNet).
-
-    Frame `i` is read at `(i + 0.5) * stride - 0.5` with `stride = num_frames / (resize_length * scale_factor)`,
-    clipped and rounded half-to-even (numpy). The mask is all ones of length `resize_length`. Ground truth in
-    seconds is mapped to the grid as `clip(seconds / duration, 0, 1) * resize_length`.
-    """
-    num_wanted = resize_length * scale_factor
-    stride = num_frames / num_wanted
-    indices = np.arange(stride / 2 - 0.5, num_frames + stride / 2 - 0.5, stride)
-    # Float accumulation in arange can yield one point too many; the grid is defined by its first num_wanted.
-    indices = np.clip(indices[:num_wanted], 0, num_frames - 1).round().astype(np.int64)
-    sample = FrameSample(indices, np.ones(resize_length, dtype=bool))
-    if segments_seconds is not None:
-        if not duration or duration <= 0:
-            raise ValueError("`duration` (seconds) is needed to map ground truth onto the resize grid")
-        segments = np.asarray(segments_seconds, dtype=np.float64).reshape(-1, 2)
-        sample.segments = (np.clip(segments / duration, 0.0, 1.0) * resize_length).astype(np.float32)
-        sample.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    return sample
-
-
-def sample_sliding_window(
-    num_frames: int,
-    window_size: int,
-    scale_factor: int,
-    snippet_stride: int,
-    window_start_frame: int = 0,
-    window_end_frame: int | None = None,
-    segments=None,
-    labels=None,
-) -> FrameSample:
-    """One sliding window of `window_size` features starting at frame `window_start_frame` (evaluation).
-
-    Frames are read every `snippet_stride // scale_factor` frames; the window covers feature steps
-    `window_start_frame // snippet_stride` to `window_end_frame // snippet_stride` (default: `window_size`
-    steps), is edge-padded past the end of the video, and its mask has `num_real_frames // scale_factor` ones.
-    `segments` (already in window feature-grid units) and `labels` are passed through.
-    """
-    frame_stride = _frame_stride(snippet_stride, scale_factor)
-    all_indices = np.arange(0, num_frames, frame_stride)
-    feature_start = int(window_start_frame / snippet_stride)
-    feature_end = int(window_end_frame / snippet_stride) if window_end_frame is not None else feature_start + window_size - 1
-    start = min(feature_start * scale_factor, len(all_indices))
-    end = min((feature_end + 1) * scale_factor, len(all_indices), start + window_size * scale_factor)
-    if end <= start:
-        raise ValueError(
-            f"the window starting at frame {window_start_frame} lies past the end of the video "
-            f"({num_frames} decodable frames)"
-        )
-    indices, mask = _pad_to_window(all_indices[start:end], window_size, scale_factor)
-    sample = FrameSample(indices, mask, window_start_frame=int(window_start_frame))
-    if segments is not None:
-        sample.segments = np.asarray(segments, dtype=np.float32).reshape(-1, 2)
-        sample.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    return sample
-
-
-def sample_random_trunc(
-    num_frames: int,
-    window_size: int,
-    scale_factor: int,
-    snippet_stride: int,
-    segments,
-    labels,
-    trunc_thresh: float,
-    crop_ratio: Sequence[float] | None,
-    rng: random.Random,
-) -> FrameSample:
-    """Random training crop of `window_size` features (OpenTAD `LoadFrames(method="random_trunc")`).
-
-    `segments` are ground truth in whole-video feature-grid units. Frames are read every
-    `snippet_stride // scale_factor` frames. A video not longer than the window is first shortened to a random
-    length in `[round(crop_ratio[0] * L), round(crop_ratio[1] * L)]` (unless that equals L). Up to 200 window
-    starts are drawn until at least one segment keeps `intersection / length >= trunc_thresh`; kept segments
-    are clipped to the window, shifted to it and returned in feature-grid units with their labels.
-    """
-    frame_stride = _frame_stride(snippet_stride, scale_factor)
-    all_indices = np.arange(0, num_frames, frame_stride)
-    # Work in frame-index units (feature steps * scale_factor), as OpenTAD does.
-    gt = np.asarray(segments, dtype=np.float64).reshape(-1, 2) * scale_factor
-    gt_labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    length = len(all_indices)
-    trunc_len = window_size * scale_factor
-
-    keep_whole_video = False
-    if length <= trunc_len:
-        if crop_ratio is None:
-            keep_whole_video = True
-        else:
-            trunc_len = rng.randint(
-                max(round(crop_ratio[0] * length), 1), min(round(crop_ratio[1] * length), length)
-            )
-            keep_whole_video = trunc_len == length
-
-    if keep_whole_video:
-        indices, kept_segments, kept_labels = all_indices, gt, gt_labels
-    else:
-        lengths = np.abs(gt[:, 1] - gt[:, 0])
-        for _ in range(RANDOM_TRUNC_MAX_TRIES if len(gt) else 1):
-            start = rng.randint(0, length - trunc_len)
-            end = start + trunc_len
-            left = np.maximum(start, gt[:, 0])
-            right = np.minimum(end, gt[:, 1])
-            intersection = np.clip(right - left, 0, None)
-            # Zero-length segments can never be kept (OpenTAD divides by zero and compares NaN).
-            ratio = np.divide(intersection, lengths, out=np.zeros_like(intersection), where=lengths > 0)
-            keep = (ratio >= trunc_thresh) & (lengths > 0)
-            if keep.any():
-                break
-        indices = all_indices[start:end]
-        kept_segments = np.stack([left[keep], right[keep]], axis=1) - start
-        kept_labels = gt_labels[keep]
-
-    indices, mask = _pad_to_window(indices, window_size, scale_factor)
-    return FrameSample(
-        indices,
-        mask,
-        segments=(kept_segments / scale_factor).astype(np.float32).reshape(-1, 2),
-        labels=kept_labels.astype(np.int64),
-    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -767,7 +604,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             )
         _candidate_backends(self.decode_backend)
         if self.sampling_method == "sliding_window" or self.train_sampling_method == "random_trunc":
-            _frame_stride(self.snippet_stride, self.scale_factor)
+            read_stride(self.snippet_stride, self.scale_factor)
         if not 0 <= self.window_overlap < 1:
             raise ValueError(f"`window_overlap` must be in [0, 1), got {self.window_overlap}.")
         crop = self.crop_size
@@ -831,11 +668,13 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         )
 
     def window_start_frames(self, num_frames: int) -> list[int]:
-        """First frames of the evaluation windows covering a whole video (OpenTAD's sliding-window split,
-        `adatad.data`'s window bounds with `window_overlap`)."""
+        """First frames of the evaluation inputs covering a whole video: `[0]` in `resize` mode (one input per
+        video), else OpenTAD's sliding windows (`adatad.time_grid.window_bounds` with `window_overlap`)."""
+        if self.sampling_method == "resize":
+            return [0]
         num_snippets = len(range(0, num_frames, self.snippet_stride))
         window_stride = max(1, int(self.window_size * (1 - self.window_overlap)))
-        bounds = _window_bounds(num_snippets, self.window_size, window_stride)
+        bounds = window_bounds(num_snippets, self.window_size, window_stride)
         return [start * self.snippet_stride for start, _ in bounds]
 
     # -- decoding ------------------------------------------------------------------------------------------
@@ -845,6 +684,54 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         return decode_video(
             video_path, select_frames, backend=backend or self.decode_backend, num_threads=self.decode_num_threads
         )
+
+    def decode_windows(
+        self,
+        video,
+        select_samples: Callable[[VideoInfo], Sequence[FrameSample]],
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        fps: float | None = None,
+        backend: str | None = None,
+    ) -> tuple[VideoInfo, list[tuple[FrameSample, torch.Tensor]]]:
+        """Model inputs of one video: decode the frames of every sample in one pass, then transform each.
+
+        The one place that turns a video into windows: `preprocess`, the detection pipeline and
+        `TemporalDetectionTransform` all call it. Frames shared by overlapping samples are decoded once.
+
+        Args:
+            video: a path, or a decoded uint8 clip `(T, H, W, 3)` / `(T, 3, H, W)` (numpy or torch; needs `fps`).
+            select_samples: called with the video's `VideoInfo`; returns the `FrameSample`s to build (e.g. from
+                `sample_frames` for each of `window_start_frames(info.num_frames)`).
+            train / generator: passed to `transform_frames`.
+            fps: frame rate of a decoded clip (paths use the decoder's average rate).
+            backend: override of `decode_backend`.
+
+        Returns:
+            the `VideoInfo` and, per sample, `(sample, pixel_values)` with `pixel_values` float32
+            `(len(sample.frame_indices), 3, H, W)`.
+        """
+        if isinstance(video, (str, os.PathLike)):
+            decoded = self.decode(video, select_samples, backend)
+            info, samples, frames = decoded.info, decoded.sample, decoded.frames
+        else:
+            clip = torch.as_tensor(video)
+            if clip.ndim != 4 or clip.dtype != torch.uint8:
+                raise ValueError(
+                    f"expected a uint8 clip (T, H, W, 3) or (T, 3, H, W), got {tuple(clip.shape)} {clip.dtype}"
+                )
+            if fps is None:
+                raise ValueError("`fps` is needed for decoded clips (to convert predictions to seconds)")
+            info = VideoInfo("<decoded clip>", "none", clip.shape[0], float(fps))
+            samples = select_samples(info)
+            frames = clip[torch.from_numpy(_frame_indices_of(samples))]
+        windows, offset = [], 0
+        for sample in samples:
+            count = len(sample.frame_indices)
+            clip_frames = frames[offset : offset + count]
+            windows.append((sample, self.transform_frames(clip_frames, train=train, generator=generator)))
+            offset += count
+        return info, windows
 
     # -- spatial -------------------------------------------------------------------------------------------
 
@@ -961,42 +848,31 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         if window_start_frames is not None and len(window_start_frames) != len(videos):
             raise ValueError(f"{len(window_start_frames)} window starts for {len(videos)} videos")
 
-        def samples_for(video_index: int, num_frames: int) -> list[FrameSample]:
-            if self.sampling_method == "resize":
-                starts = [0]
-            elif window_start_frames is not None:
-                starts = [int(window_start_frames[video_index])]
-            else:
-                starts = self.window_start_frames(num_frames)
-            return [self.sample_frames(num_frames, window_start_frame=start) for start in starts]
-
         pixel_values, masks, metas = [], [], []
         for index, video in enumerate(videos):
-            if isinstance(video, (str, os.PathLike)):
-                video_id = video_ids[index] if video_ids else Path(video).stem
-                # One open and one pass for all windows of the video; overlapping frames are decoded once.
-                decoded = self.decode(video, lambda info, i=index: samples_for(i, info.num_frames), decode_backend)
-                samples, frames = decoded.sample, decoded.frames
-                num_frames, video_fps = decoded.info.num_frames, decoded.info.fps
-            else:
-                video_id = video_ids[index] if video_ids else f"video_{index}"
-                clip = torch.as_tensor(video)
-                if clip.ndim != 4 or clip.dtype != torch.uint8:
-                    raise ValueError(
-                        f"video {index}: expected a uint8 clip (T, H, W, 3) or (T, 3, H, W), got "
-                        f"{tuple(clip.shape)} {clip.dtype}"
-                    )
-                if fps is None:
-                    raise ValueError("`fps` is needed for decoded clips (to convert predictions to seconds)")
-                num_frames, video_fps = clip.shape[0], float(fps[index])
-                samples = samples_for(index, num_frames)
-                frames = clip[torch.from_numpy(_frame_indices_of(samples))]
-            frames_per_row = self.frames_per_sample()
-            for row, sample in enumerate(samples):
-                clip_frames = frames[row * frames_per_row : (row + 1) * frames_per_row]
-                pixel_values.append(self.transform_frames(clip_frames))
+            is_path = isinstance(video, (str, os.PathLike))
+            video_id = video_ids[index] if video_ids else (Path(video).stem if is_path else f"video_{index}")
+            only_start = None if window_start_frames is None else int(window_start_frames[index])
+
+            def select_samples(info, only_start=only_start):
+                if only_start is not None and self.sampling_method != "resize":
+                    starts = [only_start]
+                else:
+                    starts = self.window_start_frames(info.num_frames)
+                return [self.sample_frames(info.num_frames, window_start_frame=start) for start in starts]
+
+            try:
+                info, windows = self.decode_windows(
+                    video, select_samples, fps=None if fps is None else fps[index], backend=decode_backend
+                )
+            except ValueError as error:
+                if is_path:
+                    raise
+                raise ValueError(f"video {index}: {error}") from error
+            for sample, clip in windows:
+                pixel_values.append(clip)
                 masks.append(torch.from_numpy(sample.mask))
-                metas.append(self.video_meta(video_id, video_fps, num_frames / video_fps, sample.window_start_frame))
+                metas.append(self.video_meta(video_id, info.fps, info.duration, sample.window_start_frame))
         return BatchFeature(
             data={"pixel_values": torch.stack(pixel_values), "masks": torch.stack(masks), "video_metas": metas}
         )
@@ -1160,9 +1036,10 @@ class TemporalDetectionTransform:
         rng, generator = self._random_sources(video_id, window_start)
         if not row.get("video_path"):
             raise VideoDecodeError(f"<no path for video {video_id!r}>", "the row has no `video_path` (pass video_dir to the loader)")
-        decoded = processor.decode(row["video_path"], lambda info: self._sample(row, info, rng))
-        sample, info = decoded.sample, decoded.info
-        pixel_values = processor.transform_frames(decoded.frames, train=self.mode == "train", generator=generator)
+        info, [(sample, pixel_values)] = processor.decode_windows(
+            row["video_path"], lambda info: [self._sample(row, info, rng)], train=self.mode == "train",
+            generator=generator,
+        )
         fps = row.get("fps") or info.fps
         duration = row.get("duration") or info.duration
         return {
@@ -1237,11 +1114,7 @@ __all__ = [
     "TemporalDetectionTransform",
     "collate_temporal_detection",
     "DecodedVideo",
-    "FrameSample",
     "VideoDecodeError",
     "VideoInfo",
     "decode_video",
-    "sample_random_trunc",
-    "sample_resize",
-    "sample_sliding_window",
 ]

@@ -2,7 +2,7 @@
 
 THUMOS setting: one sliding window = 768 frames read every 4 video frames (snippet stride 4, scale factor
 1), i.e. 3072 consecutive video frames decoded per sample, resized (short side) and center-cropped to
-160x160 (or 224x224), normalised to float32. The source is a real clip from `shared/data/videos` looped
+160x160 (or 224x224), normalised to float32. The source is a real clip from `tests/data/videos` looped
 by remuxing its packets (no re-encoding) until it is long enough, so every sample decodes real H.264 data
 and no frame is served twice from a cache.
 
@@ -84,7 +84,7 @@ def run(processor, video_path, backend, num_workers, num_samples):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "videos" / "demo.mp4")
+    parser.add_argument("--video", type=Path, default=REPO_ROOT / "tests" / "data" / "videos" / "demo.mp4")
     parser.add_argument("--backends", nargs="+", default=["decord", "pyav"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[160, 224])
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])

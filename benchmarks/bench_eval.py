@@ -17,7 +17,7 @@ Timed in one run:
 All per-class AP arrays are compared; the script fails if any number differs.
 
 Usage:
-    python benchmarks/bench_eval.py [--shared-dir ../shared] [--work-dir /tmp/adatad-bench-eval]
+    python benchmarks/bench_eval.py [--shared-dir tests] [--work-dir /tmp/adatad-bench-eval]
         [--num-predictions 60000] [--repeats 3] [--skip-official-loop] [--output results.json]
 """
 
@@ -268,7 +268,9 @@ def timed(function, *args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared-dir", type=Path, default=Path(os.environ.get("ADATAD_SHARED_DIR", REPO_ROOT.parent / "shared")))
+    parser.add_argument(
+        "--shared-dir", type=Path, default=REPO_ROOT / "tests", help="folder holding data/annotations (default: tests)"
+    )
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/adatad-bench-eval"))
     parser.add_argument("--num-predictions", type=int, default=60000)
     parser.add_argument("--repeats", type=int, default=3)

@@ -40,7 +40,7 @@ from adatad import AdaTADConfig, AdaTADForTemporalDetection, AdaTADVideoProcesso
 from adatad.pipeline_adatad import PRECISIONS, TemporalActionDetectionPipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_VIDEO = Path(os.environ.get("ADATAD_SHARED_DIR", REPO_ROOT.parent / "shared")) / "data" / "videos" / "demo.mp4"
+DEFAULT_VIDEO = REPO_ROOT / "tests" / "data" / "videos" / "demo.mp4"
 
 
 def build_model_and_processor(args, mode: str):
@@ -240,7 +240,7 @@ def main():
     parser.add_argument("--output", type=Path, help="write all measurements as JSON")
     args = parser.parse_args()
     if not args.video.is_file():
-        parser.error(f"video '{args.video}' not found; pass --video or set ADATAD_SHARED_DIR")
+        parser.error(f"video '{args.video}' not found; pass --video")
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:

@@ -2,7 +2,7 @@
 
     python benchmarks/parity_report.py [FIXTURE_DIR ...]
 
-Without arguments it reads every `opentad_*` folder under ../shared/fixtures (and ADATAD_PARITY_FIXTURES), exactly as
+Without arguments it reads every `opentad_*` folder under tests/fixtures (and ADATAD_PARITY_FIXTURES), exactly as
 tests/test_opentad_parity.py does, and prints a Markdown table.
 """
 

@@ -1,4 +1,4 @@
-"""Makes the two pictures of the synthetic-data README section (run from the repository root).
+"""Makes the two pictures of docs/synthetic.md (run from the repository root).
 
     .venv/bin/python docs/make_synthetic_figures.py docs/images
 """
@@ -8,7 +8,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import decord
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure

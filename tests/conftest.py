@@ -3,18 +3,20 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# `../shared` sits beside the clone (CI and developer machines); ADATAD_SHARED_DIR overrides it.
-SHARED_DIR = Path(os.environ.get("ADATAD_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
+# Everything the tests read lives in the repository: tests/fixtures (OpenTAD parity and evaluation references),
+# tests/data (real annotation files and clips) and tests/seed; tests/SOURCES.md gives each file's origin and licence.
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
 
 
 def opentad_fixture_dirs():
-    """Every `opentad_*` folder under shared/fixtures plus those listed in ADATAD_PARITY_FIXTURES."""
-    fixtures_root = SHARED_DIR / "fixtures"
-    dirs = sorted(p for p in fixtures_root.glob("opentad_*") if p.is_dir()) if fixtures_root.is_dir() else []
+    """Every `opentad_*` folder under tests/fixtures plus those listed in ADATAD_PARITY_FIXTURES."""
+    dirs = sorted(p for p in (TESTS_DIR / "fixtures").glob("opentad_*") if p.is_dir())
     for entry in os.environ.get("ADATAD_PARITY_FIXTURES", "").split(os.pathsep):
         if entry.strip():
             path = Path(entry.strip()).resolve()
+            if not path.is_dir():
+                raise pytest.UsageError(f"ADATAD_PARITY_FIXTURES names '{path}', which is not a folder")
             if path not in dirs:
                 dirs.append(path)
     return dirs
@@ -25,12 +27,11 @@ def pytest_generate_tests(metafunc):
     if "opentad_fixture" in metafunc.fixturenames:
         dirs = opentad_fixture_dirs()
         if not dirs:
-            raise pytest.UsageError(f"no OpenTAD parity fixture folders found under {SHARED_DIR / 'fixtures'}")
+            raise pytest.UsageError(f"no OpenTAD parity fixture folders found under {TESTS_DIR / 'fixtures'}")
         metafunc.parametrize("opentad_fixture", dirs, ids=[d.name for d in dirs])
 
 
 @pytest.fixture(scope="session")
 def shared_dir():
-    if not SHARED_DIR.is_dir():
-        raise FileNotFoundError(f"shared data folder not found at {SHARED_DIR}; set ADATAD_SHARED_DIR")
-    return SHARED_DIR
+    """The folder holding fixtures/, data/ and seed/ (the repository's tests/ folder)."""
+    return TESTS_DIR

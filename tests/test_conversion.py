@@ -512,6 +512,7 @@ def test_opentad_fixture_conversion(opentad_fixture, tmp_path):
         assert_matches_fixture(tmp_path / "raw", opentad_fixture)
 
 
+@pytest.mark.slow
 def test_opentad_conversion_cli_and_key_checks(shared_dir, tmp_path):
     fixture = shared_dir / "fixtures" / "opentad_public"
     config_file = write_fixture_config(fixture, tmp_path / "opentad")

@@ -1,5 +1,5 @@
-"""Tests for `adatad.data`: every real annotation file in shared/data, small files in the formats
-that are not available here, validation flags, sliding windows and grid conversion."""
+"""Tests for `adatad.data`: every real annotation file in tests/data, small files in the formats
+that are not available here, validation flags and sliding windows (grid conversion: test_time_grid.py)."""
 
 import json
 import subprocess
@@ -12,10 +12,10 @@ import pytest
 from adatad.data import (
     THUMOS14_DETECTION_CLASSES,
     AnnotationError,
+    AnnotationOptions,
     annotation_features,
     class_names_of,
     expand_sliding_windows,
-    grid_to_seconds,
     load_activitynet_bsn,
     load_charades_csv,
     load_charades_json,
@@ -27,11 +27,10 @@ from adatad.data import (
     load_thumos14_txt,
     read_class_names,
     resolve_video_paths,
-    seconds_to_frames,
-    seconds_to_grid,
     split_by_subset,
     to_database_json,
 )
+from adatad.time_grid import grid_to_seconds
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +49,7 @@ def segment_multiset(dataset, video_id=None):
     return result if video_id is None else result[video_id]
 
 
+@pytest.mark.slow
 def test_import_does_not_pull_torch():
     code = "import sys, adatad.data; assert 'torch' not in sys.modules, 'adatad.data imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -69,6 +69,7 @@ def anet(annotations_dir):
     )
 
 
+@pytest.mark.slow
 def test_activitynet_bsn_counts_and_quirks(anet, annotations_dir):
     dataset, report = anet
     assert len(dataset) == 19228
@@ -91,6 +92,7 @@ def test_activitynet_bsn_counts_and_quirks(anet, annotations_dir):
     assert zero == {"6kgJx6ahgq0", "QhiKgeJV3k0", "e6J_ygZ779A"}
 
 
+@pytest.mark.slow
 def test_activitynet_bsn_validation_instances(annotations_dir):
     folder = annotations_dir / "activitynet"
     validation, report = load_activitynet_bsn(
@@ -104,6 +106,7 @@ def test_activitynet_bsn_validation_instances(annotations_dir):
     assert sum(len(s) for s in deduplicated["segments"]) == 7293 - 17
 
 
+@pytest.mark.slow
 def test_activitynet_class_name_files_agree(annotations_dir, anet):
     folder = annotations_dir / "activitynet"
     from_txt = read_class_names(folder / "action_name.txt")
@@ -118,6 +121,7 @@ def test_activitynet_class_name_files_agree(annotations_dir, anet):
     assert class_names_of(folder_default) == sorted(from_txt)
 
 
+@pytest.mark.slow
 def test_activitynet_submission_file_matches_validation(annotations_dir):
     # sample_detection_prediction.json is the validation GT written as predictions (SOURCES.md)
     with open(annotations_dir / "activitynet" / "sample_detection_prediction.json") as f:
@@ -261,6 +265,7 @@ def test_epic_timestamps_to_seconds(annotations_dir):
     assert class_names_of(dataset)[row["labels"][index]] == "wash"
 
 
+@pytest.mark.slow
 def test_multithumos(annotations_dir):
     dataset, report = load_multithumos_json(annotations_dir / "multithumos" / "multithumos.json", output_report=True)
     assert len(dataset) == 413 and Counter(dataset["subset"]) == {"training": 200, "testing": 213}
@@ -278,6 +283,7 @@ def test_multithumos(annotations_dir):
         load_multithumos_json(annotations_dir / "multithumos" / "multithumos.json", class_names=["a", "b"])
 
 
+@pytest.mark.slow
 def test_charades_json(annotations_dir):
     path = annotations_dir / "charades" / "charades.json"
     with pytest.raises(AnnotationError, match=r"charades\.json: video 'AKKWU', field actions\[0\]\.segment: end"):
@@ -291,6 +297,7 @@ def test_charades_json(annotations_dir):
     assert all("end (" in line for line in report.details)
 
 
+@pytest.mark.slow
 def test_charades_csv_equals_json(annotations_dir):
     folder = annotations_dir / "charades"
     from_csv = load_charades_csv(folder / "Charades_v1_test_200.csv")
@@ -595,77 +602,6 @@ def test_resolve_video_paths(activitynet_official, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Grid conversion
-# ---------------------------------------------------------------------------------------------
-
-
-def test_seconds_to_frames_truncates_like_opentad():
-    # THUMOS: int(seg / duration * frame); EPIC/Charades: int(seg * fps)
-    frames = seconds_to_frames([[1.0, 2.99]], mode="frame_count", duration=10.0, num_frames=301)
-    assert frames.tolist() == [[int(1.0 / 10.0 * 301), int(2.99 / 10.0 * 301)]] == [[30, 89]]  # 89.99 -> 89
-    assert seconds_to_frames([[0.5, 1.259]], mode="fixed_fps", fps=30).tolist() == [[15, 37]]
-
-
-def test_seconds_to_grid_modes():
-    # ActivityNet resize: clip(seg / duration, 0, 1) * resize_length
-    grid = seconds_to_grid([[10.0, 60.0], [-1.0, 120.0]], mode="resize", duration=100.0, resize_length=192)
-    np.testing.assert_allclose(grid, [[19.2, 115.2], [0.0, 192.0]])
-    # THUMOS sliding window: (int(seg / duration * frame) - window_start_frame) / snippet_stride
-    grid = seconds_to_grid([[10.0, 20.0]], mode="frame_count", duration=100.0, num_frames=3000, snippet_stride=4,
-                           window_start_frame=200)
-    np.testing.assert_allclose(grid, [[(300 - 200) / 4, (600 - 200) / 4]])
-
-
-@pytest.mark.parametrize("mode, kwargs", [
-    ("frame_count", dict(num_frames=2997, snippet_stride=4)),
-    ("fixed_fps", dict(fps=30.0, snippet_stride=16)),
-])
-def test_grid_round_trip_within_one_frame(mode, kwargs):
-    rng = np.random.default_rng(0)
-    duration = 100.0
-    starts = rng.uniform(0, 90, 200)
-    seconds = np.stack([starts, starts + rng.uniform(0.1, 10, 200)], axis=1)
-    window_start_frame = 64 if mode == "frame_count" else 0
-    grid = seconds_to_grid(seconds, mode=mode, duration=duration, window_start_frame=window_start_frame, **kwargs)
-    back = grid_to_seconds(grid, mode=mode, duration=duration, window_start_frame=window_start_frame, **kwargs)
-    frame_rate = kwargs.get("fps") or kwargs["num_frames"] / duration
-    # truncation to whole frames loses less than one frame, always downwards
-    assert np.all(back <= seconds + 1e-9) and np.all(seconds - back < 1.0 / frame_rate + 1e-9)
-
-
-def test_grid_round_trip_resize_and_clip():
-    seconds = np.array([[0.0, 12.5], [40.0, 50.0]])
-    grid = seconds_to_grid(seconds, mode="resize", duration=50.0, resize_length=192)
-    np.testing.assert_allclose(grid_to_seconds(grid, mode="resize", duration=50.0, resize_length=192), seconds)
-    # back-conversion clips to [0, duration]
-    out = grid_to_seconds([[-3.0, 500.0]], mode="fixed_fps", fps=10.0, snippet_stride=1, duration=20.0)
-    assert out.tolist() == [[0.0, 20.0]]
-
-
-def test_grid_to_seconds_matches_opentad_fixture(opentad_fixture):
-    safetensors_numpy = pytest.importorskip("safetensors.numpy")
-    config = json.loads((opentad_fixture / "config.json").read_text())
-    outputs = safetensors_numpy.load_file(str(opentad_fixture / "outputs.safetensors"))
-    metas = config["post_processing"]["metas"]
-    for index, meta in enumerate(metas):
-        seconds = grid_to_seconds(
-            outputs[f"post.nms_segments.{index}"], mode="fixed_fps", fps=meta["fps"], duration=meta["duration"],
-            snippet_stride=meta["snippet_stride"], window_start_frame=meta["window_start_frame"],
-            offset_frames=meta["offset_frames"],
-        )
-        np.testing.assert_allclose(seconds, outputs[f"post.seconds_segments.{index}"], atol=1e-4)
-
-
-def test_conversion_argument_errors():
-    with pytest.raises(ValueError, match="num_frames"):
-        seconds_to_grid([[0, 1]], mode="frame_count", duration=10.0, snippet_stride=4)
-    with pytest.raises(ValueError, match="fps"):
-        grid_to_seconds([[0, 1]], mode="fixed_fps", duration=10.0, snippet_stride=4)
-    with pytest.raises(ValueError, match="resize_length"):
-        seconds_to_grid([[0, 1]], mode="resize", duration=10.0)
-
-
-# ---------------------------------------------------------------------------------------------
 # Sliding windows (hand-computed)
 # ---------------------------------------------------------------------------------------------
 
@@ -817,3 +753,45 @@ def test_bad_duration_is_a_video_error(tmp_path):
     dataset, report = load_database_json(path, on_error="skip", output_report=True)
     assert dataset["video_id"] == ["ok"] and dataset["duration"] == [12.5]
     assert report.skipped == {"bad_video_field": 2} and report.kept["string_value"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared loader settings: one AnnotationOptions object, or keywords of the call
+# ---------------------------------------------------------------------------------------------
+
+
+def test_options_object_and_keywords_are_the_same_settings(bad_database):
+    options = AnnotationOptions(on_error="skip", zero_length="error", output_report=True)
+    by_object, object_report = load_database_json(bad_database, options=options)
+    by_keywords, keyword_report = load_database_json(bad_database, on_error="skip", zero_length="error",
+                                                     output_report=True)
+    assert by_object.to_list() == by_keywords.to_list()
+    assert object_report.skipped == keyword_report.skipped and object_report.skipped["zero_length"] == 1
+    # keywords override the object's fields; the object itself is unchanged (frozen)
+    kept, report = load_database_json(bad_database, options=options, zero_length="keep")
+    assert report.skipped["zero_length"] == 0 and report.kept["zero_length"] == 1
+    assert options.zero_length == "error"
+
+
+def test_options_reject_unknown_names_and_values(bad_database):
+    with pytest.raises(TypeError, match=r"unknown loader argument\(s\) \['on_eror'\]"):
+        load_database_json(bad_database, on_eror="skip")
+    with pytest.raises(ValueError, match="missing_videos must be 'raise' or 'skip'"):
+        AnnotationOptions(missing_videos="ignore")
+
+
+def test_video_prefix_default_is_the_loaders(tmp_path):
+    # BSN ids drop the "v_" of the file names; None puts it back for load_activitynet_bsn, "" for the others
+    folder = tmp_path / "bsn"
+    folder.mkdir()
+    (folder / "anno.json").write_text(json.dumps({"v_abc": {
+        "duration_second": 10.0, "duration_frame": 300, "annotations": [{"segment": [1.0, 2.0], "label": "a"}]}}))
+    (folder / "info.csv").write_text("video,subset,fps\nv_abc,validation,30\n")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "v_abc.mp4").write_bytes(b"")
+    rows = load_activitynet_bsn(folder / "anno.json", folder / "info.csv", video_dir=videos)
+    assert rows[0]["video_id"] == "abc" and rows[0]["video_path"] == str(videos / "v_abc.mp4")
+    with pytest.raises(FileNotFoundError, match="1 of 1 videos have no file"):
+        load_activitynet_bsn(folder / "anno.json", folder / "info.csv", options=AnnotationOptions(video_dir=videos,
+                                                                                                   video_prefix=""))

@@ -175,6 +175,7 @@ def test_public_fixture_cli(shared_dir, case, tmp_path, capsys):
     assert_matches_expected(written["ap_per_class"], list(written["mAP_per_tiou"].values()), written["average_mAP"], expected)
 
 
+@pytest.mark.slow
 def test_public_fixture_evaluate_load(shared_dir):
     import evaluate
 
@@ -204,6 +205,7 @@ def test_public_fixture_evaluate_load(shared_dir):
         assert_matches_expected(result["ap_per_class"], list(result["mAP_per_tiou"].values()), result["average_mAP"], expected)
 
 
+@pytest.mark.slow
 def test_cli_process_imports_no_torch(shared_dir, tmp_path):
     gt_path, pred_path, expected = fixture_paths(shared_dir, "thumos14_test")
     code = (

@@ -266,6 +266,7 @@ def test_missing_model_folder_is_named(tmp_path, model_folder):
 # ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_saved_pipeline_loads_in_a_fresh_interpreter_without_adatad(detector, tmp_path, videos):
     folder = tmp_path / "saved"
     detector.save_pretrained(folder)
@@ -294,6 +295,7 @@ def test_saved_pipeline_loads_in_a_fresh_interpreter_without_adatad(detector, tm
 # ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_writes_json_and_plot_and_skips_broken_video(model_folder, videos, tmp_path):
     output, plot = tmp_path / "out" / "detections.json", tmp_path / "timeline.png"
     command = [

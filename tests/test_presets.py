@@ -368,6 +368,7 @@ def test_preset_table_lists_every_preset_with_its_target():
     assert rows["synthetic-tiny"][1:] == ["synthetic", "-"]
 
 
+@pytest.mark.slow
 def test_command_line_prints_the_table_and_overridden_presets(capsys):
     listing = subprocess.run(
         [sys.executable, str(TRAINING_DIR / "presets.py")], capture_output=True, text=True, check=True, timeout=120
@@ -468,6 +469,7 @@ accelerator.end_training()
 """
 
 
+@pytest.mark.slow
 def test_cpu_two_process_config_runs_a_gloo_group(tmp_path):
     script = tmp_path / "distributed_check.py"
     script.write_text(DISTRIBUTED_CHECK)

@@ -95,6 +95,7 @@ def test_save_pretrained_round_trip_through_auto_video_processor(tmp_path):
     assert overridden.window_size == 32
 
 
+@pytest.mark.slow
 def test_saved_folder_loads_with_trust_remote_code_in_a_fresh_interpreter(tmp_path):
     folder = tmp_path / "model"
     small_processor(window_size=24).save_pretrained(folder)

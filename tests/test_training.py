@@ -64,6 +64,7 @@ def model_weights(folder):
 
 
 @pytest.mark.parametrize("tuning_mode", ["adapter", "side", "frozen", "full"])
+@pytest.mark.slow
 def test_one_training_step_per_tuning_mode(synthetic_data, tmp_path, tuning_mode):
     preset = "synthetic-tiny" if tuning_mode == "adapter" else f"synthetic-tiny-{tuning_mode}"
     result = run(synthetic_data, tmp_path, "--max_train_steps", "1", preset=preset)
@@ -77,6 +78,7 @@ def test_one_training_step_per_tuning_mode(synthetic_data, tmp_path, tuning_mode
     assert config["tuning_mode"] == tuning_mode
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_fixed_batch():
     from adatad import AdaTADConfig, AdaTADForTemporalDetection
 
@@ -108,6 +110,7 @@ def test_loss_falls_on_a_fixed_batch():
     assert eval_loss() < 0.5 * initial
 
 
+@pytest.mark.slow
 def test_resume_is_exact(synthetic_data, tmp_path):
     # Uninterrupted: 3 epochs of 2 steps. Interrupted: stop after step 3 (mid-epoch), resume from `latest`.
     straight = run(synthetic_data, tmp_path / "straight", "--num_epochs", "3", "--checkpointing_steps", "1")
@@ -127,6 +130,7 @@ def test_resume_is_exact(synthetic_data, tmp_path):
     assert straight["last"]["average_mAP"] == resumed["last"]["average_mAP"]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_data, tmp_path):
     with pytest.raises(FloatingPointError) as error:
         run(
@@ -142,6 +146,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_data
             assert torch.isfinite(tensor).all(), f"{checkpoint.name}: {name} is not finite"
 
 
+@pytest.mark.slow
 def test_two_process_training_matches_one_process(synthetic_data, tmp_path):
     common = ["--preset", "synthetic-tiny", "--data_dir", str(synthetic_data), "--num_epochs", "2"]
     overrides = ["--set", *TINY, "model.adapter_layer_indices=[0,1]"]
@@ -162,6 +167,7 @@ def test_two_process_training_matches_one_process(synthetic_data, tmp_path):
     assert single["global_step"] == 2 * 2
 
 
+@pytest.mark.slow
 def test_saved_folder_has_a_model_card_and_loads_back(synthetic_data, tmp_path):
     from transformers import AutoModel, AutoVideoProcessor
 
@@ -188,6 +194,7 @@ def test_push_to_hub_needs_a_model_id():
         run_tad.push_folder(Path("."), None)
 
 
+@pytest.mark.slow
 def test_training_without_ema_saves_the_live_weights(synthetic_data, tmp_path):
     result = run(synthetic_data, tmp_path, "--max_train_steps", "1", overrides=["training.ema_decay=null"])
     assert result["global_step"] == 1
