@@ -56,7 +56,8 @@ Schema (every file has exactly these keys; `null` means "not used by this preset
     - `num_workers`: data-loader worker processes.
 - `processor` (dict): spatial keyword arguments of `AdaTADVideoProcessor`: `size` (evaluation short side),
   `crop_size`, `train_size` (training short side), `do_random_resized_crop`, `random_resized_crop_area`,
-  `random_resized_crop_aspect_ratio`, `do_flip`, `flip_ratio`, `do_rand_augment`, `do_color_jitter`.
+  `random_resized_crop_aspect_ratio`, `do_flip`, `flip_ratio`, `augmentation` (`"imgaug_default"`: OpenTAD's
+  `ImgAug("default")`, every AdaTAD training pipeline; null: none, the frozen-backbone baselines), `do_color_jitter`.
   `processor_kwargs(preset)` adds the sampling keys of `data` and the `post_*` settings of `model`.
 - `training` (dict):
     - `global_batch_size`: videos per optimizer step over all processes (OpenTAD's `batch_size` is global);
@@ -145,7 +146,7 @@ PROCESSOR_TYPES = {
     "random_resized_crop_aspect_ratio": list,
     "do_flip": bool,
     "flip_ratio": NUMBER,
-    "do_rand_augment": bool,
+    "augmentation": (str, NULL),
     "do_color_jitter": bool,
 }
 TRAINING_TYPES = {
