@@ -28,10 +28,12 @@ Each op follows what imgaug 0.4.0 runs for uint8 RGB images, so that outputs mat
 `TorchvisionRandAugment` keeps torchvision's `RandAugment` as the named alternative.
 """
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 LEVEL = 9 / 10
@@ -70,8 +72,8 @@ _IMGAUG_PI = 3.141592
 # Under this many values (H * W * 3: imgaug compares `image.size`, although its comment says H * W) imgaug
 # 0.4.0 equalizes through Pillow (`_EQUALIZE_USE_PIL_BELOW`).
 _EQUALIZE_PIL_BELOW = 64 * 64
-# Frames handled at once by the lookup-table and warp kernels (bounds their int64 index buffers).
-_FRAME_CHUNK = 32
+# Frames warped at once (bounds the uint16 temporaries: a few H * W * 3 * 2 bytes per frame).
+_WARP_CHUNK = 128
 
 
 def _check_clip(frames: torch.Tensor) -> None:
@@ -132,8 +134,8 @@ def warp_affine(frames: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """OpenCV `warpAffine(src, matrix[:2], (W, H), INTER_LINEAR, BORDER_CONSTANT, 0)` on a uint8 clip.
 
     As OpenCV: the matrix is inverted in float64; source positions are rounded to 1/1024 pixel, then to the
-    1/32 grid of its interpolation table; the 4 neighbours are weighted with integers summing to 2^15 and
-    the sum is rounded; neighbours outside the image count as 0.
+    1/32 grid of its interpolation table; the 4 neighbours get integer weights summing to 2^15 and the sum is
+    rounded; neighbours outside the image count as 0.
     """
     _check_clip(frames)
     num_frames, channels, height, width = frames.shape
@@ -156,34 +158,31 @@ def warp_affine(frames: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     y_row = torch.round((a11 * ys + b1) * ab_scale).long() + round_delta
     x_fixed = (x_row[:, None] + x_delta[None, :]) >> (10 - inter_bits)
     y_fixed = (y_row[:, None] + y_delta[None, :]) >> (10 - inter_bits)
-    x0, fx = x_fixed >> inter_bits, (x_fixed & 31).float()
-    y0, fy = y_fixed >> inter_bits, (y_fixed & 31).float()
+    x0, fx = x_fixed >> inter_bits, x_fixed & 31
+    y0, fy = y_fixed >> inter_bits, y_fixed & 31
 
     # Index into the frame padded by one zero pixel; coordinates outside land on the padding.
     padded_width = width + 2
 
     def flat_index(y, x):
-        return ((y.clamp(-1, height) + 1) * padded_width + x.clamp(-1, width) + 1).view(-1)
+        return ((y.clamp(-1, height) + 1) * padded_width + x.clamp(-1, width) + 1).view(-1).numpy()
 
-    indices = [flat_index(y0, x0), flat_index(y0, x0 + 1), flat_index(y0 + 1, x0), flat_index(y0 + 1, x0 + 1)]
-    # Weights in units of 2^-15 (OpenCV's INTER_REMAP_COEF_SCALE): (32 - f) * (32 - g) * 32 and so on.
-    weights = [
-        ((32 - fx) * (32 - fy) * 32).view(-1),
-        (fx * (32 - fy) * 32).view(-1),
-        ((32 - fx) * fy * 32).view(-1),
-        (fx * fy * 32).view(-1),
-    ]
-    output = torch.empty((num_frames, channels, height, width), dtype=torch.uint8)
-    for start in range(0, num_frames, _FRAME_CHUNK):
-        chunk = frames[start : start + _FRAME_CHUNK]
-        planes = torch.nn.functional.pad(chunk.contiguous(), (1, 1, 1, 1)).reshape(-1, (height + 2) * padded_width)
-        # float32 is exact here: every partial sum is an integer below 255 * 2^15 < 2^24.
-        total = torch.full((planes.shape[0], height * width), float(1 << 14))
-        for index, weight in zip(indices, weights):
-            total += planes[:, index].float() * weight
-        total = torch.floor(total / (1 << 15))
-        output[start : start + _FRAME_CHUNK] = total.view(chunk.shape).to(torch.uint8)
-    return output
+    i00, i01 = flat_index(y0, x0), flat_index(y0, x0 + 1)
+    i10, i11 = flat_index(y0 + 1, x0), flat_index(y0 + 1, x0 + 1)
+    wx0, wx1, wy0, wy1 = (weight.view(1, -1).numpy().astype(np.uint16) for weight in (32 - fx, fx, 32 - fy, fy))
+    # OpenCV: (sum of 32 * wx * wy * pixel + 2^14) >> 15 with wx, wy in 0..32. Equal to
+    # (wy0 * h0 + wy1 * h1 + 2^9) >> 10 with the row sums h = wx0 * left + wx1 * right (<= 8160), evaluated
+    # exactly in uint16 by splitting h = 32 * a + b: (A + ((B + 2^9) >> 5)) >> 5 with A, B the a and b sums.
+    output = np.empty((num_frames * channels, height * width), dtype=np.uint8)
+    for start in range(0, num_frames, _WARP_CHUNK):
+        chunk = torch.nn.functional.pad(frames[start : start + _WARP_CHUNK], (1, 1, 1, 1))
+        planes = chunk.reshape(chunk.shape[0] * channels, -1).numpy()
+        top = np.take(planes, i00, axis=1) * wx0 + np.take(planes, i01, axis=1) * wx1
+        bottom = np.take(planes, i10, axis=1) * wx0 + np.take(planes, i11, axis=1) * wx1
+        high = (top >> 5) * wy0 + (bottom >> 5) * wy1
+        low = (top & 31) * wy0 + (bottom & 31) * wy1
+        output[start * channels : (start + chunk.shape[0]) * channels] = (high + ((low + 512) >> 5)) >> 5
+    return torch.from_numpy(output).view(num_frames, channels, height, width)
 
 
 def shear_x(frames: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -216,6 +215,39 @@ def rotate(frames: torch.Tensor, degrees: float) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _as_planes(frames: torch.Tensor) -> np.ndarray:
+    """uint8 `(num_frames * 3, H * W)` numpy view (a copy when `frames` is not contiguous)."""
+    return frames.contiguous().numpy().reshape(frames.shape[0] * frames.shape[1], -1)
+
+
+def _apply_lut(frames: torch.Tensor, lut: np.ndarray) -> torch.Tensor:
+    """Map every value through one 256-entry uint8 table."""
+    return torch.from_numpy(lut[frames.contiguous().numpy()])
+
+
+def _apply_plane_luts(frames: torch.Tensor, luts: np.ndarray) -> torch.Tensor:
+    """Map each `(frame, channel)` plane through its own table, `luts` uint8 `(num_frames * 3, 256)`."""
+    planes = _as_planes(frames)
+    output = np.empty_like(planes)
+    # 256 planes at a time: (plane << 8) | value indexes their concatenated tables with uint16.
+    offsets = np.arange(256, dtype=np.uint16)[:, None] << 8
+    for start in range(0, planes.shape[0], 256):
+        block = planes[start : start + 256]
+        output[start : start + 256] = luts[start : start + 256].reshape(-1)[offsets[: len(block)] | block]
+    return torch.from_numpy(output).view(frames.shape)
+
+
+def _histograms(frames: torch.Tensor) -> np.ndarray:
+    """`(num_frames * 3, 256)` int64 histograms of every plane."""
+    planes = _as_planes(frames)
+    offsets = np.arange(256, dtype=np.uint16)[:, None] << 8
+    counts = [
+        np.bincount((offsets[: len(block)] | block).reshape(-1), minlength=len(block) * 256).reshape(-1, 256)
+        for block in (planes[start : start + 256] for start in range(0, planes.shape[0], 256))
+    ]
+    return np.concatenate(counts)
+
+
 def posterize(frames: torch.Tensor, bits: int) -> torch.Tensor:
     """imgaug `Posterize(nb_bits=bits)`: keep the `bits` highest bits of each value."""
     if not 1 <= bits <= 8:
@@ -225,7 +257,8 @@ def posterize(frames: torch.Tensor, bits: int) -> torch.Tensor:
 
 def solarize(frames: torch.Tensor, threshold: float) -> torch.Tensor:
     """imgaug `Solarize(threshold=threshold)`: values >= `int(threshold)` are inverted."""
-    return torch.where(frames >= int(threshold), 255 - frames, frames)
+    values = np.arange(256)
+    return _apply_lut(frames, np.where(values >= int(threshold), 255 - values, values).astype(np.uint8))
 
 
 def invert(frames: torch.Tensor) -> torch.Tensor:
@@ -233,25 +266,35 @@ def invert(frames: torch.Tensor) -> torch.Tensor:
     return 255 - frames
 
 
-def _luma(frames: torch.Tensor) -> torch.Tensor:
-    """Pillow's RGB -> L: `(19595 R + 38470 G + 7471 B + 2^15) >> 16`, `(num_frames, 1, H, W)` int32."""
-    rgb = frames.to(torch.int32)
-    return (rgb[:, 0:1] * 19595 + rgb[:, 1:2] * 38470 + rgb[:, 2:3] * 7471 + 0x8000) >> 16
+@functools.lru_cache(maxsize=8)
+def _blend_table(factor: float) -> np.ndarray:
+    """Pillow's `Image.blend(degenerate, image, factor)` for every uint8 pair, `[degenerate, value]`.
 
-
-def _blend(degenerate: torch.Tensor, frames: torch.Tensor, factor: float) -> torch.Tensor:
-    """Pillow's `Image.blend(degenerate, image, factor)` for uint8: float32, clipped, truncated."""
+    Pillow computes `(float)(d + alpha * (v - d))` with a float32 `alpha` (each operation rounded, no fused
+    multiply-add), clips to 0..255 and truncates."""
+    values = torch.arange(256, dtype=torch.float32)
+    degenerate, value = values[:, None], values[None, :]
     alpha = torch.tensor(factor, dtype=torch.float32)
-    start = degenerate.to(torch.float32)
-    # Separate multiply and add (no fused multiply-add), as Pillow's C loop rounds each.
-    value = torch.mul(frames.to(torch.float32) - start, alpha)
-    value = torch.add(start, value)
-    return value.clamp_(0, 255).to(torch.uint8)
+    blended = torch.add(degenerate, torch.mul(value - degenerate, alpha))
+    return blended.clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def _blend_pixels(degenerate: torch.Tensor, frames: torch.Tensor, factor: float) -> torch.Tensor:
+    """Blend with a per-pixel degenerate image (uint8, broadcastable to `frames`)."""
+    index = (degenerate.to(torch.int16) << 8) | frames.to(torch.int16)
+    table = _blend_table(factor).reshape(-1)
+    return torch.from_numpy(table[index.contiguous().numpy().view(np.uint16)])
+
+
+def _luma(frames: torch.Tensor) -> torch.Tensor:
+    """Pillow's RGB -> L: `(19595 R + 38470 G + 7471 B + 2^15) >> 16`, `(num_frames, 1, H, W)` uint8."""
+    rgb = frames.to(torch.int32)
+    return ((rgb[:, 0:1] * 19595 + rgb[:, 1:2] * 38470 + rgb[:, 2:3] * 7471 + 0x8000) >> 16).to(torch.uint8)
 
 
 def enhance_color(frames: torch.Tensor, factor: float) -> torch.Tensor:
-    """Pillow `ImageEnhance.Color(image).enhance(factor)` per frame."""
-    return _blend(_luma(frames).expand_as(frames), frames, factor)
+    """Pillow `ImageEnhance.Color(image).enhance(factor)` per frame: blend with the frame's luma."""
+    return _blend_pixels(_luma(frames), frames, factor)
 
 
 def enhance_contrast(frames: torch.Tensor, factor: float) -> torch.Tensor:
@@ -259,77 +302,49 @@ def enhance_contrast(frames: torch.Tensor, factor: float) -> torch.Tensor:
     luma = _luma(frames)
     count = luma[0].numel()
     means = [int(total / count + 0.5) for total in luma.view(luma.shape[0], -1).sum(1, dtype=torch.int64).tolist()]
-    degenerate = torch.tensor(means, dtype=torch.uint8).view(-1, 1, 1, 1).expand_as(frames)
-    return _blend(degenerate, frames, factor)
+    luts = _blend_table(factor)[np.repeat(means, frames.shape[1])]
+    return _apply_plane_luts(frames, luts)
 
 
 def enhance_brightness(frames: torch.Tensor, factor: float) -> torch.Tensor:
     """Pillow `ImageEnhance.Brightness`: blend with black."""
-    return _blend(torch.zeros_like(frames), frames, factor)
+    return _apply_lut(frames, _blend_table(factor)[0])
 
 
 def smooth_filter(frames: torch.Tensor) -> torch.Tensor:
-    """Pillow's `ImageFilter.SMOOTH` (3x3, weights 1 around 5, / 13) on uint8: border pixels are kept."""
+    """Pillow's `ImageFilter.SMOOTH` (3x3, weights 1 around 5, / 13) on uint8; border pixels are kept.
+
+    Pillow sums in float32 with the kernel divided by 13 and a rounding offset 0.5, then truncates. Its
+    result equals the integer `(2 * N + 13) // 26` of the weighted sum `N`: `0.5 + N / 13` is never within
+    1/26 of an integer, far beyond float32 rounding at these magnitudes."""
     height, width = frames.shape[-2:]
     if height < 3 or width < 3:
         return frames.clone()
-    source = frames.to(torch.float32)
-    one = torch.tensor(1.0, dtype=torch.float32) / 13
-    five = torch.tensor(5.0, dtype=torch.float32) / 13
-
-    def row(dy: int, middle: torch.Tensor) -> torch.Tensor:
-        # Pillow's KERNEL1x3: (left * k0 + centre * k1) + right * k2, in float32.
-        rows = source[..., 1 + dy : height - 1 + dy, :]
-        return rows[..., :-2] * one + rows[..., 1:-1] * middle + rows[..., 2:] * one
-
-    # Pillow adds rows y+1, y, y-1 to the rounding offset 0.5, in that order.
-    total = torch.full(source[..., 1:-1, 1:-1].shape, 0.5, dtype=torch.float32)
-    total = total + row(1, one)
-    total = total + row(0, five)
-    total = total + row(-1, one)
+    source = frames.to(torch.int16)
+    rows = source[..., :, :-2] + source[..., :, 1:-1] + source[..., :, 2:]
+    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
+    weighted = box + 4 * source[..., 1:-1, 1:-1]
     output = frames.clone()
-    output[..., 1:-1, 1:-1] = total.clamp_(0, 255).to(torch.uint8)
+    output[..., 1:-1, 1:-1] = torch.div(2 * weighted + 13, 26, rounding_mode="floor").to(torch.uint8)
     return output
 
 
 def enhance_sharpness(frames: torch.Tensor, factor: float) -> torch.Tensor:
     """Pillow `ImageEnhance.Sharpness`: blend with the SMOOTH-filtered frame."""
-    return _blend(smooth_filter(frames), frames, factor)
-
-
-def _apply_luts(frames: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
-    """Map each `(frame, channel)` plane through its own 256-entry table `luts[frame, channel]`."""
-    output = torch.empty(frames.shape, dtype=torch.uint8)
-    for start in range(0, frames.shape[0], _FRAME_CHUNK):
-        chunk = frames[start : start + _FRAME_CHUNK].contiguous()
-        planes = chunk.view(-1, chunk.shape[-2] * chunk.shape[-1]).long()
-        tables = luts[start : start + _FRAME_CHUNK].reshape(-1, 256)
-        output[start : start + _FRAME_CHUNK] = torch.gather(tables, 1, planes).view(chunk.shape)
-    return output
-
-
-def _histograms(frames: torch.Tensor) -> torch.Tensor:
-    """`(num_frames, 3, 256)` int64 histograms of every plane."""
-    counts = []
-    for start in range(0, frames.shape[0], _FRAME_CHUNK):
-        chunk = frames[start : start + _FRAME_CHUNK].contiguous()
-        planes = chunk.view(-1, chunk.shape[-2] * chunk.shape[-1]).long()
-        planes += torch.arange(planes.shape[0])[:, None] * 256
-        counts.append(torch.bincount(planes.view(-1), minlength=planes.shape[0] * 256).view(chunk.shape[0], 3, 256))
-    return torch.cat(counts)
+    return _blend_pixels(smooth_filter(frames), frames, factor)
 
 
 def autocontrast(frames: torch.Tensor) -> torch.Tensor:
     """imgaug `pillike.Autocontrast(cutoff=0)`: stretch each channel's [min, max] to [0, 255] per frame."""
-    low = frames.amin(dim=(-2, -1)).to(torch.float64)
-    high = frames.amax(dim=(-2, -1)).to(torch.float64)
+    low = frames.amin(dim=(-2, -1)).to(torch.float64).view(-1, 1)
+    high = frames.amax(dim=(-2, -1)).to(torch.float64).view(-1, 1)
     stretch = high > low
     scale = torch.where(stretch, 255.0 / torch.where(stretch, high - low, 1.0), 1.0)
     offset = torch.where(stretch, -low * scale, 0.0)
     values = torch.arange(256, dtype=torch.float64)
     # imgaug: `np.clip(arange * scale + offset, 0, 255).astype(uint8)`; identity where max <= min.
-    luts = (values * scale[..., None] + offset[..., None]).clamp_(0, 255).to(torch.uint8)
-    return _apply_luts(frames, luts)
+    luts = (values * scale + offset).clamp_(0, 255).to(torch.uint8)
+    return _apply_plane_luts(frames, luts.numpy())
 
 
 def equalize(frames: torch.Tensor) -> torch.Tensor:
@@ -338,19 +353,18 @@ def equalize(frames: torch.Tensor) -> torch.Tensor:
     total = histograms.sum(-1)
     occupied = histograms > 0
     if frames[0].numel() >= _EQUALIZE_PIL_BELOW:
-        left_out = histograms[..., 255]
+        left_out = histograms[:, 255]
     else:
         # Pillow leaves out the highest occupied bin.
-        last = 255 - occupied.flip(-1).int().argmax(-1)
-        left_out = histograms.gather(-1, last[..., None])[..., 0]
+        last = 255 - np.argmax(occupied[:, ::-1], axis=-1)
+        left_out = histograms[np.arange(len(histograms)), last]
     step = (total - left_out) // 255
     identity = (occupied.sum(-1) <= 1) | (step == 0)
-    step = torch.where(identity, 1, step)
-    cumulative = torch.cumsum(histograms, -1)
-    before = torch.cat([torch.zeros_like(cumulative[..., :1]), cumulative[..., :-1]], -1)
-    luts = ((step // 2)[..., None] + before) // step[..., None]
-    luts = torch.where(identity[..., None], torch.arange(256), luts.clamp(max=255))
-    return _apply_luts(frames, luts.to(torch.uint8))
+    step = np.where(identity, 1, step)
+    before = np.concatenate([np.zeros_like(histograms[:, :1]), np.cumsum(histograms, -1)[:, :-1]], -1)
+    luts = ((step // 2)[:, None] + before) // step[:, None]
+    luts = np.where(identity[:, None], np.arange(256), np.minimum(luts, 255)).astype(np.uint8)
+    return _apply_plane_luts(frames, luts)
 
 
 def cutout_box(height: int, width: int, center_x: float, center_y: float, size: float = CUTOUT_SIZE) -> tuple[int, int, int, int]:
