@@ -222,7 +222,7 @@ def _as_planes(frames: torch.Tensor) -> np.ndarray:
 
 def _apply_lut(frames: torch.Tensor, lut: np.ndarray) -> torch.Tensor:
     """Map every value through one 256-entry uint8 table."""
-    return torch.from_numpy(lut[frames.contiguous().numpy()])
+    return torch.from_numpy(np.take(lut, frames.contiguous().numpy()))
 
 
 def _apply_plane_luts(frames: torch.Tensor, luts: np.ndarray) -> torch.Tensor:
@@ -233,7 +233,7 @@ def _apply_plane_luts(frames: torch.Tensor, luts: np.ndarray) -> torch.Tensor:
     offsets = np.arange(256, dtype=np.uint16)[:, None] << 8
     for start in range(0, planes.shape[0], 256):
         block = planes[start : start + 256]
-        output[start : start + 256] = luts[start : start + 256].reshape(-1)[offsets[: len(block)] | block]
+        output[start : start + 256] = np.take(luts[start : start + 256].reshape(-1), offsets[: len(block)] | block)
     return torch.from_numpy(output).view(frames.shape)
 
 
@@ -283,7 +283,7 @@ def _blend_pixels(degenerate: torch.Tensor, frames: torch.Tensor, factor: float)
     """Blend with a per-pixel degenerate image (uint8, broadcastable to `frames`)."""
     index = (degenerate.to(torch.int16) << 8) | frames.to(torch.int16)
     table = _blend_table(factor).reshape(-1)
-    return torch.from_numpy(table[index.contiguous().numpy().view(np.uint16)])
+    return torch.from_numpy(np.take(table, index.contiguous().numpy().view(np.uint16)))
 
 
 def _luma(frames: torch.Tensor) -> torch.Tensor:
@@ -311,6 +311,10 @@ def enhance_brightness(frames: torch.Tensor, factor: float) -> torch.Tensor:
     return _apply_lut(frames, _blend_table(factor)[0])
 
 
+# (2 * N + 13) // 26 for every weighted sum N of the SMOOTH kernel (0 .. 13 * 255).
+_SMOOTH_TABLE = ((2 * np.arange(13 * 255 + 1) + 13) // 26).astype(np.uint8)
+
+
 def smooth_filter(frames: torch.Tensor) -> torch.Tensor:
     """Pillow's `ImageFilter.SMOOTH` (3x3, weights 1 around 5, / 13) on uint8; border pixels are kept.
 
@@ -325,7 +329,7 @@ def smooth_filter(frames: torch.Tensor) -> torch.Tensor:
     box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
     weighted = box + 4 * source[..., 1:-1, 1:-1]
     output = frames.clone()
-    output[..., 1:-1, 1:-1] = torch.div(2 * weighted + 13, 26, rounding_mode="floor").to(torch.uint8)
+    output[..., 1:-1, 1:-1] = torch.from_numpy(np.take(_SMOOTH_TABLE, weighted.numpy()))
     return output
 
 

@@ -80,6 +80,40 @@ def test_equalize_paths_differ_on_the_recorded_images(monkeypatch):
     assert not np.array_equal(as_image(augmentation.equalize(large)), RECORDED["equalize/+1/large"])
 
 
+def pillow_smooth_float32(image: np.ndarray) -> np.ndarray:
+    """Pillow's ImagingFilter3x3 for SMOOTH, operation by operation in float32 (rows y+1, y, y-1)."""
+    one, five = np.float32(1) / np.float32(13), np.float32(5) / np.float32(13)
+    source = image.astype(np.float32)
+    output = image.copy()
+    for y in range(1, image.shape[0] - 1):
+        for x in range(1, image.shape[1] - 1):
+            total = np.float32(0.5)
+            for dy, middle in ((1, one), (0, five), (-1, one)):
+                row = source[y + dy]
+                total = total + (row[x - 1] * one + row[x] * middle + row[x + 1] * one)
+            output[y, x] = np.clip(total, 0, 255).astype(np.uint8)
+    return output
+
+
+def test_integer_smooth_equals_pillows_float32_sums():
+    # The recordings cover sharpness on the test images; this covers the integer form on many more sums,
+    # including saturated and flat neighbourhoods.
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (40, 50), generator=generator, dtype=torch.uint8),
+              torch.randint(0, 2, (40, 50), generator=generator, dtype=torch.uint8) * 255,
+              torch.randint(250, 256, (40, 50), generator=generator, dtype=torch.uint8)]
+    for image in images:
+        ours = augmentation.smooth_filter(image[None, None].expand(1, 3, -1, -1).contiguous())[0, 0].numpy()
+        np.testing.assert_array_equal(ours, pillow_smooth_float32(image.numpy()))
+
+
+def test_ops_accept_channels_last_clips():
+    clip = as_clip(RECORDED["input/large"]).repeat(2, 1, 1, 1)
+    strided = clip.contiguous(memory_format=torch.channels_last)
+    for op in OPS:
+        torch.testing.assert_close(apply_op(strided, op, cutout_center=(0.2, 0.7)), apply_op(clip, op, cutout_center=(0.2, 0.7)))
+
+
 def test_magnitudes_are_mmaction2_default_level_9_of_10():
     assert augmentation.SHEAR_DEGREES == pytest.approx(15.471)
     assert augmentation.TRANSLATE_FRACTION == pytest.approx(0.18)
