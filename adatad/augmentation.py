@@ -23,7 +23,8 @@ Each op follows what imgaug 0.4.0 runs for uint8 RGB images, so that outputs mat
 - enhance ops: Pillow's `ImageEnhance` (float32 blend with the degenerate image, truncation; luma
   `(19595 R + 38470 G + 7471 B + 2^15) >> 16`; the 3x3 SMOOTH filter with border pixels kept);
 - autocontrast and equalize: imgaug's per-channel lookup tables (its numpy paths, and for equalize on
-  images of fewer than 64 * 64 values (H * W * 3) Pillow's, whose step leaves out the highest occupied bin instead of bin 255).
+  images of fewer than 64 * 64 values (H * W * 3) Pillow's, whose step leaves out the highest occupied bin
+  instead of bin 255).
 
 `TorchvisionRandAugment` keeps torchvision's `RandAugment` as the named alternative.
 """
@@ -79,7 +80,8 @@ _WARP_CHUNK = 128
 def _check_clip(frames: torch.Tensor) -> None:
     if frames.ndim != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
         raise ValueError(
-            f"expected a uint8 clip of shape (num_frames, 3, height, width), got {tuple(frames.shape)} {frames.dtype}"
+            f"expected a uint8 clip of shape (num_frames, 3, height, width), got {tuple(frames.shape)} "
+            f"{frames.dtype}"
         )
 
 
@@ -371,7 +373,9 @@ def equalize(frames: torch.Tensor) -> torch.Tensor:
     return _apply_plane_luts(frames, luts)
 
 
-def cutout_box(height: int, width: int, center_x: float, center_y: float, size: float = CUTOUT_SIZE) -> tuple[int, int, int, int]:
+def cutout_box(
+    height: int, width: int, center_x: float, center_y: float, size: float = CUTOUT_SIZE
+) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) of imgaug's squared `Cutout` centred at `(center_x, center_y)` (fractions).
 
     imgaug: a `size` x `size` box (fractions of width and height) around the centre, then squared about its
@@ -387,7 +391,9 @@ def cutout_box(height: int, width: int, center_x: float, center_y: float, size: 
     return top, left, bottom, right
 
 
-def cutout(frames: torch.Tensor, center_x: float, center_y: float, size: float = CUTOUT_SIZE, fill: int = CUTOUT_FILL) -> torch.Tensor:
+def cutout(
+    frames: torch.Tensor, center_x: float, center_y: float, size: float = CUTOUT_SIZE, fill: int = CUTOUT_FILL
+) -> torch.Tensor:
     """imgaug `Cutout(nb_iterations=1, size=size, squared=True)` with its default constant fill 128."""
     top, left, bottom, right = cutout_box(*frames.shape[-2:], center_x, center_y, size)
     output = frames.clone()
@@ -400,7 +406,9 @@ def cutout(frames: torch.Tensor, center_x: float, center_y: float, size: float =
 # ----------------------------------------------------------------------------------------------------------
 
 
-def apply_op(frames: torch.Tensor, op: str, sign: int = 1, cutout_center: Sequence[float] = (0.5, 0.5)) -> torch.Tensor:
+def apply_op(
+    frames: torch.Tensor, op: str, sign: int = 1, cutout_center: Sequence[float] = (0.5, 0.5)
+) -> torch.Tensor:
     """One op of `OPS` at mmaction2's default magnitude; `sign` applies to the geometric ops, `cutout_center`
     (x, y fractions) to cutout."""
     _check_clip(frames)

@@ -63,7 +63,9 @@ def test_op_matches_imgaug_recording(key):
     ours = reproduce(key)
     assert ours.shape == expected.shape and ours.dtype == np.uint8
     difference = np.abs(ours.astype(np.int16) - expected.astype(np.int16))
-    assert difference.max() <= TOLERANCE, f"{key}: max abs difference {difference.max()}, {np.count_nonzero(difference)} values differ"
+    assert difference.max() <= TOLERANCE, (
+        f"{key}: max abs difference {difference.max()}, {np.count_nonzero(difference)} values differ"
+    )
 
 
 @pytest.mark.parametrize("op", SIGNED_OPS)
@@ -111,7 +113,8 @@ def test_ops_accept_channels_last_clips():
     clip = as_clip(RECORDED["input/large"]).repeat(2, 1, 1, 1)
     strided = clip.contiguous(memory_format=torch.channels_last)
     for op in OPS:
-        torch.testing.assert_close(apply_op(strided, op, cutout_center=(0.2, 0.7)), apply_op(clip, op, cutout_center=(0.2, 0.7)))
+        expected = apply_op(clip, op, cutout_center=(0.2, 0.7))
+        torch.testing.assert_close(apply_op(strided, op, cutout_center=(0.2, 0.7)), expected)
 
 
 def test_magnitudes_are_mmaction2_default_level_9_of_10():
@@ -141,9 +144,11 @@ def test_some_of_picks_two_distinct_ops_in_list_order_uniformly():
 
 
 def test_one_draw_per_clip_applies_to_every_frame():
-    frames = torch.from_numpy(np.stack([RECORDED["input/large"], RECORDED["input/large"][::-1].copy()])).permute(0, 3, 1, 2)
+    image = RECORDED["input/large"]
+    frames = torch.from_numpy(np.stack([image, image[::-1].copy()])).permute(0, 3, 1, 2)
     pipeline = ImgAugDefault(signs=dict.fromkeys(SIGNED_OPS, -1))
-    for first, second in [("shear_x", "cutout"), ("rotate", "equalize"), ("contrast", "sharpness"), ("translate_y", "autocontrast")]:
+    pairs = [("shear_x", "cutout"), ("rotate", "equalize"), ("contrast", "sharpness"), ("translate_y", "autocontrast")]
+    for first, second in pairs:
         draw = ImgAugDraw(ops=(first, second), cutout_center=(0.3, 0.6))
         clip = pipeline.apply(frames, draw)
         for index in range(len(frames)):
@@ -173,7 +178,8 @@ def test_pipeline_signs_are_applied_and_fixed_per_pipeline():
 
 
 def processor(**kwargs) -> AdaTADVideoProcessor:
-    settings = dict(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, train_size={"shortest_edge": 36})
+    settings = {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32},
+                "train_size": {"shortest_edge": 36}}
     settings.update(kwargs)
     return AdaTADVideoProcessor(**settings)
 
@@ -181,7 +187,8 @@ def processor(**kwargs) -> AdaTADVideoProcessor:
 def test_processor_setting_names_the_augmentation(tmp_path):
     assert AdaTADVideoProcessor().augmentation == "imgaug_default"
     assert isinstance(processor().build_augmentation(torch.Generator().manual_seed(0)), ImgAugDefault)
-    assert processor(augmentation="randaugment", rand_augment_magnitude=5).build_augmentation() == TorchvisionRandAugment(2, 5)
+    randaugment = processor(augmentation="randaugment", rand_augment_magnitude=5).build_augmentation()
+    assert randaugment == TorchvisionRandAugment(2, 5)
     assert processor(augmentation=None).build_augmentation() is None
     with pytest.raises(ValueError, match="augmentation"):
         processor(augmentation="imgaug")
@@ -216,7 +223,8 @@ def test_transform_frames_applies_the_given_augmentation_between_flip_and_jitter
     first = augmented.transform_frames(frames, train=True, generator=torch.Generator().manual_seed(1))
     again = augmented.transform_frames(frames, train=True, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(first, again)
-    assert not torch.equal(first, plain.transform_frames(frames, train=True, generator=torch.Generator().manual_seed(1)))
+    unaugmented = plain.transform_frames(frames, train=True, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(first, unaugmented)
 
 
 def test_training_transform_builds_one_augmentation_per_pipeline_from_its_seed():
@@ -226,7 +234,10 @@ def test_training_transform_builds_one_augmentation_per_pipeline_from_its_seed()
     assert isinstance(first.augmentation, ImgAugDefault) and first.augmentation == second.augmentation
     first.set_epoch(4)
     assert first.augmentation == second.augmentation
-    signs = {tuple(TemporalDetectionTransform(video_processor, mode="train", seed=seed).augmentation.signs.values()) for seed in range(20)}
+    signs = {
+        tuple(TemporalDetectionTransform(video_processor, mode="train", seed=seed).augmentation.signs.values())
+        for seed in range(20)
+    }
     assert len(signs) > 1
     assert TemporalDetectionTransform(video_processor, mode="eval", seed=3).augmentation is None
     assert TemporalDetectionTransform(processor(augmentation=None), mode="train", seed=3).augmentation is None

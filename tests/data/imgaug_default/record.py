@@ -20,11 +20,11 @@ if tuple(int(part) for part in np.__version__.split(".")[:2]) >= (1, 24):
     # imgaug 0.4.0 uses `np.bool`; mmaction2 1.1.0 applies the same alias.
     np.bool = bool
 
-import cv2  # noqa: E402
-import imgaug  # noqa: E402
-import imgaug.augmenters as iaa  # noqa: E402
-import PIL  # noqa: E402
-import skimage  # noqa: E402
+import cv2
+import imgaug
+import imgaug.augmenters as iaa
+import PIL
+import skimage
 
 HERE = Path(__file__).resolve().parent
 LEVEL = 9 / 10
@@ -68,20 +68,20 @@ def build(cfg: dict):
 def op_configs(sign: int) -> dict[str, dict]:
     """`ImgAug.default_transforms` children with the random sign replaced by `sign`."""
     return {
-        "shear_x": dict(type="ShearX", shear=17.19 * LEVEL * sign),
-        "shear_y": dict(type="ShearY", shear=17.19 * LEVEL * sign),
-        "translate_x": dict(type="TranslateX", percent=0.2 * LEVEL * sign),
-        "translate_y": dict(type="TranslateY", percent=0.2 * LEVEL * sign),
-        "rotate": dict(type="Rotate", rotate=30 * LEVEL * sign),
-        "posterize": dict(type="Posterize", nb_bits=max(1, int(4 * LEVEL))),
-        "solarize": dict(type="Solarize", threshold=256 * LEVEL),
-        "color": dict(type="EnhanceColor", factor=1.8 * LEVEL + 0.1),
-        "contrast": dict(type="EnhanceContrast", factor=1.8 * LEVEL + 0.1),
-        "brightness": dict(type="EnhanceBrightness", factor=1.8 * LEVEL + 0.1),
-        "sharpness": dict(type="EnhanceSharpness", factor=1.8 * LEVEL + 0.1),
-        "autocontrast": dict(type="Autocontrast", cutoff=0),
-        "equalize": dict(type="Equalize"),
-        "invert": dict(type="Invert", p=1.0),
+        "shear_x": {"type": "ShearX", "shear": 17.19 * LEVEL * sign},
+        "shear_y": {"type": "ShearY", "shear": 17.19 * LEVEL * sign},
+        "translate_x": {"type": "TranslateX", "percent": 0.2 * LEVEL * sign},
+        "translate_y": {"type": "TranslateY", "percent": 0.2 * LEVEL * sign},
+        "rotate": {"type": "Rotate", "rotate": 30 * LEVEL * sign},
+        "posterize": {"type": "Posterize", "nb_bits": max(1, int(4 * LEVEL))},
+        "solarize": {"type": "Solarize", "threshold": 256 * LEVEL},
+        "color": {"type": "EnhanceColor", "factor": 1.8 * LEVEL + 0.1},
+        "contrast": {"type": "EnhanceContrast", "factor": 1.8 * LEVEL + 0.1},
+        "brightness": {"type": "EnhanceBrightness", "factor": 1.8 * LEVEL + 0.1},
+        "sharpness": {"type": "EnhanceSharpness", "factor": 1.8 * LEVEL + 0.1},
+        "autocontrast": {"type": "Autocontrast", "cutoff": 0},
+        "equalize": {"type": "Equalize"},
+        "invert": {"type": "Invert", "p": 1.0},
     }
 
 
