@@ -73,8 +73,9 @@ _IMGAUG_PI = 3.141592
 # Under this many values (H * W * 3: imgaug compares `image.size`, although its comment says H * W) imgaug
 # 0.4.0 equalizes through Pillow (`_EQUALIZE_USE_PIL_BELOW`).
 _EQUALIZE_PIL_BELOW = 64 * 64
-# Frames warped at once (bounds the uint16 temporaries: a few H * W * 3 * 2 bytes per frame).
-_WARP_CHUNK = 128
+# `apply_op` runs this many frames at a time: every op is per frame, and chunks bound the temporaries (a few
+# int16/uint16 copies of the chunk) whatever the clip length.
+_FRAME_CHUNK = 64
 
 
 def _check_clip(frames: torch.Tensor) -> None:
@@ -175,15 +176,13 @@ def warp_affine(frames: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     # OpenCV: (sum of 32 * wx * wy * pixel + 2^14) >> 15 with wx, wy in 0..32. Equal to
     # (wy0 * h0 + wy1 * h1 + 2^9) >> 10 with the row sums h = wx0 * left + wx1 * right (<= 8160), evaluated
     # exactly in uint16 by splitting h = 32 * a + b: (A + ((B + 2^9) >> 5)) >> 5 with A, B the a and b sums.
-    output = np.empty((num_frames * channels, height * width), dtype=np.uint8)
-    for start in range(0, num_frames, _WARP_CHUNK):
-        chunk = torch.nn.functional.pad(frames[start : start + _WARP_CHUNK], (1, 1, 1, 1))
-        planes = chunk.reshape(chunk.shape[0] * channels, -1).numpy()
-        top = np.take(planes, i00, axis=1) * wx0 + np.take(planes, i01, axis=1) * wx1
-        bottom = np.take(planes, i10, axis=1) * wx0 + np.take(planes, i11, axis=1) * wx1
-        high = (top >> 5) * wy0 + (bottom >> 5) * wy1
-        low = (top & 31) * wy0 + (bottom & 31) * wy1
-        output[start * channels : (start + chunk.shape[0]) * channels] = (high + ((low + 512) >> 5)) >> 5
+    padded = torch.nn.functional.pad(frames, (1, 1, 1, 1))
+    planes = padded.reshape(num_frames * channels, -1).numpy()
+    top = np.take(planes, i00, axis=1) * wx0 + np.take(planes, i01, axis=1) * wx1
+    bottom = np.take(planes, i10, axis=1) * wx0 + np.take(planes, i11, axis=1) * wx1
+    high = (top >> 5) * wy0 + (bottom >> 5) * wy1
+    low = (top & 31) * wy0 + (bottom & 31) * wy1
+    output = ((high + ((low + 512) >> 5)) >> 5).astype(np.uint8)
     return torch.from_numpy(output).view(num_frames, channels, height, width)
 
 
@@ -412,6 +411,8 @@ def apply_op(
     """One op of `OPS` at mmaction2's default magnitude; `sign` applies to the geometric ops, `cutout_center`
     (x, y fractions) to cutout."""
     _check_clip(frames)
+    if frames.shape[0] > _FRAME_CHUNK:
+        return torch.cat([apply_op(chunk, op, sign, cutout_center) for chunk in frames.split(_FRAME_CHUNK)])
     if op == "shear_x":
         return shear_x(frames, sign * SHEAR_DEGREES)
     if op == "shear_y":

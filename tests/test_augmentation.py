@@ -109,12 +109,17 @@ def test_integer_smooth_equals_pillows_float32_sums():
         np.testing.assert_array_equal(ours, pillow_smooth_float32(image.numpy()))
 
 
-def test_ops_accept_channels_last_clips():
-    clip = as_clip(RECORDED["input/large"]).repeat(2, 1, 1, 1)
+def test_ops_accept_channels_last_and_chunked_clips(monkeypatch):
+    image = RECORDED["input/large"]
+    clip = torch.from_numpy(np.stack([image, image[::-1].copy(), image[:, ::-1].copy()])).permute(0, 3, 1, 2)
     strided = clip.contiguous(memory_format=torch.channels_last)
+    expected = {op: apply_op(clip.contiguous(), op, cutout_center=(0.2, 0.7)) for op in OPS}
     for op in OPS:
-        expected = apply_op(clip, op, cutout_center=(0.2, 0.7))
-        torch.testing.assert_close(apply_op(strided, op, cutout_center=(0.2, 0.7)), expected)
+        torch.testing.assert_close(apply_op(strided, op, cutout_center=(0.2, 0.7)), expected[op])
+    # Long clips run in chunks of frames; the result does not depend on the chunking.
+    monkeypatch.setattr(augmentation, "_FRAME_CHUNK", 2)
+    for op in OPS:
+        torch.testing.assert_close(apply_op(clip, op, cutout_center=(0.2, 0.7)), expected[op])
 
 
 def test_magnitudes_are_mmaction2_default_level_9_of_10():
