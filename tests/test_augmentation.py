@@ -2,6 +2,7 @@
 recorded in tests/data/imgaug_default/), plus the SomeOf draw, per-clip and per-pipeline behaviour and the
 processor's `augmentation` setting."""
 
+import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT
 
 from adatad import augmentation
 from adatad.augmentation import OPS, SIGNED_OPS, ImgAugDefault, ImgAugDraw, TorchvisionRandAugment, apply_op
@@ -246,3 +248,21 @@ def test_training_transform_builds_one_augmentation_per_pipeline_from_its_seed()
     assert len(signs) > 1
     assert TemporalDetectionTransform(video_processor, mode="eval", seed=3).augmentation is None
     assert TemporalDetectionTransform(processor(augmentation=None), mode="train", seed=3).augmentation is None
+
+
+def test_presets_name_opentad_augmentation():
+    # training/ is a folder of scripts: import presets.py by path, as run_tad.py sees it.
+    spec = importlib.util.spec_from_file_location("presets", REPO_ROOT / "training" / "presets.py")
+    presets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(presets)
+    for name in presets.list_presets():
+        preset = presets.load_preset(name, validate=False)
+        # OpenTAD's adapter, side-adapter and full fine-tuning configs all run ImgAug("default"); the frozen
+        # baselines only center-crop; the synthetic presets train without augmentation.
+        expected = None if name.endswith("_frozen") or name.startswith("synthetic") else "imgaug_default"
+        assert preset["processor"]["augmentation"] == expected, name
+        assert presets.processor_kwargs(preset)["augmentation"] == expected
+    preset = presets.load_preset("synthetic-tiny")
+    with pytest.raises(presets.PresetError, match="processor.augmentation"):
+        overridden = presets.apply_overrides(preset, ["processor.augmentation=imgaug"])
+        presets.validate_preset(overridden, check_model_config=False)

@@ -366,6 +366,7 @@ def _check_consistency(preset: dict, source: str):
             f"{source}: `processor.crop_size` ({crop}) must be {model['image_size']}x{model['image_size']} "
             "(`model.image_size`)."
         )
+    _check_one_of(processor["augmentation"], ("imgaug_default", "randaugment", None), "processor.augmentation", source)
 
     tuning_mode = model.get("tuning_mode", "adapter")
     has_adapters = tuning_mode in ("adapter", "side")
