@@ -7,7 +7,8 @@ The processor reproduces OpenTAD's end-to-end data pipeline (`LoadFrames` + mmac
    evaluation) and `random_trunc` (training), with padding masks and ground truth in feature-grid units;
 3. spatial transforms on the whole clip at once (one random draw per clip, applied to every frame):
    short-side resize + center crop (evaluation) or short-side resize + random resized crop + square resize +
-   flip + RandAugment + colour jitter (training), then rescale 1/255 and ImageNet mean/std.
+   flip + OpenTAD's `ImgAug("default")` (`adatad.augmentation`) + colour jitter (training), then rescale 1/255
+   and ImageNet mean/std.
 
 `TemporalDetectionTransform` plugs it into `datasets.Dataset.with_transform` and `collate_temporal_detection`
 builds model batches. `AdaTADVideoProcessor.post_process_temporal_detection` turns model outputs into
@@ -33,6 +34,7 @@ from transformers.processing_utils import VideosKwargs
 from transformers.utils import logging
 from transformers.video_processing_utils import BaseVideoProcessor
 
+from .augmentation import ImgAugDefault, TorchvisionRandAugment
 from .configuration_adatad import AdaTADConfig
 from .post_processing import NMSSettings, merge_sliding_windows
 from .post_processing import post_process_temporal_detection as _post_process_temporal_detection
@@ -53,6 +55,7 @@ DECODE_BACKENDS = ("decord", "pyav", "torchcodec")
 AUTO_DECODE_ORDER = ("decord", "pyav")
 EVAL_SAMPLING_METHODS = ("sliding_window", "resize")
 TRAIN_SAMPLING_METHODS = ("random_trunc", "resize")
+AUGMENTATIONS = ("imgaug_default", "randaugment")
 # A decoder may report a frame or two fewer than the container header (B-frame reordering, edit lists);
 # anything beyond this is treated as a truncated file.
 TRUNCATION_TOLERANCE_FRAMES = 2
@@ -470,7 +473,7 @@ class AdaTADVideoProcessorKwargs(VideosKwargs, total=False):
     random_resized_crop_aspect_ratio: list[float]
     do_flip: bool
     flip_ratio: float
-    do_rand_augment: bool
+    augmentation: str | None
     rand_augment_num_ops: int
     rand_augment_magnitude: int
     do_color_jitter: bool
@@ -520,14 +523,17 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         decode_num_threads (`int`, defaults to 4): decoder threads.
 
     Spatial (evaluation: `size` short side, then `crop_size` center crop; training: `train_size` short side,
-    random resized crop, resize to `crop_size`, flip, RandAugment, colour jitter):
+    random resized crop, resize to `crop_size`, flip, `augmentation`, colour jitter):
         size (`dict`, defaults to `{"shortest_edge": 160}`), crop_size (`dict`, defaults to 160x160),
         train_size (`dict`, defaults to `{"shortest_edge": 182}`),
         do_random_resized_crop (`bool`, defaults to `True`), random_resized_crop_area (defaults to
         `[0.08, 1.0]`), random_resized_crop_aspect_ratio (defaults to `[3/4, 4/3]`),
         do_flip (`bool`, defaults to `True`), flip_ratio (`float`, defaults to 0.5),
-        do_rand_augment (`bool`, defaults to `True`): torchvision `RandAugment(num_ops=rand_augment_num_ops,
-        magnitude=rand_augment_magnitude)` standing in for mmaction2's imgaug-based `ImgAug("default")`,
+        augmentation (`str` or `None`, defaults to `"imgaug_default"`): `"imgaug_default"`: mmaction2's
+        `ImgAug(transforms="default")`, which every AdaTAD training pipeline of OpenTAD uses
+        (`adatad.augmentation.ImgAugDefault`: 2 of 15 imgaug ops per clip, geometric signs fixed per
+        pipeline); `"randaugment"`: torchvision `RandAugment(num_ops=rand_augment_num_ops,
+        magnitude=rand_augment_magnitude)` (defaults 2 and 9); `None`: none,
         do_color_jitter (`bool`, defaults to `True`) with `color_jitter_brightness/contrast/saturation` 0.5 and
         `color_jitter_hue` 0.1 (mmaction2 defaults),
         image_mean / image_std (ImageNet), rescale_factor (1/255).
@@ -560,7 +566,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
     random_resized_crop_aspect_ratio = [3 / 4, 4 / 3]
     do_flip = True
     flip_ratio = 0.5
-    do_rand_augment = True
+    augmentation = "imgaug_default"
     rand_augment_num_ops = 2
     rand_augment_magnitude = 9
     do_color_jitter = True
@@ -592,10 +598,17 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
     class_names = None
 
     def __init__(self, **kwargs):
+        if "do_rand_augment" in kwargs:
+            raise ValueError(
+                "`do_rand_augment` was replaced by `augmentation`: 'imgaug_default' (OpenTAD's ImgAug, the default), "
+                "'randaugment' (torchvision's RandAugment) or None (none)."
+            )
         super().__init__(**kwargs)
         self._check_settings()
 
     def _check_settings(self):
+        if self.augmentation is not None and self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"`augmentation` must be one of {AUGMENTATIONS} or None, got {self.augmentation!r}.")
         if self.sampling_method not in EVAL_SAMPLING_METHODS:
             raise ValueError(f"`sampling_method` must be one of {EVAL_SAMPLING_METHODS}, got {self.sampling_method!r}.")
         if self.train_sampling_method not in TRAIN_SAMPLING_METHODS:
@@ -693,6 +706,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         generator: torch.Generator | None = None,
         fps: float | None = None,
         backend: str | None = None,
+        augmentation: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ) -> tuple[VideoInfo, list[tuple[FrameSample, torch.Tensor]]]:
         """Model inputs of one video: decode the frames of every sample in one pass, then transform each.
 
@@ -703,7 +717,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             video: a path, or a decoded uint8 clip `(T, H, W, 3)` / `(T, 3, H, W)` (numpy or torch; needs `fps`).
             select_samples: called with the video's `VideoInfo`; returns the `FrameSample`s to build (e.g. from
                 `sample_frames` for each of `window_start_frames(info.num_frames)`).
-            train / generator: passed to `transform_frames`.
+            train / generator / augmentation: passed to `transform_frames`.
             fps: frame rate of a decoded clip (paths use the decoder's average rate).
             backend: override of `decode_backend`.
 
@@ -729,21 +743,29 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         for sample in samples:
             count = len(sample.frame_indices)
             clip_frames = frames[offset : offset + count]
-            windows.append((sample, self.transform_frames(clip_frames, train=train, generator=generator)))
+            windows.append(
+                (sample, self.transform_frames(clip_frames, train=train, generator=generator, augmentation=augmentation))
+            )
             offset += count
         return info, windows
 
     # -- spatial -------------------------------------------------------------------------------------------
 
     def transform_frames(
-        self, frames: torch.Tensor, train: bool = False, generator: torch.Generator | None = None
+        self,
+        frames: torch.Tensor,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        augmentation: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Spatial pipeline + normalisation of one clip.
 
         Args:
             frames: uint8 `(num_frames, 3, height, width)` RGB (or `(num_frames, height, width, 3)`).
-            train: random resized crop / flip / RandAugment / colour jitter instead of center crop.
+            train: random resized crop / flip / `augmentation` / colour jitter instead of center crop.
             generator: random source of the training draws (one draw per clip, shared by all its frames).
+            augmentation: the pipeline's augmentation from `build_augmentation` (its geometric signs are drawn
+                once per pipeline, as in mmaction2); by default one is built for this clip from `generator`.
 
         Returns:
             float32 `(num_frames, 3, crop_height, crop_width)`, normalised.
@@ -778,8 +800,9 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         frames = resize_frames(frames, crop_height, crop_width)
         if self.do_flip and float(torch.rand(1, generator=generator)) < self.flip_ratio:
             frames = frames.flip(-1)
-        if self.do_rand_augment:
-            frames = self._rand_augment(frames, generator)
+        if self.augmentation is not None:
+            augmentation = augmentation if augmentation is not None else self.build_augmentation(generator)
+            frames = augmentation(frames, generator)
         if self.do_color_jitter:
             frames = color_jitter(
                 frames, self.color_jitter_brightness, self.color_jitter_contrast,
@@ -787,15 +810,18 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             )
         return self._normalize(frames)
 
-    def _rand_augment(self, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """torchvision RandAugment with one draw for the whole clip, seeded from `generator`."""
-        from torchvision.transforms import v2
-
-        augment = v2.RandAugment(num_ops=self.rand_augment_num_ops, magnitude=self.rand_augment_magnitude)
-        # torchvision draws from the global torch RNG: fork it so the draw follows `generator` only.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-            return augment(frames.contiguous())
+    def build_augmentation(
+        self, generator: torch.Generator | None = None
+    ) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+        """The training augmentation named by `augmentation`, a callable `(uint8 clip, generator) -> clip`, or
+        `None`. Build it once per data pipeline: `"imgaug_default"` draws its geometric signs here, from
+        `generator` (fresh randomness when `None`)."""
+        if self.augmentation == "imgaug_default":
+            generator = generator if generator is not None else torch.Generator().manual_seed(random.getrandbits(63))
+            return ImgAugDefault.create(generator)
+        if self.augmentation == "randaugment":
+            return TorchvisionRandAugment(self.rand_augment_num_ops, self.rand_augment_magnitude)
+        return None
 
     def _normalize(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8/float 0..255 -> contiguous float32 `(x * rescale_factor - mean) / std`."""
@@ -959,7 +985,8 @@ class TemporalDetectionTransform:
             Charades: `int(s * conversion_fps)`).
         conversion_fps: the config frame rate of `"fixed_fps"` (30 in OpenTAD's EPIC/Charades configs).
         seed: makes augmentation and random truncation reproducible: each row's random draws depend only on
-            (seed, epoch, video id, window start). `None` draws fresh randomness.
+            (seed, epoch, video id, window start), the augmentation's per-pipeline draws (`ImgAug` signs) on the
+            seed alone. `None` draws fresh randomness.
         on_error: `"raise"` (default): a video that cannot be decoded raises `VideoDecodeError` naming the
             video id and file; `"skip"`: the row is marked (`skip_reason`) and `collate_temporal_detection`
             drops it and reports it in the batch's `skipped_videos` (also logged).
@@ -987,6 +1014,13 @@ class TemporalDetectionTransform:
         self.seed = seed
         self.on_error = on_error
         self.epoch = 0
+        # Built once per pipeline, as mmaction2 builds `ImgAug`: its geometric signs stay fixed for the run
+        # (the same on every process and data-loader worker for a given seed).
+        self.augmentation = None
+        if mode == "train":
+            entropy = None if seed is None else [seed, zlib.crc32(b"augmentation")]
+            state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)
+            self.augmentation = processor.build_augmentation(torch.Generator().manual_seed(int(state[0]) & (2**63 - 1)))
 
     def set_epoch(self, epoch: int):
         """Change the augmentation draws per epoch (call before each epoch, like a `DistributedSampler`)."""
@@ -1038,7 +1072,7 @@ class TemporalDetectionTransform:
             raise VideoDecodeError(f"<no path for video {video_id!r}>", "the row has no `video_path` (pass video_dir to the loader)")
         info, [(sample, pixel_values)] = processor.decode_windows(
             row["video_path"], lambda info: [self._sample(row, info, rng)], train=self.mode == "train",
-            generator=generator,
+            generator=generator, augmentation=self.augmentation,
         )
         fps = row.get("fps") or info.fps
         duration = row.get("duration") or info.duration

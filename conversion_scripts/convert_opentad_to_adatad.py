@@ -202,7 +202,10 @@ def _train_settings(train: dict, test_settings: dict, where: str, notes: list) -
     settings["do_flip"] = "mmaction.Flip" in steps
     if "mmaction.Flip" in steps:
         settings["flip_ratio"] = float(steps["mmaction.Flip"].get("flip_ratio", 0.5))
-    settings["do_rand_augment"] = "mmaction.ImgAug" in steps
+    imgaug = steps.get("mmaction.ImgAug")
+    settings["augmentation"] = "imgaug_default" if imgaug is not None and imgaug.get("transforms") == "default" else None
+    if imgaug is not None and settings["augmentation"] is None:
+        notes.append(f"mmaction.ImgAug(transforms={imgaug.get('transforms')!r}) has no counterpart: training runs without it.")
     settings["do_color_jitter"] = "mmaction.ColorJitter" in steps
     return settings
 

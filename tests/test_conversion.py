@@ -627,7 +627,8 @@ def test_processor_settings_from_opentad_config(dataset, shared_dir, tmp_path):
     assert processor.feature_length() == config.feature_length == (16 if resize else 64)
     assert processor.size["shortest_edge"] == 32 and processor.crop_size["height"] == 32 and config.image_size == 32
     assert processor.train_size["shortest_edge"] == 182
-    assert processor.do_random_resized_crop and processor.do_flip and processor.do_rand_augment and processor.do_color_jitter
+    assert processor.do_random_resized_crop and processor.do_flip and processor.do_color_jitter
+    assert processor.augmentation == "imgaug_default"
     assert (processor.nms_sigma, processor.max_segments, processor.min_score) == (0.75, 100, 0.001)
     assert (config.post_nms_sigma, config.post_max_segments, config.post_multiclass_nms) == (0.75, 100, not resize)
     assert processor.class_names == ["action 0", "action 1", "action 2"] and config.id2label[2] == "action 2"

@@ -79,13 +79,13 @@ def patterned_frames(num_frames, height, width):
 def test_save_pretrained_round_trip_through_auto_video_processor(tmp_path):
     processor = small_processor(sampling_method="resize", train_sampling_method="resize", resize_length=8,
                                 scale_factor=2, nms_sigma=0.4, max_segments=50, multiclass=False,
-                                voting_thresh=0.9, decode_backend="pyav", do_rand_augment=False)
+                                voting_thresh=0.9, decode_backend="pyav", augmentation="randaugment")
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "video_preprocessor_config.json").read_text())
     assert saved["auto_map"]["AutoVideoProcessor"] == "processing_adatad.AdaTADVideoProcessor"
     for key, value in [("sampling_method", "resize"), ("resize_length", 8), ("scale_factor", 2),
                        ("nms_sigma", 0.4), ("multiclass", False), ("class_names", ["a", "b"]),
-                       ("decode_backend", "pyav"), ("do_rand_augment", False), ("crop_size", {"height": 32, "width": 32})]:
+                       ("decode_backend", "pyav"), ("augmentation", "randaugment"), ("crop_size", {"height": 32, "width": 32})]:
         assert saved[key] == value, key
 
     loaded = AutoVideoProcessor.from_pretrained(tmp_path)
@@ -353,12 +353,12 @@ def test_train_transform_is_seeded_and_one_draw_per_clip():
     assert first.shape == (6, 3, 32, 32)
     torch.testing.assert_close(first, again)
     assert not torch.equal(first, other)
-    # Identical input frames stay identical: crop, flip, RandAugment and jitter are drawn once per clip.
+    # Identical input frames stay identical: crop, flip, ImgAug and jitter are drawn once per clip.
     assert (first - first[:1]).abs().max() == 0
 
 
 def test_train_flip_and_crop_only():
-    processor = small_processor(do_rand_augment=False, do_color_jitter=False, do_random_resized_crop=False,
+    processor = small_processor(augmentation=None, do_color_jitter=False, do_random_resized_crop=False,
                                 flip_ratio=1.0, train_size={"shortest_edge": 32})
     frames = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     flipped = processor.transform_frames(frames, train=True, generator=torch.Generator().manual_seed(0))

@@ -57,7 +57,8 @@ Schema (every file has exactly these keys; `null` means "not used by this preset
     - `num_workers`: data-loader worker processes.
 - `processor` (dict): spatial keyword arguments of `AdaTADVideoProcessor`: `size` (evaluation short side),
   `crop_size`, `train_size` (training short side), `do_random_resized_crop`, `random_resized_crop_area`,
-  `random_resized_crop_aspect_ratio`, `do_flip`, `flip_ratio`, `do_rand_augment`, `do_color_jitter`.
+  `random_resized_crop_aspect_ratio`, `do_flip`, `flip_ratio`, `augmentation` (`"imgaug_default"`: OpenTAD's
+  `ImgAug("default")`, every AdaTAD training pipeline; null: none, the frozen-backbone baselines), `do_color_jitter`.
   `processor_kwargs(preset)` adds the sampling keys of `data` and the `post_*` settings of `model`.
 - `training` (dict):
     - `global_batch_size`: videos per optimizer step over all processes (OpenTAD's `batch_size` is global);
@@ -146,7 +147,7 @@ PROCESSOR_TYPES = {
     "random_resized_crop_aspect_ratio": list,
     "do_flip": bool,
     "flip_ratio": NUMBER,
-    "do_rand_augment": bool,
+    "augmentation": (str, NULL),
     "do_color_jitter": bool,
 }
 TRAINING_TYPES = {
@@ -372,6 +373,7 @@ def _check_consistency(preset: dict, source: str):
             f"{source}: `processor.crop_size` ({crop}) must be {model['image_size']}x{model['image_size']} "
             "(`model.image_size`)."
         )
+    _check_one_of(processor["augmentation"], ("imgaug_default", "randaugment", None), "processor.augmentation", source)
 
     tuning_mode = model.get("tuning_mode", "adapter")
     has_adapters = tuning_mode in ("adapter", "side")
