@@ -546,7 +546,8 @@ def test_recipe_drift_warning_names_the_accumulation_that_restores_the_paper_bat
 
 def test_ddp_settings_reach_accelerate():
     preset = run_tad.load_preset("e2e_thumos_videomae_s_768x1_160_adapter")
-    args = run_tad.parse_args(["--preset", preset["name"]])
+    # One AcceleratorState per process: keep the precision of the other tests' accelerators.
+    args = run_tad.parse_args(["--preset", preset["name"], "--mixed_precision", "no"])
     handler = run_tad.build_accelerator(args, preset, Path("unused")).ddp_handler
     assert handler.static_graph is True and handler.comm_hook == run_tad.DDPCommunicationHookType.FP16
     frozen = run_tad.apply_overrides(preset, ["training.ddp_fp16_compress=false", "training.ddp_static_graph=false"])

@@ -35,7 +35,6 @@ from tqdm.auto import tqdm
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import (
-    DataLoaderConfiguration,
     DDPCommunicationHookType,
     DistributedDataParallelKwargs,
     ProjectConfiguration,
@@ -109,8 +108,7 @@ def resolve_preset(args) -> tuple[dict, dict]:
 
 
 def check_output_dir(output_dir: Path, args):
-    """Refuses a folder that holds files unless the run resumes or `--overwrite_output_dir` is given; with the latter,
-    the earlier run's checkpoints and log go, so that `latest` and the log belong to this run only."""
+    """Refuses a folder that holds files unless the run resumes or `--overwrite_output_dir` is given."""
     if args.resume_from_checkpoint or not output_dir.is_dir() or not any(output_dir.iterdir()):
         return
     if not args.overwrite_output_dir:
@@ -121,6 +119,8 @@ def check_output_dir(output_dir: Path, args):
 
 
 def clear_previous_run(output_dir: Path):
+    """For `--overwrite_output_dir`: the earlier run's checkpoints and log go, so that `latest` and the log belong to
+    this run only (best/, last/ and the predictions are replaced when this run writes them)."""
     shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     (output_dir / LOG_NAME).unlink(missing_ok=True)
 
@@ -137,7 +137,6 @@ def build_accelerator(args, preset: dict, output_dir: Path) -> Accelerator:
         mixed_precision=args.mixed_precision or training["mixed_precision"],
         log_with=args.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         # The schedule counts optimizer steps and also steps when the GradScaler skips one, as OpenTAD's does.
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[ddp_kwargs],
