@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -284,32 +285,52 @@ def check_logged_rates(records, preset_training, steps_per_epoch, warmup_start_l
             assert record["lr"][name] == pytest.approx(reference[name], rel=1e-9, abs=1e-15), (record["step"], name)
 
 
-def test_two_process_run_logs_opentads_learning_rates(synthetic_data, tmp_path):
+def launch_two_processes(data_dir, output_dir, *flags, overrides=()):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(REPO_ROOT / "training" / "configs" / "cpu_2proc.yaml"), str(REPO_ROOT / "training" / "run_tad.py"),
+        "--preset", "synthetic-tiny", "--data_dir", str(data_dir), "--output_dir", str(output_dir), *flags,
+        "--set", *overrides,
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+
+
+def test_two_process_run_logs_opentads_learning_rates_and_resumes_exactly(synthetic_data, tmp_path):
     # 8 training videos, global batch 6 on 2 processes: OpenTAD's rank loaders hold 4 videos in batches 3 + 1.
     overrides = [
         *TINY, "model.adapter_layer_indices=[0,1]", "training.global_batch_size=6", "training.warmup_epochs=2",
         "training.warmup_start_lr=1e-5", "training.eta_min=1e-6", "training.logging_steps=1",
     ]
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-        str(REPO_ROOT / "training" / "configs" / "cpu_2proc.yaml"), str(REPO_ROOT / "training" / "run_tad.py"),
-        "--preset", "synthetic-tiny", "--data_dir", str(synthetic_data), "--num_epochs", "3",
-        "--output_dir", str(tmp_path), "--set", *overrides,
-    ]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    flags = ["--num_epochs", "3", "--checkpointing_steps", "1"]
+    launch_two_processes(synthetic_data, tmp_path / "straight", *flags, overrides=overrides)
     steps_per_epoch = opentad_loader_length(8, 2, 6)
     assert steps_per_epoch == 2
-    records = read_log(tmp_path)
+    records = read_log(tmp_path / "straight")
     assert [record["step"] for record in records] == list(range(1, 3 * steps_per_epoch + 1))
     assert [record["epoch"] for record in records] == [0, 0, 1, 1, 2, 2]
     training = run_tad.apply_overrides(run_tad.load_preset("synthetic-tiny"), overrides)["training"]
     check_logged_rates(records, training, steps_per_epoch, warmup_start_lr=1e-5, eta_min=1e-6)
     assert all(math.isfinite(record["loss"]) and not record["skipped"] for record in records)
     # The resolved preset is written beside the run and beside the model card.
-    for folder in (tmp_path, tmp_path / "last"):
+    for folder in (tmp_path / "straight", tmp_path / "straight" / "last"):
         assert json.loads((folder / "preset.json").read_text())["training"]["global_batch_size"] == 6
+
+    # The same run stopped after step 3 (mid-epoch; its later checkpoints and model folders removed), resumed on 2
+    # processes: same weights and log as the uninterrupted run.
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    for name in ("step_4", "step_5", "step_6"):
+        shutil.rmtree(tmp_path / "resumed" / "checkpoints" / name)
+    for name in ("best", "last"):
+        shutil.rmtree(tmp_path / "resumed" / name)
+    launch_two_processes(
+        synthetic_data, tmp_path / "resumed", *flags, "--resume_from_checkpoint", "latest", overrides=overrides
+    )
+    assert read_log(tmp_path / "resumed") == records
+    expected, actual = model_weights(tmp_path / "straight" / "last"), model_weights(tmp_path / "resumed" / "last")
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
 
 
 def test_accumulation_schedule_log_and_resume(synthetic_data, tmp_path):
@@ -540,6 +561,8 @@ def test_recipe_drift_warning_names_the_accumulation_that_restores_the_paper_bat
     assert "1 process(es) x 2 videos x 1 accumulation" in warning and "2 GPUs x 1 videos = 2" in warning
     assert warning.endswith("--set training.global_batch_size=2 training.gradient_accumulation_steps=2")
     assert "run on 2 processes" in run_tad.recipe_drift_warning(preset, 2, num_processes=4, per_device_batch_size=1)
+    accumulating = run_tad.apply_overrides(preset, ["training.gradient_accumulation_steps=2"])
+    assert run_tad.recipe_drift_warning(accumulating, 2, num_processes=1, per_device_batch_size=1) is None
     synthetic = run_tad.load_preset("synthetic-tiny")  # no paper run
     assert run_tad.recipe_drift_warning(synthetic, 4, num_processes=3, per_device_batch_size=1) is None
 

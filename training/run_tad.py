@@ -254,22 +254,23 @@ def batch_sizes(preset: dict, num_processes: int) -> int:
             f"({num_processes}) times `training.gradient_accumulation_steps` ({accumulation}); e.g. --set "
             f"training.global_batch_size={math.ceil(global_batch_size / divisor) * divisor}."
         )
-    return global_batch_size // (num_processes * accumulation)
+    return global_batch_size // divisor
 
 
 def recipe_drift_warning(preset: dict, paper_batch_size: int, num_processes: int, per_device_batch_size: int):
-    """A warning when this run's processes x per-device batch differ from the paper's GPUs x per-GPU batch (the preset
-    file's `global_batch_size` over `training.reference_num_gpus`), with the accumulation that restores the paper's
-    effective batch at its per-GPU batch. None when they agree or the preset names no paper run (0 GPUs)."""
+    """A warning when this run's per-device batch or effective batch (processes x per-device batch x accumulation)
+    differs from the paper's (`training.reference_num_gpus` GPUs sharing the preset file's `global_batch_size`), with
+    the accumulation that restores the paper's effective batch at its per-GPU batch. None when both agree (e.g. the
+    paper's 2 GPUs as 1 process accumulating 2 steps) or the preset names no paper run (0 GPUs)."""
     training = preset["training"]
     reference_gpus = training["reference_num_gpus"]
     if reference_gpus == 0:
         return None
     accumulation = training["gradient_accumulation_steps"]
     paper_per_gpu = paper_batch_size // reference_gpus
-    if num_processes == reference_gpus and per_device_batch_size == paper_per_gpu and accumulation == 1:
-        return None
     effective = num_processes * per_device_batch_size * accumulation
+    if per_device_batch_size == paper_per_gpu and effective == paper_batch_size:
+        return None
     message = (
         f"this run trains {num_processes} process(es) x {per_device_batch_size} videos x {accumulation} accumulation "
         f"step(s) = {effective} videos per optimizer step; the paper trained {reference_gpus} GPUs x {paper_per_gpu} "
