@@ -543,6 +543,7 @@ def test_resume_restores_the_best_score(synthetic_data, tmp_path):
         (["--set", "training.gradient_accumulation_steps=3"], r"global_batch_size` \(4\) must be divisible by"),
         (["--num_epochs", "40"], r"--num_epochs 40 goes past the schedule's `training\.max_epoch` \(30\)"),
         (["--resume_from_checkpoint", "no/such/checkpoint"], r"no/such/checkpoint: no such folder"),
+        (["--pretrained_model", "no/such/model"], r"no/such/model is not a model folder \(no config\.json\)"),
     ],
 )
 def test_user_errors_end_with_one_line(synthetic_data, tmp_path, capsys, flags, message):

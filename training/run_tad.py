@@ -357,6 +357,11 @@ def build_model(preset: dict, args, class_names: list, accelerator: Accelerator)
     """The model (converted VideoMAE weights from `--pretrained_model`, else random) and its EMA copy (or None)."""
     training = preset["training"]
     config = build_model_config(preset)
+    if args.pretrained_model and not (Path(args.pretrained_model) / "config.json").is_file():
+        raise RunError(
+            f"--pretrained_model {args.pretrained_model} is not a model folder (no config.json); convert a VideoMAE "
+            "checkpoint with conversion_scripts/convert_videomae_to_adatad.py and pass its output folder."
+        )
     if args.pretrained_model:
         # A converted VideoMAE (conversion_scripts/convert_videomae_to_adatad.py): its backbone weights, the preset's
         # adapters and detector, freshly initialised.
