@@ -171,9 +171,10 @@ def test_saved_folder_has_a_model_card_and_loads_back(synthetic_data, tmp_path):
     assert len(detections) == 1 and detections[0]["segments"].shape[-1] == 2
 
 
-def test_push_to_hub_needs_a_model_id():
-    with pytest.raises(run_tad.RunError, match="hub_model_id"):
-        run_tad.push_folder(Path("."), None)
+def test_push_to_hub_needs_a_model_id(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_tad.parse_args(["--preset", "synthetic-tiny", "--push_to_hub"])
+    assert exit_info.value.code == 2 and "--push_to_hub needs --hub_model_id" in capsys.readouterr().err
 
 
 def test_training_without_ema_saves_the_live_weights(synthetic_data, tmp_path):

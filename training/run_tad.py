@@ -690,9 +690,7 @@ def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
     return "\n".join(lines)
 
 
-def push_folder(folder: Path, repo_id: str | None):
-    if not repo_id:
-        raise RunError("--push_to_hub needs --hub_model_id (e.g. your-name/adatad-thumos-s)")
+def push_folder(folder: Path, repo_id: str):
     from huggingface_hub import create_repo, upload_folder
 
     create_repo(repo_id, exist_ok=True)
@@ -998,6 +996,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not args.list_presets and not args.preset:
         parser.error("--preset is required (see --list-presets)")
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/adatad-thumos-s)")
     return args
 
 
