@@ -76,7 +76,7 @@ def run_mode(mode: str, args, data_dir: Path, num_epochs: int | None) -> dict:
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",
         str(REPO_ROOT / "training" / "run_tad.py"), "--preset", PRESETS[mode],
-        "--data_dir", str(data_dir), "--output_dir", str(run_dir),
+        "--data_dir", str(data_dir), "--output_dir", str(run_dir), "--overwrite_output_dir",
     ]  # fmt: skip
     if num_epochs is not None:
         command += ["--num_epochs", str(num_epochs)]

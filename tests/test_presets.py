@@ -1,11 +1,16 @@
 """Training presets (`training/presets.py`, `training/presets/*.json`) and accelerate configs (`training/configs`)."""
 
+import ast
+import functools
 import importlib.util
+import inspect
 import json
 import os
 import re
 import subprocess
 import sys
+import textwrap
+import typing
 from pathlib import Path
 
 import pytest
@@ -267,6 +272,99 @@ def test_every_schema_key_is_documented():
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Every preset key has a reader
+# ---------------------------------------------------------------------------------------------------------
+
+# Keys whose readers come with the `anet` branch (ActivityNet evaluation, ground-truth filtering, the backbone
+# checkpoint check), merged separately.
+READ_ON_ANOTHER_BRANCH = {
+    "backbone_checkpoint",
+    "data.filter_gt",
+    "evaluation.external_classifier_kind",
+    "evaluation.external_classifier_top_k",
+    "evaluation.recall_top_k",
+}
+
+
+def _reader(dotted: str):
+    module_name, function_name = dotted.split(".")
+    if module_name == "presets":
+        return getattr(presets, function_name)
+    sys.path.insert(0, str(TRAINING_DIR))
+    try:
+        return getattr(importlib.import_module(module_name), function_name)
+    finally:
+        sys.path.remove(str(TRAINING_DIR))
+
+
+def strings_in_code(function) -> set:
+    """The string constants of a function's code, its docstring left out: the keys it can index a preset with."""
+    definition = ast.parse(textwrap.dedent(inspect.getsource(function))).body[0]
+    body = definition.body[1:] if ast.get_docstring(definition) else definition.body
+    return {
+        node.value
+        for statement in body
+        for node in ast.walk(statement)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
+
+
+@functools.cache
+def reader_strings(dotted: str) -> set:
+    return strings_in_code(_reader(dotted))
+
+
+def unread_keys(preset: dict) -> list:
+    """Keys of `preset` that nothing reads: a `model` key that is no AdaTADConfig field, a processor key that is no
+    AdaTADVideoProcessor argument, any other key without a declared reader whose code names it."""
+    from adatad.processing_adatad import AdaTADVideoProcessorKwargs
+
+    processor_arguments = set(typing.get_type_hints(AdaTADVideoProcessorKwargs))
+    unread = []
+    sections = (*presets.SECTION_TYPES, "model")
+    for key in (*preset, *(f"{section}.{key}" for section in sections for key in preset[section])):
+        section, _, name = key.rpartition(".")
+        if key in presets.SECTION_TYPES or key == "model" or key in READ_ON_ANOTHER_BRANCH:
+            continue
+        if section == "model":
+            read = name in presets.model_config_fields()
+        elif section == "processor" or (section == "data" and name in presets.PROCESSOR_SAMPLING_KEYS):
+            # null: not used by this preset (e.g. window keys under resize sampling); set values reach the processor.
+            value = preset[section][name]
+            read = name in processor_arguments and (value is None or name in presets.processor_kwargs(preset))
+        else:
+            read = key in presets.KEY_READERS and name in reader_strings(presets.KEY_READERS[key])
+        if not read:
+            unread.append(key)
+    return unread
+
+
+def test_every_key_of_every_preset_has_a_reader():
+    # Validation (each preset builds its AdaTADConfig) is tested above; here only the keys matter.
+    unread = {name: unread_keys(presets.load_preset(name, validate=False)) for name in ALL_PRESETS}
+    assert not {name: keys for name, keys in unread.items() if keys}
+
+
+def test_the_reader_check_can_fail():
+    preset = presets.load_preset("synthetic-tiny")
+    preset["training"]["unknown_knob"] = 1
+    preset["processor"]["not_an_argument"] = True
+    preset["model"]["not_a_field"] = 0
+    assert set(unread_keys(preset)) == {"training.unknown_knob", "processor.not_an_argument", "model.not_a_field"}
+    # A declared reader that does not name the key (only its docstring would) is caught.
+    assert "warmup_start_lr" in strings_in_code(_reader("run_tad.build_schedule"))
+    assert "warmup_start_lr" not in strings_in_code(_reader("run_tad.build_optimizer"))
+
+
+def test_declared_readers_name_schema_keys():
+    schema = set(presets.TOP_LEVEL_TYPES) | {
+        f"{section}.{key}" for section, types in presets.SECTION_TYPES.items() for key in types
+    }
+    assert set(presets.KEY_READERS) <= schema
+    assert not set(presets.KEY_READERS) & READ_ON_ANOTHER_BRANCH
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Loading, validating, overriding
 # ---------------------------------------------------------------------------------------------------------
 
@@ -335,11 +433,31 @@ def test_override_switching_tuning_mode():
         ("model.adapter_layer_indices=[7]", r"does not make a valid AdaTADConfig.*out of range"),
         ("training.mixed_precision=fp8", r"`training\.mixed_precision` must be one of"),
         ("training.end_epoch=50", r"`training\.end_epoch` \(50\) <= `training\.max_epoch` \(30\)"),
+        ("training.detector_lr=-1e-4", r"`training\.detector_lr` must be > 0, got -0\.0001"),
+        ("training.adapter_lr=-1", r"`training\.adapter_lr` must be >= 0, got -1"),
+        ("training.warmup_start_lr=-1e-6", r"`training\.warmup_start_lr` must be >= 0"),
+        ("training.ema_decay=1", r"`training\.ema_decay` must be >= 0 and < 1, got 1"),
+        ("training.logging_steps=0", r"`training\.logging_steps` must be >= 1, got 0"),
+        ("training.gradient_accumulation_steps=0", r"`training\.gradient_accumulation_steps` must be >= 1"),
+        ("training.warmup_epochs=30", r"`training\.warmup_epochs` \(30\) must be smaller than `training\.max_epoch`"),
+        ("data.on_video_error=ignore", r"`data\.on_video_error` must be one of \['raise', 'skip'\]"),
+        ("data.missing_videos=true", r"`data\.missing_videos` must be str, got true"),
     ],
 )
 def test_bad_overrides_are_rejected_with_a_message(override, message):
     with pytest.raises(presets.PresetError, match=message):
         presets.apply_overrides(presets.load_preset("synthetic-tiny"), [override])
+
+
+def test_error_policies_are_optional_keys_with_defaults(tmp_path):
+    preset = presets.load_preset("synthetic-tiny")
+    assert (preset["data"]["on_video_error"], preset["data"]["missing_videos"]) == ("raise", "raise")
+    skipping = presets.apply_overrides(preset, ["data.on_video_error=skip", "data.missing_videos=skip"])
+    assert (skipping["data"]["on_video_error"], skipping["data"]["missing_videos"]) == ("skip", "skip")
+    path = tmp_path / "skipping.json"
+    presets.save_preset(skipping, path)
+    assert presets.load_preset(path) == skipping
+    assert not list(tmp_path.glob(".*incomplete"))
 
 
 def test_validation_names_missing_unknown_and_mistyped_keys():

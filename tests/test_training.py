@@ -2,7 +2,10 @@
 non-finite losses."""
 
 import json
+import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,22 +134,6 @@ def test_resume_is_exact(synthetic_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_data, tmp_path):
-    with pytest.raises(FloatingPointError) as error:
-        run(
-            synthetic_data, tmp_path, "--num_epochs", "4", "--checkpointing_steps", "1",
-            overrides=["training.detector_lr=1e12", "training.adapter_lr=1e12", "training.warmup_epochs=0",
-                       "training.clip_grad_norm=null"],
-        )
-    message = str(error.value)
-    assert "step" in message and "checkpoint" in message
-    checkpoints = sorted((tmp_path / "checkpoints").glob("step_*"))
-    for checkpoint in checkpoints:
-        for name, tensor in load_file(checkpoint / "model.safetensors").items():
-            assert torch.isfinite(tensor).all(), f"{checkpoint.name}: {name} is not finite"
-
-
-@pytest.mark.slow
 def test_two_process_training_matches_one_process(synthetic_data, tmp_path):
     common = ["--preset", "synthetic-tiny", "--data_dir", str(synthetic_data), "--num_epochs", "2"]
     overrides = ["--set", *TINY, "model.adapter_layer_indices=[0,1]"]
@@ -189,9 +176,10 @@ def test_saved_folder_has_a_model_card_and_loads_back(synthetic_data, tmp_path):
     assert len(detections) == 1 and detections[0]["segments"].shape[-1] == 2
 
 
-def test_push_to_hub_needs_a_model_id():
-    with pytest.raises(ValueError, match="hub_model_id"):
-        run_tad.push_folder(Path("."), None)
+def test_push_to_hub_needs_a_model_id(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_tad.parse_args(["--preset", "synthetic-tiny", "--push_to_hub"])
+    assert exit_info.value.code == 2 and "--push_to_hub needs --hub_model_id" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -199,3 +187,404 @@ def test_training_without_ema_saves_the_live_weights(synthetic_data, tmp_path):
     result = run(synthetic_data, tmp_path, "--max_train_steps", "1", overrides=["training.ema_decay=null"])
     assert result["global_step"] == 1
     assert (tmp_path / "last" / "model.safetensors").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Schedule, batches and log: OpenTAD's, on any number of processes
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def opentad_learning_rates(base_lrs, warmup_steps, total_steps, warmup_start_lr, eta_min, num_steps):
+    """The rate of every group at iterations 0..num_steps-1 under OpenTAD's `LinearWarmupCosineAnnealingLR`
+    (opentad/cores/scheduler.py), written from its recursive `get_lr`: each rate follows from the group's previous
+    one, as OpenTAD's `scheduler.step()` after every iteration computes it."""
+    span = total_steps - warmup_steps
+    current = [warmup_start_lr] * len(base_lrs)
+    history = [list(current)]
+    for last_epoch in range(1, num_steps):
+        if last_epoch < warmup_steps:
+            current = [lr + (base - warmup_start_lr) / (warmup_steps - 1) for lr, base in zip(current, base_lrs)]
+        elif last_epoch == warmup_steps:
+            current = list(base_lrs)
+        elif (last_epoch - 1 - total_steps) % (2 * span) == 0:
+            current = [lr + (base - eta_min) * (1 - math.cos(math.pi / span)) / 2 for lr, base in zip(current, base_lrs)]
+        else:
+            ratio = (1 + math.cos(math.pi * (last_epoch - warmup_steps) / span)) / (
+                1 + math.cos(math.pi * (last_epoch - warmup_steps - 1) / span)
+            )
+            current = [ratio * (lr - eta_min) + eta_min for lr in current]
+        history.append(list(current))
+    return history
+
+
+def opentad_loader_length(num_videos, num_processes, global_batch_size):
+    """Length of OpenTAD's per-rank training loader (opentad/datasets/builder.py): DistributedSampler with
+    drop_last=True gives each rank num_videos // num_processes videos, read in batches of
+    global_batch_size // num_processes keeping the last, smaller one."""
+    return math.ceil((num_videos // num_processes) / (global_batch_size // num_processes))
+
+
+@pytest.mark.parametrize(
+    ("warmup_steps", "total_steps", "warmup_start_lr"), [(4, 8, 0.0), (15, 300, 1e-5), (1, 10, 2e-6), (2, 3, 0.0)]
+)
+def test_schedule_equals_opentads_for_every_group(warmup_steps, total_steps, warmup_start_lr):
+    base_lrs = [1e-4, 0.0, 4e-4]
+    parameters = [torch.nn.Parameter(torch.zeros(1)) for _ in base_lrs]
+    optimizer = torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(parameters, base_lrs)])
+    schedule = run_tad.WarmupCosineSchedule(optimizer, warmup_steps, total_steps, warmup_start_lr, eta_min=1e-8)
+    ours = []
+    for _ in range(total_steps):
+        ours.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        schedule.step()
+    expected = opentad_learning_rates(base_lrs, warmup_steps, total_steps, warmup_start_lr, 1e-8, total_steps)
+    for step, (actual, reference) in enumerate(zip(ours, expected)):
+        assert actual == pytest.approx(reference, rel=1e-9, abs=1e-15), step
+    # OpenTAD reaches the base rate one step before the warm-up ends (a 1-step warm-up is the start rate alone).
+    assert ours[warmup_steps][0] == pytest.approx(base_lrs[0])
+    if warmup_steps > 1:
+        assert ours[warmup_steps - 1][0] == pytest.approx(base_lrs[0])
+
+
+def test_batches_are_opentads_per_rank_batches():
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    num_videos, batch_size, seed = 11, 2, 5
+    for num_processes in (1, 2, 3, 8):
+        sampler = run_tad.OpenTADTrainBatchSampler(num_videos, num_processes, batch_size, seed)
+        for epoch in (0, 3):
+            sampler.set_epoch(epoch)
+            for rank in range(num_processes):
+                shard = BatchSamplerShard(sampler, num_processes=num_processes, process_index=rank)
+                reference_sampler = DistributedSampler(
+                    range(num_videos), num_replicas=num_processes, rank=rank, shuffle=True, seed=seed, drop_last=True
+                )
+                reference_sampler.set_epoch(epoch)
+                reference = [b.tolist() for b in DataLoader(range(num_videos), batch_size, sampler=reference_sampler)]
+                assert list(shard) == reference, (num_processes, epoch, rank)
+                assert len(shard) == opentad_loader_length(num_videos, num_processes, batch_size * num_processes)
+
+
+def read_log(output_dir):
+    return [json.loads(line) for line in (Path(output_dir) / "log.jsonl").read_text().splitlines()]
+
+
+def check_logged_rates(records, preset_training, steps_per_epoch, warmup_start_lr, eta_min):
+    base = {
+        "detector": preset_training["detector_lr"],
+        "detector_no_decay": preset_training["detector_lr"],
+        "adapter": preset_training["adapter_lr"],
+    }
+    names = list(base)
+    expected = opentad_learning_rates(
+        [base[name] for name in names],
+        preset_training["warmup_epochs"] * steps_per_epoch,
+        preset_training["max_epoch"] * steps_per_epoch,
+        warmup_start_lr,
+        eta_min,
+        max(record["step"] for record in records),
+    )
+    for record in records:
+        assert set(record["lr"]) == set(names), record
+        reference = dict(zip(names, expected[record["step"] - 1]))
+        for name in names:
+            assert record["lr"][name] == pytest.approx(reference[name], rel=1e-9, abs=1e-15), (record["step"], name)
+
+
+def launch_two_processes(data_dir, output_dir, *flags, overrides=()):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(REPO_ROOT / "training" / "configs" / "cpu_2proc.yaml"), str(REPO_ROOT / "training" / "run_tad.py"),
+        "--preset", "synthetic-tiny", "--data_dir", str(data_dir), "--output_dir", str(output_dir), *flags,
+        "--set", *overrides,
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_two_process_run_logs_opentads_learning_rates_and_resumes_exactly(synthetic_data, tmp_path):
+    # 8 training videos, global batch 6 on 2 processes: OpenTAD's rank loaders hold 4 videos in batches 3 + 1.
+    overrides = [
+        *TINY, "model.adapter_layer_indices=[0,1]", "training.global_batch_size=6", "training.warmup_epochs=2",
+        "training.warmup_start_lr=1e-5", "training.eta_min=1e-6", "training.logging_steps=1",
+    ]
+    flags = ["--num_epochs", "3", "--checkpointing_steps", "1"]
+    launch_two_processes(synthetic_data, tmp_path / "straight", *flags, overrides=overrides)
+    steps_per_epoch = opentad_loader_length(8, 2, 6)
+    assert steps_per_epoch == 2
+    records = read_log(tmp_path / "straight")
+    assert [record["step"] for record in records] == list(range(1, 3 * steps_per_epoch + 1))
+    assert [record["epoch"] for record in records] == [0, 0, 1, 1, 2, 2]
+    training = run_tad.apply_overrides(run_tad.load_preset("synthetic-tiny"), overrides)["training"]
+    check_logged_rates(records, training, steps_per_epoch, warmup_start_lr=1e-5, eta_min=1e-6)
+    assert all(math.isfinite(record["loss"]) and not record["skipped"] for record in records)
+    # The resolved preset is written beside the run and beside the model card.
+    for folder in (tmp_path / "straight", tmp_path / "straight" / "last"):
+        assert json.loads((folder / "preset.json").read_text())["training"]["global_batch_size"] == 6
+
+    # The same run stopped after step 3 (mid-epoch; its later checkpoints and model folders removed), resumed on 2
+    # processes: same weights and log as the uninterrupted run.
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    for name in ("step_4", "step_5", "step_6"):
+        shutil.rmtree(tmp_path / "resumed" / "checkpoints" / name)
+    for name in ("best", "last"):
+        shutil.rmtree(tmp_path / "resumed" / name)
+    launch_two_processes(
+        synthetic_data, tmp_path / "resumed", *flags, "--resume_from_checkpoint", "latest", overrides=overrides
+    )
+    assert read_log(tmp_path / "resumed") == records
+    expected, actual = model_weights(tmp_path / "straight" / "last"), model_weights(tmp_path / "resumed" / "last")
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.slow
+def test_accumulation_schedule_log_and_resume(synthetic_data, tmp_path):
+    # Global batch 4 in 2 accumulation steps of 2: 4 loader batches per epoch, 2 optimizer steps.
+    overrides = ["training.gradient_accumulation_steps=2", "training.logging_steps=2"]
+    flags = ["--num_epochs", "3", "--checkpointing_steps", "1"]
+    straight = run(synthetic_data, tmp_path / "straight", *flags, overrides=overrides)
+    assert straight["global_step"] == 6
+    records = read_log(tmp_path / "straight")
+    assert [record["step"] for record in records] == [1, 2, 4, 6]
+    training = run_tad.apply_overrides(
+        run_tad.load_preset("synthetic-tiny"), [*TINY, "model.adapter_layer_indices=[0,1]", *overrides]
+    )["training"]
+    check_logged_rates(records, training, steps_per_epoch=2, warmup_start_lr=0.0, eta_min=training["eta_min"])
+
+    # Killed while step 4's checkpoint is written (step 4 is logged already), resumed from `latest` (step 3, in the
+    # middle of an epoch and after a full accumulation cycle).
+    original_save = run_tad.ModelEma.save
+
+    def killed_at_step_4(self, path):
+        if path.parent.name == "step_4" + run_tad.INCOMPLETE_SUFFIX:
+            raise KeyboardInterrupt("killed during the save")
+        original_save(self, path)
+
+    run_tad.ModelEma.save = killed_at_step_4
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(synthetic_data, tmp_path / "resumed", *flags, overrides=overrides)
+    finally:
+        run_tad.ModelEma.save = original_save
+    checkpoints = sorted(path.name for path in (tmp_path / "resumed" / "checkpoints").iterdir())
+    assert checkpoints == ["step_1", "step_2", "step_3", "step_4.incomplete"]
+    resumed = run(synthetic_data, tmp_path / "resumed", *flags, "--resume_from_checkpoint", "latest", overrides=overrides)
+    assert resumed["global_step"] == 6
+    assert read_log(tmp_path / "resumed") == records
+    expected, actual = model_weights(tmp_path / "straight" / "last"), model_weights(tmp_path / "resumed" / "last")
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Non-finite steps
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class CpuGradScalerAccelerator(run_tad.Accelerator):
+    """accelerate keeps a GradScaler only for fp16 on an accelerator device; on CPU this gives the run a real one, so
+    that fp16's skip path (scaled backward, unscale, inf check, skipped optimizer step) runs as on a GPU."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+
+
+def faulty_forward(monkeypatch, faults: dict):
+    """Makes training forward passes (counted from 1) fail: "grad" gives infinite gradients (fp16 overflow in the
+    backward), "loss" raises the model's FloatingPointError for a non-finite loss."""
+    from adatad.modeling_adatad import AdaTADForTemporalDetection
+
+    original = AdaTADForTemporalDetection.forward
+    calls = []
+
+    def forward(self, *args, **kwargs):
+        if not self.training:
+            return original(self, *args, **kwargs)
+        calls.append(None)
+        fault = faults.get(len(calls), faults.get("all"))
+        if fault == "loss":
+            raise FloatingPointError("AdaTAD loss is not finite (injected)")
+        outputs = original(self, *args, **kwargs)
+        if fault == "grad":
+            outputs.loss.register_hook(lambda grad: grad * float("inf"))
+        return outputs
+
+    monkeypatch.setattr(AdaTADForTemporalDetection, "forward", forward)
+
+
+def test_non_finite_steps_are_skipped_and_counted(synthetic_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(run_tad, "Accelerator", CpuGradScalerAccelerator)
+    faulty_forward(monkeypatch, {2: "grad", 3: "loss"})
+    result = run(
+        synthetic_data, tmp_path, "--num_epochs", "3", "--checkpointing_steps", "1",
+        overrides=["training.logging_steps=1"],
+    )
+    assert result["global_step"] == 6 and result["skipped_steps"] == 2
+    records = read_log(tmp_path)
+    assert [record["skipped"] for record in records] == [False, True, True, False, False, False]
+    assert [record["skipped_steps"] for record in records] == [0, 1, 2, 2, 2, 2]
+    assert records[2]["loss"] is None and math.isfinite(records[1]["loss"])
+    # A skipped step leaves the weights as they were; the schedule still advances, as OpenTAD's does. (The loss
+    # normaliser, a running count of positives updated by every training forward as in OpenTAD, moves on step 2.)
+    after_1, after_3 = model_weights_of_checkpoint(tmp_path, 1), model_weights_of_checkpoint(tmp_path, 3)
+    for key in after_1.keys() - {"detector.loss_normalizer"}:
+        torch.testing.assert_close(after_3[key], after_1[key], rtol=0, atol=0, msg=key)
+    training = run_tad.apply_overrides(
+        run_tad.load_preset("synthetic-tiny"), [*TINY, "model.adapter_layer_indices=[0,1]"]
+    )["training"]
+    check_logged_rates(records, training, steps_per_epoch=2, warmup_start_lr=0.0, eta_min=training["eta_min"])
+
+
+def model_weights_of_checkpoint(output_dir, step):
+    return load_file(Path(output_dir) / "checkpoints" / f"step_{step}" / "model.safetensors")
+
+
+def test_repeated_non_finite_steps_stop_the_run(synthetic_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(run_tad, "Accelerator", CpuGradScalerAccelerator)
+    monkeypatch.setattr(run_tad, "MAX_CONSECUTIVE_NON_FINITE_STEPS", 3)
+    faulty_forward(monkeypatch, {1: None, "all": "grad"})
+    # Steps 2-4 are skipped: the checkpoints of steps 2 and 3 hold step 1's weights, which are finite.
+    with pytest.raises(FloatingPointError, match=r"3 non-finite steps in a row; epoch 1, step 4, videos \['.+'\]; the last good checkpoint is .*step_3"):
+        run(synthetic_data, tmp_path, "--num_epochs", "3", "--checkpointing_steps", "1")
+
+
+@pytest.mark.slow
+def test_diverged_run_stops_and_keeps_the_last_good_checkpoint(synthetic_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(run_tad, "MAX_CONSECUTIVE_NON_FINITE_STEPS", 3)
+    with pytest.raises(FloatingPointError) as error:
+        run(
+            synthetic_data, tmp_path, "--num_epochs", "4", "--checkpointing_steps", "1",
+            overrides=["training.detector_lr=1e12", "training.adapter_lr=1e12", "training.warmup_epochs=0",
+                       "training.clip_grad_norm=null"],
+        )
+    message = str(error.value)
+    assert "non-finite steps in a row" in message and "last good checkpoint is" in message
+    checkpoints = sorted((tmp_path / "checkpoints").glob("step_*"))
+    assert checkpoints
+    for checkpoint in checkpoints:
+        for name, tensor in load_file(checkpoint / "model.safetensors").items():
+            assert torch.isfinite(tensor).all(), f"{checkpoint.name}: {name} is not finite"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Output folders, checkpoints and errors
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def main_args(data_dir, output_dir, *flags):
+    return ["--preset", "synthetic-tiny", "--data_dir", str(data_dir), "--output_dir", str(output_dir), *flags,
+            "--set", *TINY, "model.adapter_layer_indices=[0,1]"]
+
+
+def last_error_line(capsys):
+    """The one `error:` line a failed run_tad.main printed last, after checking that no traceback came with it."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], lines[-3:]
+    return lines[-1]
+
+
+class PlantedPayload:
+    """Unpickling it creates a file: the stand-in for code planted in a shared checkpoint folder."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_with_a_planted_pickle_runs_nothing(synthetic_data, tmp_path, capsys):
+    run(synthetic_data, tmp_path, "--max_train_steps", "1", "--checkpointing_steps", "1")
+    checkpoint = tmp_path / "checkpoints" / "step_1"
+    marker = tmp_path / "code-ran"
+    torch.save(PlantedPayload(marker), checkpoint / "custom_checkpoint_0.pkl")
+    capsys.readouterr()
+    code = run_tad.main(main_args(synthetic_data, tmp_path, "--num_epochs", "2", "--resume_from_checkpoint", "latest"))
+    error = last_error_line(capsys)
+    assert code == 2 and not marker.exists()
+    assert "custom_checkpoint_0.pkl" in error and "refusing" in error
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_1"]
+
+
+def test_output_dir_holding_a_run_is_refused(synthetic_data, tmp_path, capsys):
+    run(synthetic_data, tmp_path, "--max_train_steps", "1", "--checkpointing_steps", "1")
+    weights = tmp_path / "last" / "model.safetensors"
+    before = weights.read_bytes()
+    capsys.readouterr()
+    assert run_tad.main(main_args(synthetic_data, tmp_path, "--max_train_steps", "2")) == 2
+    error = last_error_line(capsys)
+    assert "already holds files" in error and "--overwrite_output_dir" in error
+    assert weights.read_bytes() == before
+    assert run_tad.main(main_args(synthetic_data, tmp_path, "--max_train_steps", "2", "--overwrite_output_dir")) == 0
+    assert [record["step"] for record in read_log(tmp_path)] == [1]  # the earlier run's log went with it
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_2"]
+
+
+@pytest.mark.slow
+def test_resume_restores_the_best_score(synthetic_data, tmp_path):
+    evaluate_every_epoch = ["training.val_start_epoch=0", "training.val_interval=1"]
+    run(synthetic_data, tmp_path, "--num_epochs", "1", overrides=evaluate_every_epoch)
+    best = json.loads((tmp_path / "best" / "eval_results.json").read_text())
+    assert best["epoch"] == 1
+    # A best score no evaluation can beat (mAP <= 1), so that the test does not depend on which epoch scores higher:
+    # the resumed run's evaluation must leave best/ alone.
+    state_file = tmp_path / "checkpoints" / "step_2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["best_average_mAP"] == best["average_mAP"] and state["best_epoch"] == 1
+    state_file.write_text(json.dumps({**state, "best_average_mAP": 1.0}))
+    resumed = run(
+        synthetic_data, tmp_path, "--num_epochs", "2", "--resume_from_checkpoint", "latest", overrides=evaluate_every_epoch
+    )
+    assert resumed["best_average_mAP"] == 1.0 and resumed["last"] is not None
+    assert json.loads((tmp_path / "best" / "eval_results.json").read_text()) == best
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--set", "training.detector_lr=-1"], r"`training\.detector_lr` must be > 0, got -1"),
+        (["--set", "data.on_video_error=ignore"], r"`data\.on_video_error` must be one of \['raise', 'skip'\]"),
+        (["--set", "training.gradient_accumulation_steps=3"], r"global_batch_size` \(4\) must be divisible by"),
+        (["--num_epochs", "40"], r"--num_epochs 40 goes past the schedule's `training\.max_epoch` \(30\)"),
+        (["--resume_from_checkpoint", "no/such/checkpoint"], r"no/such/checkpoint: no such folder"),
+        (["--pretrained_model", "no/such/model"], r"no/such/model is not a model folder \(no config\.json\)"),
+    ],
+)
+def test_user_errors_end_with_one_line(synthetic_data, tmp_path, capsys, flags, message):
+    argv = ["--preset", "synthetic-tiny", "--data_dir", str(synthetic_data), "--output_dir", str(tmp_path / "run"), *flags]
+    assert run_tad.main(argv) == 2
+    error = last_error_line(capsys)
+    assert re.search(message, error), error
+    with pytest.raises((run_tad.RunError, run_tad.PresetError)):
+        run_tad.main([*argv, "--debug"])
+
+
+def test_recipe_drift_warning_names_the_accumulation_that_restores_the_paper_batch():
+    preset = run_tad.load_preset("e2e_thumos_videomae_s_768x1_160_adapter")  # 2 GPUs x 1 video in the paper
+    assert run_tad.recipe_drift_warning(preset, 2, num_processes=2, per_device_batch_size=1) is None
+    warning = run_tad.recipe_drift_warning(preset, 2, num_processes=1, per_device_batch_size=2)
+    assert "1 process(es) x 2 videos x 1 accumulation" in warning and "2 GPUs x 1 videos = 2" in warning
+    assert warning.endswith("--set training.global_batch_size=2 training.gradient_accumulation_steps=2")
+    assert "run on 2 processes" in run_tad.recipe_drift_warning(preset, 2, num_processes=4, per_device_batch_size=1)
+    accumulating = run_tad.apply_overrides(preset, ["training.gradient_accumulation_steps=2"])
+    assert run_tad.recipe_drift_warning(accumulating, 2, num_processes=1, per_device_batch_size=1) is None
+    synthetic = run_tad.load_preset("synthetic-tiny")  # no paper run
+    assert run_tad.recipe_drift_warning(synthetic, 4, num_processes=3, per_device_batch_size=1) is None
+
+
+def test_ddp_settings_reach_accelerate():
+    preset = run_tad.load_preset("e2e_thumos_videomae_s_768x1_160_adapter")
+    # One AcceleratorState per process: keep the precision of the other tests' accelerators.
+    args = run_tad.parse_args(["--preset", preset["name"], "--mixed_precision", "no"])
+    handler = run_tad.build_accelerator(args, preset, Path("unused")).ddp_handler
+    assert handler.static_graph is True and handler.comm_hook == run_tad.DDPCommunicationHookType.FP16
+    frozen = run_tad.apply_overrides(preset, ["training.ddp_fp16_compress=false", "training.ddp_static_graph=false"])
+    handler = run_tad.build_accelerator(args, frozen, Path("unused")).ddp_handler
+    assert handler.static_graph is False and handler.comm_hook == run_tad.DDPCommunicationHookType.NO

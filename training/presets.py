@@ -49,12 +49,16 @@ Schema (every file has exactly these keys; `null` means "not used by this preset
       mode). Frames are read every `snippet_stride // scale_factor` frames.
     - `trunc_thresh`: a truncated training segment is kept when this fraction of it stays inside the window.
     - `crop_ratio`: length range of the random crop of a video shorter than the window.
-    - `window_overlap`: overlap of evaluation windows. `ioa_thresh`: completeness a segment needs to count in
-      a (non-test) window.
+    - `window_overlap`: overlap of evaluation windows. (OpenTAD's `ioa_thresh` has no field: it only filters
+      ground truth in non-test sliding windows, and every AdaTAD config trains on truncated or resized videos and
+      evaluates its windows in test mode, where OpenTAD ignores it.)
     - `filter_gt`: drop tiny training segments as OpenTAD's dataset classes do (ActivityNet, EPIC).
     - `class_agnostic`: train with every label set to 0 (ActivityNet; classes come from an external
       classifier at evaluation).
     - `num_workers`: data-loader worker processes.
+    - Optional (filled in with their defaults when absent): `on_video_error` (`"raise"` or `"skip"`: a training
+      or evaluation video that cannot be decoded stops the run, or is skipped and logged) and `missing_videos`
+      (`"raise"` or `"skip"`: an annotated video without a file stops the run, or is dropped and listed).
 - `processor` (dict): spatial keyword arguments of `AdaTADVideoProcessor`: `size` (evaluation short side),
   `crop_size`, `train_size` (training short side), `do_random_resized_crop`, `random_resized_crop_area`,
   `random_resized_crop_aspect_ratio`, `do_flip`, `flip_ratio`, `augmentation` (`"imgaug_default"`: OpenTAD's
@@ -133,10 +137,11 @@ DATA_TYPES = {
     "trunc_thresh": (*NUMBER, NULL),
     "crop_ratio": (list, NULL),
     "window_overlap": (*NUMBER, NULL),
-    "ioa_thresh": (*NUMBER, NULL),
     "filter_gt": bool,
     "class_agnostic": bool,
     "num_workers": int,
+    "on_video_error": str,
+    "missing_videos": str,
 }
 PROCESSOR_TYPES = {
     "size": dict,
@@ -191,6 +196,92 @@ SECTION_TYPES = {
     "processor": PROCESSOR_TYPES,
     "training": TRAINING_TYPES,
     "evaluation": EVALUATION_TYPES,
+}
+# Keys a preset file may leave out, with the value `load_preset` fills in.
+OPTIONAL_KEYS = {"data": {"on_video_error": "raise", "missing_videos": "raise"}}
+ERROR_POLICIES = ("raise", "skip")
+
+# Allowed ranges of numeric fields (null values are not checked): (lowest, lowest allowed?, highest, highest allowed?).
+RANGES = {
+    "training.global_batch_size": (1, True, None, None),
+    "training.reference_num_gpus": (0, True, None, None),
+    "training.gradient_accumulation_steps": (1, True, None, None),
+    "training.detector_lr": (0, False, None, None),
+    "training.detector_weight_decay": (0, True, None, None),
+    "training.adapter_lr": (0, True, None, None),
+    "training.adapter_weight_decay": (0, True, None, None),
+    "training.backbone_lr": (0, True, None, None),
+    "training.backbone_weight_decay": (0, True, None, None),
+    "training.max_epoch": (1, True, None, None),
+    "training.warmup_epochs": (0, True, None, None),
+    "training.warmup_start_lr": (0, True, None, None),
+    "training.eta_min": (0, True, None, None),
+    "training.ema_decay": (0, True, 1, False),
+    "training.clip_grad_norm": (0, False, None, None),
+    "training.checkpoint_interval": (0, True, None, None),
+    "training.val_start_epoch": (0, True, None, None),
+    "training.val_interval": (1, True, None, None),
+    "training.logging_steps": (1, True, None, None),
+    "data.num_workers": (0, True, None, None),
+    "data.offset_frames": (0, True, None, None),
+}
+
+# What reads each preset key (`module.function`; `model.*` keys are AdaTADConfig fields, `processor.*` keys and the
+# sampling keys of `data` are AdaTADVideoProcessor arguments). tests/test_presets.py checks that every key of every
+# preset is declared here and that each declared function's code reads it.
+KEY_READERS = {
+    "name": "run_tad.model_card",
+    "description": "run_tad.model_card",
+    "dataset": "run_tad.model_card",
+    "opentad_config": "run_tad.model_card",
+    "paper": "run_tad.model_card",
+    "data.annotation_format": "presets._check_consistency",
+    "data.root": "presets.resolve_data_paths",
+    "data.annotation_file": "presets.resolve_data_paths",
+    "data.class_map_file": "presets.resolve_data_paths",
+    "data.video_dir": "presets.resolve_data_paths",
+    "data.blocked_videos_file": "presets.resolve_data_paths",
+    "data.video_prefix": "run_tad.load_video_rows",
+    "data.video_extension": "run_tad.load_video_rows",
+    "data.ignore_labels": "run_tad.load_video_rows",
+    "data.class_agnostic": "run_tad.load_video_rows",
+    "data.missing_videos": "run_tad.load_video_rows",
+    "data.train_subset": "run_tad.build_datasets",
+    "data.test_subset": "run_tad.build_datasets",
+    "data.conversion_mode": "run_tad.build_datasets",
+    "data.fps": "run_tad.build_datasets",
+    "data.offset_frames": "run_tad.build_datasets",
+    "data.on_video_error": "run_tad.build_datasets",
+    "data.num_workers": "run_tad.build_dataloaders",
+    "training.global_batch_size": "run_tad.batch_sizes",
+    "training.gradient_accumulation_steps": "run_tad.build_accelerator",
+    "training.mixed_precision": "run_tad.build_accelerator",
+    "training.ddp_fp16_compress": "run_tad.build_accelerator",
+    "training.ddp_static_graph": "run_tad.build_accelerator",
+    "training.reference_num_gpus": "run_tad.recipe_drift_warning",
+    "training.seed": "run_tad.training_function",
+    "training.gradient_checkpointing": "run_tad.build_model",
+    "training.ema_decay": "run_tad.build_model",
+    "training.detector_lr": "run_tad.build_optimizer",
+    "training.detector_weight_decay": "run_tad.build_optimizer",
+    "training.adapter_lr": "run_tad.build_optimizer",
+    "training.adapter_weight_decay": "run_tad.build_optimizer",
+    "training.backbone_lr": "run_tad.build_optimizer",
+    "training.backbone_weight_decay": "run_tad.build_optimizer",
+    "training.max_epoch": "run_tad.build_schedule",
+    "training.warmup_epochs": "run_tad.build_schedule",
+    "training.warmup_start_lr": "run_tad.build_schedule",
+    "training.eta_min": "run_tad.build_schedule",
+    "training.end_epoch": "run_tad.training_function",
+    "training.clip_grad_norm": "run_tad.training_function",
+    "training.checkpoint_interval": "run_tad.training_function",
+    "training.val_start_epoch": "run_tad.training_function",
+    "training.val_interval": "run_tad.training_function",
+    "training.logging_steps": "run_tad.training_function",
+    "evaluation.tiou_thresholds": "run_tad.evaluate",
+    "evaluation.subset": "run_tad.build_datasets",
+    "evaluation.blocked_videos_file": "presets.resolve_data_paths",
+    "evaluation.external_classifier_file": "presets.resolve_data_paths",
 }
 
 DATASETS = (
@@ -276,6 +367,10 @@ def load_preset(name_or_path: str | os.PathLike, validate: bool = True) -> dict:
                 "path of a preset JSON file."
             )
     preset = _read_json(path)
+    for section, defaults in OPTIONAL_KEYS.items():
+        if isinstance(preset.get(section), dict):
+            for key, value in defaults.items():
+                preset[section].setdefault(key, value)
     if validate:
         validate_preset(preset, source=str(path))
     return preset
@@ -294,14 +389,14 @@ def _is_instance(value, expected) -> bool:
     return isinstance(value, types)
 
 
-def _check_keys(mapping: dict, types: dict, where: str, source: str):
-    missing = [key for key in types if key not in mapping]
+def _check_keys(mapping: dict, types: dict, where: str, source: str, optional=()):
+    missing = [key for key in types if key not in mapping and key not in optional]
     unknown = [key for key in mapping if key not in types]
     if missing or unknown:
         problems = [f"is missing keys {missing}"] * bool(missing) + [f"has unknown keys {unknown}"] * bool(unknown)
         raise PresetError(f"{source}: `{where}` {' and '.join(problems)}.")
     for key, expected in types.items():
-        if not _is_instance(mapping[key], expected):
+        if key in mapping and not _is_instance(mapping[key], expected):
             raise PresetError(
                 f"{source}: `{where}.{key}` must be {_type_names(expected)}, got {json.dumps(mapping[key])}."
             )
@@ -335,6 +430,23 @@ def _check_consistency(preset: dict, source: str):
     _check_one_of(data["train_sampling_method"], TRAIN_SAMPLING_METHODS, "data.train_sampling_method", source)
     _check_one_of(data["sampling_method"], EVAL_SAMPLING_METHODS, "data.sampling_method", source)
     _check_one_of(training["mixed_precision"], MIXED_PRECISION, "training.mixed_precision", source)
+    for key in OPTIONAL_KEYS["data"]:
+        if key in data:
+            _check_one_of(data[key], ERROR_POLICIES, f"data.{key}", source)
+    for key, (low, low_allowed, high, high_allowed) in RANGES.items():
+        section, name = key.split(".")
+        value = preset[section][name]
+        if value is None:
+            continue
+        too_low = low is not None and (value < low or (value == low and not low_allowed))
+        too_high = high is not None and (value > high or (value == high and not high_allowed))
+        if too_low or too_high:
+            bounds = []
+            if low is not None:
+                bounds.append(f"{'>=' if low_allowed else '>'} {low}")
+            if high is not None:
+                bounds.append(f"{'<=' if high_allowed else '<'} {high}")
+            raise PresetError(f"{source}: `{key}` must be {' and '.join(bounds)}, got {json.dumps(value)}.")
 
     resize = data["conversion_mode"] == "resize"
     if resize != (data["sampling_method"] == "resize") or resize != (data["train_sampling_method"] == "resize"):
@@ -387,6 +499,11 @@ def _check_consistency(preset: dict, source: str):
             f"{source}: `training.backbone_lr` must be positive exactly when `model.tuning_mode` is 'full' "
             f"(tuning_mode {tuning_mode!r}, backbone_lr {training['backbone_lr']})."
         )
+    if training["warmup_epochs"] >= training["max_epoch"]:
+        raise PresetError(
+            f"{source}: `training.warmup_epochs` ({training['warmup_epochs']}) must be smaller than "
+            f"`training.max_epoch` ({training['max_epoch']}): the cosine decay follows the warm-up."
+        )
     if not 0 < training["end_epoch"] <= training["max_epoch"]:
         raise PresetError(
             f"{source}: need 0 < `training.end_epoch` ({training['end_epoch']}) <= `training.max_epoch` "
@@ -417,7 +534,7 @@ def validate_preset(preset: dict, source: str = "preset", check_model_config: bo
     """
     _check_keys(preset, TOP_LEVEL_TYPES, "preset", source)
     for section, types in SECTION_TYPES.items():
-        _check_keys(preset[section], types, section, source)
+        _check_keys(preset[section], types, section, source, optional=OPTIONAL_KEYS.get(section, {}))
     unknown_model_keys = sorted(set(preset["model"]) - model_config_fields()) if check_model_config else []
     if unknown_model_keys:
         raise PresetError(f"{source}: `model` has keys AdaTADConfig does not know: {unknown_model_keys}.")
@@ -550,8 +667,12 @@ def dump_preset(preset: dict) -> str:
 
 
 def save_preset(preset: dict, path: str | os.PathLike):
-    """Writes `preset` to `path` in the format of the shipped files (e.g. the resolved preset of a run)."""
-    Path(path).write_text(dump_preset(preset))
+    """Writes `preset` to `path` in the format of the shipped files (e.g. the resolved preset of a run), under a
+    temporary name first so that an interrupted write never leaves half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.incomplete")
+    temporary.write_text(dump_preset(preset))
+    temporary.replace(path)
 
 
 def _dataset_order(preset: dict) -> int:

@@ -9,12 +9,15 @@
 A preset (training/presets/*.json) holds every number of the matching OpenTAD config; any field can be changed
 with `--set training.adapter_lr=1e-4 model.adapter_layer_indices=[6,7,8]`. `--list-presets` prints them all.
 
-The loop follows accelerate's `complete_nlp_example.py`: seed, data, model, optimizer and schedule, one `prepare`,
-resumable `save_state` checkpoints named `step_{n}`, EMA weights for evaluation, best/last `save_pretrained` folders.
+`training_function` reads top to bottom like accelerate's `complete_nlp_example.py`: preset and output folder,
+accelerator, data, model, optimizer, one `prepare`, the schedule from the prepared loader, resume, then the loop of
+`train_step`s with logging, evaluation, checkpoints and the best/last `save_pretrained` folders. The schedule, data
+order and batches are OpenTAD's on any number of processes (docs/training-loop.md).
 """
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -24,21 +27,30 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from safetensors.torch import load_model as load_safetensors_model
+from safetensors.torch import save_model as save_safetensors_model
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import (
+    DDPCommunicationHookType,
+    DistributedDataParallelKwargs,
+    ProjectConfiguration,
+    set_seed,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from presets import (  # noqa: E402
+    PresetError,
     apply_overrides,
     build_model_config,
     format_preset_table,
     load_preset,
     processor_kwargs,
     resolve_data_paths,
+    save_preset,
 )
 
 from adatad import data as annotations  # noqa: E402
@@ -48,12 +60,93 @@ from adatad.post_processing import to_activitynet_submission  # noqa: E402
 from adatad.processing_adatad import (  # noqa: E402
     AdaTADVideoProcessor,
     TemporalDetectionTransform,
+    VideoDecodeError,
     collate_temporal_detection,
 )
+from adatad.synthetic import SyntheticConfigError  # noqa: E402
 
 logger = get_logger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"step_(\d+)$")
+INCOMPLETE_SUFFIX = ".incomplete"
+TRAINER_STATE_NAME = "trainer_state.json"
+EMA_WEIGHTS_NAME = "ema.safetensors"
+LOG_NAME = "log.jsonl"
+# GradScaler skips a step or two whenever it lowers its scale; a run that stays non-finite this long has diverged.
+MAX_CONSECUTIVE_NON_FINITE_STEPS = 20
+
+
+class RunError(Exception):
+    """A run that cannot start or go on because of what it was given; `main` prints the message as one line."""
+
+
+# Errors caused by the user's inputs (preset, data, flags, checkpoints) or a diverged run: one line, no traceback.
+USER_ERRORS = (
+    RunError,
+    PresetError,
+    annotations.AnnotationError,
+    VideoDecodeError,
+    SyntheticConfigError,
+    FileNotFoundError,
+    FloatingPointError,
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Preset and output folder
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def resolve_preset(args) -> tuple[dict, dict]:
+    """The preset of this run (after `--data_dir` and `--set`) and the preset as its file gives it (the paper's setup,
+    for the recipe-drift warning)."""
+    reference = load_preset(args.preset)
+    preset = copy.deepcopy(reference)
+    if args.data_dir:
+        preset["data"]["root"] = args.data_dir
+    return apply_overrides(preset, args.set or []), reference
+
+
+def check_output_dir(output_dir: Path, args):
+    """Refuses a folder that holds files unless the run resumes or `--overwrite_output_dir` is given."""
+    if args.resume_from_checkpoint or not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    if not args.overwrite_output_dir:
+        raise RunError(
+            f"--output_dir {output_dir} already holds files; pass --resume_from_checkpoint latest to continue that run, "
+            "--overwrite_output_dir to train over it, or choose an empty folder."
+        )
+
+
+def clear_previous_run(output_dir: Path):
+    """For `--overwrite_output_dir`: the earlier run's checkpoints and log go, so that `latest` and the log belong to
+    this run only (best/, last/ and the predictions are replaced when this run writes them)."""
+    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    (output_dir / LOG_NAME).unlink(missing_ok=True)
+
+
+def build_accelerator(args, preset: dict, output_dir: Path) -> Accelerator:
+    training = preset["training"]
+    # OpenTAD's DDP options: a static graph (needed with activation checkpointing) and the fp16 all-reduce hook.
+    ddp_kwargs = DistributedDataParallelKwargs(
+        static_graph=training["ddp_static_graph"],
+        comm_hook=DDPCommunicationHookType.FP16 if training["ddp_fp16_compress"] else DDPCommunicationHookType.NO,
+    )
+    return Accelerator(
+        gradient_accumulation_steps=training["gradient_accumulation_steps"],
+        mixed_precision=args.mixed_precision or training["mixed_precision"],
+        log_with=args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        # The schedule counts optimizer steps and also steps when the GradScaler skips one, as OpenTAD's does.
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[ddp_kwargs],
+    )
+
+
+def write_text_atomic(path: Path, text: str):
+    temporary = path.with_name(f".{path.name}{INCOMPLETE_SUFFIX}")
+    temporary.write_text(text)
+    temporary.replace(path)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -117,14 +210,129 @@ def build_datasets(preset: dict, paths: dict, processor: AdaTADVideoProcessor, s
     )
 
 
+class OpenTADTrainBatchSampler:
+    """The training batches of OpenTAD's per-rank loaders, in the order accelerate hands them out.
+
+    OpenTAD gives each of `num_processes` ranks a `DistributedSampler(shuffle=True, drop_last=True, seed)` (the
+    permutation of epoch `e` drawn from `seed + e`, cut to a multiple of the ranks) read in batches of
+    `batch_size` that keep the last, smaller batch. This sampler yields, step by step, the batch of rank 0, then
+    rank 1, ...; accelerate's sharding gives batch `i` to process `i % num_processes`, so every process trains on
+    exactly its OpenTAD batches and the prepared loader has OpenTAD's per-rank length.
+    """
+
+    def __init__(self, num_samples: int, num_processes: int, batch_size: int, seed: int):
+        # Not `batch_size`: accelerate's sharding would pad the last, smaller batches to that size.
+        self.per_rank_batch_size = batch_size
+        self.samplers = [
+            DistributedSampler(range(num_samples), num_replicas=num_processes, rank=rank, shuffle=True, seed=seed,
+                               drop_last=True)
+            for rank in range(num_processes)
+        ]
+
+    def set_epoch(self, epoch: int):
+        for sampler in self.samplers:
+            sampler.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.samplers) * math.ceil(len(self.samplers[0]) / self.per_rank_batch_size)
+
+    def __iter__(self):
+        per_rank = [list(sampler) for sampler in self.samplers]
+        for start in range(0, len(per_rank[0]), self.per_rank_batch_size):
+            for indices in per_rank:
+                yield indices[start : start + self.per_rank_batch_size]
+
+
+def batch_sizes(preset: dict, num_processes: int) -> int:
+    """Videos per process and forward pass: `training.global_batch_size` over processes and accumulation steps."""
+    training = preset["training"]
+    global_batch_size, accumulation = training["global_batch_size"], training["gradient_accumulation_steps"]
+    divisor = num_processes * accumulation
+    if global_batch_size % divisor:
+        raise RunError(
+            f"`training.global_batch_size` ({global_batch_size}) must be divisible by the number of processes "
+            f"({num_processes}) times `training.gradient_accumulation_steps` ({accumulation}); e.g. --set "
+            f"training.global_batch_size={math.ceil(global_batch_size / divisor) * divisor}."
+        )
+    return global_batch_size // divisor
+
+
+def recipe_drift_warning(preset: dict, paper_batch_size: int, num_processes: int, per_device_batch_size: int):
+    """A warning when this run's per-device batch or effective batch (processes x per-device batch x accumulation)
+    differs from the paper's (`training.reference_num_gpus` GPUs sharing the preset file's `global_batch_size`), with
+    the accumulation that restores the paper's effective batch at its per-GPU batch. None when both agree (e.g. the
+    paper's 2 GPUs as 1 process accumulating 2 steps) or the preset names no paper run (0 GPUs)."""
+    training = preset["training"]
+    reference_gpus = training["reference_num_gpus"]
+    if reference_gpus == 0:
+        return None
+    accumulation = training["gradient_accumulation_steps"]
+    paper_per_gpu = paper_batch_size // reference_gpus
+    effective = num_processes * per_device_batch_size * accumulation
+    if per_device_batch_size == paper_per_gpu and effective == paper_batch_size:
+        return None
+    message = (
+        f"this run trains {num_processes} process(es) x {per_device_batch_size} videos x {accumulation} accumulation "
+        f"step(s) = {effective} videos per optimizer step; the paper trained {reference_gpus} GPUs x {paper_per_gpu} "
+        f"videos = {paper_batch_size} (`training.reference_num_gpus`). The loss normaliser counts positives per "
+        "device, so results can differ. "
+    )
+    if paper_batch_size % (num_processes * paper_per_gpu) == 0:
+        restore = paper_batch_size // (num_processes * paper_per_gpu)
+        return message + (
+            f"To restore the paper's effective batch with its per-GPU batch on {num_processes} process(es): --set "
+            f"training.global_batch_size={paper_batch_size} training.gradient_accumulation_steps={restore}"
+        )
+    return message + (
+        f"{num_processes} processes x {paper_per_gpu} videos do not divide the paper's batch of {paper_batch_size}; "
+        f"run on {reference_gpus} processes to reproduce it."
+    )
+
+
+def build_dataloaders(preset: dict, args, accelerator: Accelerator, train_dataset, eval_dataset, seed: int):
+    """Training loader over `OpenTADTrainBatchSampler` and evaluation loader, both still to be prepared; returns them
+    with the batch sampler (whose `set_epoch` draws each epoch's order)."""
+    num_processes = accelerator.num_processes
+    num_workers = preset["data"]["num_workers"] if args.num_workers is None else args.num_workers
+    if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Leave a core to each data-loading worker: oversubscribed CPU threads make a step 10-30x slower.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_processes - num_workers))
+    per_device_batch_size = batch_sizes(preset, num_processes)
+    global_batch_size = preset["training"]["global_batch_size"]
+    if len(train_dataset) < global_batch_size:
+        raise RunError(
+            f"the training subset has {len(train_dataset)} videos, fewer than one global batch ({global_batch_size}); "
+            "lower `training.global_batch_size` with --set."
+        )
+    batch_sampler = OpenTADTrainBatchSampler(len(train_dataset), num_processes, per_device_batch_size, seed)
+    # Own generators: creating a loader iterator must not draw from the global RNG, or a resumed run would shift the
+    # drop-path randomness of every later step.
+    train_dataloader = DataLoader(
+        train_dataset,
+        batch_sampler=batch_sampler,
+        collate_fn=collate_temporal_detection,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    eval_dataloader = DataLoader(
+        eval_dataset,
+        batch_size=args.eval_batch_size or per_device_batch_size,
+        collate_fn=collate_temporal_detection,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return train_dataloader, eval_dataloader, batch_sampler
+
+
 # ----------------------------------------------------------------------------------------------------------------------
-# Optimisation helpers
+# Model, optimizer and schedule
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 class ModelEma:
     """Exponential moving average of every float tensor of a model's state dict (parameters and buffers), updated
-    after each optimizer step and used for evaluation, as AdaTAD does (decay 0.999)."""
+    after each optimizer step and used for evaluation, as AdaTAD does (decay 0.999). Checkpoints hold it as
+    safetensors (`save`/`load`), never pickled."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
@@ -138,39 +346,265 @@ class ModelEma:
             else:
                 ema_value.copy_(value)
 
-    def state_dict(self):
-        return self.module.state_dict()
+    def save(self, path: Path):
+        save_safetensors_model(self.module, str(path))
 
-    def load_state_dict(self, state_dict):
-        self.module.load_state_dict(state_dict)
-
-
-def warmup_cosine_schedule(optimizer, warmup_steps: int, total_steps: int, eta_min: float):
-    """Linear warm-up from 0, then cosine to `eta_min` at `total_steps` (AdaTAD stops at `end_epoch`, before the
-    cosine completes), stepped per optimizer step."""
-
-    def factor(base_lr):
-        def lr_lambda(step):
-            if step < warmup_steps:
-                return step / max(1, warmup_steps)
-            progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-            floor = eta_min / base_lr if base_lr > 0 else 0.0
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        return lr_lambda
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(group["lr"]) for group in optimizer.param_groups])
+    def load(self, path: Path):
+        load_safetensors_model(self.module, str(path), device=str(next(self.module.parameters()).device))
 
 
-def find_checkpoint(output_dir: Path, resume_from: str) -> Path | None:
-    if resume_from != "latest":
-        return Path(resume_from)
-    checkpoints = [p for p in (output_dir / "checkpoints").glob("step_*") if CHECKPOINT_PATTERN.search(p.name)]
-    return max(checkpoints, key=lambda p: int(CHECKPOINT_PATTERN.search(p.name).group(1)), default=None)
+def build_model(preset: dict, args, class_names: list, accelerator: Accelerator):
+    """The model (converted VideoMAE weights from `--pretrained_model`, else random) and its EMA copy (or None)."""
+    training = preset["training"]
+    config = build_model_config(preset)
+    if args.pretrained_model and not (Path(args.pretrained_model) / "config.json").is_file():
+        raise RunError(
+            f"--pretrained_model {args.pretrained_model} is not a model folder (no config.json); convert a VideoMAE "
+            "checkpoint with conversion_scripts/convert_videomae_to_adatad.py and pass its output folder."
+        )
+    if args.pretrained_model:
+        # A converted VideoMAE (conversion_scripts/convert_videomae_to_adatad.py): its backbone weights, the preset's
+        # adapters and detector, freshly initialised.
+        model = AdaTADForTemporalDetection.from_pretrained(args.pretrained_model, config=config)
+    else:
+        model = AdaTADForTemporalDetection(config)
+    if config.num_labels != len(class_names):
+        raise RunError(
+            f"`model.num_labels` ({config.num_labels}) differs from the {len(class_names)} classes of the training "
+            f"annotations {class_names[:5]}...; --set model.num_labels={len(class_names)}."
+        )
+    if training["gradient_checkpointing"]:
+        model.activation_checkpointing_enable()
+    deepspeed = accelerator.state.deepspeed_plugin
+    if deepspeed is not None and deepspeed.zero_stage == 3 and training["ema_decay"] is not None:
+        raise RunError(
+            "ZeRO-3 shards the parameters, so the weight EMA cannot read them; run with --set training.ema_decay=null "
+            "(evaluation then uses the live weights) or use ZeRO-2."
+        )
+    ema = ModelEma(model, decay=training["ema_decay"]) if training["ema_decay"] is not None else None
+    return model, ema
+
+
+def build_optimizer(model, training: dict) -> torch.optim.Optimizer:
+    """AdamW over the model's named parameter groups (detector, detector_no_decay, adapter, backbone)."""
+    return torch.optim.AdamW(
+        model.get_parameter_groups(
+            detector_lr=training["detector_lr"],
+            adapter_lr=training["adapter_lr"] or 0.0,
+            backbone_lr=training["backbone_lr"],
+            detector_weight_decay=training["detector_weight_decay"],
+            adapter_weight_decay=training["adapter_weight_decay"] or 0.0,
+            backbone_weight_decay=training["backbone_weight_decay"],
+        )
+    )
+
+
+class WarmupCosineSchedule(torch.optim.lr_scheduler.LRScheduler):
+    """OpenTAD's `LinearWarmupCosineAnnealingLR` in closed form, stepped once per optimizer step, for every group.
+
+    Step `s` (from 0) with base rate `b`, `W` warm-up and `T` total steps: `s < W` gives
+    `warmup_start_lr + s (b - warmup_start_lr) / (W - 1)` (OpenTAD reaches `b` at step `W - 1`); after it,
+    `eta_min + (b - eta_min) (1 + cos(pi (s - W) / (T - W))) / 2`. Without warm-up (`W = 0`) the cosine starts at
+    `b` (OpenTAD would hold `warmup_start_lr` at step 0 and decay from there).
+    """
+
+    def __init__(self, optimizer, warmup_steps: float, total_steps: int, warmup_start_lr: float, eta_min: float):
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.warmup_start_lr = warmup_start_lr
+        self.eta_min = eta_min
+        super().__init__(optimizer)
+
+    def lr_at(self, step: int, base_lr: float) -> float:
+        if step < self.warmup_steps:
+            return self.warmup_start_lr + step * (base_lr - self.warmup_start_lr) / max(self.warmup_steps - 1, 1)
+        progress = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
+        return self.eta_min + (base_lr - self.eta_min) * (1.0 + math.cos(math.pi * progress)) / 2
+
+    def get_lr(self):
+        return [self.lr_at(self.last_epoch, base_lr) for base_lr in self.base_lrs]
+
+
+def build_schedule(optimizer, training: dict, steps_per_epoch: int) -> WarmupCosineSchedule:
+    """`training.warmup_epochs` and `training.max_epoch` in optimizer steps of this run (OpenTAD multiplies them by
+    its per-rank loader length, which equals `steps_per_epoch` without accumulation)."""
+    return WarmupCosineSchedule(
+        optimizer,
+        warmup_steps=training["warmup_epochs"] * steps_per_epoch,
+        total_steps=training["max_epoch"] * steps_per_epoch,
+        warmup_start_lr=training["warmup_start_lr"],
+        eta_min=training["eta_min"],
+    )
+
+
+def evaluation_model(accelerator: Accelerator, model, ema):
+    return ema.module if ema is not None else accelerator.unwrap_model(model)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Evaluation
+# Checkpoints and resume
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainerState:
+    """What a checkpoint holds besides accelerate's state: position, best evaluation so far, non-finite step counts,
+    and the process layout the position is counted in."""
+
+    global_step: int = 0
+    best_average_mAP: float | None = None
+    best_epoch: int | None = None
+    skipped_steps: int = 0
+    consecutive_skipped_steps: int = 0
+    num_processes: int = 1
+    steps_per_epoch: int = 0
+
+
+def find_checkpoint(output_dir: Path, resume_from: str) -> Path | None:
+    """`resume_from` itself, or for `latest` the newest complete `checkpoints/step_N` (one with its trainer state);
+    incomplete saves (a kill or a full disk during the save) are skipped with a warning."""
+    if resume_from != "latest":
+        return Path(resume_from)
+    folder = output_dir / "checkpoints"
+    candidates = sorted(
+        (p for p in folder.glob("step_*") if CHECKPOINT_PATTERN.search(p.name)),
+        key=lambda p: int(CHECKPOINT_PATTERN.search(p.name).group(1)),
+        reverse=True,
+    )
+    incomplete = sorted(p.name for p in folder.glob(f"step_*{INCOMPLETE_SUFFIX}"))
+    incomplete += [p.name for p in candidates if not (p / TRAINER_STATE_NAME).is_file()]
+    if incomplete:
+        logger.warning(f"skipping incomplete checkpoints in {folder}: {incomplete}", main_process_only=True)
+    return next((p for p in candidates if (p / TRAINER_STATE_NAME).is_file()), None)
+
+
+def save_checkpoint(accelerator: Accelerator, model, ema, state: TrainerState, output_dir: Path, total_limit=None):
+    """accelerate's `save_state` plus EMA weights (safetensors) and the trainer state, written under
+    `step_N.incomplete` and renamed when complete, so that an interrupted save never looks like a checkpoint."""
+    # Never overwrite the last good checkpoint with diverged weights.
+    bad = [name for name, p in accelerator.unwrap_model(model).named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(
+            f"non-finite weights after step {state.global_step} ({bad[:3]}...); not saving them. The last good "
+            f"checkpoint is {find_checkpoint(output_dir, 'latest')}. Lower the learning rate or clip gradients."
+        )
+    folder = output_dir / "checkpoints"
+    final = folder / f"step_{state.global_step}"
+    trainer_state = json.dumps(dataclasses.asdict(state), indent=2)
+    if (final / TRAINER_STATE_NAME).is_file():
+        # This step is saved already (--checkpointing_steps, then the epoch end): only the best score may be newer.
+        if accelerator.is_main_process:
+            write_text_atomic(final / TRAINER_STATE_NAME, trainer_state)
+        accelerator.wait_for_everyone()
+        return
+    temporary = folder / f"{final.name}{INCOMPLETE_SUFFIX}"
+    if accelerator.is_main_process and temporary.exists():
+        shutil.rmtree(temporary)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.save(temporary / EMA_WEIGHTS_NAME)
+        (temporary / TRAINER_STATE_NAME).write_text(trainer_state)
+        if final.exists():
+            # A folder of that name without trainer state: an interrupted save of another tool or version.
+            shutil.rmtree(final)
+        temporary.rename(final)
+        if total_limit:
+            checkpoints = sorted(
+                (p for p in folder.glob("step_*") if CHECKPOINT_PATTERN.search(p.name)),
+                key=lambda p: int(CHECKPOINT_PATTERN.search(p.name).group(1)),
+            )
+            for old in checkpoints[:-total_limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(accelerator: Accelerator, ema, checkpoint: Path, num_processes: int, steps_per_epoch: int):
+    """Restores a checkpoint written by `save_checkpoint` and returns its `TrainerState`. Refuses folders holding
+    pickled custom objects (loading them runs code) and checkpoints of another process layout or data size."""
+    if not (checkpoint / TRAINER_STATE_NAME).is_file():
+        raise RunError(
+            f"{checkpoint} is not a complete run_tad.py checkpoint (no {TRAINER_STATE_NAME}); pass "
+            "--resume_from_checkpoint latest, or another checkpoints/step_N folder."
+        )
+    pickled = sorted(p.name for p in checkpoint.glob("custom_checkpoint_*.pkl"))
+    if pickled:
+        raise RunError(
+            f"{checkpoint} holds {pickled}: pickled objects that accelerate would load with weights_only=False, "
+            "which runs any code they carry. run_tad.py never writes them (EMA weights are ema.safetensors); refusing "
+            "to load this checkpoint. Resume from a checkpoint written by this version, or delete those files if you "
+            "trust their origin."
+        )
+    state = TrainerState(**json.loads((checkpoint / TRAINER_STATE_NAME).read_text()))
+    if (state.num_processes, state.steps_per_epoch) != (num_processes, steps_per_epoch):
+        raise RunError(
+            f"{checkpoint} was written by {state.num_processes} process(es) with {state.steps_per_epoch} steps per "
+            f"epoch; this run has {num_processes} with {steps_per_epoch}. Resume with the same number of processes, "
+            "batch settings and data, or start a new run."
+        )
+    if ema is not None and not (checkpoint / EMA_WEIGHTS_NAME).is_file():
+        raise RunError(f"{checkpoint} has no {EMA_WEIGHTS_NAME} but the preset uses an EMA (`training.ema_decay`).")
+    accelerator.load_state(str(checkpoint))
+    if ema is not None:
+        ema.load(checkpoint / EMA_WEIGHTS_NAME)
+    return state
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training steps and log
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def train_step(accelerator: Accelerator, model, optimizer, batch: dict, clip_grad_norm, apply_update: bool):
+    """One micro-batch: forward, backward and, at the end of an accumulation cycle, the optimizer step.
+
+    A non-finite loss (the model raises FloatingPointError) skips backward on every process, and the cycle's update
+    when `apply_update` is False (an earlier micro-batch of the cycle was non-finite). Returns the loss parts as
+    floats, or the error of a non-finite loss (another process's: a FloatingPointError naming it).
+    """
+    with accelerator.accumulate(model):
+        try:
+            outputs, error = model(batch["pixel_values"], masks=batch["masks"], labels=batch["labels"]), None
+        except FloatingPointError as caught:
+            outputs, error = None, caught
+        # Every process must take the same path, or DDP's gradient all-reduce would wait forever.
+        finite = bool(accelerator.gather(torch.tensor([int(error is None)], device=accelerator.device)).all())
+        if finite:
+            accelerator.backward(outputs.loss)
+            if accelerator.sync_gradients and apply_update:
+                if clip_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), clip_grad_norm)
+                optimizer.step()
+        optimizer.zero_grad()
+    if not finite:
+        return error or FloatingPointError("the loss of another process was not finite")
+    return {"loss": outputs.loss.detach().item(), **{k: float(v.detach()) for k, v in outputs.loss_dict.items()}}
+
+
+def step_losses(accelerator: Accelerator, micro_batch_losses: list) -> dict:
+    """Mean over this step's micro-batches and all processes (every process calls it at the same steps)."""
+    names = list(micro_batch_losses[0])
+    values = torch.tensor([[losses[name] for name in names] for losses in micro_batch_losses], device=accelerator.device)
+    means = accelerator.reduce(values.mean(dim=0), reduction="mean")
+    return dict(zip(names, means.tolist()))
+
+
+def truncate_log(path: Path, last_step: int):
+    """Drops records after `last_step` (a resumed run goes on from its checkpoint, not from the last logged step)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+        write_text_atomic(path, "".join(line + "\n" for line in lines))
+
+
+def append_log(path: Path, record: dict):
+    with path.open("a") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Evaluation, model folders
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -223,6 +657,7 @@ def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
         f"Trained with `accelerate launch training/run_tad.py --preset {preset['name']}` "
         f"(OpenTAD config: `{preset['opentad_config']}`)." if preset["opentad_config"] else
         f"Trained with `accelerate launch training/run_tad.py --preset {preset['name']}`.",
+        "Every setting of this run, after command-line overrides: `preset.json` beside this card.",
         "",
         "## Results",
         "",
@@ -255,9 +690,7 @@ def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
     return "\n".join(lines)
 
 
-def push_folder(folder: Path, repo_id: str | None):
-    if not repo_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/adatad-thumos-s)")
+def push_folder(folder: Path, repo_id: str):
     from huggingface_hub import create_repo, upload_folder
 
     create_repo(repo_id, exist_ok=True)
@@ -270,39 +703,74 @@ def format_metrics(metrics: dict) -> str:
     return f"{header}\n{values} | {100 * metrics['average_mAP']:7.2f}"
 
 
+def save_model(accelerator: Accelerator, model, ema, processor, preset: dict, args, target: Path, metrics, epoch: int):
+    """A `save_pretrained` folder (EMA weights when the preset keeps an EMA, else the live ones) with the processor,
+    the resolved preset, the model card and the evaluation, written beside `target` and swapped in when complete."""
+    accelerator.wait_for_everyone()
+    # Without EMA the live weights are saved; under ZeRO-3 every process takes part in gathering them.
+    state_dict = None if ema is not None else accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return
+    temporary = target.with_name(f".{target.name}{INCOMPLETE_SUFFIX}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    evaluation_model(accelerator, model, ema).save_pretrained(temporary, state_dict=state_dict)
+    processor.save_pretrained(temporary)
+    save_preset(preset, temporary / "preset.json")
+    if metrics is not None:
+        summary = {k: metrics[k] for k in ("mAP_per_tiou", "average_mAP", "ap_per_class")}
+        (temporary / "eval_results.json").write_text(json.dumps({"epoch": epoch + 1, **summary}, indent=2))
+    (temporary / "README.md").write_text(model_card(preset, metrics, args.hub_model_id or str(target)))
+    previous = target.with_name(f".{target.name}.previous")
+    if target.exists():
+        target.rename(previous)
+    temporary.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def save_predictions(accelerator: Accelerator, args, output_dir: Path, metrics: dict, ground_truth: dict):
+    if not accelerator.is_main_process:
+        return
+    write_text_atomic(output_dir / "predictions.json", json.dumps({"results": metrics["predictions"]}))
+    write_text_atomic(output_dir / "ground_truth.json", json.dumps(ground_truth))
+    if args.plot_timeline:
+        from adatad.visualization import plot_timeline
+
+        picture = plot_timeline(ground_truth, metrics["predictions"], output_dir / "timeline.png", max_videos=args.plot_timeline)
+        accelerator.print(f"ground truth vs detections of {args.plot_timeline} held-out videos: {picture}")
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 def training_function(args) -> dict:
-    preset = load_preset(args.preset)
-    if args.data_dir:
-        preset["data"]["root"] = args.data_dir
-    preset = apply_overrides(preset, args.set or [])
+    # Preset, output folder and accelerator.
+    preset, reference = resolve_preset(args)
     training = preset["training"]
     output_dir = Path(args.output_dir)
-    gradient_accumulation_steps = training["gradient_accumulation_steps"]
-    accelerator = Accelerator(
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision or training["mixed_precision"],
-        log_with=args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        step_scheduler_with_optimizer=False,
-    )
+    check_output_dir(output_dir, args)
+    accelerator = build_accelerator(args, preset, output_dir)
+    # Every process has looked at the folder before the main process writes into it.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if args.overwrite_output_dir and not args.resume_from_checkpoint:
+            clear_previous_run(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_preset(preset, output_dir / "preset.json")
     if args.report_to:
         accelerator.init_trackers("adatad", config={"preset": preset["name"], **training})
-
-    num_workers = preset["data"]["num_workers"] if args.num_workers is None else args.num_workers
-    if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # Leave a core to each data-loading worker: oversubscribed CPU threads make a step 10-30x slower.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes - num_workers))
-
+    end_epoch = training["end_epoch"] if args.num_epochs is None else args.num_epochs
+    if end_epoch > training["max_epoch"]:
+        raise RunError(
+            f"--num_epochs {end_epoch} goes past the schedule's `training.max_epoch` ({training['max_epoch']}); "
+            f"raise it with --set training.max_epoch={end_epoch} or train fewer epochs."
+        )
     seed = training["seed"] if args.seed is None else args.seed
     # Seed before building the model so the seed also fixes the initialisation of detector and adapters.
     set_seed(seed)
 
+    # Data.
     paths = resolve_data_paths(preset)
     if preset["dataset"] == "synthetic" and not paths["annotation_file"].is_file():
         with accelerator.main_process_first():
@@ -315,209 +783,179 @@ def training_function(args) -> dict:
     with accelerator.main_process_first():
         train_dataset, eval_dataset, ground_truth, train_transform = build_datasets(preset, paths, processor, seed)
     processor.class_names = annotations.class_names_of(train_dataset)
+    train_dataloader, eval_dataloader, batch_sampler = build_dataloaders(
+        preset, args, accelerator, train_dataset, eval_dataset, seed
+    )
+    per_device_batch_size = batch_sizes(preset, accelerator.num_processes)
+    drift = recipe_drift_warning(
+        preset, reference["training"]["global_batch_size"], accelerator.num_processes, per_device_batch_size
+    )
+    if drift:
+        logger.warning(drift, main_process_only=True)
 
-    global_batch_size = training["global_batch_size"]
-    if global_batch_size % (accelerator.num_processes * gradient_accumulation_steps):
-        raise ValueError(
-            f"`training.global_batch_size` ({global_batch_size}) must be divisible by the number of processes "
-            f"({accelerator.num_processes}) times `gradient_accumulation_steps` ({gradient_accumulation_steps})."
-        )
-    per_device_batch_size = global_batch_size // (accelerator.num_processes * gradient_accumulation_steps)
-    if len(train_dataset) < global_batch_size:
-        raise ValueError(
-            f"the training subset has {len(train_dataset)} videos, fewer than one global batch ({global_batch_size})."
-        )
-    # Own generators: creating a loader iterator must not draw from the global RNG, or a resumed run would shift the
-    # drop-path randomness of every later step.
-    train_dataloader = DataLoader(
-        train_dataset,
-        batch_size=per_device_batch_size,
-        shuffle=True,
-        drop_last=True,
-        collate_fn=collate_temporal_detection,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    eval_dataloader = DataLoader(
-        eval_dataset,
-        batch_size=args.eval_batch_size or per_device_batch_size,
-        collate_fn=collate_temporal_detection,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-    )
-
-    config = build_model_config(preset)
-    if args.pretrained_model:
-        # A converted VideoMAE (conversion_scripts/convert_videomae_to_adatad.py): its backbone weights, the preset's
-        # adapters and detector, freshly initialised.
-        model = AdaTADForTemporalDetection.from_pretrained(args.pretrained_model, config=config)
-    else:
-        model = AdaTADForTemporalDetection(config)
-    if config.num_labels != len(processor.class_names):
-        raise ValueError(
-            f"`model.num_labels` ({config.num_labels}) differs from the {len(processor.class_names)} classes of the "
-            f"training annotations {processor.class_names[:5]}...; set `model.num_labels`."
-        )
-    if training["gradient_checkpointing"]:
-        model.activation_checkpointing_enable()
-
-    optimizer = torch.optim.AdamW(
-        model.get_parameter_groups(
-            detector_lr=training["detector_lr"],
-            adapter_lr=training["adapter_lr"] or 0.0,
-            backbone_lr=training["backbone_lr"],
-            detector_weight_decay=training["detector_weight_decay"],
-            adapter_weight_decay=training["adapter_weight_decay"] or 0.0,
-            backbone_weight_decay=training["backbone_weight_decay"],
-        )
-    )
-    steps_per_epoch = math.ceil(len(train_dataloader) / gradient_accumulation_steps)
-    max_epochs, end_epoch = training["max_epoch"], training["end_epoch"] or training["max_epoch"]
-    if args.num_epochs is not None:
-        end_epoch = args.num_epochs
-    scheduler = warmup_cosine_schedule(
-        optimizer,
-        warmup_steps=int(training["warmup_epochs"] * steps_per_epoch),
-        total_steps=max_epochs * steps_per_epoch,
-        eta_min=training["eta_min"],
-    )
+    # Model, optimizer and schedule: the schedule counts the steps of the prepared (per-process) loader.
+    model, ema = build_model(preset, args, processor.class_names, accelerator)
+    optimizer = build_optimizer(model, training)
     deepspeed = accelerator.state.deepspeed_plugin
-    if deepspeed is not None and deepspeed.zero_stage == 3 and training["ema_decay"] is not None:
-        raise ValueError(
-            "ZeRO-3 shards the parameters, so the weight EMA cannot read them; run with --set training.ema_decay=null "
-            "(evaluation then uses the live weights) or use ZeRO-2."
-        )
-    ema = ModelEma(model, decay=training["ema_decay"]) if training["ema_decay"] is not None else None
-
-    model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
-        model, optimizer, train_dataloader, eval_dataloader, scheduler
+    if deepspeed is not None and deepspeed.is_auto("train_micro_batch_size_per_gpu"):
+        # accelerate reads it from the loader's batch_size, which a batch sampler leaves unset.
+        deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = per_device_batch_size
+    model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
+        model, optimizer, train_dataloader, eval_dataloader
     )
+    accumulation = training["gradient_accumulation_steps"]
+    steps_per_epoch = math.ceil(len(train_dataloader) / accumulation)
+    scheduler = accelerator.prepare(build_schedule(optimizer.optimizer, training, steps_per_epoch))
     if ema is not None:
         ema.module.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
 
-    def evaluation_model():
-        return ema.module if ema is not None else accelerator.unwrap_model(model)
-
-    # Resume: the step number in the checkpoint folder name gives epoch and position inside it.
-    global_step, starting_epoch, resume_batches = 0, 0, 0
+    # Checkpoint and resume: the trainer state gives the position, best score and non-finite step counts.
+    state = TrainerState(num_processes=accelerator.num_processes, steps_per_epoch=steps_per_epoch)
     if args.resume_from_checkpoint:
         checkpoint = find_checkpoint(output_dir, args.resume_from_checkpoint)
         if checkpoint is None:
-            accelerator.print(f"no checkpoint under {output_dir / 'checkpoints'}; starting from scratch")
+            accelerator.print(f"no complete checkpoint under {output_dir / 'checkpoints'}; starting from scratch")
+        elif not checkpoint.is_dir():
+            raise RunError(f"--resume_from_checkpoint {checkpoint}: no such folder; pass `latest` or a step_N folder.")
         else:
             accelerator.print(f"resuming from {checkpoint}")
-            accelerator.load_state(str(checkpoint))
-            global_step = int(CHECKPOINT_PATTERN.search(checkpoint.name).group(1))
-            starting_epoch = global_step // steps_per_epoch
-            resume_batches = (global_step % steps_per_epoch) * gradient_accumulation_steps
+            state = load_checkpoint(accelerator, ema, checkpoint, accelerator.num_processes, steps_per_epoch)
+    log_path = output_dir / LOG_NAME
+    if accelerator.is_main_process:
+        truncate_log(log_path, state.global_step)
+    starting_epoch = state.global_step // steps_per_epoch
+    resume_batches = (state.global_step % steps_per_epoch) * accumulation
 
-    def save_checkpoint():
-        # Never overwrite the last good checkpoint with diverged weights.
-        bad = [name for name, p in accelerator.unwrap_model(model).named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise FloatingPointError(
-                f"non-finite weights after step {global_step} ({bad[:3]}...); not saving them. The last good "
-                f"checkpoint is {find_checkpoint(output_dir, 'latest')}. Lower the learning rate or clip gradients."
-            )
-        accelerator.save_state(str(output_dir / "checkpoints" / f"step_{global_step}"))
-        if accelerator.is_main_process and args.checkpoints_total_limit:
-            checkpoints = sorted(
-                (output_dir / "checkpoints").glob("step_*"), key=lambda p: int(CHECKPOINT_PATTERN.search(p.name).group(1))
-            )
-            for old in checkpoints[: -args.checkpoints_total_limit]:
-                shutil.rmtree(old)
-
-    def save_model(folder: str, metrics: dict | None):
-        target = output_dir / folder
-        accelerator.wait_for_everyone()
-        # Without EMA the live weights are saved; under ZeRO-3 every process takes part in gathering them.
-        state_dict = None if ema is not None else accelerator.get_state_dict(model)
-        if accelerator.is_main_process:
-            evaluation_model().save_pretrained(target, state_dict=state_dict)
-            processor.save_pretrained(target)
-            if metrics is not None:
-                summary = {k: metrics[k] for k in ("mAP_per_tiou", "average_mAP", "ap_per_class")}
-                (target / "eval_results.json").write_text(json.dumps({"epoch": epoch + 1, **summary}, indent=2))
-            (target / "README.md").write_text(model_card(preset, metrics, args.hub_model_id or str(target)))
-
-    checkpoint_epochs = training["checkpoint_interval"]
-    eval_interval, eval_start = training["val_interval"], training["val_start_epoch"]
-    best_metrics, metrics = None, None
+    # Train.
+    metrics, epoch = None, starting_epoch - 1
     progress = tqdm(
-        total=end_epoch * steps_per_epoch, initial=global_step, desc="training", disable=not accelerator.is_local_main_process
+        total=end_epoch * steps_per_epoch,
+        initial=state.global_step,
+        desc="training",
+        disable=not accelerator.is_local_main_process,
     )
     for epoch in range(starting_epoch, end_epoch):
         model.train()
         train_dataloader.set_epoch(epoch)
+        batch_sampler.set_epoch(epoch)
         train_transform.set_epoch(epoch)
         batches = train_dataloader
         if epoch == starting_epoch and resume_batches:
             batches = accelerator.skip_first_batches(train_dataloader, resume_batches)
+        micro_batch_losses, error, step_videos = [], None, []
         for batch in batches:
             if batch["skipped_videos"]:
                 logger.warning(f"skipped undecodable videos: {batch['skipped_videos']}")
-            with accelerator.accumulate(model):
-                try:
-                    outputs = model(batch["pixel_values"], masks=batch["masks"], labels=batch["labels"])
-                except FloatingPointError as error:
-                    video_ids = [meta["video_id"] for meta in batch["video_metas"]]
-                    raise FloatingPointError(
-                        f"{error} [epoch {epoch}, step {global_step}, videos {video_ids}; the last good checkpoint is "
-                        f"{find_checkpoint(output_dir, 'latest')}]"
-                    ) from error
-                accelerator.backward(outputs.loss)
-                if accelerator.sync_gradients and training["clip_grad_norm"]:
-                    accelerator.clip_grad_norm_(model.parameters(), training["clip_grad_norm"])
-                optimizer.step()
-                optimizer.zero_grad()
+            result = train_step(
+                accelerator, model, optimizer, batch, training["clip_grad_norm"], apply_update=error is None
+            )
+            step_videos += [meta["video_id"] for meta in batch["video_metas"]]
+            if isinstance(result, FloatingPointError):
+                error = result
+            else:
+                micro_batch_losses.append(result)
             if not accelerator.sync_gradients:
                 continue
+            # One optimizer step done (or skipped: a non-finite loss, or the GradScaler found non-finite gradients).
+            skipped = error is not None or accelerator.optimizer_step_was_skipped
+            learning_rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
             scheduler.step()
             if ema is not None:
                 ema.update(accelerator.unwrap_model(model))
-            global_step += 1
+            state.global_step += 1
+            state.skipped_steps += int(skipped)
+            state.consecutive_skipped_steps = state.consecutive_skipped_steps + 1 if skipped else 0
+            if state.consecutive_skipped_steps >= MAX_CONSECUTIVE_NON_FINITE_STEPS:
+                cause = error or "the GradScaler found non-finite gradients"
+                raise FloatingPointError(
+                    f"{cause} [{state.consecutive_skipped_steps} non-finite steps in a row; epoch {epoch}, step "
+                    f"{state.global_step}, videos {step_videos}; the last good checkpoint is "
+                    f"{find_checkpoint(output_dir, 'latest')}]"
+                )
+            if skipped:
+                logger.warning(
+                    f"step {state.global_step}: non-finite loss or gradients ({error or 'GradScaler'}), update "
+                    f"skipped ({state.skipped_steps} skipped so far)"
+                )
             progress.update(1)
-            logs = {"loss": outputs.loss.detach().item(), **{k: float(v.detach()) for k, v in outputs.loss_dict.items()}}
-            logs.update({f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)})
-            progress.set_postfix(loss=f"{logs['loss']:.4f}")
-            if args.report_to:
-                accelerator.log(logs, step=global_step)
-            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
-                save_checkpoint()
-            if args.max_train_steps and global_step >= args.max_train_steps:
+            if state.global_step == 1 or state.global_step % training["logging_steps"] == 0:
+                # A step the GradScaler skipped had a finite loss; a non-finite one has none to report.
+                losses = {"loss": None} if error is not None else step_losses(accelerator, micro_batch_losses)
+                record = {
+                    "step": state.global_step,
+                    "epoch": epoch,
+                    "lr": learning_rates,
+                    **losses,
+                    "skipped": skipped,
+                    "skipped_steps": state.skipped_steps,
+                }
+                if accelerator.is_main_process:
+                    append_log(log_path, record)
+                    progress.set_postfix(loss=losses["loss"])
+                if args.report_to:
+                    scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+                    scalars.update({f"lr/{name}": lr for name, lr in learning_rates.items()})
+                    accelerator.log(scalars, step=state.global_step)
+            micro_batch_losses, error, step_videos = [], None, []
+            if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, model, ema, state, output_dir, args.checkpoints_total_limit)
+            if args.max_train_steps and state.global_step >= args.max_train_steps:
                 break
-        last_epoch = epoch + 1 == end_epoch or bool(args.max_train_steps and global_step >= args.max_train_steps)
-        if last_epoch or (checkpoint_epochs and (epoch + 1) % checkpoint_epochs == 0):
-            save_checkpoint()
+        last_epoch = epoch + 1 == end_epoch or bool(args.max_train_steps and state.global_step >= args.max_train_steps)
         # OpenTAD's rule: evaluate after epoch `epoch` (from 0) when epoch >= val_start_epoch and (epoch + 1) % N == 0.
-        if last_epoch or (epoch >= eval_start and (epoch + 1) % eval_interval == 0):
-            metrics = evaluate(evaluation_model(), eval_dataloader, processor, accelerator, ground_truth, preset["evaluation"])
+        if last_epoch or (epoch >= training["val_start_epoch"] and (epoch + 1) % training["val_interval"] == 0):
+            try:
+                metrics = evaluate(
+                    evaluation_model(accelerator, model, ema), eval_dataloader, processor, accelerator, ground_truth,
+                    preset["evaluation"],
+                )
+            except FloatingPointError as error:
+                raise FloatingPointError(
+                    f"{error} [evaluation after epoch {epoch + 1}, step {state.global_step}; the last good checkpoint "
+                    f"is {find_checkpoint(output_dir, 'latest')}]"
+                ) from error
             weights = "EMA" if ema is not None else "live"
             accelerator.print(f"epoch {epoch + 1} ({weights} weights):\n{format_metrics(metrics)}")
             if args.report_to:
-                accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=global_step)
-            if best_metrics is None or metrics["average_mAP"] > best_metrics["average_mAP"]:
-                best_metrics = metrics
-                save_model("best", metrics)
+                accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=state.global_step)
+            if state.best_average_mAP is None or metrics["average_mAP"] > state.best_average_mAP:
+                state.best_average_mAP, state.best_epoch = metrics["average_mAP"], epoch + 1
+                save_model(accelerator, model, ema, processor, preset, args, output_dir / "best", metrics, epoch)
+        # After the evaluation, so that the checkpoint carries the best score so far.
+        if last_epoch or (training["checkpoint_interval"] and (epoch + 1) % training["checkpoint_interval"] == 0):
+            save_checkpoint(accelerator, model, ema, state, output_dir, args.checkpoints_total_limit)
         if last_epoch:
             break
     progress.close()
-    save_model("last", metrics)
-    if accelerator.is_main_process and metrics is not None:
-        (output_dir / "predictions.json").write_text(json.dumps({"results": metrics["predictions"]}))
-        (output_dir / "ground_truth.json").write_text(json.dumps(ground_truth))
-        if args.plot_timeline:
-            from adatad.visualization import plot_timeline
 
-            picture = plot_timeline(
-                ground_truth, metrics["predictions"], output_dir / "timeline.png", max_videos=args.plot_timeline
-            )
-            accelerator.print(f"ground truth vs detections of {args.plot_timeline} held-out videos: {picture}")
+    # Save and push.
+    save_model(accelerator, model, ema, processor, preset, args, output_dir / "last", metrics, epoch)
+    if metrics is not None:
+        save_predictions(accelerator, args, output_dir, metrics, ground_truth)
     if args.push_to_hub and accelerator.is_main_process:
-        push_folder(output_dir / ("best" if best_metrics is not None else "last"), args.hub_model_id)
+        push_folder(output_dir / ("best" if state.best_average_mAP is not None else "last"), args.hub_model_id)
     accelerator.end_training()
-    return {"last": metrics, "best": best_metrics, "global_step": global_step, "output_dir": str(output_dir)}
+    return {
+        "last": metrics,
+        "best_average_mAP": state.best_average_mAP,
+        "global_step": state.global_step,
+        "skipped_steps": state.skipped_steps,
+        "output_dir": str(output_dir),
+    }
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def parse_args(argv=None):
@@ -527,37 +965,59 @@ def parse_args(argv=None):
     parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override preset fields, e.g. training.adapter_lr=1e-4")
     parser.add_argument("--data_dir", help="dataset root (the preset's `data.root`): annotation file, class map, videos")
     parser.add_argument("--output_dir", default="runs/adatad", help="checkpoints, logs and the best/last model folders")
+    parser.add_argument(
+        "--overwrite_output_dir", action="store_true", help="train into a folder that holds a run (its checkpoints go)"
+    )
     parser.add_argument("--pretrained_model", help="folder from conversion_scripts/convert_videomae_to_adatad.py")
     parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
-    parser.add_argument("--num_workers", type=int, default=None, help="data-loading workers per process (default: the preset's)")
-    parser.add_argument("--eval_batch_size", type=int, default=None)
-    parser.add_argument("--num_epochs", type=int, default=None, help="stop after this many epochs (default: the preset's)")
-    parser.add_argument("--max_train_steps", type=int, default=None, help="stop after this many optimizer steps")
     parser.add_argument(
-        "--checkpointing_steps", type=int, default=None, help="also save_state every N steps (besides the preset's epochs)"
+        "--num_workers", type=non_negative_int, default=None, help="data-loading workers per process (default: the preset's)"
     )
-    parser.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep only the newest N checkpoints")
+    parser.add_argument("--eval_batch_size", type=positive_int, default=None)
+    parser.add_argument(
+        "--num_epochs", type=positive_int, default=None, help="stop after this many epochs (default: the preset's)"
+    )
+    parser.add_argument("--max_train_steps", type=positive_int, default=None, help="stop after this many optimizer steps")
+    parser.add_argument(
+        "--checkpointing_steps", type=positive_int, default=None,
+        help="also save_state every N steps (besides the preset's epochs)",
+    )
+    parser.add_argument("--checkpoints_total_limit", type=positive_int, default=None, help="keep only the newest N checkpoints")
     parser.add_argument("--resume_from_checkpoint", help="a checkpoint folder, or `latest`")
     parser.add_argument("--report_to", default=None, help="tracker, e.g. tensorboard")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
-        "--plot_timeline", type=int, default=0, metavar="N", help="draw ground truth vs detections of N evaluation videos"
+        "--plot_timeline", type=non_negative_int, default=0, metavar="N",
+        help="draw ground truth vs detections of N evaluation videos",
     )
     parser.add_argument("--push_to_hub", action="store_true", help="upload the best (else last) model folder")
     parser.add_argument("--hub_model_id", help="repository for --push_to_hub, e.g. your-name/adatad-thumos-s")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of errors caused by inputs")
     args = parser.parse_args(argv)
     if not args.list_presets and not args.preset:
         parser.error("--preset is required (see --list-presets)")
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/adatad-thumos-s)")
     return args
 
 
-def main(argv=None):
+def main(argv=None) -> int:
+    """Exit codes: 0 done, 2 an error in the inputs (flags, preset, data, checkpoint) or a diverged run, printed as
+    one line (`--debug` shows the traceback)."""
     args = parse_args(argv)
     if args.list_presets:
         print(format_preset_table())
-        return
-    training_function(args)
+        return 0
+    try:
+        training_function(args)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        hint = " Check --data_dir and the preset's `data` paths." if isinstance(error, FileNotFoundError) else ""
+        print(f"error: {' '.join(str(error).split())}{hint} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
