@@ -15,7 +15,7 @@ setup: $(BIN)/.adatad-installed
 
 demo: setup
 	$(BIN)/accelerate launch --num_processes 1 training/run_tad.py --preset synthetic-tiny \
-		--data_dir outputs/synthetic-demo/data --output_dir outputs/synthetic-demo --plot_timeline 4
+		--data_dir outputs/synthetic-demo-data --output_dir outputs/synthetic-demo --overwrite_output_dir --plot_timeline 4
 
 # Everything, as CI runs it.
 test: setup
