@@ -14,7 +14,8 @@ Schema (every file has exactly these keys; `null` means "not used by this preset
 - `name` (str): the preset name (the file stem).
 - `description` (str): one line for people: setting, backbone, dataset, frames, image size.
 - `dataset` (str): `activitynet-1.3`, `thumos-14`, `epic-kitchens-100-noun`, `epic-kitchens-100-verb`, `ego4d-mq`,
-  `multi-thumos` or `synthetic`.
+  `multi-thumos`, `charades`, `synthetic` or `synthetic-activitynet` (the synthetic data of
+  `adatad.synthetic.DATASET_GENERATORS`, written into `data.root` on first use).
 - `opentad_config` (str or null): path of the matching config inside OpenTAD (`sming256/OpenTAD`).
 - `paper` (dict or null): the seed README's numbers, `{"average_mAP": x, "mAP": {"0.5": x, ...}}` (percent; only
   the tIoUs the table shows). null for the baselines and the synthetic presets.
@@ -198,7 +199,9 @@ DATASETS = (
     "epic-kitchens-100-verb",
     "ego4d-mq",
     "multi-thumos",
+    "charades",
     "synthetic",
+    "synthetic-activitynet",
 )
 ANNOTATION_FORMATS = ("database_json",)
 CONVERSION_MODES = ("frame_count", "fixed_fps", "resize")

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,9 +43,9 @@ from presets import (  # noqa: E402
 )
 
 from adatad import data as annotations  # noqa: E402
-from adatad.evaluation import evaluate_detection  # noqa: E402
+from adatad.evaluation import evaluate_detection, evaluate_topk_recall  # noqa: E402
 from adatad.modeling_adatad import AdaTADForTemporalDetection  # noqa: E402
-from adatad.post_processing import to_activitynet_submission  # noqa: E402
+from adatad.post_processing import ExternalVideoClassifier, to_activitynet_submission  # noqa: E402
 from adatad.processing_adatad import (  # noqa: E402
     AdaTADVideoProcessor,
     TemporalDetectionTransform,
@@ -54,6 +55,16 @@ from adatad.processing_adatad import (  # noqa: E402
 logger = get_logger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"step_(\d+)$")
+
+# When more than this share of the predictions is dropped (labels the ground truth does not have, videos the video
+# classifier does not score), the setup is wrong (class names, classifier file), not a few stray detections: the
+# evaluation stops with the reason instead of reporting a low mAP.
+MAX_DROPPED_SHARE = 0.05
+# ActivityNet's training ground truth: segments not longer than this share of their video are dropped with
+# `data.filter_gt` (OpenTAD's AnetResizeDataset).
+RESIZE_FILTER_GT_SHARE = 0.01
+# Width of the ViT -> `--arch` of conversion_scripts/convert_videomae_to_adatad.py.
+CONVERSION_ARCH_BY_WIDTH = {384: "s", 768: "b", 1024: "l", 1280: "h", 1408: "g"}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -84,13 +95,104 @@ def load_video_rows(preset: dict, paths: dict, subset: str):
     return rows
 
 
-def build_datasets(preset: dict, paths: dict, processor: AdaTADVideoProcessor, seed: int):
-    """Training rows (decoded lazily with augmentation), evaluation rows (windows in sliding-window mode) and the
-    evaluation ground truth in the ActivityNet `database` layout."""
+def filter_training_rows(rows, preset: dict):
+    """OpenTAD's training ground truth: with `data.filter_gt`, segments too short to learn from are dropped (resize
+    mode, ActivityNet: not longer than 1% of the video; otherwise, EPIC: no length, or outside the video), and
+    videos left without a segment are dropped (OpenTAD drops them from every training set)."""
     data_config = preset["data"]
-    train_rows = load_video_rows(preset, paths, data_config["train_subset"])
+    resize = data_config["conversion_mode"] == "resize"
+
+    def kept_segments(row):
+        if not data_config["filter_gt"]:
+            return row["segments"], row["labels"]
+        duration = row["duration"]
+        offset = data_config["offset_frames"] / row["fps"] if data_config["offset_frames"] else 0.0
+        kept = [
+            (segment, label)
+            for segment, label in zip(row["segments"], row["labels"])
+            if (
+                (segment[1] - segment[0]) / duration > RESIZE_FILTER_GT_SHARE
+                if resize
+                else segment[1] > segment[0] and segment[1] > offset and segment[0] - offset <= duration
+            )
+        ]
+        return [segment for segment, _ in kept], [label for _, label in kept]
+
+    rows = rows.map(lambda row: dict(zip(("segments", "labels"), kept_segments(row))))
+    rows = rows.filter(lambda row: len(row["segments"]) > 0)
+    if len(rows) == 0:
+        raise ValueError(
+            f"no training video of {preset['data']['annotation_file']} has a segment left after `data.filter_gt`."
+        )
+    return rows
+
+
+def read_blocked_videos(path: Path | None) -> list[str]:
+    """`evaluation.blocked_videos_file`: a JSON list of video ids, the layout OpenTAD's evaluator reads."""
+    if path is None:
+        return []
+    try:
+        blocked = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read `evaluation.blocked_videos_file` {path}: {error}") from error
+    if not isinstance(blocked, list) or not all(isinstance(video_id, str) for video_id in blocked):
+        raise ValueError(f"`evaluation.blocked_videos_file` {path} must be a JSON list of video ids.")
+    return blocked
+
+
+@dataclass
+class EvaluationData:
+    """What scoring needs besides the model's detections.
+
+    Attributes:
+        ground_truth: `{"database": ...}` of `evaluation.subset`, without the blocked videos and `data.ignore_labels`.
+        config: the preset's `evaluation` section.
+        video_classifier: names class-agnostic detections (ActivityNet), or None.
+        videos_without_classifier_scores: evaluation videos left out because the classifier has no scores for them
+            (at most `MAX_DROPPED_SHARE` of them).
+    """
+
+    ground_truth: dict
+    config: dict
+    video_classifier: ExternalVideoClassifier | None = None
+    videos_without_classifier_scores: list[str] = field(default_factory=list)
+
+
+def build_evaluation_data(preset: dict, paths: dict, processor: AdaTADVideoProcessor):
+    """Evaluation rows (windows in sliding-window mode) and the `EvaluationData` OpenTAD's test engine and evaluator
+    use: the evaluator's blocked videos leave ground truth and rows (so they get no predictions), ignored labels
+    leave the ground truth, and the preset's external video classifier is loaded."""
+    data_config, evaluation_config = preset["data"], preset["evaluation"]
+    blocked = set(read_blocked_videos(paths["eval_blocked_videos_file"]))
     eval_rows = load_video_rows(preset, paths, data_config["test_subset"])
-    ground_truth = annotations.load_database_json(paths["annotation_file"], subset=preset["evaluation"]["subset"])
+    eval_rows = eval_rows.filter(lambda row: row["video_id"] not in blocked)
+    ground_truth = annotations.load_database_json(
+        paths["annotation_file"],
+        subset=evaluation_config["subset"],
+        ignore_labels=data_config["ignore_labels"],
+        blocked_videos=blocked,
+    )
+    evaluation = EvaluationData(annotations.to_database_json(ground_truth), evaluation_config)
+    if paths["external_classifier_file"] is not None:
+        classifier = ExternalVideoClassifier.from_json(
+            paths["external_classifier_file"],
+            topk=evaluation_config["external_classifier_top_k"],
+            style=evaluation_config["external_classifier_kind"],
+        )
+        missing = [video_id for video_id in eval_rows["video_id"] if video_id not in classifier.video_scores]
+        if len(missing) > MAX_DROPPED_SHARE * len(eval_rows):
+            raise ValueError(
+                f"the video classifier {paths['external_classifier_file']} has no scores for {len(missing)} of the "
+                f"{len(eval_rows)} evaluation videos (e.g. {missing[:5]}): their detections could not be named. Check "
+                "that `evaluation.external_classifier_file` belongs to this annotation file and its video ids match "
+                "(e.g. a 'v_' prefix)."
+            )
+        if missing:
+            logger.warning(f"the video classifier has no scores for {len(missing)} evaluation videos; left out: {missing}")
+            missing_ids = set(missing)
+            eval_rows = eval_rows.filter(lambda row: row["video_id"] not in missing_ids)
+        evaluation.video_classifier = classifier
+        evaluation.videos_without_classifier_scores = missing
     if processor.sampling_method == "sliding_window":
         eval_rows = annotations.expand_sliding_windows(
             eval_rows,
@@ -102,19 +204,25 @@ def build_datasets(preset: dict, paths: dict, processor: AdaTADVideoProcessor, s
             offset_frames=data_config["offset_frames"],
             test_mode=True,
         )
-    transform_kwargs = dict(
+    eval_transform = TemporalDetectionTransform(processor, mode="eval", **transform_kwargs(preset))
+    return eval_rows.with_transform(eval_transform), evaluation
+
+
+def transform_kwargs(preset: dict) -> dict:
+    data_config = preset["data"]
+    return dict(
         grid_conversion=data_config["conversion_mode"] if data_config["conversion_mode"] != "resize" else "frame_count",
         conversion_fps=data_config["fps"],
         on_error=data_config.get("on_video_error", "raise"),
     )
-    train_transform = TemporalDetectionTransform(processor, mode="train", seed=seed, **transform_kwargs)
-    eval_transform = TemporalDetectionTransform(processor, mode="eval", **transform_kwargs)
-    return (
-        train_rows.with_transform(train_transform),
-        eval_rows.with_transform(eval_transform),
-        annotations.to_database_json(ground_truth),
-        train_transform,
-    )
+
+
+def build_datasets(preset: dict, paths: dict, processor: AdaTADVideoProcessor, seed: int):
+    """Training rows (decoded lazily with augmentation), evaluation rows and their `EvaluationData`."""
+    train_rows = filter_training_rows(load_video_rows(preset, paths, preset["data"]["train_subset"]), preset)
+    train_transform = TemporalDetectionTransform(processor, mode="train", seed=seed, **transform_kwargs(preset))
+    eval_dataset, evaluation = build_evaluation_data(preset, paths, processor)
+    return train_rows.with_transform(train_transform), eval_dataset, evaluation, train_transform
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -175,35 +283,80 @@ def find_checkpoint(output_dir: Path, resume_from: str) -> Path | None:
 
 
 @torch.no_grad()
-def evaluate(model, dataloader, processor, accelerator, ground_truth: dict, evaluation_config: dict) -> dict:
-    """Detections of `model` on the evaluation rows, merged per video, scored with ActivityNet mAP."""
+def evaluate(model, dataloader, processor, accelerator, evaluation: EvaluationData) -> dict:
+    """Detections of `model` on the evaluation rows (named by the video classifier when there is one), merged per
+    video, scored with ActivityNet mAP as OpenTAD's evaluator does (and top-k recall where the preset asks for it)."""
     model.eval()
     results = []
     for batch in tqdm(dataloader, desc="evaluating", disable=not accelerator.is_local_main_process, leave=False):
         with accelerator.autocast():
             outputs = model(batch["pixel_values"], masks=batch["masks"])
-        detections = processor.post_process_temporal_detection(outputs, batch["video_metas"], merge_windows=False)
-        results.extend(
+        detections = processor.post_process_temporal_detection(
+            outputs, batch["video_metas"], merge_windows=False, video_classifier=evaluation.video_classifier
+        )
+        detections = [
             {key: (value.cpu() if torch.is_tensor(value) else value) for key, value in result.items()}
             for result in detections
-        )
-    results = accelerator.gather_for_metrics(results, use_gather_object=True)
+        ]
+        # Batch by batch: on the last batch accelerate drops the rows it repeated to give every process a full
+        # batch, so every window and video is scored once.
+        results.extend(accelerator.gather_for_metrics(detections, use_gather_object=True))
     if processor.sampling_method == "sliding_window":
         results = processor.merge_window_detections(results)
     predictions = to_activitynet_submission(results)
+    config = evaluation.config
     metrics = evaluate_detection(
-        ground_truth,
+        evaluation.ground_truth,
         predictions,
-        tiou_thresholds=evaluation_config["tiou_thresholds"],
+        tiou_thresholds=config["tiou_thresholds"],
         subset=None,
-        # Classes absent from the evaluation videos cannot be scored (the official code would crash); their
-        # detections are dropped and counted in the metrics' warnings.
+        # OpenTAD's evaluator ignores detections of classes absent from the evaluation ground truth; more than a
+        # few of them stop the run below.
         ignore_unknown_labels=True,
         # OpenTAD's evaluator (behind AdaTAD's published numbers) drops zero-length and duplicate ground truth.
         remove_duplicate_instances=True,
     )
+    num_predictions = metrics["num_predictions"] + metrics["num_predictions_ignored"]
+    if metrics["num_predictions_ignored"] > MAX_DROPPED_SHARE * num_predictions:
+        labels = sorted({d["label"] for video in predictions.values() for d in video} - set(metrics["ap_per_class"]))
+        hint = (
+            " The detector is class-agnostic (`data.class_agnostic`) and no `evaluation.external_classifier_file` "
+            "names its detections."
+            if evaluation.video_classifier is None and processor.class_names == ["action"]
+            else ""
+        )
+        raise ValueError(
+            f"{metrics['num_predictions_ignored']} of {num_predictions} predictions have labels that the evaluation "
+            f"ground truth (subset {config['subset']!r}) does not have: {labels[:10]}.{hint} Their mAP would be "
+            "meaningless; check the class names of the annotation file, the class map and the video classifier."
+        )
+    metrics["num_videos_without_classifier_scores"] = len(evaluation.videos_without_classifier_scores)
+    if config["recall_top_k"]:
+        metrics.update(
+            evaluate_topk_recall(
+                evaluation.ground_truth,
+                predictions,
+                tiou_thresholds=config["tiou_thresholds"],
+                top_k=config["recall_top_k"],
+                subset=None,
+            )
+        )
     metrics["predictions"] = predictions
     return metrics
+
+
+def metrics_summary(metrics: dict) -> dict:
+    """The part of `evaluate`'s metrics written to `eval_results.json`."""
+    keys = ("mAP_per_tiou", "average_mAP", "ap_per_class", "recall_per_tiou", "average_recall")
+    return {key: metrics[key] for key in keys if key in metrics}
+
+
+def write_json_atomic(path: Path, content):
+    """Writes `content` as JSON under a temporary name in the target folder, then renames it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(content, indent=2))
+    temporary.replace(path)
 
 
 def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
@@ -275,11 +428,47 @@ def format_metrics(metrics: dict) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def training_function(args) -> dict:
+def run_preset(args) -> dict:
+    """The preset of a run: `--preset`, `--data_dir` as `data.root`, then the `--set` overrides."""
     preset = load_preset(args.preset)
     if args.data_dir:
         preset["data"]["root"] = args.data_dir
-    preset = apply_overrides(preset, args.set or [])
+    return apply_overrides(preset, args.set or [])
+
+
+def check_backbone_source(preset: dict, args):
+    """A preset that names a pretrained VideoMAE (`backbone_checkpoint`) must get it (`--pretrained_model`): adapters
+    on a random frozen ViT learn nothing useful. `--allow_random_backbone` is the explicit way round."""
+    checkpoint = preset["backbone_checkpoint"]
+    if checkpoint is None or args.pretrained_model or args.allow_random_backbone:
+        return
+    arch = CONVERSION_ARCH_BY_WIDTH.get(preset["model"]["backbone_config"]["hidden_size"])
+    arch_flag = f" --arch {arch}" if arch else ""
+    raise ValueError(
+        f"preset {preset['name']} starts from the pretrained VideoMAE {checkpoint}, but no --pretrained_model was given. "
+        "Convert the checkpoint once:\n"
+        f"    python conversion_scripts/convert_videomae_to_adatad.py --checkpoint pretrained/{checkpoint}{arch_flag} "
+        f"--output pretrained/{Path(checkpoint).stem}-adatad\n"
+        f"then pass --pretrained_model pretrained/{Path(checkpoint).stem}-adatad "
+        "(or --allow_random_backbone to train on a randomly initialised backbone on purpose)."
+    )
+
+
+def generate_missing_synthetic_data(preset: dict, paths: dict, accelerator):
+    """A synthetic preset's data is written into `data.root` on first use (main process, the others wait)."""
+    from adatad.synthetic import DATASET_GENERATORS
+
+    if preset["dataset"] not in DATASET_GENERATORS or paths["annotation_file"].is_file():
+        return
+    with accelerator.main_process_first():
+        if accelerator.is_main_process:
+            accelerator.print(f"writing the {preset['dataset']} dataset to {preset['data']['root']}")
+            DATASET_GENERATORS[preset["dataset"]](preset["data"]["root"])
+
+
+def training_function(args) -> dict:
+    preset = run_preset(args)
+    check_backbone_source(preset, args)
     training = preset["training"]
     output_dir = Path(args.output_dir)
     gradient_accumulation_steps = training["gradient_accumulation_steps"]
@@ -304,16 +493,10 @@ def training_function(args) -> dict:
     set_seed(seed)
 
     paths = resolve_data_paths(preset)
-    if preset["dataset"] == "synthetic" and not paths["annotation_file"].is_file():
-        with accelerator.main_process_first():
-            if accelerator.is_main_process:
-                from adatad.synthetic import generate_synthetic_dataset
-
-                accelerator.print(f"writing the synthetic dataset to {preset['data']['root']}")
-                generate_synthetic_dataset(preset["data"]["root"])
+    generate_missing_synthetic_data(preset, paths, accelerator)
     processor = AdaTADVideoProcessor(**processor_kwargs(preset))
     with accelerator.main_process_first():
-        train_dataset, eval_dataset, ground_truth, train_transform = build_datasets(preset, paths, processor, seed)
+        train_dataset, eval_dataset, evaluation, train_transform = build_datasets(preset, paths, processor, seed)
     processor.class_names = annotations.class_names_of(train_dataset)
 
     global_batch_size = training["global_batch_size"]
@@ -437,8 +620,8 @@ def training_function(args) -> dict:
             evaluation_model().save_pretrained(target, state_dict=state_dict)
             processor.save_pretrained(target)
             if metrics is not None:
-                summary = {k: metrics[k] for k in ("mAP_per_tiou", "average_mAP", "ap_per_class")}
-                (target / "eval_results.json").write_text(json.dumps({"epoch": epoch + 1, **summary}, indent=2))
+                summary = {"epoch": epoch + 1, **metrics_summary(metrics)}
+                (target / "eval_results.json").write_text(json.dumps(summary, indent=2))
             (target / "README.md").write_text(model_card(preset, metrics, args.hub_model_id or str(target)))
 
     checkpoint_epochs = training["checkpoint_interval"]
@@ -492,7 +675,7 @@ def training_function(args) -> dict:
             save_checkpoint()
         # OpenTAD's rule: evaluate after epoch `epoch` (from 0) when epoch >= val_start_epoch and (epoch + 1) % N == 0.
         if last_epoch or (epoch >= eval_start and (epoch + 1) % eval_interval == 0):
-            metrics = evaluate(evaluation_model(), eval_dataloader, processor, accelerator, ground_truth, preset["evaluation"])
+            metrics = evaluate(evaluation_model(), eval_dataloader, processor, accelerator, evaluation)
             weights = "EMA" if ema is not None else "live"
             accelerator.print(f"epoch {epoch + 1} ({weights} weights):\n{format_metrics(metrics)}")
             if args.report_to:
@@ -506,18 +689,52 @@ def training_function(args) -> dict:
     save_model("last", metrics)
     if accelerator.is_main_process and metrics is not None:
         (output_dir / "predictions.json").write_text(json.dumps({"results": metrics["predictions"]}))
-        (output_dir / "ground_truth.json").write_text(json.dumps(ground_truth))
+        (output_dir / "ground_truth.json").write_text(json.dumps(evaluation.ground_truth))
         if args.plot_timeline:
             from adatad.visualization import plot_timeline
 
             picture = plot_timeline(
-                ground_truth, metrics["predictions"], output_dir / "timeline.png", max_videos=args.plot_timeline
+                evaluation.ground_truth, metrics["predictions"], output_dir / "timeline.png", max_videos=args.plot_timeline
             )
             accelerator.print(f"ground truth vs detections of {args.plot_timeline} held-out videos: {picture}")
     if args.push_to_hub and accelerator.is_main_process:
         push_folder(output_dir / ("best" if best_metrics is not None else "last"), args.hub_model_id)
     accelerator.end_training()
     return {"last": metrics, "best": best_metrics, "global_step": global_step, "output_dir": str(output_dir)}
+
+
+def evaluation_function(args) -> dict:
+    """Evaluation only (OpenTAD's `tools/test.py`): the model folder `--model` on the preset's test split, through the
+    same data, post-processing and scoring as evaluation during training; writes `OUTPUT_DIR/eval_results.json` (the
+    layout of a training run's) and `OUTPUT_DIR/predictions.json`."""
+    preset = run_preset(args)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision or preset["training"]["mixed_precision"])
+    paths = resolve_data_paths(preset)
+    generate_missing_synthetic_data(preset, paths, accelerator)
+    model_dir = Path(args.model)
+    processor = AdaTADVideoProcessor(**processor_kwargs(preset))
+    # The detector's class names are those of its training annotations, saved with it.
+    processor.class_names = AdaTADVideoProcessor.from_pretrained(model_dir).class_names
+    with accelerator.main_process_first():
+        eval_dataset, evaluation = build_evaluation_data(preset, paths, processor)
+    model = AdaTADForTemporalDetection.from_pretrained(model_dir).to(accelerator.device)
+    training = preset["training"]
+    # Training's evaluation batch by default, so that the numbers match those of the training run.
+    batch_size = args.eval_batch_size or training["global_batch_size"] // (
+        accelerator.num_processes * training["gradient_accumulation_steps"]
+    )
+    num_workers = preset["data"]["num_workers"] if args.num_workers is None else args.num_workers
+    eval_dataloader = accelerator.prepare(
+        DataLoader(eval_dataset, batch_size=max(1, batch_size), collate_fn=collate_temporal_detection, num_workers=num_workers)
+    )
+    metrics = evaluate(model, eval_dataloader, processor, accelerator, evaluation)
+    accelerator.print(f"{model_dir}:\n{format_metrics(metrics)}")
+    if accelerator.is_main_process:
+        output_dir = Path(args.output_dir)
+        write_json_atomic(output_dir / "predictions.json", {"results": metrics["predictions"]})
+        write_json_atomic(output_dir / "eval_results.json", {"model": str(model_dir), **metrics_summary(metrics)})
+    accelerator.end_training()
+    return metrics
 
 
 def parse_args(argv=None):
@@ -528,6 +745,18 @@ def parse_args(argv=None):
     parser.add_argument("--data_dir", help="dataset root (the preset's `data.root`): annotation file, class map, videos")
     parser.add_argument("--output_dir", default="runs/adatad", help="checkpoints, logs and the best/last model folders")
     parser.add_argument("--pretrained_model", help="folder from conversion_scripts/convert_videomae_to_adatad.py")
+    parser.add_argument(
+        "--allow_random_backbone",
+        action="store_true",
+        help="train a preset that names a pretrained VideoMAE (`backbone_checkpoint`) without --pretrained_model",
+    )
+    parser.add_argument(
+        "--eval_only",
+        action="store_true",
+        help="evaluate the model folder --model on the preset's test split; write OUTPUT_DIR/eval_results.json and "
+        "OUTPUT_DIR/predictions.json",
+    )
+    parser.add_argument("--model", help="with --eval_only: a saved model folder (e.g. OUTPUT_DIR/best of a training run)")
     parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
     parser.add_argument("--num_workers", type=int, default=None, help="data-loading workers per process (default: the preset's)")
     parser.add_argument("--eval_batch_size", type=int, default=None)
@@ -548,6 +777,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not args.list_presets and not args.preset:
         parser.error("--preset is required (see --list-presets)")
+    if args.eval_only != bool(args.model):
+        parser.error("--eval_only and --model go together: --eval_only --model FOLDER")
     return args
 
 
@@ -556,7 +787,10 @@ def main(argv=None):
     if args.list_presets:
         print(format_preset_table())
         return
-    training_function(args)
+    if args.eval_only:
+        evaluation_function(args)
+    else:
+        training_function(args)
 
 
 if __name__ == "__main__":
