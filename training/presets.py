@@ -18,7 +18,8 @@ Schema (every file has exactly these keys; `null` means "not used by this preset
   `adatad.synthetic.DATASET_GENERATORS`, written into `data.root` on first use).
 - `opentad_config` (str or null): path of the matching config inside OpenTAD (`sming256/OpenTAD`).
 - `paper` (dict or null): the seed README's numbers, `{"average_mAP": x, "mAP": {"0.5": x, ...}}` (percent; only
-  the tIoUs the table shows). null for the baselines and the synthetic presets.
+  the tIoUs the table shows; Charades and the ActivityNet 200-class head, which the seed README leaves out: OpenTAD's
+  `configs/adatad/README.md`). null for the baselines and the synthetic presets.
 - `backbone_checkpoint` (str or null): file name of the pretrained VideoMAE checkpoint the user must supply
   (OpenTAD's `pretrained/` name; convert it with `conversion_scripts/`). null: random initialisation.
 - `model` (dict): keyword arguments of `AdaTADConfig` exactly as that class names them (plus `num_labels`):
