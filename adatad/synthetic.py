@@ -561,8 +561,15 @@ def generate_synthetic_dataset(output_dir, config=None, **overrides):
 
 
 # The `synthetic-tiny-anet` preset's data: ActivityNet's setting in small (one activity per video, videos of
-# different lengths that the detector resizes to one feature length).
-ACTIVITYNET_SETTINGS = dict(one_class_per_video=True, min_num_frames=48, num_frames=96)
+# different lengths that the detector resizes to one feature length, at most two long actions per video).
+ACTIVITYNET_SETTINGS = dict(
+    one_class_per_video=True,
+    min_num_frames=64,
+    num_frames=96,
+    min_action_frames=16,
+    max_action_frames=40,
+    max_actions_per_video=2,
+)
 
 
 def write_activitynet_ingredients(output_dir, classifier_noise=0.15, num_blocked_videos=2, seed=0):

@@ -225,6 +225,7 @@ def test_filter_gt_drops_segments_of_at_most_one_percent_and_videos_left_empty(t
     rows = training_rows(tmp_path, videos)
     assert rows["video_id"] == ["kept"]
     assert rows[0]["segments"] == [[10.0, 11.5], [20.0, 40.0]] and rows[0]["labels"] == [0, 0]
+    assert annotations.class_names_of(rows) == ["x"]
 
 
 def test_without_filter_gt_only_videos_without_segments_are_dropped(tmp_path):
@@ -303,6 +304,17 @@ def test_eval_only_takes_a_classifier_override(trained, anet_data, tmp_path):
         run_tad.parse_args([*eval_only(anet_data, output_dir / "last", tmp_path), f"evaluation.external_classifier_file={path}"])
     )
     assert metrics["average_mAP"] == 0.0 and metrics["num_predictions"] > 0
+
+
+def test_recall_is_reported_beside_map_when_the_preset_asks(trained, anet_data, tmp_path):
+    output_dir, _ = trained
+    run_tad.main([*eval_only(anet_data, output_dir / "last", tmp_path), "evaluation.recall_top_k=[1,5]"])
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    predictions = json.loads((tmp_path / "predictions.json").read_text())
+    ground_truth = json.loads((output_dir / "ground_truth.json").read_text())
+    expected = evaluate_topk_recall(ground_truth, predictions, tiou_thresholds=list(map(float, results["mAP_per_tiou"])), subset=None)
+    assert results["recall_per_tiou"] == json.loads(json.dumps(expected["recall_per_tiou"]))
+    assert set(results["average_recall"]) == {"1", "5"}
 
 
 def test_eval_only_needs_a_model_folder():

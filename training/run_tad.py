@@ -118,7 +118,7 @@ def filter_training_rows(rows, preset: dict):
         ]
         return [segment for segment, _ in kept], [label for _, label in kept]
 
-    rows = rows.map(lambda row: dict(zip(("segments", "labels"), kept_segments(row))))
+    rows = rows.map(lambda row: dict(zip(("segments", "labels"), kept_segments(row))), features=rows.features)
     rows = rows.filter(lambda row: len(row["segments"]) > 0)
     if len(rows) == 0:
         raise ValueError(
