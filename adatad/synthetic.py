@@ -646,18 +646,27 @@ def _add_generate_command(subparsers):
         default=",".join(defaults.class_names),
         help=f"comma-separated action classes, from: {', '.join(MOTIONS)}",
     )
-    parser.add_argument("--min-action-frames", type=int, default=defaults.min_action_frames, help="shortest action")
-    parser.add_argument("--max-action-frames", type=int, default=defaults.max_action_frames, help="longest action")
     parser.add_argument(
-        "--max-actions-per-video", type=int, default=defaults.max_actions_per_video, help="most actions in one video"
+        "--min-action-frames", type=int, default=None, help=f"shortest action (default: {defaults.min_action_frames})"
+    )
+    parser.add_argument(
+        "--max-action-frames", type=int, default=None, help=f"longest action (default: {defaults.max_action_frames})"
+    )
+    parser.add_argument(
+        "--max-actions-per-video",
+        type=int,
+        default=None,
+        help=f"most actions in one video (default: {defaults.max_actions_per_video})",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="base random seed")
     parser.add_argument(
         "--activitynet",
         action="store_true",
-        help="ActivityNet style (the synthetic-tiny-anet data): one class per video, "
-        f"{ACTIVITYNET_SETTINGS['min_num_frames']}-{ACTIVITYNET_SETTINGS['num_frames']} frames per video unless "
-        f"--num-frames is given, plus {CLASSIFIER_FILENAME} and {BLOCKED_FILENAME}",
+        help="ActivityNet style (the synthetic-tiny-anet data): one class per video and, unless given above, "
+        f"{ACTIVITYNET_SETTINGS['min_num_frames']}-{ACTIVITYNET_SETTINGS['num_frames']} frames per video, "
+        f"{ACTIVITYNET_SETTINGS['min_action_frames']}-{ACTIVITYNET_SETTINGS['max_action_frames']}-frame actions, at "
+        f"most {ACTIVITYNET_SETTINGS['max_actions_per_video']} per video; plus {CLASSIFIER_FILENAME} and "
+        f"{BLOCKED_FILENAME}",
     )
     parser.set_defaults(handler=_run_generate)
 
@@ -669,11 +678,11 @@ def _run_generate(args):
         frame_size=args.frame_size,
         fps=args.fps,
         class_names=tuple(name.strip() for name in args.classes.split(",") if name.strip()),
-        min_action_frames=args.min_action_frames,
-        max_action_frames=args.max_action_frames,
-        max_actions_per_video=args.max_actions_per_video,
         seed=args.seed,
     )
+    # Settings left out keep the chosen generator's defaults (`--activitynet`: ACTIVITYNET_SETTINGS).
+    optional = ("min_action_frames", "max_action_frames", "max_actions_per_video")
+    settings.update({name: getattr(args, name) for name in optional if getattr(args, name) is not None})
     if args.num_frames is not None:
         settings.update(num_frames=args.num_frames, min_num_frames=None)
     generate = generate_synthetic_activitynet if args.activitynet else generate_synthetic_dataset

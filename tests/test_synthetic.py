@@ -307,6 +307,18 @@ def test_activitynet_variant_writes_one_class_per_video_of_varied_length_a_class
     assert blocked == summary["blocked_videos"] == ["synthetic_validation_0006", "synthetic_validation_0007"]
 
 
+def test_command_line_generate_activitynet_keeps_its_settings(tmp_path, capsys):
+    synthetic.main(["generate", "--activitynet", "--output-dir", str(tmp_path), "--num-train", "0", "--num-val", "4", "--frame-size", "32"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["blocked_videos"] == ["synthetic_validation_0002", "synthetic_validation_0003"]
+    settings = synthetic.ACTIVITYNET_SETTINGS
+    for video in json.loads((tmp_path / synthetic.ANNOTATION_FILENAME).read_text())["database"].values():
+        assert settings["min_num_frames"] <= video["frame"] <= settings["num_frames"]
+        assert 1 <= len(video["annotations"]) <= settings["max_actions_per_video"]
+        for start, end in (a["segment"] for a in video["annotations"]):
+            assert settings["min_action_frames"] <= round((end - start) * video["fps"]) <= settings["max_action_frames"]
+
+
 def test_activitynet_ingredients_need_one_class_per_video(tmp_path):
     # Two actions per video, dealt from shuffled rounds of the classes: the two differ.
     generate_synthetic_dataset(
