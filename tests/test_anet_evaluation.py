@@ -315,6 +315,13 @@ def test_recall_is_reported_beside_map_when_the_preset_asks(trained, anet_data, 
     expected = evaluate_topk_recall(ground_truth, predictions, tiou_thresholds=list(map(float, results["mAP_per_tiou"])), subset=None)
     assert results["recall_per_tiou"] == json.loads(json.dumps(expected["recall_per_tiou"]))
     assert set(results["average_recall"]) == {"1", "5"}
+    metrics = {**expected, "mAP_per_tiou": {0.5: 0.25, 0.95: 0.0}, "average_mAP": 0.125}
+    metrics["recall_per_tiou"] = {0.5: {1: 0.5, 5: 0.75}, 0.95: {1: 0.0, 5: 0.25}}
+    metrics["average_recall"] = {1: 0.25, 5: 0.5}
+    assert run_tad.format_metrics(metrics).splitlines()[2:] == [
+        "    50.00 |      0.00 |   25.00   (R@1x)",
+        "    75.00 |     25.00 |   50.00   (R@5x)",
+    ]
 
 
 def test_eval_only_needs_a_model_folder():

@@ -420,7 +420,11 @@ def push_folder(folder: Path, repo_id: str | None):
 def format_metrics(metrics: dict) -> str:
     header = " | ".join(f"mAP@{float(t):.2f}" for t in metrics["mAP_per_tiou"]) + " | average"
     values = " | ".join(f"{100 * v:9.2f}" for v in metrics["mAP_per_tiou"].values())
-    return f"{header}\n{values} | {100 * metrics['average_mAP']:7.2f}"
+    lines = [header, f"{values} | {100 * metrics['average_mAP']:7.2f}"]
+    for k, average in metrics.get("average_recall", {}).items():
+        recalls = " | ".join(f"{100 * by_k[k]:9.2f}" for by_k in metrics["recall_per_tiou"].values())
+        lines.append(f"{recalls} | {100 * average:7.2f}   (R@{k}x)")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
