@@ -56,6 +56,10 @@ DEFAULT_CLASS_NAMES = ("moving_left", "moving_right", "growing", "shrinking")
 ANNOTATION_FILENAME = "annotations.json"
 CLASS_FILENAME = "category_idx.txt"
 VIDEOS_DIRNAME = "videos"
+# ActivityNet ingredients (`write_activitynet_ingredients`): a video classifier in the CUHK layout OpenTAD reads
+# (`{"results": {video_id: [score per class]}, "class": [names]}`) and the evaluator's blocked-videos JSON list.
+CLASSIFIER_FILENAME = "video_classifier.json"
+BLOCKED_FILENAME = "blocked.json"
 
 # Subset name -> the second entry of each video's seed, so validation videos come from a different stream.
 SUBSET_SEED_KEYS = {"training": 0, "validation": 1}
@@ -86,6 +90,11 @@ class SyntheticDatasetConfig:
             not fit into ``num_frames``).
         min_action_frames, max_action_frames: length of one action in frames.
         min_gap_frames: background frames between two consecutive actions.
+        min_num_frames: None for videos of exactly ``num_frames`` frames; else each video draws its length from
+            ``[min_num_frames, num_frames]`` (ActivityNet-style videos of different durations, resized to one
+            feature length by the detector).
+        one_class_per_video: every action of a video has the same class (ActivityNet: a video shows one
+            activity, so a video-level classifier can name its class-agnostic detections).
         resting_object_probability: chance that the object is visible but still during a background gap
             (otherwise it is absent).
         background_speed: range of the background drift speed in pixels per frame.
@@ -106,6 +115,8 @@ class SyntheticDatasetConfig:
     min_action_frames: int = 8
     max_action_frames: int = 20
     min_gap_frames: int = 4
+    min_num_frames: int | None = None
+    one_class_per_video: bool = False
     resting_object_probability: float = 0.0
     background_speed: tuple = (0.1, 0.3)
     noise_std: float = 2.0
@@ -147,6 +158,11 @@ class SyntheticDatasetConfig:
             raise SyntheticConfigError(
                 f"need 1 <= `min_actions_per_video` ({self.min_actions_per_video}) <= `max_actions_per_video` "
                 f"({self.max_actions_per_video})"
+            )
+        if self.min_num_frames is not None and not self.min_action_frames <= self.min_num_frames <= self.num_frames:
+            raise SyntheticConfigError(
+                f"need `min_action_frames` ({self.min_action_frames}) <= `min_num_frames` ({self.min_num_frames}) "
+                f"<= `num_frames` ({self.num_frames})"
             )
         if self.min_gap_frames < 0:
             raise SyntheticConfigError(f"`min_gap_frames` ({self.min_gap_frames}) must not be negative")
@@ -460,7 +476,7 @@ def generate_synthetic_dataset(output_dir, config=None, **overrides):
     Returns:
         dict with ``output_dir``, ``videos_dir``, ``annotation_file``, ``class_file`` (str paths),
         ``class_names``, ``num_videos`` and ``num_actions`` (per subset; actions per class),
-        ``num_frames``, ``fps``, ``frame_size``, ``duration_seconds``, ``mean_action_seconds``,
+        ``num_frames``, ``fps``, ``frame_size``, ``duration_seconds`` (of the longest video), ``mean_action_seconds``,
         ``action_frame_fraction`` (share of frames inside an action) and ``elapsed_seconds``.
     """
     config = config if config is not None else SyntheticDatasetConfig()
@@ -477,25 +493,37 @@ def generate_synthetic_dataset(output_dir, config=None, **overrides):
     duration = round(config.num_frames / config.fps, 6)
     database = {}
     action_counts = {subset: Counter() for subset in SUBSET_SEED_KEYS}
-    action_frames = 0
+    action_frames = total_frames = 0
     for subset, num_videos in (("training", config.num_train_videos), ("validation", config.num_val_videos)):
         # Stream (seed, subset, 0, i) draws video i; stream (seed, subset, 1) the class order of the subset.
         video_rngs = [
             np.random.default_rng([config.seed, SUBSET_SEED_KEYS[subset], 0, index]) for index in range(num_videos)
         ]
-        layouts = [_sample_action_layout(rng, config) for rng in video_rngs]
+        # One config per video: only the length differs, drawn first from the video's own stream.
+        video_configs = [
+            config
+            if config.min_num_frames is None
+            else dataclasses.replace(config, num_frames=int(rng.integers(config.min_num_frames, config.num_frames + 1)))
+            for rng in video_rngs
+        ]
+        layouts = [_sample_action_layout(rng, video_config) for rng, video_config in zip(video_rngs, video_configs)]
         # Classes are dealt from shuffled rounds over the whole subset, so every class is (nearly) equally frequent.
         label_rng = np.random.default_rng([config.seed, SUBSET_SEED_KEYS[subset], 1])
-        subset_labels = iter(_balanced_labels(label_rng, config.class_names, sum(len(layout) for layout in layouts)))
-        labels = [[next(subset_labels) for _ in layout] for layout in layouts]
+        if config.one_class_per_video:
+            video_labels = _balanced_labels(label_rng, config.class_names, num_videos)
+            labels = [[label] * len(layout) for label, layout in zip(video_labels, layouts)]
+        else:
+            subset_labels = iter(_balanced_labels(label_rng, config.class_names, sum(len(layout) for layout in layouts)))
+            labels = [[next(subset_labels) for _ in layout] for layout in layouts]
         for video_index in range(num_videos):
             video_id = f"synthetic_{subset}_{video_index:04d}"
-            frames, actions = _make_video(video_rngs[video_index], config, layouts[video_index], labels[video_index])
+            video_config = video_configs[video_index]
+            frames, actions = _make_video(video_rngs[video_index], video_config, layouts[video_index], labels[video_index])
             write_mp4(videos_dir / f"{video_id}.mp4", frames, config.fps, config.crf)
             database[video_id] = {
                 "subset": subset,
-                "duration": duration,
-                "frame": config.num_frames,
+                "duration": round(video_config.num_frames / config.fps, 6),
+                "frame": video_config.num_frames,
                 "fps": config.fps,
                 "annotations": [
                     {"segment": [round(start / config.fps, 6), round(end / config.fps, 6)], "label": label}
@@ -504,6 +532,7 @@ def generate_synthetic_dataset(output_dir, config=None, **overrides):
             }
             action_counts[subset].update(label for _, _, label in actions)
             action_frames += sum(end - start for start, end, _ in actions)
+            total_frames += video_config.num_frames
 
     annotation_file = output_dir / ANNOTATION_FILENAME
     annotation_file.write_text(json.dumps({"database": database}, indent=1) + "\n")
@@ -526,9 +555,75 @@ def generate_synthetic_dataset(output_dir, config=None, **overrides):
         "frame_size": config.frame_size,
         "duration_seconds": duration,
         "mean_action_seconds": round(action_frames / max(num_actions_total, 1) / config.fps, 3),
-        "action_frame_fraction": round(action_frames / max(len(database) * config.num_frames, 1), 3),
+        "action_frame_fraction": round(action_frames / max(total_frames, 1), 3),
         "elapsed_seconds": round(time.perf_counter() - start_time, 2),
     }
+
+
+# The `synthetic-tiny-anet` preset's data: ActivityNet's setting in small (one activity per video, videos of
+# different lengths that the detector resizes to one feature length, at most two long actions per video).
+ACTIVITYNET_SETTINGS = dict(
+    one_class_per_video=True,
+    min_num_frames=64,
+    num_frames=96,
+    min_action_frames=16,
+    max_action_frames=40,
+    max_actions_per_video=2,
+)
+
+
+def write_activitynet_ingredients(output_dir, classifier_noise=0.15, num_blocked_videos=2, seed=0):
+    """Writes what ActivityNet's evaluation needs besides the annotations, for a dataset with one class per video:
+
+    - ``video_classifier.json``: video-level class scores of every validation video in the CUHK layout
+      (``{"results": {video_id: [score per class]}, "class": [names]}``, `external_classifier_kind` "cuhk"): 1 for
+      the video's class and 0 for the others, plus Gaussian noise of std ``classifier_noise``, clipped to [0, 1];
+    - ``blocked.json``: a JSON list of the last ``num_blocked_videos`` validation videos, which the evaluation
+      leaves out of ground truth and predictions (ActivityNet's `blocked.json`).
+
+    Returns:
+        dict with ``classifier_file``, ``blocked_file`` (str paths) and ``blocked_videos`` (ids).
+    """
+    output_dir = Path(output_dir)
+    database = json.loads((output_dir / ANNOTATION_FILENAME).read_text())["database"]
+    class_names = (output_dir / CLASS_FILENAME).read_text().split()
+    rng = np.random.default_rng([seed, 2])
+    results = {}
+    for video_id, video in database.items():
+        if video["subset"] != "validation":
+            continue
+        labels = {annotation["label"] for annotation in video["annotations"]}
+        if len(labels) != 1:
+            raise SyntheticConfigError(
+                f"video {video_id} in {output_dir / ANNOTATION_FILENAME} has the classes {sorted(labels)}; a video "
+                "classifier needs exactly one class per video (generate with one_class_per_video=True)"
+            )
+        scores = np.zeros(len(class_names))
+        scores[class_names.index(labels.pop())] = 1.0
+        scores = np.clip(scores + rng.normal(0.0, classifier_noise, len(class_names)), 0.0, 1.0)
+        results[video_id] = [round(float(score), 4) for score in scores]
+    if num_blocked_videos >= len(results):
+        raise SyntheticConfigError(
+            f"`num_blocked_videos` ({num_blocked_videos}) must be smaller than the {len(results)} validation videos"
+        )
+    blocked = sorted(results)[len(results) - num_blocked_videos :]
+    classifier_file = output_dir / CLASSIFIER_FILENAME
+    classifier_file.write_text(json.dumps({"results": results, "class": class_names}) + "\n")
+    blocked_file = output_dir / BLOCKED_FILENAME
+    blocked_file.write_text(json.dumps(blocked) + "\n")
+    return {"classifier_file": str(classifier_file), "blocked_file": str(blocked_file), "blocked_videos": blocked}
+
+
+def generate_synthetic_activitynet(output_dir, **overrides):
+    """`generate_synthetic_dataset` with `ACTIVITYNET_SETTINGS` (then ``overrides``), plus
+    `write_activitynet_ingredients`; returns the generator's summary updated with the ingredients' paths."""
+    summary = generate_synthetic_dataset(output_dir, **{**ACTIVITYNET_SETTINGS, **overrides})
+    summary.update(write_activitynet_ingredients(output_dir, seed=overrides.get("seed", 0)))
+    return summary
+
+
+# Generator of each synthetic `dataset` a preset can name.
+DATASET_GENERATORS = {"synthetic": generate_synthetic_dataset, "synthetic-activitynet": generate_synthetic_activitynet}
 
 
 def _add_generate_command(subparsers):
@@ -541,7 +636,9 @@ def _add_generate_command(subparsers):
     parser.add_argument("--output-dir", required=True, type=Path, help="folder to write the dataset into")
     parser.add_argument("--num-train", type=int, default=defaults.num_train_videos, help="training videos")
     parser.add_argument("--num-val", type=int, default=defaults.num_val_videos, help="held-out validation videos")
-    parser.add_argument("--num-frames", type=int, default=defaults.num_frames, help="frames per video")
+    parser.add_argument(
+        "--num-frames", type=int, default=None, help=f"frames per video (default: {defaults.num_frames})"
+    )
     parser.add_argument("--frame-size", type=int, default=defaults.frame_size, help="frame height and width (even)")
     parser.add_argument("--fps", type=float, default=defaults.fps, help="frame rate")
     parser.add_argument(
@@ -549,29 +646,47 @@ def _add_generate_command(subparsers):
         default=",".join(defaults.class_names),
         help=f"comma-separated action classes, from: {', '.join(MOTIONS)}",
     )
-    parser.add_argument("--min-action-frames", type=int, default=defaults.min_action_frames, help="shortest action")
-    parser.add_argument("--max-action-frames", type=int, default=defaults.max_action_frames, help="longest action")
     parser.add_argument(
-        "--max-actions-per-video", type=int, default=defaults.max_actions_per_video, help="most actions in one video"
+        "--min-action-frames", type=int, default=None, help=f"shortest action (default: {defaults.min_action_frames})"
+    )
+    parser.add_argument(
+        "--max-action-frames", type=int, default=None, help=f"longest action (default: {defaults.max_action_frames})"
+    )
+    parser.add_argument(
+        "--max-actions-per-video",
+        type=int,
+        default=None,
+        help=f"most actions in one video (default: {defaults.max_actions_per_video})",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="base random seed")
+    parser.add_argument(
+        "--activitynet",
+        action="store_true",
+        help="ActivityNet style (the synthetic-tiny-anet data): one class per video and, unless given above, "
+        f"{ACTIVITYNET_SETTINGS['min_num_frames']}-{ACTIVITYNET_SETTINGS['num_frames']} frames per video, "
+        f"{ACTIVITYNET_SETTINGS['min_action_frames']}-{ACTIVITYNET_SETTINGS['max_action_frames']}-frame actions, at "
+        f"most {ACTIVITYNET_SETTINGS['max_actions_per_video']} per video; plus {CLASSIFIER_FILENAME} and "
+        f"{BLOCKED_FILENAME}",
+    )
     parser.set_defaults(handler=_run_generate)
 
 
 def _run_generate(args):
-    config = SyntheticDatasetConfig(
+    settings = dict(
         num_train_videos=args.num_train,
         num_val_videos=args.num_val,
-        num_frames=args.num_frames,
         frame_size=args.frame_size,
         fps=args.fps,
         class_names=tuple(name.strip() for name in args.classes.split(",") if name.strip()),
-        min_action_frames=args.min_action_frames,
-        max_action_frames=args.max_action_frames,
-        max_actions_per_video=args.max_actions_per_video,
         seed=args.seed,
     )
-    print(json.dumps(generate_synthetic_dataset(args.output_dir, config), indent=2))
+    # Settings left out keep the chosen generator's defaults (`--activitynet`: ACTIVITYNET_SETTINGS).
+    optional = ("min_action_frames", "max_action_frames", "max_actions_per_video")
+    settings.update({name: getattr(args, name) for name in optional if getattr(args, name) is not None})
+    if args.num_frames is not None:
+        settings.update(num_frames=args.num_frames, min_num_frames=None)
+    generate = generate_synthetic_activitynet if args.activitynet else generate_synthetic_dataset
+    print(json.dumps(generate(args.output_dir, **settings), indent=2))
 
 
 def main(argv=None):

@@ -277,15 +277,6 @@ def test_every_schema_key_is_documented():
 
 # Keys whose readers come with the `anet` branch (ActivityNet evaluation, ground-truth filtering, the backbone
 # checkpoint check), merged separately.
-READ_ON_ANOTHER_BRANCH = {
-    "backbone_checkpoint",
-    "data.filter_gt",
-    "evaluation.external_classifier_kind",
-    "evaluation.external_classifier_top_k",
-    "evaluation.recall_top_k",
-}
-
-
 def _reader(dotted: str):
     module_name, function_name = dotted.split(".")
     if module_name == "presets":
@@ -324,7 +315,7 @@ def unread_keys(preset: dict) -> list:
     sections = (*presets.SECTION_TYPES, "model")
     for key in (*preset, *(f"{section}.{key}" for section in sections for key in preset[section])):
         section, _, name = key.rpartition(".")
-        if key in presets.SECTION_TYPES or key == "model" or key in READ_ON_ANOTHER_BRANCH:
+        if key in presets.SECTION_TYPES or key == "model":
             continue
         if section == "model":
             read = name in presets.model_config_fields()
@@ -361,7 +352,6 @@ def test_declared_readers_name_schema_keys():
         f"{section}.{key}" for section, types in presets.SECTION_TYPES.items() for key in types
     }
     assert set(presets.KEY_READERS) <= schema
-    assert not set(presets.KEY_READERS) & READ_ON_ANOTHER_BRANCH
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -278,6 +278,61 @@ def test_command_line_generate(tmp_path, capsys):
     assert "moving_up" in capsys.readouterr().err
 
 
+def test_activitynet_variant_writes_one_class_per_video_of_varied_length_a_classifier_and_a_blocked_list(tmp_path):
+    summary = synthetic.generate_synthetic_activitynet(
+        tmp_path, num_train_videos=6, num_val_videos=8, num_frames=40, min_num_frames=24, frame_size=32, seed=5
+    )
+    database = json.loads((tmp_path / synthetic.ANNOTATION_FILENAME).read_text())["database"]
+    lengths = set()
+    for video_id, video in database.items():
+        assert len({a["label"] for a in video["annotations"]}) == 1, video_id
+        assert 24 <= video["frame"] <= 40 and video["duration"] == pytest.approx(video["frame"] / video["fps"])
+        assert all(0 <= a["segment"][0] < a["segment"][1] <= video["duration"] for a in video["annotations"])
+        with av.open(str(tmp_path / "videos" / f"{video_id}.mp4")) as container:
+            assert sum(1 for _ in container.decode(video=0)) == video["frame"], video_id
+        lengths.add(video["frame"])
+    assert len(lengths) > 1
+    classifier = json.loads(Path(summary["classifier_file"]).read_text())
+    assert classifier["class"] == list(summary["class_names"])
+    validation = {v: video for v, video in database.items() if video["subset"] == "validation"}
+    assert set(classifier["results"]) == set(validation)
+    # Scores come from the ground truth with noise: the true class of a video is (nearly always) its best class.
+    best = [
+        classifier["class"][int(np.argmax(classifier["results"][v]))] == video["annotations"][0]["label"]
+        for v, video in validation.items()
+    ]
+    assert sum(best) >= len(best) - 1
+    assert all(0.0 <= score <= 1.0 for scores in classifier["results"].values() for score in scores)
+    blocked = json.loads(Path(summary["blocked_file"]).read_text())
+    assert blocked == summary["blocked_videos"] == ["synthetic_validation_0006", "synthetic_validation_0007"]
+
+
+def test_command_line_generate_activitynet_keeps_its_settings(tmp_path, capsys):
+    synthetic.main(["generate", "--activitynet", "--output-dir", str(tmp_path), "--num-train", "0", "--num-val", "4", "--frame-size", "32"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["blocked_videos"] == ["synthetic_validation_0002", "synthetic_validation_0003"]
+    settings = synthetic.ACTIVITYNET_SETTINGS
+    for video in json.loads((tmp_path / synthetic.ANNOTATION_FILENAME).read_text())["database"].values():
+        assert settings["min_num_frames"] <= video["frame"] <= settings["num_frames"]
+        assert 1 <= len(video["annotations"]) <= settings["max_actions_per_video"]
+        for start, end in (a["segment"] for a in video["annotations"]):
+            assert settings["min_action_frames"] <= round((end - start) * video["fps"]) <= settings["max_action_frames"]
+
+
+def test_activitynet_ingredients_need_one_class_per_video(tmp_path):
+    # Two actions per video, dealt from shuffled rounds of the classes: the two differ.
+    generate_synthetic_dataset(
+        tmp_path, num_train_videos=0, num_val_videos=2, frame_size=32, min_actions_per_video=2, max_actions_per_video=2
+    )
+    with pytest.raises(ValueError, match="one class per video"):
+        synthetic.write_activitynet_ingredients(tmp_path)
+
+
+def test_varied_video_lengths_need_room_for_an_action():
+    with pytest.raises(ValueError, match="min_num_frames"):
+        SyntheticDatasetConfig(min_num_frames=4, min_action_frames=8)
+
+
 def perturbed_predictions(database, seed=0):
     """Fake detections: each ground-truth segment jittered a few times with falling scores, plus a false alarm."""
     rng = np.random.default_rng(seed)

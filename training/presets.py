@@ -14,11 +14,13 @@ Schema (every file has exactly these keys; `null` means "not used by this preset
 - `name` (str): the preset name (the file stem).
 - `description` (str): one line for people: setting, backbone, dataset, frames, image size.
 - `dataset` (str): `activitynet-1.3`, `thumos-14`, `epic-kitchens-100-noun`, `epic-kitchens-100-verb`, `ego4d-mq`,
-  `multi-thumos` or `synthetic`; any other name is a custom dataset (`paper` and `opentad_config` null), as
-  `adatad-suggest-preset` writes (docs/custom-dataset.md).
+  `multi-thumos`, `charades`, `synthetic` or `synthetic-activitynet` (the synthetic data of
+  `adatad.synthetic.DATASET_GENERATORS`, written into `data.root` on first use); any other name is a custom dataset
+  (`paper` and `opentad_config` null), as `adatad-suggest-preset` writes (docs/custom-dataset.md).
 - `opentad_config` (str or null): path of the matching config inside OpenTAD (`sming256/OpenTAD`).
 - `paper` (dict or null): the seed README's numbers, `{"average_mAP": x, "mAP": {"0.5": x, ...}}` (percent; only
-  the tIoUs the table shows). null for the baselines and the synthetic presets.
+  the tIoUs the table shows; Charades and the ActivityNet 200-class head, which the seed README leaves out: OpenTAD's
+  `configs/adatad/README.md`). null for the baselines and the synthetic presets.
 - `backbone_checkpoint` (str or null): file name of the pretrained VideoMAE checkpoint the user must supply
   (OpenTAD's `pretrained/` name; convert it with `conversion_scripts/`). null: random initialisation.
 - `model` (dict): keyword arguments of `AdaTADConfig` exactly as that class names them (plus `num_labels`):
@@ -247,11 +249,11 @@ KEY_READERS = {
     "data.class_agnostic": "run_tad.load_video_rows",
     "data.missing_videos": "run_tad.load_video_rows",
     "data.train_subset": "run_tad.build_datasets",
-    "data.test_subset": "run_tad.build_datasets",
-    "data.conversion_mode": "run_tad.build_datasets",
-    "data.fps": "run_tad.build_datasets",
-    "data.offset_frames": "run_tad.build_datasets",
-    "data.on_video_error": "run_tad.build_datasets",
+    "data.test_subset": "run_tad.build_evaluation_data",
+    "data.conversion_mode": "run_tad.build_evaluation_data",
+    "data.fps": "run_tad.build_evaluation_data",
+    "data.offset_frames": "run_tad.build_evaluation_data",
+    "data.on_video_error": "run_tad.transform_kwargs",
     "data.num_workers": "run_tad.build_dataloaders",
     "training.global_batch_size": "run_tad.batch_sizes",
     "training.gradient_accumulation_steps": "run_tad.build_accelerator",
@@ -279,9 +281,14 @@ KEY_READERS = {
     "training.val_interval": "run_tad.training_function",
     "training.logging_steps": "run_tad.training_function",
     "evaluation.tiou_thresholds": "run_tad.evaluate",
-    "evaluation.subset": "run_tad.build_datasets",
+    "evaluation.subset": "run_tad.build_evaluation_data",
     "evaluation.blocked_videos_file": "presets.resolve_data_paths",
     "evaluation.external_classifier_file": "presets.resolve_data_paths",
+    "evaluation.external_classifier_kind": "run_tad.build_evaluation_data",
+    "evaluation.external_classifier_top_k": "run_tad.build_evaluation_data",
+    "evaluation.recall_top_k": "run_tad.evaluate",
+    "data.filter_gt": "run_tad.filter_training_rows",
+    "backbone_checkpoint": "run_tad.check_backbone_source",
 }
 
 DATASETS = (
@@ -291,7 +298,9 @@ DATASETS = (
     "epic-kitchens-100-verb",
     "ego4d-mq",
     "multi-thumos",
+    "charades",
     "synthetic",
+    "synthetic-activitynet",
 )
 ANNOTATION_FORMATS = ("database_json",)
 CONVERSION_MODES = ("frame_count", "fixed_fps", "resize")

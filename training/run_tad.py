@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -54,9 +55,9 @@ from presets import (  # noqa: E402
 )
 
 from adatad import data as annotations  # noqa: E402
-from adatad.evaluation import evaluate_detection  # noqa: E402
+from adatad.evaluation import evaluate_detection, evaluate_topk_recall  # noqa: E402
 from adatad.modeling_adatad import AdaTADForTemporalDetection  # noqa: E402
-from adatad.post_processing import to_activitynet_submission  # noqa: E402
+from adatad.post_processing import ExternalVideoClassifier, to_activitynet_submission  # noqa: E402
 from adatad.processing_adatad import (  # noqa: E402
     AdaTADVideoProcessor,
     TemporalDetectionTransform,
@@ -148,6 +149,16 @@ def write_text_atomic(path: Path, text: str):
     temporary.write_text(text)
     temporary.replace(path)
 
+# When more than this share of the predictions is dropped (labels the ground truth does not have, videos the video
+# classifier does not score), the setup is wrong (class names, classifier file), not a few stray detections: the
+# evaluation stops with the reason instead of reporting a low mAP.
+MAX_DROPPED_SHARE = 0.05
+# ActivityNet's training ground truth: segments not longer than this share of their video are dropped with
+# `data.filter_gt` (OpenTAD's AnetResizeDataset).
+RESIZE_FILTER_GT_SHARE = 0.01
+# Width of the ViT -> `--arch` of conversion_scripts/convert_videomae_to_adatad.py.
+CONVERSION_ARCH_BY_WIDTH = {384: "s", 768: "b", 1024: "l", 1280: "h", 1408: "g"}
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Data
@@ -166,7 +177,7 @@ def load_video_rows(preset: dict, paths: dict, subset: str):
         video_dir=paths["video_dir"],
         video_prefix=data_config["video_prefix"],
         video_extension=data_config["video_extension"],
-        missing_videos=data_config.get("missing_videos", "raise"),
+        missing_videos=data_config["missing_videos"],
     )
     if len(rows) == 0:
         raise ValueError(f"no videos of subset {subset!r} in {paths['annotation_file']}")
@@ -177,13 +188,104 @@ def load_video_rows(preset: dict, paths: dict, subset: str):
     return rows
 
 
-def build_datasets(preset: dict, paths: dict, processor: AdaTADVideoProcessor, seed: int):
-    """Training rows (decoded lazily with augmentation), evaluation rows (windows in sliding-window mode) and the
-    evaluation ground truth in the ActivityNet `database` layout."""
+def filter_training_rows(rows, preset: dict):
+    """OpenTAD's training ground truth: with `data.filter_gt`, segments too short to learn from are dropped (resize
+    mode, ActivityNet: not longer than 1% of the video; otherwise, EPIC: no length, or outside the video), and
+    videos left without a segment are dropped (OpenTAD drops them from every training set)."""
     data_config = preset["data"]
-    train_rows = load_video_rows(preset, paths, data_config["train_subset"])
+    resize = data_config["conversion_mode"] == "resize"
+
+    def kept_segments(row):
+        if not data_config["filter_gt"]:
+            return row["segments"], row["labels"]
+        duration = row["duration"]
+        offset = data_config["offset_frames"] / row["fps"] if data_config["offset_frames"] else 0.0
+        kept = [
+            (segment, label)
+            for segment, label in zip(row["segments"], row["labels"])
+            if (
+                (segment[1] - segment[0]) / duration > RESIZE_FILTER_GT_SHARE
+                if resize
+                else segment[1] > segment[0] and segment[1] > offset and segment[0] - offset <= duration
+            )
+        ]
+        return [segment for segment, _ in kept], [label for _, label in kept]
+
+    rows = rows.map(lambda row: dict(zip(("segments", "labels"), kept_segments(row))), features=rows.features)
+    rows = rows.filter(lambda row: len(row["segments"]) > 0)
+    if len(rows) == 0:
+        raise ValueError(
+            f"no training video of {preset['data']['annotation_file']} has a segment left after `data.filter_gt`."
+        )
+    return rows
+
+
+def read_blocked_videos(path: Path | None) -> list[str]:
+    """`evaluation.blocked_videos_file`: a JSON list of video ids, the layout OpenTAD's evaluator reads."""
+    if path is None:
+        return []
+    try:
+        blocked = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read `evaluation.blocked_videos_file` {path}: {error}") from error
+    if not isinstance(blocked, list) or not all(isinstance(video_id, str) for video_id in blocked):
+        raise ValueError(f"`evaluation.blocked_videos_file` {path} must be a JSON list of video ids.")
+    return blocked
+
+
+@dataclass
+class EvaluationData:
+    """What scoring needs besides the model's detections.
+
+    Attributes:
+        ground_truth: `{"database": ...}` of `evaluation.subset`, without the blocked videos and `data.ignore_labels`.
+        config: the preset's `evaluation` section.
+        video_classifier: names class-agnostic detections (ActivityNet), or None.
+        videos_without_classifier_scores: evaluation videos left out because the classifier has no scores for them
+            (at most `MAX_DROPPED_SHARE` of them).
+    """
+
+    ground_truth: dict
+    config: dict
+    video_classifier: ExternalVideoClassifier | None = None
+    videos_without_classifier_scores: list[str] = field(default_factory=list)
+
+
+def build_evaluation_data(preset: dict, paths: dict, processor: AdaTADVideoProcessor):
+    """Evaluation rows (windows in sliding-window mode) and the `EvaluationData` OpenTAD's test engine and evaluator
+    use: the evaluator's blocked videos leave ground truth and rows (so they get no predictions), ignored labels
+    leave the ground truth, and the preset's external video classifier is loaded."""
+    data_config, evaluation_config = preset["data"], preset["evaluation"]
+    blocked = set(read_blocked_videos(paths["eval_blocked_videos_file"]))
     eval_rows = load_video_rows(preset, paths, data_config["test_subset"])
-    ground_truth = annotations.load_database_json(paths["annotation_file"], subset=preset["evaluation"]["subset"])
+    eval_rows = eval_rows.filter(lambda row: row["video_id"] not in blocked)
+    ground_truth = annotations.load_database_json(
+        paths["annotation_file"],
+        subset=evaluation_config["subset"],
+        ignore_labels=data_config["ignore_labels"],
+        blocked_videos=blocked,
+    )
+    evaluation = EvaluationData(annotations.to_database_json(ground_truth), evaluation_config)
+    if paths["external_classifier_file"] is not None:
+        classifier = ExternalVideoClassifier.from_json(
+            paths["external_classifier_file"],
+            topk=evaluation_config["external_classifier_top_k"],
+            style=evaluation_config["external_classifier_kind"],
+        )
+        missing = [video_id for video_id in eval_rows["video_id"] if video_id not in classifier.video_scores]
+        if len(missing) > MAX_DROPPED_SHARE * len(eval_rows):
+            raise ValueError(
+                f"the video classifier {paths['external_classifier_file']} has no scores for {len(missing)} of the "
+                f"{len(eval_rows)} evaluation videos (e.g. {missing[:5]}): their detections could not be named. Check "
+                "that `evaluation.external_classifier_file` belongs to this annotation file and its video ids match "
+                "(e.g. a 'v_' prefix)."
+            )
+        if missing:
+            logger.warning(f"the video classifier has no scores for {len(missing)} evaluation videos; left out: {missing}")
+            missing_ids = set(missing)
+            eval_rows = eval_rows.filter(lambda row: row["video_id"] not in missing_ids)
+        evaluation.video_classifier = classifier
+        evaluation.videos_without_classifier_scores = missing
     if processor.sampling_method == "sliding_window":
         eval_rows = annotations.expand_sliding_windows(
             eval_rows,
@@ -195,19 +297,25 @@ def build_datasets(preset: dict, paths: dict, processor: AdaTADVideoProcessor, s
             offset_frames=data_config["offset_frames"],
             test_mode=True,
         )
-    transform_kwargs = dict(
+    eval_transform = TemporalDetectionTransform(processor, mode="eval", **transform_kwargs(preset))
+    return eval_rows.with_transform(eval_transform), evaluation
+
+
+def transform_kwargs(preset: dict) -> dict:
+    data_config = preset["data"]
+    return dict(
         grid_conversion=data_config["conversion_mode"] if data_config["conversion_mode"] != "resize" else "frame_count",
         conversion_fps=data_config["fps"],
-        on_error=data_config.get("on_video_error", "raise"),
+        on_error=data_config["on_video_error"],
     )
-    train_transform = TemporalDetectionTransform(processor, mode="train", seed=seed, **transform_kwargs)
-    eval_transform = TemporalDetectionTransform(processor, mode="eval", **transform_kwargs)
-    return (
-        train_rows.with_transform(train_transform),
-        eval_rows.with_transform(eval_transform),
-        annotations.to_database_json(ground_truth),
-        train_transform,
-    )
+
+
+def build_datasets(preset: dict, paths: dict, processor: AdaTADVideoProcessor, seed: int):
+    """Training rows (decoded lazily with augmentation), evaluation rows and their `EvaluationData`."""
+    train_rows = filter_training_rows(load_video_rows(preset, paths, preset["data"]["train_subset"]), preset)
+    train_transform = TemporalDetectionTransform(processor, mode="train", seed=seed, **transform_kwargs(preset))
+    eval_dataset, evaluation = build_evaluation_data(preset, paths, processor)
+    return train_rows.with_transform(train_transform), eval_dataset, evaluation, train_transform
 
 
 class OpenTADTrainBatchSampler:
@@ -609,35 +717,78 @@ def append_log(path: Path, record: dict):
 
 
 @torch.no_grad()
-def evaluate(model, dataloader, processor, accelerator, ground_truth: dict, evaluation_config: dict) -> dict:
-    """Detections of `model` on the evaluation rows, merged per video, scored with ActivityNet mAP."""
+def evaluate(model, dataloader, processor, accelerator, evaluation: EvaluationData) -> dict:
+    """Detections of `model` on the evaluation rows (named by the video classifier when there is one), merged per
+    video, scored with ActivityNet mAP as OpenTAD's evaluator does (and top-k recall where the preset asks for it)."""
     model.eval()
     results = []
     for batch in tqdm(dataloader, desc="evaluating", disable=not accelerator.is_local_main_process, leave=False):
         with accelerator.autocast():
             outputs = model(batch["pixel_values"], masks=batch["masks"])
-        detections = processor.post_process_temporal_detection(outputs, batch["video_metas"], merge_windows=False)
-        results.extend(
+        detections = processor.post_process_temporal_detection(
+            outputs, batch["video_metas"], merge_windows=False, video_classifier=evaluation.video_classifier
+        )
+        detections = [
             {key: (value.cpu() if torch.is_tensor(value) else value) for key, value in result.items()}
             for result in detections
-        )
-    results = accelerator.gather_for_metrics(results, use_gather_object=True)
+        ]
+        # Batch by batch: on the last batch accelerate drops the rows it repeated to give every process a full
+        # batch, so every window and video is scored once.
+        results.extend(accelerator.gather_for_metrics(detections, use_gather_object=True))
     if processor.sampling_method == "sliding_window":
         results = processor.merge_window_detections(results)
     predictions = to_activitynet_submission(results)
+    config = evaluation.config
     metrics = evaluate_detection(
-        ground_truth,
+        evaluation.ground_truth,
         predictions,
-        tiou_thresholds=evaluation_config["tiou_thresholds"],
+        tiou_thresholds=config["tiou_thresholds"],
         subset=None,
-        # Classes absent from the evaluation videos cannot be scored (the official code would crash); their
-        # detections are dropped and counted in the metrics' warnings.
+        # OpenTAD's evaluator ignores detections of classes absent from the evaluation ground truth; more than a
+        # few of them stop the run below.
         ignore_unknown_labels=True,
         # OpenTAD's evaluator (behind AdaTAD's published numbers) drops zero-length and duplicate ground truth.
         remove_duplicate_instances=True,
     )
+    num_predictions = metrics["num_predictions"] + metrics["num_predictions_ignored"]
+    if metrics["num_predictions_ignored"] > MAX_DROPPED_SHARE * num_predictions:
+        labels = sorted({d["label"] for video in predictions.values() for d in video} - set(metrics["ap_per_class"]))
+        hint = (
+            " The detector is class-agnostic (`data.class_agnostic`) and no `evaluation.external_classifier_file` "
+            "names its detections."
+            if evaluation.video_classifier is None and processor.class_names == ["action"]
+            else ""
+        )
+        raise ValueError(
+            f"{metrics['num_predictions_ignored']} of {num_predictions} predictions have labels that the evaluation "
+            f"ground truth (subset {config['subset']!r}) does not have: {labels[:10]}.{hint} Their mAP would be "
+            "meaningless; check the class names of the annotation file, the class map and the video classifier."
+        )
+    metrics["num_videos_without_classifier_scores"] = len(evaluation.videos_without_classifier_scores)
+    if config["recall_top_k"]:
+        metrics.update(
+            evaluate_topk_recall(
+                evaluation.ground_truth,
+                predictions,
+                tiou_thresholds=config["tiou_thresholds"],
+                top_k=config["recall_top_k"],
+                subset=None,
+            )
+        )
     metrics["predictions"] = predictions
     return metrics
+
+
+def metrics_summary(metrics: dict) -> dict:
+    """The part of `evaluate`'s metrics written to `eval_results.json`."""
+    keys = ("mAP_per_tiou", "average_mAP", "ap_per_class", "recall_per_tiou", "average_recall")
+    return {key: metrics[key] for key in keys if key in metrics}
+
+
+def write_json_atomic(path: Path, content):
+    """Writes `content` as JSON under a temporary name in the target folder, then renames it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(content, indent=2))
 
 
 def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
@@ -700,7 +851,11 @@ def push_folder(folder: Path, repo_id: str):
 def format_metrics(metrics: dict) -> str:
     header = " | ".join(f"mAP@{float(t):.2f}" for t in metrics["mAP_per_tiou"]) + " | average"
     values = " | ".join(f"{100 * v:9.2f}" for v in metrics["mAP_per_tiou"].values())
-    return f"{header}\n{values} | {100 * metrics['average_mAP']:7.2f}"
+    lines = [header, f"{values} | {100 * metrics['average_mAP']:7.2f}"]
+    for k, average in metrics.get("average_recall", {}).items():
+        recalls = " | ".join(f"{100 * by_k[k]:9.2f}" for by_k in metrics["recall_per_tiou"].values())
+        lines.append(f"{recalls} | {100 * average:7.2f}   (R@{k}x)")
+    return "\n".join(lines)
 
 
 def save_model(accelerator: Accelerator, model, ema, processor, preset: dict, args, target: Path, metrics, epoch: int):
@@ -717,8 +872,8 @@ def save_model(accelerator: Accelerator, model, ema, processor, preset: dict, ar
     processor.save_pretrained(temporary)
     save_preset(preset, temporary / "preset.json")
     if metrics is not None:
-        summary = {k: metrics[k] for k in ("mAP_per_tiou", "average_mAP", "ap_per_class")}
-        (temporary / "eval_results.json").write_text(json.dumps({"epoch": epoch + 1, **summary}, indent=2))
+        summary = {"epoch": epoch + 1, **metrics_summary(metrics)}
+        (temporary / "eval_results.json").write_text(json.dumps(summary, indent=2))
     (temporary / "README.md").write_text(model_card(preset, metrics, args.hub_model_id or str(target)))
     previous = target.with_name(f".{target.name}.previous")
     if target.exists():
@@ -744,9 +899,40 @@ def save_predictions(accelerator: Accelerator, args, output_dir: Path, metrics: 
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def check_backbone_source(preset: dict, args):
+    """A preset that names a pretrained VideoMAE (`backbone_checkpoint`) must get it (`--pretrained_model`): adapters
+    on a random frozen ViT learn nothing useful. `--allow_random_backbone` is the explicit way round."""
+    checkpoint = preset["backbone_checkpoint"]
+    if checkpoint is None or args.pretrained_model or args.allow_random_backbone:
+        return
+    arch = CONVERSION_ARCH_BY_WIDTH.get(preset["model"]["backbone_config"]["hidden_size"])
+    arch_flag = f" --arch {arch}" if arch else ""
+    raise ValueError(
+        f"preset {preset['name']} starts from the pretrained VideoMAE {checkpoint}, but no --pretrained_model was given. "
+        "Convert the checkpoint once:\n"
+        f"    python conversion_scripts/convert_videomae_to_adatad.py --checkpoint pretrained/{checkpoint}{arch_flag} "
+        f"--output pretrained/{Path(checkpoint).stem}-adatad\n"
+        f"then pass --pretrained_model pretrained/{Path(checkpoint).stem}-adatad "
+        "(or --allow_random_backbone to train on a randomly initialised backbone on purpose)."
+    )
+
+
+def generate_missing_synthetic_data(preset: dict, paths: dict, accelerator):
+    """A synthetic preset's data is written into `data.root` on first use (main process, the others wait)."""
+    from adatad.synthetic import DATASET_GENERATORS
+
+    if preset["dataset"] not in DATASET_GENERATORS or paths["annotation_file"].is_file():
+        return
+    with accelerator.main_process_first():
+        if accelerator.is_main_process:
+            accelerator.print(f"writing the {preset['dataset']} dataset to {preset['data']['root']}")
+            DATASET_GENERATORS[preset["dataset"]](preset["data"]["root"])
+
+
 def training_function(args) -> dict:
     # Preset, output folder and accelerator.
     preset, reference = resolve_preset(args)
+    check_backbone_source(preset, args)
     training = preset["training"]
     output_dir = Path(args.output_dir)
     check_output_dir(output_dir, args)
@@ -772,16 +958,10 @@ def training_function(args) -> dict:
 
     # Data.
     paths = resolve_data_paths(preset)
-    if preset["dataset"] == "synthetic" and not paths["annotation_file"].is_file():
-        with accelerator.main_process_first():
-            if accelerator.is_main_process:
-                from adatad.synthetic import generate_synthetic_dataset
-
-                accelerator.print(f"writing the synthetic dataset to {preset['data']['root']}")
-                generate_synthetic_dataset(preset["data"]["root"])
+    generate_missing_synthetic_data(preset, paths, accelerator)
     processor = AdaTADVideoProcessor(**processor_kwargs(preset))
     with accelerator.main_process_first():
-        train_dataset, eval_dataset, ground_truth, train_transform = build_datasets(preset, paths, processor, seed)
+        train_dataset, eval_dataset, evaluation, train_transform = build_datasets(preset, paths, processor, seed)
     processor.class_names = annotations.class_names_of(train_dataset)
     train_dataloader, eval_dataloader, batch_sampler = build_dataloaders(
         preset, args, accelerator, train_dataset, eval_dataset, seed
@@ -906,8 +1086,7 @@ def training_function(args) -> dict:
         if last_epoch or (epoch >= training["val_start_epoch"] and (epoch + 1) % training["val_interval"] == 0):
             try:
                 metrics = evaluate(
-                    evaluation_model(accelerator, model, ema), eval_dataloader, processor, accelerator, ground_truth,
-                    preset["evaluation"],
+                    evaluation_model(accelerator, model, ema), eval_dataloader, processor, accelerator, evaluation
                 )
             except FloatingPointError as error:
                 raise FloatingPointError(
@@ -931,7 +1110,7 @@ def training_function(args) -> dict:
     # Save and push.
     save_model(accelerator, model, ema, processor, preset, args, output_dir / "last", metrics, epoch)
     if metrics is not None:
-        save_predictions(accelerator, args, output_dir, metrics, ground_truth)
+        save_predictions(accelerator, args, output_dir, metrics, evaluation.ground_truth)
     if args.push_to_hub and accelerator.is_main_process:
         push_folder(output_dir / ("best" if state.best_average_mAP is not None else "last"), args.hub_model_id)
     accelerator.end_training()
@@ -958,6 +1137,40 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def evaluation_function(args) -> dict:
+    """Evaluation only (OpenTAD's `tools/test.py`): the model folder `--model` on the preset's test split, through the
+    same data, post-processing and scoring as evaluation during training; writes `OUTPUT_DIR/eval_results.json` (the
+    layout of a training run's) and `OUTPUT_DIR/predictions.json`."""
+    preset, _ = resolve_preset(args)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision or preset["training"]["mixed_precision"])
+    paths = resolve_data_paths(preset)
+    generate_missing_synthetic_data(preset, paths, accelerator)
+    model_dir = Path(args.model)
+    processor = AdaTADVideoProcessor(**processor_kwargs(preset))
+    # The detector's class names are those of its training annotations, saved with it.
+    processor.class_names = AdaTADVideoProcessor.from_pretrained(model_dir).class_names
+    with accelerator.main_process_first():
+        eval_dataset, evaluation = build_evaluation_data(preset, paths, processor)
+    model = AdaTADForTemporalDetection.from_pretrained(model_dir).to(accelerator.device)
+    training = preset["training"]
+    # Training's evaluation batch by default, so that the numbers match those of the training run.
+    batch_size = args.eval_batch_size or training["global_batch_size"] // (
+        accelerator.num_processes * training["gradient_accumulation_steps"]
+    )
+    num_workers = preset["data"]["num_workers"] if args.num_workers is None else args.num_workers
+    eval_dataloader = accelerator.prepare(
+        DataLoader(eval_dataset, batch_size=max(1, batch_size), collate_fn=collate_temporal_detection, num_workers=num_workers)
+    )
+    metrics = evaluate(model, eval_dataloader, processor, accelerator, evaluation)
+    accelerator.print(f"{model_dir}:\n{format_metrics(metrics)}")
+    if accelerator.is_main_process:
+        output_dir = Path(args.output_dir)
+        write_json_atomic(output_dir / "predictions.json", {"results": metrics["predictions"]})
+        write_json_atomic(output_dir / "eval_results.json", {"model": str(model_dir), **metrics_summary(metrics)})
+    accelerator.end_training()
+    return metrics
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", help="preset name (see --list-presets) or path to a preset JSON file")
@@ -969,6 +1182,18 @@ def parse_args(argv=None):
         "--overwrite_output_dir", action="store_true", help="train into a folder that holds a run (its checkpoints go)"
     )
     parser.add_argument("--pretrained_model", help="folder from conversion_scripts/convert_videomae_to_adatad.py")
+    parser.add_argument(
+        "--allow_random_backbone",
+        action="store_true",
+        help="train a preset that names a pretrained VideoMAE (`backbone_checkpoint`) without --pretrained_model",
+    )
+    parser.add_argument(
+        "--eval_only",
+        action="store_true",
+        help="evaluate the model folder --model on the preset's test split; write OUTPUT_DIR/eval_results.json and "
+        "OUTPUT_DIR/predictions.json",
+    )
+    parser.add_argument("--model", help="with --eval_only: a saved model folder (e.g. OUTPUT_DIR/best of a training run)")
     parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
     parser.add_argument(
         "--num_workers", type=non_negative_int, default=None, help="data-loading workers per process (default: the preset's)"
@@ -998,6 +1223,8 @@ def parse_args(argv=None):
         parser.error("--preset is required (see --list-presets)")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/adatad-thumos-s)")
+    if args.eval_only != bool(args.model):
+        parser.error("--eval_only and --model go together: --eval_only --model FOLDER")
     return args
 
 
@@ -1009,7 +1236,10 @@ def main(argv=None) -> int:
         print(format_preset_table())
         return 0
     try:
-        training_function(args)
+        if args.eval_only:
+            evaluation_function(args)
+        else:
+            training_function(args)
     except USER_ERRORS as error:
         if args.debug:
             raise
