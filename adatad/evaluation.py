@@ -25,6 +25,8 @@ import json
 import logging
 import os
 import sys
+import tempfile
+import traceback
 from dataclasses import dataclass
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Union
 
@@ -174,7 +176,18 @@ def parse_tiou_thresholds(text: Union[str, Sequence[float], np.ndarray]) -> np.n
     else:
         thresholds = np.asarray(text, dtype=np.float64).reshape(-1)
     if thresholds.size == 0 or not np.all(np.isfinite(thresholds)):
-        raise EvaluationInputError(f"tIoU thresholds must be a non-empty list of finite numbers, got {text!r}")
+        raise EvaluationInputError(f"tIoU thresholds must be a non-empty list of finite numbers in [0, 1], got {text!r}")
+    outside = thresholds[(thresholds < 0) | (thresholds > 1)]
+    if outside.size:
+        raise EvaluationInputError(
+            f"tIoU thresholds must lie in [0, 1] (a tIoU is a ratio of lengths), got {_list_names(outside.tolist())}"
+        )
+    values, counts = np.unique(thresholds, return_counts=True)
+    if np.any(counts > 1):
+        raise EvaluationInputError(
+            f"tIoU thresholds must be distinct (each would count twice in the average mAP), repeated: "
+            f"{_list_names(values[counts > 1].tolist())}"
+        )
     return thresholds
 
 
@@ -296,6 +309,16 @@ def load_ground_truth(
     segments = np.column_stack([np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64)])
     video_index = np.asarray(video_index, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
+    non_finite = np.flatnonzero(~np.isfinite(segments).all(axis=1))
+    if len(non_finite):
+        # The official tIoU of a NaN bound is NaN, which passes every threshold: any prediction of the
+        # class would match it and the class would score 100% AP.
+        videos = list(dict.fromkeys(video_ids[video_index[i]] for i in non_finite))
+        raise EvaluationInputError(
+            f"ground truth {name}: video {videos[0]!r} has a segment with a NaN or infinite bound "
+            f"{segments[non_finite[0]].tolist()} ({len(non_finite)} such instance(s) in {len(videos)} video(s): "
+            f"{_list_names(videos)}); fix or remove these instances, a NaN tIoU would count as a match"
+        )
     class_names = list(class_index)
     num_removed = 0
     if remove_duplicate_instances:
@@ -501,6 +524,7 @@ def load_predictions(
                 raise error from None
         raise EvaluationInputError(f"predictions {name}: segments must be [start, end] pairs and scores numbers") from None
     video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64), counts)
+    _check_finite_detections(segments, scores, video_index, video_ids, counts, name)
 
     num_ignored, unknown = 0, []
     if need_label:
@@ -519,6 +543,24 @@ def load_predictions(
         source=name,
         num_unknown_label_ignored=num_ignored,
         unknown_labels=unknown,
+    )
+
+
+def _check_finite_detections(segments, scores, video_index, video_ids, counts, name: str) -> None:
+    """Refuses NaN or infinite bounds and scores: the official code would rank a NaN score first and
+    could count a NaN tIoU as a match, so such a file gives a meaningless mAP without failing."""
+    bad = np.flatnonzero(~(np.isfinite(segments).all(axis=1) & np.isfinite(scores)))
+    if not len(bad):
+        return
+    first = int(bad[0])
+    video = int(video_index[first])
+    position = first - int(np.sum(counts[:video]))
+    videos = list(dict.fromkeys(video_ids[video_index[i]] for i in bad))
+    raise EvaluationInputError(
+        f"predictions {name}: video {video_ids[video]!r}, detection {position} has a NaN or infinite value "
+        f"(segment {segments[first].tolist()}, score {scores[first]!r}); {len(bad)} such detection(s) in "
+        f"{len(videos)} video(s): {_list_names(videos)}. Drop them or fix the model output (a NaN usually means "
+        "the detector overflowed)"
     )
 
 
@@ -762,19 +804,12 @@ def _input_warnings(ground_truth: GroundTruth, detections: Detections, label_fre
         messages.append(
             f"{ground_truth.num_zero_length_or_inverted} ground-truth instance(s) have end <= start; kept as the official code does"
         )
-    segments, scores = detections.segments, detections.scores
-    with np.errstate(invalid="ignore"):
-        bad_segments = int(np.count_nonzero(~(segments[:, 1] > segments[:, 0])))
+    segments = detections.segments
+    bad_segments = int(np.count_nonzero(~(segments[:, 1] > segments[:, 0])))
     if bad_segments:
         messages.append(
-            f"{bad_segments} prediction(s) in {detections.source} are zero-length, inverted or non-finite (end <= start); "
+            f"{bad_segments} prediction(s) in {detections.source} are zero-length or inverted (end <= start); "
             "evaluated as the official code does (a 0/0 tIoU with such a ground truth counts as a match)"
-        )
-    non_finite = int(np.count_nonzero(~np.isfinite(scores)))
-    if non_finite:
-        messages.append(
-            f"{non_finite} prediction(s) in {detections.source} have a non-finite score; ranked as the official "
-            "code does (NaN first, then +inf ... -inf)"
         )
     gt_videos = set(ground_truth.video_ids)
     outside = [video_id for video_id in detections.video_ids if video_id not in gt_videos]
@@ -888,6 +923,11 @@ def evaluate_proposals(
         counts and `warnings`.
     """
     thresholds = parse_tiou_thresholds(tiou_thresholds)
+    if max_avg_nr_proposals is not None and not (np.isfinite(max_avg_nr_proposals) and max_avg_nr_proposals > 0):
+        raise EvaluationInputError(
+            f"the maximum average number of proposals per video must be a positive finite number (or unset for "
+            f"all proposals), got {max_avg_nr_proposals!r}"
+        )
     gt = load_ground_truth(ground_truth, subset=subset, blocked_videos=blocked_videos)
     detections = load_predictions(proposals, None, blocked_videos=blocked_videos)
     messages = _input_warnings(gt, detections, label_free=True)
@@ -901,7 +941,7 @@ def evaluate_proposals(
     num_proposals_total = detections.num_detections
     if num_proposals_total == 0:
         raise EvaluationInputError(f"proposals {detections.source} contain no proposal; AR@AN is undefined")
-    if not max_avg_nr_proposals:
+    if max_avg_nr_proposals is None:
         max_avg_nr_proposals = float(num_proposals_total) / num_videos
     ratio = max_avg_nr_proposals * float(num_videos) / num_proposals_total
 
@@ -1035,6 +1075,51 @@ def _json_ready(value):
     return value
 
 
+def _checked_output_path(output: str, inputs: Mapping[str, str]) -> str:
+    """Absolute path of `--output` once it is known to be writable and none of the inputs, so that a
+    typo fails before the evaluation rather than after it, and never replaces an input file."""
+    path = os.path.abspath(output)
+    for what, input_path in inputs.items():
+        same = os.path.realpath(path) == os.path.realpath(input_path)
+        if not same and os.path.exists(path) and os.path.exists(input_path):
+            same = os.path.samefile(path, input_path)
+        if same:
+            raise EvaluationInputError(
+                f"--output {output!r} is the {what} file and would be replaced by the metrics; write them to another file"
+            )
+    if os.path.isdir(path):
+        raise EvaluationInputError(f"--output {output!r} is a folder; give a file name such as metrics.json")
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".adatad-eval-probe-")
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise EvaluationInputError(
+            f"--output {output!r} cannot be written ({error.strerror or error}); choose a writable location"
+        ) from None
+    return path
+
+
+def _write_json_atomically(path: str, data) -> None:
+    """Writes JSON under a temporary name in the target folder and renames it into place, so an
+    interrupted write never leaves a truncated file (or destroys the previous one)."""
+    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            json.dump(data, file, indent=1)
+        umask = os.umask(0)
+        os.umask(umask)
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """`adatad-eval`: ActivityNet-protocol mAP (or AR@AN) of a prediction file."""
     import argparse
@@ -1043,6 +1128,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="adatad-eval",
         description="ActivityNet-protocol temporal action detection mAP (identical to the official evaluator), "
         "or AR@AN for proposals.",
+        epilog="exit status: 0 evaluated; 1 bad input (a file, a value in it, a flag value out of range, or an "
+        "--output that cannot be written or is one of the inputs), with one 'adatad-eval: error:' line; "
+        "2 command-line usage error (unknown or missing flag).",
     )
     parser.add_argument("--ground-truth", required=True, help="ground-truth JSON (ActivityNet 'database' layout)")
     parser.add_argument("--predictions", required=True, help="prediction JSON (ActivityNet submission layout, 'results')")
@@ -1073,6 +1161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--per-class", action="store_true", help="also print AP of every class")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
     args = parser.parse_args(argv)
 
     handler = logging.StreamHandler()
@@ -1083,6 +1172,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.setLevel(logging.ERROR)
     subset = None if args.all_subsets else args.subset
     try:
+        if args.output:
+            output = _checked_output_path(
+                args.output,
+                {"ground-truth": args.ground_truth, "predictions": args.predictions,
+                 **({"blocked-videos": args.blocked_videos} if args.blocked_videos else {})},
+            )
         blocked = _read_video_list(args.blocked_videos) if args.blocked_videos else ()
         if args.task == "detection":
             result = evaluate_detection(
@@ -1106,11 +1201,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             )
             table = _format_proposal_table(result)
         if args.output:
-            output_dir = os.path.dirname(os.path.abspath(args.output))
-            os.makedirs(output_dir, exist_ok=True)
-            with open(args.output, "w", encoding="utf-8") as file:
-                json.dump(_json_ready(result), file, indent=1)
+            try:
+                _write_json_atomically(output, _json_ready(result))
+            except OSError as error:
+                raise EvaluationInputError(f"--output {args.output!r} could not be written: {error}") from error
     except EvaluationInputError as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"adatad-eval: error: {error}", file=sys.stderr)
         return 1
     finally:
