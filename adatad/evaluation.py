@@ -39,6 +39,10 @@ DEFAULT_TIOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 DEFAULT_SUBSET = "validation"
 # How many offending names a message lists before it says "and N more".
 _MAX_NAMES_IN_MESSAGE = 10
+# Matching builds its tIoU tables for this many bytes of detections at a time (see `match_detections`);
+# a table row costs about `_TIOU_TEMPORARIES` float64 values plus a few bools per threshold per instance.
+_MATCHING_CHUNK_BYTES = 64 * 2**20
+_TIOU_TEMPORARIES = 8
 
 
 class EvaluationInputError(ValueError):
@@ -646,6 +650,10 @@ def match_detections(
     its (class, video) in descending-tIoU order (`argsort()[::-1]`, NaN first) whose tIoU is
     >= the threshold or NaN; a ground truth is taken at most once per threshold.
 
+    Beyond O(num_detections) index arrays, memory is bounded: the tIoU tables are built for about
+    `_MATCHING_CHUNK_BYTES` of detections at a time, also when one (class, video) group holds
+    millions of detections.
+
     Returns:
         `(num_detections, num_thresholds)` bool, True = true positive (indexed like `detections`).
     """
@@ -684,22 +692,6 @@ def match_detections(
         dets = ranked_grouped[in_bucket]
         det_group = grouped_group[in_bucket]
         det_rank = rank_in_group[in_bucket]
-        num_dets = len(dets)
-
-        # tIoU of every detection with its group's instances, columns in descending-tIoU order.
-        sorted_tiou = np.full((num_dets, width), -np.inf)
-        sorted_columns = np.zeros((num_dets, width), dtype=np.int64)
-        det_sizes = group_sizes[det_group]
-        for size in np.unique(det_sizes):
-            rows = np.flatnonzero(det_sizes == size)
-            gt_rows = gt_order[group_starts[det_group[rows]][:, None] + np.arange(size)]  # (rows, size)
-            tiou = segment_tiou(detections.segments[dets[rows]][:, None, :], ground_truth.segments[gt_rows])
-            # Same call as the official code on each row of the same length: same tie order.
-            preference = tiou.argsort(axis=1)[:, ::-1]
-            sorted_tiou[rows, :size] = np.take_along_axis(tiou, preference, axis=1)
-            sorted_columns[rows, :size] = preference
-        # (num_dets, num_thresholds, width): a NaN tIoU passes `tiou < threshold` in the official loop.
-        eligible = (sorted_tiou[:, None, :] >= thresholds[None, :, None]) | np.isnan(sorted_tiou)[:, None, :]
 
         # Groups by decreasing number of detections, rows ordered by (rank, group): step k is one
         # contiguous block holding the k-th detection of the first `active` groups.
@@ -709,33 +701,84 @@ def match_detections(
         local_group = np.argsort(by_count)[local_group]
         counts_desc = group_counts[by_count]
         step_order = np.lexsort((local_group, det_rank))
-        eligible = eligible[step_order]
-        sorted_columns = sorted_columns[step_order]
         dets = dets[step_order]
+        det_group = det_group[step_order]
+        num_steps = int(counts_desc[0])
+        # active[k] = groups with more than k detections; block_starts[k] = first row of step k.
+        active_per_step = np.searchsorted(-counts_desc, -np.arange(num_steps), side="left")
+        block_starts = np.concatenate([[0], np.cumsum(active_per_step)])
 
+        # The tIoU tables of a bucket are (rows, width) and (rows, thresholds, width): built for a
+        # chunk of consecutive steps at a time, so memory stays bounded however many detections
+        # share one (class, video) group.
+        chunk_rows = max(1, _MATCHING_CHUNK_BYTES // (int(width) * (8 * _TIOU_TEMPORARIES + 3 * num_thresholds)))
         taken = np.zeros((len(bucket_groups), num_thresholds, width), dtype=bool)
-        block_start = 0
-        for step in range(int(counts_desc[0])):
-            active = int(np.count_nonzero(counts_desc > step))
-            block = slice(block_start, block_start + active)
-            block_start += active
-            if width == 1:
-                # One instance per group (most ActivityNet videos): no order to follow.
-                hit = eligible[block, :, 0] & ~taken[:active, :, 0]
-                taken[:active, :, 0] |= hit
-            else:
-                columns = sorted_columns[block]
-                taken_sorted = np.take_along_axis(
-                    taken[:active], np.broadcast_to(columns[:, None, :], (active, num_thresholds, width)), axis=2
-                )
-                free = eligible[block] & ~taken_sorted
-                choice = free.argmax(axis=2)  # (active, num_thresholds): first free eligible instance
-                hit = np.take_along_axis(free, choice[:, :, None], axis=2)[:, :, 0]
-                group_rows, threshold_cols = np.nonzero(hit)
-                chosen_columns = np.take_along_axis(columns, choice, axis=1)
-                taken[group_rows, threshold_cols, chosen_columns[group_rows, threshold_cols]] = True
-            true_positive[dets[block]] = hit
+        first_step = 0
+        while first_step < num_steps:
+            last_step = max(
+                first_step + 1, int(np.searchsorted(block_starts, block_starts[first_step] + chunk_rows, side="right")) - 1
+            )
+            chunk = slice(int(block_starts[first_step]), int(block_starts[last_step]))
+            eligible, sorted_columns = _eligible_instances(
+                ground_truth, detections, dets[chunk], det_group[chunk], int(width), thresholds,
+                gt_order, group_starts, group_sizes,
+            )
+            for step in range(first_step, last_step):
+                active = int(active_per_step[step])
+                block = slice(int(block_starts[step]) - chunk.start, int(block_starts[step + 1]) - chunk.start)
+                if width == 1:
+                    # One instance per group (most ActivityNet videos): no order to follow.
+                    hit = eligible[block, :, 0] & ~taken[:active, :, 0]
+                    taken[:active, :, 0] |= hit
+                else:
+                    columns = sorted_columns[block]
+                    taken_sorted = np.take_along_axis(
+                        taken[:active], np.broadcast_to(columns[:, None, :], (active, num_thresholds, width)), axis=2
+                    )
+                    free = eligible[block] & ~taken_sorted
+                    choice = free.argmax(axis=2)  # (active, num_thresholds): first free eligible instance
+                    hit = np.take_along_axis(free, choice[:, :, None], axis=2)[:, :, 0]
+                    group_rows, threshold_cols = np.nonzero(hit)
+                    chosen_columns = np.take_along_axis(columns, choice, axis=1)
+                    taken[group_rows, threshold_cols, chosen_columns[group_rows, threshold_cols]] = True
+                true_positive[dets[chunk][block]] = hit
+            first_step = last_step
     return true_positive
+
+
+def _eligible_instances(
+    ground_truth: GroundTruth,
+    detections: Detections,
+    dets: np.ndarray,
+    det_group: np.ndarray,
+    width: int,
+    thresholds: np.ndarray,
+    gt_order: np.ndarray,
+    group_starts: np.ndarray,
+    group_sizes: np.ndarray,
+):
+    """For detections `dets` of groups `det_group` (all of padded size `width`): which instances each
+    detection may take at each threshold, columns in the official descending-tIoU order.
+
+    Returns:
+        eligible: `(num_dets, num_thresholds, width)` bool, tIoU >= threshold or NaN (a NaN tIoU passes
+            `tiou < threshold` in the official loop); padding columns are False.
+        sorted_columns: `(num_dets, width)` position inside the group of each column.
+    """
+    num_dets = len(dets)
+    sorted_tiou = np.full((num_dets, width), -np.inf)
+    sorted_columns = np.zeros((num_dets, width), dtype=np.int64)
+    det_sizes = group_sizes[det_group]
+    for size in np.unique(det_sizes):
+        rows = np.flatnonzero(det_sizes == size)
+        gt_rows = gt_order[group_starts[det_group[rows]][:, None] + np.arange(size)]  # (rows, size)
+        tiou = segment_tiou(detections.segments[dets[rows]][:, None, :], ground_truth.segments[gt_rows])
+        # Same call as the official code on each row of the same length: same tie order.
+        preference = tiou.argsort(axis=1)[:, ::-1]
+        sorted_tiou[rows, :size] = np.take_along_axis(tiou, preference, axis=1)
+        sorted_columns[rows, :size] = preference
+    eligible = (sorted_tiou[:, None, :] >= thresholds[None, :, None]) | np.isnan(sorted_tiou)[:, None, :]
+    return eligible, sorted_columns
 
 
 def interpolated_average_precision(true_positive: np.ndarray, num_positives: int) -> np.ndarray:
@@ -750,19 +793,23 @@ def interpolated_average_precision(true_positive: np.ndarray, num_positives: int
         summation over the same compacted array) as the official code, so values are
         bit-identical.
     """
+    # One threshold at a time: the float temporaries are then (num_ranked,), not (num_thresholds, num_ranked).
+    return np.array([_interpolated_average_precision_row(row, num_positives) for row in true_positive])
+
+
+def _interpolated_average_precision_row(true_positive: np.ndarray, num_positives: int) -> float:
     hits = true_positive.astype(np.float64)
-    tp_cumsum = np.cumsum(hits, axis=1)
-    fp_cumsum = np.cumsum(1.0 - hits, axis=1)
+    tp_cumsum = np.cumsum(hits)
+    fp_cumsum = np.cumsum(1.0 - hits)
     recall = tp_cumsum / float(num_positives)
     precision = tp_cumsum / (tp_cumsum + fp_cumsum)
-    num_thresholds = hits.shape[0]
-    padded_precision = np.hstack([np.zeros((num_thresholds, 1)), precision, np.zeros((num_thresholds, 1))])
-    padded_recall = np.hstack([np.zeros((num_thresholds, 1)), recall, np.ones((num_thresholds, 1))])
+    padded_precision = np.concatenate([[0.0], precision, [0.0]])
+    padded_recall = np.concatenate([[0.0], recall, [1.0]])
     # Precision envelope: maximum of everything to the right.
-    envelope = np.maximum.accumulate(padded_precision[:, ::-1], axis=1)[:, ::-1]
-    recall_changes = padded_recall[:, 1:] != padded_recall[:, :-1]
-    areas = (padded_recall[:, 1:] - padded_recall[:, :-1]) * envelope[:, 1:]
-    return np.array([np.sum(areas[row][recall_changes[row]]) for row in range(num_thresholds)])
+    envelope = np.maximum.accumulate(padded_precision[::-1])[::-1]
+    recall_changes = padded_recall[1:] != padded_recall[:-1]
+    areas = (padded_recall[1:] - padded_recall[:-1]) * envelope[1:]
+    return np.sum(areas[recall_changes])
 
 
 def compute_detection_ap(
