@@ -713,6 +713,7 @@ def match_detections(
         # share one (class, video) group.
         chunk_rows = max(1, _MATCHING_CHUNK_BYTES // (int(width) * (8 * _TIOU_TEMPORARIES + 3 * num_thresholds)))
         taken = np.zeros((len(bucket_groups), num_thresholds, width), dtype=bool)
+        group_range, threshold_range = np.arange(len(bucket_groups)), np.arange(num_thresholds)
         first_step = 0
         while first_step < num_steps:
             last_step = max(
@@ -731,15 +732,15 @@ def match_detections(
                     hit = eligible[block, :, 0] & ~taken[:active, :, 0]
                     taken[:active, :, 0] |= hit
                 else:
+                    # Plain fancy indexing (not take_along_axis): a crowded group runs this once per detection.
                     columns = sorted_columns[block]
-                    taken_sorted = np.take_along_axis(
-                        taken[:active], np.broadcast_to(columns[:, None, :], (active, num_thresholds, width)), axis=2
-                    )
+                    group_index = group_range[:active, None]
+                    taken_sorted = taken[group_index[:, :, None], threshold_range[None, :, None], columns[:, None, :]]
                     free = eligible[block] & ~taken_sorted
                     choice = free.argmax(axis=2)  # (active, num_thresholds): first free eligible instance
-                    hit = np.take_along_axis(free, choice[:, :, None], axis=2)[:, :, 0]
+                    hit = free[group_index, threshold_range[None, :], choice]
                     group_rows, threshold_cols = np.nonzero(hit)
-                    chosen_columns = np.take_along_axis(columns, choice, axis=1)
+                    chosen_columns = columns[group_index, choice]
                     taken[group_rows, threshold_cols, chosen_columns[group_rows, threshold_cols]] = True
                 true_positive[dets[chunk][block]] = hit
             first_step = last_step
