@@ -126,13 +126,31 @@ def _list_names(names: Sequence[Any]) -> str:
     return shown
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object_without_duplicate_keys(pairs):
+    # `json.load` keeps the last of repeated keys: a video id written twice would lose its first part silently.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        raise _DuplicateKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return result
+
+
 def _read_json(source: Union[str, os.PathLike, Mapping, list], what: str):
     """Returns (parsed data, name for messages) for a path or an already parsed object."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
             with open(path, "rb") as file:
-                return json.load(file), path
+                return json.load(file, object_pairs_hook=_object_without_duplicate_keys), path
+        except _DuplicateKey as error:
+            raise EvaluationInputError(
+                f"{what} file {path!r}: key {error.args[0]!r} appears twice in one JSON object; JSON readers keep "
+                "only the last one, so the first would be lost. Merge or rename the two entries"
+            ) from None
         except FileNotFoundError:
             raise EvaluationInputError(f"{what} file {path!r} does not exist") from None
         except (OSError, UnicodeDecodeError) as error:
@@ -1216,6 +1234,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     handler.setFormatter(logging.Formatter("adatad-eval: warning: %(message)s"))
     logger.addHandler(handler)
     logger.propagate = False
+    level = logger.level
     if args.quiet:
         logger.setLevel(logging.ERROR)
     subset = None if args.all_subsets else args.subset
@@ -1261,6 +1280,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
+        logger.setLevel(level)
     if not args.quiet:
         print(table)
     return 0

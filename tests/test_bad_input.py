@@ -133,6 +133,16 @@ def test_non_finite_predictions_are_an_error_naming_the_video(tmp_path, capsys):
     assert_one_error_line(err, "video 'v2', detection 0", "NaN or infinite")
 
 
+def test_a_video_written_twice_in_an_evaluation_file_is_an_error(tmp_path, capsys):
+    gt = write_json(tmp_path / "gt.json", GROUND_TRUTH)
+    predictions = tmp_path / "pred.json"
+    detection = '{"segment": [0.0, 10.0], "label": "jump", "score": 0.9}'
+    predictions.write_text(f'{{"results": {{"v1": [{detection}], "v2": [], "v1": []}}}}')
+    code, _, err = run_eval(capsys, "--ground-truth", gt, "--predictions", predictions)
+    assert code == 1
+    assert_one_error_line(err, "key 'v1' appears twice")
+
+
 # ---------------------------------------------------------------------------------------------
 # Item 10: bounded arithmetic in the OpenTAD config reader
 # ---------------------------------------------------------------------------------------------
