@@ -1038,10 +1038,16 @@ def evaluate_proposals(
         instances = instances_by_video[instance_starts[row]:instance_starts[row + 1]]
         if kept == 0:
             continue
-        tiou = segment_tiou(detections.segments[members[:kept]][None, :, :], gt.segments[instances][:, None, :])
-        # (instances, thresholds): index of the first kept proposal reaching the threshold.
-        hits = tiou[:, None, :] >= thresholds[None, :, None]
-        first = np.where(hits.any(axis=2), hits.argmax(axis=2), np.iinfo(np.int64).max)
+        # (instances, thresholds): index of the first kept proposal reaching the threshold, found chunk by
+        # chunk of proposals so that the (instances, thresholds, proposals) table stays bounded.
+        first = np.full((len(instances), len(thresholds)), np.iinfo(np.int64).max, dtype=np.int64)
+        chunk = max(1, _MATCHING_CHUNK_BYTES // ((8 * _TIOU_TEMPORARIES + len(thresholds)) * max(1, len(instances))))
+        for chunk_start in range(0, kept, chunk):
+            chunk_members = members[chunk_start:min(chunk_start + chunk, kept)]
+            tiou = segment_tiou(detections.segments[chunk_members][None, :, :], gt.segments[instances][:, None, :])
+            hits = tiou[:, None, :] >= thresholds[None, :, None]
+            new_hits = hits.any(axis=2) & (first == np.iinfo(np.int64).max)
+            first[new_hits] = hits.argmax(axis=2)[new_hits] + chunk_start
         first_hit[instances] = first
     total_kept = int(kept_counts.sum())
     if total_kept == 0:

@@ -235,6 +235,21 @@ def test_chunked_matching_gives_identical_numbers(monkeypatch, seed):
         assert chunked == whole  # bit-identical
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_chunked_average_recall_gives_identical_numbers(monkeypatch, seed):
+    from test_evaluation import random_case
+
+    gt, predictions = random_case(seed)
+    crowded_gt, crowded_predictions = crowded_group(800, 30, seed)
+    cases = [(gt, predictions), (crowded_gt, crowded_predictions)]
+    whole = [evaluate_proposals(g, p, "0.1:0.9:0.1", max_avg_nr_proposals=50) for g, p in cases]
+    for chunk_bytes in (1, 5000):
+        monkeypatch.setattr(evaluation, "_MATCHING_CHUNK_BYTES", chunk_bytes)
+        chunked = [evaluate_proposals(g, p, "0.1:0.9:0.1", max_avg_nr_proposals=50) for g, p in cases]
+        for got, expected in zip(chunked, whole):
+            assert got["recall_per_tiou"] == expected["recall_per_tiou"] and got["auc"] == expected["auc"]
+
+
 def test_one_crowded_group_evaluates_in_bounded_memory():
     # 20,000 detections on one (class, video) group of 256 instances. Peak of the allocations made during the
     # evaluation (tracemalloc sees numpy's buffers): 394 MiB before chunking, 70 MiB after.
