@@ -25,7 +25,8 @@ loop (slow for large N).
 Usage:
     python benchmarks/bench_eval.py [--shared-dir ../shared] [--work-dir /tmp/adatad-bench-eval]
         [--num-predictions 60000] [--repeats 3] [--skip-official-loop] [--output results.json]
-    python benchmarks/bench_eval.py --crowded-video 1000000 [--crowded-instances 200] [--output results.json]
+    python benchmarks/bench_eval.py --crowded-video 1000000 [--crowded-instances 200] [--crowded-task proposal]
+        [--output results.json]
 """
 
 import argparse
@@ -148,13 +149,14 @@ def run_crowded(args, env, parse_thresholds):
     pred_path.write_text(json.dumps(predictions))
     del ground_truth, predictions
     command, command_name = adatad_eval_command()
-    command = command + ["--ground-truth", str(gt_path), "--predictions", str(pred_path),
+    command = command + ["--ground-truth", str(gt_path), "--predictions", str(pred_path), "--task", args.crowded_task,
                          "--tiou-thresholds", THRESHOLD_SPEC, "--output", str(metrics_path), "--quiet"]
     wall, peak = peak_rss_of_process(command, env)
     metrics = json.loads(metrics_path.read_text())
+    score_name = "average_mAP" if args.crowded_task == "detection" else "auc"
     measurements = {
         "case": {"videos": 1, "classes": 1, "instances": args.crowded_instances, "predictions": args.crowded_video,
-                 "tiou_thresholds": THRESHOLD_SPEC, "average_mAP": metrics["average_mAP"],
+                 "task": args.crowded_task, "tiou_thresholds": THRESHOLD_SPEC, score_name: metrics[score_name],
                  "predictions_file_bytes": pred_path.stat().st_size},
         "adatad_eval_command": command_name,
         "adatad_eval_process_s": wall,
@@ -162,8 +164,9 @@ def run_crowded(args, env, parse_thresholds):
     }
     print(f"case: 1 video, 1 class, {args.crowded_instances} instances, {args.crowded_video} detections "
           f"({pred_path.stat().st_size / 2**20:.0f} MiB of JSON)")
-    print(f"{command_name}: {wall:.1f} s wall, peak RSS {peak / 2**20:.0f} MiB, average mAP {metrics['average_mAP']:.6f}")
-    if args.check_against_loop:
+    print(f"{command_name} --task {args.crowded_task}: {wall:.1f} s wall, peak RSS {peak / 2**20:.0f} MiB, "
+          f"{score_name} {metrics[score_name]:.6f}")
+    if args.check_against_loop and args.crowded_task == "detection":
         ours = np.array(list(metrics["ap_per_class"].values())).T
         plain = plain_loop(gt_path, pred_path, parse_thresholds(THRESHOLD_SPEC))
         if not np.array_equal(plain, ours):
@@ -348,7 +351,9 @@ def main():
     parser.add_argument("--crowded-video", type=int, metavar="N",
                         help="memory case instead: N detections of one class on one video (peak RSS of adatad-eval)")
     parser.add_argument("--crowded-instances", type=int, default=200, help="ground-truth instances of that video")
-    parser.add_argument("--check-against-loop", action="store_true", help="crowded case: compare with the plain loop")
+    parser.add_argument("--crowded-task", choices=("detection", "proposal"), default="detection",
+                        help="crowded case: evaluate detections (mAP) or proposals (AR@AN)")
+    parser.add_argument("--check-against-loop", action="store_true", help="crowded case: compare mAP with the plain loop")
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO_ROOT))
