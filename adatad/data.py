@@ -47,7 +47,7 @@ video: seconds <-> feature grid (`seconds_to_frames`, `seconds_to_grid`, `grid_t
 OpenTAD's sliding windows (`expand_sliding_windows`). `to_database_json` writes video rows
 back to the ActivityNet/OpenTAD `database` JSON layout.
 
-This module is a leaf: it imports numpy and `datasets` only (no torch).
+This module is a leaf: it imports numpy, `datasets` and the torch-free `adatad.evaluation` only (no torch).
 """
 
 import csv
@@ -63,6 +63,8 @@ from typing import Callable, Dict, Iterable, List, Literal, Optional, Sequence, 
 
 import datasets
 import numpy as np
+
+from .evaluation import DuplicateJSONKeyError, object_without_duplicate_keys
 
 
 logger = logging.getLogger(__name__)
@@ -434,31 +436,18 @@ def _finish(builder: _IndexBuilder, output_report: bool, video_dir, video_prefix
     return (dataset, report) if output_report else dataset
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _object_without_duplicate_keys(pairs):
-    # `json.load` keeps the last of repeated keys, so a video (or field) written twice would vanish silently.
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen = set()
-        raise _DuplicateKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
-    return result
-
-
 def _read_json(path: PathLike):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
     try:
         with open(path, encoding="utf8") as f:
-            return json.load(f, object_pairs_hook=_object_without_duplicate_keys)
+            return json.load(f, object_pairs_hook=object_without_duplicate_keys)
     except json.JSONDecodeError as error:
         raise AnnotationError(f"{path}: not valid JSON ({error}).") from error
-    except _DuplicateKey as error:
+    except DuplicateJSONKeyError as error:
         raise AnnotationError(
-            f"{path}: key {error.args[0]!r} appears twice in one JSON object; JSON readers keep only the last one, "
+            f"{path}: key {error.key!r} appears twice in one JSON object; JSON readers keep only the last one, "
             "so the first would be lost. Merge or rename the two entries."
         ) from None
 

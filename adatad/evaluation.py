@@ -126,16 +126,24 @@ def _list_names(names: Sequence[Any]) -> str:
     return shown
 
 
-class _DuplicateKey(ValueError):
-    pass
+class DuplicateJSONKeyError(ValueError):
+    """A key repeated inside one JSON object (`key` holds it)."""
+
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key
 
 
-def _object_without_duplicate_keys(pairs):
-    # `json.load` keeps the last of repeated keys: a video id written twice would lose its first part silently.
+def object_without_duplicate_keys(pairs: list) -> dict:
+    """`object_pairs_hook` for `json.load` that raises `DuplicateJSONKeyError` on a repeated key.
+
+    `json.load` alone keeps the last of repeated keys, so a video id written twice would silently lose
+    everything under its first copy. Used by the evaluation and by the annotation loaders (`adatad.data`).
+    """
     result = dict(pairs)
     if len(result) != len(pairs):
         seen = set()
-        raise _DuplicateKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+        raise DuplicateJSONKeyError(next(key for key, _ in pairs if key in seen or seen.add(key)))
     return result
 
 
@@ -145,10 +153,10 @@ def _read_json(source: Union[str, os.PathLike, Mapping, list], what: str):
         path = os.fspath(source)
         try:
             with open(path, "rb") as file:
-                return json.load(file, object_pairs_hook=_object_without_duplicate_keys), path
-        except _DuplicateKey as error:
+                return json.load(file, object_pairs_hook=object_without_duplicate_keys), path
+        except DuplicateJSONKeyError as error:
             raise EvaluationInputError(
-                f"{what} file {path!r}: key {error.args[0]!r} appears twice in one JSON object; JSON readers keep "
+                f"{what} file {path!r}: key {error.key!r} appears twice in one JSON object; JSON readers keep "
                 "only the last one, so the first would be lost. Merge or rename the two entries"
             ) from None
         except FileNotFoundError:
