@@ -1,5 +1,7 @@
 """AdaTAD model configuration."""
 
+import math
+
 from transformers import AutoConfig, PreTrainedConfig, VideoMAEConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -19,6 +21,53 @@ VIDEOMAE_SMALL = dict(
     tubelet_size=2,
     qv_bias=True,
     use_mean_pooling=True,
+)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# (field, test, allowed values as the error message states them), checked by `AdaTADConfig._check_ranges`.
+_FIELD_RANGES = (
+    ("adapter_mlp_ratio", lambda v: _is_real(v) and v > 0, "a positive number"),
+    ("adapter_kernel_size", lambda v: _is_int(v) and v >= 1 and v % 2 == 1, "a positive odd int (same-length conv)"),
+    ("backbone_drop_path_rate", lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)"),
+    ("num_frames", lambda v: _is_int(v) and v >= 1, "a positive int"),
+    ("image_size", lambda v: _is_int(v) and v >= 1, "a positive int"),
+    ("feature_length", lambda v: _is_int(v) and v >= 1, "a positive int"),
+    ("projection_hidden_size", lambda v: _is_int(v) and v >= 1, "a positive int"),
+    ("projection_kernel_size", lambda v: _is_int(v) and v >= 1 and v % 2 == 1, "a positive odd int (same-length conv)"),
+    ("projection_num_heads", lambda v: _is_int(v) and v >= 1, "a positive int"),
+    ("projection_path_drop_rate", lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)"),
+    ("projection_input_drop_rate", lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)"),
+    ("projection_dropout", lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)"),
+    ("projection_use_abs_pos_embed", lambda v: isinstance(v, bool), "True or False"),
+    ("max_seq_len", lambda v: _is_int(v) and v >= 1, "a positive int"),
+    ("head_hidden_size", lambda v: _is_int(v) and v >= 1, "a positive int"),
+    ("head_num_convs", lambda v: _is_int(v) and v >= 0, "a non-negative int"),
+    ("head_kernel_size", lambda v: _is_int(v) and v >= 1 and v % 2 == 1, "a positive odd int (same-length conv)"),
+    ("head_prior_prob", lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1) (0: no prior bias)"),
+    ("loss_center_sample_radius", lambda v: _is_real(v) and v > 0, "a positive number of strides"),
+    ("loss_label_smoothing", lambda v: _is_real(v) and 0 <= v <= 1, "in [0, 1] (larger values make the loss negative)"),
+    ("loss_regression_weight", lambda v: _is_real(v) and (v > 0 or v == -1), "a positive weight, or -1 to balance it automatically"),
+    ("loss_normalizer_init", lambda v: _is_real(v) and v > 0, "a positive number"),
+    ("loss_normalizer_momentum", lambda v: _is_real(v) and 0 <= v <= 1, "in [0, 1]"),
+    ("loss_focal_alpha", lambda v: _is_real(v) and v <= 1, "in [0, 1], or negative to disable the weighting"),
+    ("loss_focal_gamma", lambda v: _is_real(v) and v >= 0, "a non-negative number"),
+    ("loss_filter_similar_gt", lambda v: isinstance(v, bool), "True or False"),
+    ("post_pre_nms_thresh", lambda v: _is_real(v) and 0 <= v <= 1, "a score in [0, 1]"),
+    ("post_pre_nms_topk", lambda v: _is_int(v) and v >= 1, "a positive int"),
+    ("post_nms_sigma", lambda v: _is_real(v) and v > 0, "a positive number"),
+    ("post_min_score", lambda v: _is_real(v) and 0 <= v <= 1, "a score in [0, 1]"),
+    ("post_max_segments", lambda v: _is_int(v) and v >= 1, "a positive int"),
+    ("post_multiclass_nms", lambda v: isinstance(v, bool), "True or False"),
+    ("post_voting_thresh", lambda v: _is_real(v) and 0 <= v <= 1, "a tIoU in [0, 1] (0: no voting)"),
+    ("initializer_range", lambda v: _is_real(v) and v >= 0, "a non-negative number"),
 )
 
 
@@ -164,6 +213,7 @@ class AdaTADConfig(PreTrainedConfig):
             }.get(self.tuning_mode, [])
         self.adapter_layer_indices = sorted(int(i) for i in self.adapter_layer_indices)
         super().__post_init__(**kwargs)
+        self._check_ranges()
         self._check_values()
 
     @property
@@ -181,6 +231,25 @@ class AdaTADConfig(PreTrainedConfig):
     @property
     def adapter_hidden_size(self) -> int:
         return int(self.backbone_config.hidden_size * self.adapter_mlp_ratio)
+
+    def _check_ranges(self):
+        """Every scalar field within the range the model can use; NaN and infinity fail every range."""
+        for name, is_allowed, allowed in _FIELD_RANGES:
+            value = getattr(self, name)
+            if not is_allowed(value):
+                raise ValueError(f"`{name}` must be {allowed}, got {value!r}.")
+        windows = self.projection_attention_window
+        for window in windows if isinstance(windows, (list, tuple)) else [windows]:
+            if not (_is_int(window) and (window == -1 or window >= 1)):
+                raise ValueError(
+                    f"`projection_attention_window` must be -1 (global attention) or a positive int, per level or for "
+                    f"all levels, got {windows!r}."
+                )
+        for level, (low, high) in enumerate(self.fpn_regression_ranges):
+            if not (0 <= low < high):
+                raise ValueError(
+                    f"`fpn_regression_ranges[{level}]` must be (min, max) with 0 <= min < max, got {[low, high]}."
+                )
 
     def _check_values(self):
         backbone = self.backbone_config

@@ -31,7 +31,7 @@ skipped). Nothing is dropped silently: every skip, clip and removal is counted i
 video, and `to_database_json` writes video rows back to the ActivityNet/OpenTAD `database` JSON layout.
 Seconds <-> feature-grid arithmetic lives in `adatad.time_grid`.
 
-This module imports numpy, `datasets` and `adatad.time_grid` only (no torch).
+This module imports numpy, `datasets`, `adatad.time_grid` and the torch-free `adatad.evaluation` only (no torch).
 """
 
 import csv
@@ -49,6 +49,7 @@ import datasets
 import numpy as np
 
 from .time_grid import seconds_to_frames, window_bounds
+from .evaluation import DuplicateJSONKeyError, object_without_duplicate_keys
 
 
 logger = logging.getLogger(__name__)
@@ -461,9 +462,14 @@ def _read_json(path: PathLike):
         raise FileNotFoundError(f"annotation file not found: {path}")
     try:
         with open(path, encoding="utf8") as f:
-            return json.load(f)
+            return json.load(f, object_pairs_hook=object_without_duplicate_keys)
     except json.JSONDecodeError as error:
         raise AnnotationError(f"{path}: not valid JSON ({error}).") from error
+    except DuplicateJSONKeyError as error:
+        raise AnnotationError(
+            f"{path}: key {error.key!r} appears twice in one JSON object; JSON readers keep only the last one, "
+            "so the first would be lost. Merge or rename the two entries."
+        ) from None
 
 
 def _read_csv(path: PathLike, required: Sequence[str]) -> List[Dict[str, str]]:
@@ -478,13 +484,30 @@ def _read_csv(path: PathLike, required: Sequence[str]) -> List[Dict[str, str]]:
         return list(reader)
 
 
-def _optional_float(value, source, video_id, name) -> Optional[float]:
+class _BadVideoField(ValueError):
+    """A per-video field that cannot be used; loaders report it with `_IndexBuilder.error` (raise or skip)."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
+def _optional_float(value, name) -> Optional[float]:
+    """A positive finite number, or None when absent; raises `_BadVideoField` otherwise."""
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise AnnotationError(f"{source}: video {video_id!r}, field {name}: {value!r} is not a number.") from None
+        raise _BadVideoField(name, f"{value!r} is not a number") from None
+    if not (math.isfinite(number) and number > 0):
+        raise _BadVideoField(name, f"{value!r} must be a positive finite number")
+    return number
+
+
+def _optional_count(value, name) -> Optional[int]:
+    number = _optional_float(value, name)
+    return None if number is None else int(number)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -532,7 +555,8 @@ def load_database_json(
 
     labels_seen = []
     for video_id, info in database.items():
-        for annotation in (info.get("annotations") or []) if isinstance(info, dict) else []:
+        annotations = info.get("annotations") if isinstance(info, dict) else None
+        for annotation in annotations if isinstance(annotations, list) else []:
             label = annotation.get("label") if isinstance(annotation, dict) else None
             if isinstance(label, str) and label not in ignored:
                 labels_seen.append(label)
@@ -550,12 +574,20 @@ def load_database_json(
             builder.report.removed["blocked_video"] += 1
             continue
         duration = info.get("duration")
-        num_frames = _optional_float(info.get("frame"), path, video_id, "frame")
-        num_frames = int(num_frames) if num_frames is not None else None
-        fps = _optional_float(info.get("fps"), path, video_id, "fps")
+        try:
+            num_frames = _optional_count(info.get("frame"), "frame")
+            fps = _optional_float(info.get("fps"), "fps")
+        except _BadVideoField as error:
+            builder.error("bad_video_field", video_id, error.name, str(error))
+            continue
         if fps is None and num_frames is not None and isinstance(duration, (int, float)) and duration > 0:
             fps = num_frames / duration
-        annotations = info.get("annotations") or []
+        if "annotations" not in info:
+            # A misspelt key would otherwise turn an annotated video into one without actions.
+            builder.error("bad_video_field", video_id, "annotations",
+                          "the entry has no 'annotations' key; write \"annotations\": [] for a video without actions")
+            continue
+        annotations = info["annotations"] if info["annotations"] is not None else []
         if not isinstance(annotations, list):
             builder.error("bad_video_field", video_id, "annotations", "'annotations' must be a list")
             continue
@@ -568,7 +600,7 @@ def load_database_json(
                               f"expected [start, end], got {segment!r}")
                 continue
             label = annotation.get("label")
-            if label in ignored:
+            if isinstance(label, str) and label in ignored:
                 builder.report.removed["ignored_label"] += 1
                 continue
             raw_segments.append(_RawSegment(segment[0], segment[1], label, where))
@@ -618,7 +650,11 @@ def load_activitynet_bsn(
     annotations_by_video = _read_json(annotation_json)
     info_rows = _read_csv(video_info_csv, ["video", "subset", "fps"])
     info_by_video = {row["video"]: row for row in info_rows}
-    labels_seen = [a.get("label") for v in annotations_by_video.values() for a in v.get("annotations", [])]
+    if not isinstance(annotations_by_video, dict):
+        raise AnnotationError(f"{annotation_json}: expected a JSON object mapping video names to entries (BSN layout).")
+    labels_seen = [a.get("label") for v in annotations_by_video.values() if isinstance(v, dict)
+                   for a in (v.get("annotations") if isinstance(v.get("annotations"), list) else [])
+                   if isinstance(a, dict)]
     class_names = _class_names_from(class_map, [label for label in labels_seen if isinstance(label, str)])
     source = f"{annotation_json} + {Path(video_info_csv).name}"
     builder = _IndexBuilder(source, class_names, {name: i for i, name in enumerate(class_names)},
@@ -632,19 +668,29 @@ def load_activitynet_bsn(
         if not keep_subset(row["subset"]):
             continue
         video_id = key[len(strip_prefix):] if strip_prefix and key.startswith(strip_prefix) else key
+        if not isinstance(info, dict):
+            builder.error("bad_video_field", video_id, "entry", f"expected an object with 'annotations', got {info!r}")
+            continue
+        if not isinstance(info.get("annotations"), list):
+            builder.error("bad_video_field", video_id, "annotations",
+                          "the entry needs an 'annotations' list (\"annotations\": [] for a video without actions)")
+            continue
         duration = info.get("duration_second")
-        num_frames = info.get("duration_frame")
+        try:
+            num_frames = _optional_count(info.get("duration_frame"), "duration_frame")
+            fps = _optional_float(row["fps"], "fps")
+        except _BadVideoField as error:
+            builder.error("bad_video_field", video_id, error.name, str(error))
+            continue
         raw_segments = []
-        for index, annotation in enumerate(info.get("annotations", [])):
-            segment = annotation.get("segment")
+        for index, annotation in enumerate(info["annotations"]):
+            segment = annotation.get("segment") if isinstance(annotation, dict) else None
             if not isinstance(segment, (list, tuple)) or len(segment) != 2:
                 builder.error("malformed_segment", video_id, f"annotations[{index}].segment",
                               f"expected [start, end], got {segment!r}")
                 continue
             raw_segments.append(_RawSegment(segment[0], segment[1], annotation.get("label"), f"annotations[{index}]"))
-        builder.add(_RawVideo(video_id, row["subset"], duration,
-                              _optional_float(row["fps"], source, key, "fps"),
-                              int(num_frames) if num_frames is not None else None, raw_segments))
+        builder.add(_RawVideo(video_id, row["subset"], duration, fps, num_frames, raw_segments))
     return _finish(builder, default_video_prefix="v_")
 
 
@@ -739,18 +785,30 @@ def _read_thumos_video_info(path: PathLike) -> Dict[str, Tuple[float, float, int
         rows = list(reader)
     info = {}
     if {"video", "fps", "count"} <= columns:
-        for row in rows:
-            fps, count = float(row["fps"]), float(row["count"])
-            info[row["video"]] = (count / fps, fps, int(count))
+        for number, row in enumerate(rows, start=2):
+            try:
+                fps, count = _optional_float(row["fps"], "fps"), _optional_count(row["count"], "count")
+            except _BadVideoField as error:
+                raise AnnotationError(f"{path}: line {number}, video {row['video']!r}, field {error.name}: {error}.") from None
+            info[row["video"]] = (count / fps, fps, count) if fps and count else (None, fps, count)
     elif {"video-name", "video-duration", "frame-rate", "video-frames"} <= columns:
-        for row in rows:
-            info[row["video-name"]] = (float(row["video-duration"]), float(row["frame-rate"]), int(row["video-frames"]))
+        for number, row in enumerate(rows, start=2):
+            info[row["video-name"]] = _thumos_ground_truth_video_info(row, path, number)
     else:
         raise AnnotationError(
             f"{path}: unknown video-info CSV columns {sorted(columns)}; expected 'video,fps,count' (AFSD) or "
             "'video-name,video-duration,frame-rate,video-frames' (thumos14_test_groundtruth.csv)."
         )
     return info
+
+
+def _thumos_ground_truth_video_info(row: Dict[str, str], path, number: int) -> Tuple[float, float, int]:
+    """(duration, fps, num_frames) of a `thumos14_test_groundtruth.csv` row."""
+    try:
+        return (_optional_float(row["video-duration"], "video-duration"), _optional_float(row["frame-rate"], "frame-rate"),
+                _optional_count(row["video-frames"], "video-frames"))
+    except _BadVideoField as error:
+        raise AnnotationError(f"{path}: line {number}, video {row['video-name']!r}, field {error.name}: {error}.") from None
 
 
 # The 20 THUMOS-14 detection classes in index order (alphabetical = `Class_Index_Detection.txt`
@@ -803,16 +861,17 @@ def load_thumos14_csv(
         class_names = _class_names_from(THUMOS14_DETECTION_CLASSES if class_map is None else class_map, [])
         row_labels = []
         for number, row in enumerate(rows, start=2):
-            index = int(row["label-idx"])
+            index = int(row["label-idx"]) if re.fullmatch(r"\s*-?\d+\s*", row["label-idx"] or "") else None
             if index == -1:
                 row_labels.append(THUMOS_AMBIGUOUS_LABEL)
-            elif 0 <= index < len(class_names):
+            elif index is not None and 0 <= index < len(class_names):
                 row_labels.append(class_names[index])
             else:
                 raise AnnotationError(f"{path}: line {number}, video {row['video-name']!r}, field label-idx: "
-                                      f"{index} is not -1 (Ambiguous) or a class index below {len(class_names)}.")
-        video_info = {row["video-name"]: (float(row["video-duration"]), float(row["frame-rate"]),
-                                          int(row["video-frames"])) for row in rows}
+                                      f"{row['label-idx']!r} is not -1 (Ambiguous) or a class index below "
+                                      f"{len(class_names)}.")
+        video_info = {row["video-name"]: _thumos_ground_truth_video_info(row, path, number)
+                      for number, row in enumerate(rows, start=2)}
     else:
         raise AnnotationError(
             f"{path}: unknown THUMOS-14 CSV columns {sorted(columns)}; expected AFSD's "
@@ -916,7 +975,12 @@ def load_epic_kitchens_100(
         if video_info is None:
             builder.error("bad_video_field", video_id, "duration", f"video is not listed in {video_info_csv.name}")
             continue
-        builder.add(_RawVideo(video_id, subset, float(video_info["duration"]), float(video_info["fps"]), None, raw))
+        try:
+            fps = _optional_float(video_info["fps"], "fps")
+        except _BadVideoField as error:
+            builder.error("bad_video_field", video_id, error.name, f"{error} (in {video_info_csv.name})")
+            continue
+        builder.add(_RawVideo(video_id, subset, video_info["duration"], fps, None, raw))
     return _finish(builder)
 
 
@@ -955,18 +1019,26 @@ def load_ego4d_moment_queries(
     if not isinstance(content, dict) or not isinstance(content.get("videos"), list):
         raise AnnotationError(f"{path}: expected a JSON object with a 'videos' list (Ego4D moment-queries layout).")
 
+    def objects(value):
+        # Malformed entries are reported by the main loop below; here they are only left out.
+        return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
     def clip_labels(clip):
-        for annotator in clip.get("annotations") or []:
-            for item in annotator.get("labels") or []:
+        for annotator in objects(clip.get("annotations")):
+            for item in objects(annotator.get("labels")):
                 yield item
 
-    labels_seen = [item.get("label") for video in content["videos"] for clip in video.get("clips", [])
+    labels_seen = [item.get("label") for video in objects(content["videos"]) for clip in objects(video.get("clips"))
                    for item in clip_labels(clip) if item.get("primary", True) or not primary_only]
     class_names = _class_names_from(class_map, [label for label in labels_seen if isinstance(label, str)])
     builder = _IndexBuilder(path, class_names, {name: i for i, name in enumerate(class_names)},
                             AnnotationOptions.of(options, option_overrides))
     keep_subset = _subset_filter(subset)
     for video_index, video in enumerate(content["videos"]):
+        if not isinstance(video, dict):
+            builder.error("bad_video_field", f"videos[{video_index}]", f"videos[{video_index}]",
+                          f"expected an object with 'split' and 'clips', got {video!r}")
+            continue
         split = video.get("split")
         if not isinstance(split, str):
             builder.error("bad_video_field", str(video.get("video_uid", f"videos[{video_index}]")), "split",
@@ -975,6 +1047,10 @@ def load_ego4d_moment_queries(
         if not keep_subset(split):
             continue
         for clip_index, clip in enumerate(video.get("clips") or []):
+            if not isinstance(clip, dict):
+                builder.error("bad_video_field", str(video.get("video_uid", f"videos[{video_index}]")),
+                              f"videos[{video_index}].clips[{clip_index}]", f"expected a clip object, got {clip!r}")
+                continue
             clip_id = clip.get("clip_uid")
             try:
                 clip_start = max(float(clip["video_start_sec"]), 0.0)
@@ -987,7 +1063,16 @@ def load_ego4d_moment_queries(
                 continue
             raw_segments = []
             for annotator_index, annotator in enumerate(clip.get("annotations") or []):
-                for label_index, item in enumerate(annotator.get("labels") or []):
+                labels = annotator.get("labels") if isinstance(annotator, dict) else None
+                if not isinstance(labels, list):
+                    builder.error("malformed_segment", str(clip_id), f"annotations[{annotator_index}]",
+                                  f"expected an object with a 'labels' list, got {annotator!r}")
+                    continue
+                for label_index, item in enumerate(labels):
+                    if not isinstance(item, dict):
+                        builder.error("malformed_segment", str(clip_id), f"annotations[{annotator_index}].labels[{label_index}]",
+                                      f"expected a label object, got {item!r}")
+                        continue
                     if primary_only and not item.get("primary", True):
                         builder.report.removed["non_primary"] += 1
                         continue
@@ -1034,8 +1119,12 @@ def _load_actions_json(path, *, first_class_id, class_names, subset, options):
             continue
         if not keep_subset(info["subset"]):
             continue
+        actions = info.get("actions") or []
+        if not isinstance(actions, list):
+            builder.error("bad_video_field", video_id, "actions", f"'actions' must be a list, got {actions!r}")
+            continue
         raw_segments = []
-        for index, action in enumerate(info.get("actions") or []):
+        for index, action in enumerate(actions):
             if not isinstance(action, (list, tuple)) or len(action) != 3:
                 builder.error("malformed_segment", video_id, f"actions[{index}]",
                               f"expected [class_id, start, end], got {action!r}")

@@ -25,6 +25,8 @@ import json
 import logging
 import os
 import sys
+import tempfile
+import traceback
 from dataclasses import dataclass
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Union
 
@@ -37,6 +39,10 @@ DEFAULT_TIOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 DEFAULT_SUBSET = "validation"
 # How many offending names a message lists before it says "and N more".
 _MAX_NAMES_IN_MESSAGE = 10
+# Matching builds its tIoU tables for this many bytes of detections at a time (see `match_detections`);
+# a table row costs about `_TIOU_TEMPORARIES` float64 values plus a few bools per threshold per instance.
+_MATCHING_CHUNK_BYTES = 64 * 2**20
+_TIOU_TEMPORARIES = 8
 
 
 class EvaluationInputError(ValueError):
@@ -120,13 +126,39 @@ def _list_names(names: Sequence[Any]) -> str:
     return shown
 
 
+class DuplicateJSONKeyError(ValueError):
+    """A key repeated inside one JSON object (`key` holds it)."""
+
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key
+
+
+def object_without_duplicate_keys(pairs: list) -> dict:
+    """`object_pairs_hook` for `json.load` that raises `DuplicateJSONKeyError` on a repeated key.
+
+    `json.load` alone keeps the last of repeated keys, so a video id written twice would silently lose
+    everything under its first copy. Used by the evaluation and by the annotation loaders (`adatad.data`).
+    """
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        raise DuplicateJSONKeyError(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return result
+
+
 def _read_json(source: Union[str, os.PathLike, Mapping, list], what: str):
     """Returns (parsed data, name for messages) for a path or an already parsed object."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
             with open(path, "rb") as file:
-                return json.load(file), path
+                return json.load(file, object_pairs_hook=object_without_duplicate_keys), path
+        except DuplicateJSONKeyError as error:
+            raise EvaluationInputError(
+                f"{what} file {path!r}: key {error.key!r} appears twice in one JSON object; JSON readers keep "
+                "only the last one, so the first would be lost. Merge or rename the two entries"
+            ) from None
         except FileNotFoundError:
             raise EvaluationInputError(f"{what} file {path!r} does not exist") from None
         except (OSError, UnicodeDecodeError) as error:
@@ -174,7 +206,18 @@ def parse_tiou_thresholds(text: Union[str, Sequence[float], np.ndarray]) -> np.n
     else:
         thresholds = np.asarray(text, dtype=np.float64).reshape(-1)
     if thresholds.size == 0 or not np.all(np.isfinite(thresholds)):
-        raise EvaluationInputError(f"tIoU thresholds must be a non-empty list of finite numbers, got {text!r}")
+        raise EvaluationInputError(f"tIoU thresholds must be a non-empty list of finite numbers in [0, 1], got {text!r}")
+    outside = thresholds[(thresholds < 0) | (thresholds > 1)]
+    if outside.size:
+        raise EvaluationInputError(
+            f"tIoU thresholds must lie in [0, 1] (a tIoU is a ratio of lengths), got {_list_names(outside.tolist())}"
+        )
+    values, counts = np.unique(thresholds, return_counts=True)
+    if np.any(counts > 1):
+        raise EvaluationInputError(
+            f"tIoU thresholds must be distinct (each would count twice in the average mAP), repeated: "
+            f"{_list_names(values[counts > 1].tolist())}"
+        )
     return thresholds
 
 
@@ -296,6 +339,16 @@ def load_ground_truth(
     segments = np.column_stack([np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64)])
     video_index = np.asarray(video_index, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
+    non_finite = np.flatnonzero(~np.isfinite(segments).all(axis=1))
+    if len(non_finite):
+        # The official tIoU of a NaN bound is NaN, which passes every threshold: any prediction of the
+        # class would match it and the class would score 100% AP.
+        videos = list(dict.fromkeys(video_ids[video_index[i]] for i in non_finite))
+        raise EvaluationInputError(
+            f"ground truth {name}: video {videos[0]!r} has a segment with a NaN or infinite bound "
+            f"{segments[non_finite[0]].tolist()} ({len(non_finite)} such instance(s) in {len(videos)} video(s): "
+            f"{_list_names(videos)}); fix or remove these instances, a NaN tIoU would count as a match"
+        )
     class_names = list(class_index)
     num_removed = 0
     if remove_duplicate_instances:
@@ -501,6 +554,7 @@ def load_predictions(
                 raise error from None
         raise EvaluationInputError(f"predictions {name}: segments must be [start, end] pairs and scores numbers") from None
     video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64), counts)
+    _check_finite_detections(segments, scores, video_index, video_ids, counts, name)
 
     num_ignored, unknown = 0, []
     if need_label:
@@ -519,6 +573,24 @@ def load_predictions(
         source=name,
         num_unknown_label_ignored=num_ignored,
         unknown_labels=unknown,
+    )
+
+
+def _check_finite_detections(segments, scores, video_index, video_ids, counts, name: str) -> None:
+    """Refuses NaN or infinite bounds and scores: the official code would rank a NaN score first and
+    could count a NaN tIoU as a match, so such a file gives a meaningless mAP without failing."""
+    bad = np.flatnonzero(~(np.isfinite(segments).all(axis=1) & np.isfinite(scores)))
+    if not len(bad):
+        return
+    first = int(bad[0])
+    video = int(video_index[first])
+    position = first - int(np.sum(counts[:video]))
+    videos = list(dict.fromkeys(video_ids[video_index[i]] for i in bad))
+    raise EvaluationInputError(
+        f"predictions {name}: video {video_ids[video]!r}, detection {position} has a NaN or infinite value "
+        f"(segment {segments[first].tolist()}, score {scores[first]!r}); {len(bad)} such detection(s) in "
+        f"{len(videos)} video(s): {_list_names(videos)}. Drop them or fix the model output (a NaN usually means "
+        "the detector overflowed)"
     )
 
 
@@ -604,6 +676,10 @@ def match_detections(
     its (class, video) in descending-tIoU order (`argsort()[::-1]`, NaN first) whose tIoU is
     >= the threshold or NaN; a ground truth is taken at most once per threshold.
 
+    Beyond O(num_detections) index arrays, memory is bounded: the tIoU tables are built for about
+    `_MATCHING_CHUNK_BYTES` of detections at a time, also when one (class, video) group holds
+    millions of detections.
+
     Returns:
         `(num_detections, num_thresholds)` bool, True = true positive (indexed like `detections`).
     """
@@ -642,22 +718,6 @@ def match_detections(
         dets = ranked_grouped[in_bucket]
         det_group = grouped_group[in_bucket]
         det_rank = rank_in_group[in_bucket]
-        num_dets = len(dets)
-
-        # tIoU of every detection with its group's instances, columns in descending-tIoU order.
-        sorted_tiou = np.full((num_dets, width), -np.inf)
-        sorted_columns = np.zeros((num_dets, width), dtype=np.int64)
-        det_sizes = group_sizes[det_group]
-        for size in np.unique(det_sizes):
-            rows = np.flatnonzero(det_sizes == size)
-            gt_rows = gt_order[group_starts[det_group[rows]][:, None] + np.arange(size)]  # (rows, size)
-            tiou = segment_tiou(detections.segments[dets[rows]][:, None, :], ground_truth.segments[gt_rows])
-            # Same call as the official code on each row of the same length: same tie order.
-            preference = tiou.argsort(axis=1)[:, ::-1]
-            sorted_tiou[rows, :size] = np.take_along_axis(tiou, preference, axis=1)
-            sorted_columns[rows, :size] = preference
-        # (num_dets, num_thresholds, width): a NaN tIoU passes `tiou < threshold` in the official loop.
-        eligible = (sorted_tiou[:, None, :] >= thresholds[None, :, None]) | np.isnan(sorted_tiou)[:, None, :]
 
         # Groups by decreasing number of detections, rows ordered by (rank, group): step k is one
         # contiguous block holding the k-th detection of the first `active` groups.
@@ -667,33 +727,85 @@ def match_detections(
         local_group = np.argsort(by_count)[local_group]
         counts_desc = group_counts[by_count]
         step_order = np.lexsort((local_group, det_rank))
-        eligible = eligible[step_order]
-        sorted_columns = sorted_columns[step_order]
         dets = dets[step_order]
+        det_group = det_group[step_order]
+        num_steps = int(counts_desc[0])
+        # active[k] = groups with more than k detections; block_starts[k] = first row of step k.
+        active_per_step = np.searchsorted(-counts_desc, -np.arange(num_steps), side="left")
+        block_starts = np.concatenate([[0], np.cumsum(active_per_step)])
 
+        # The tIoU tables of a bucket are (rows, width) and (rows, thresholds, width): built for a
+        # chunk of consecutive steps at a time, so memory stays bounded however many detections
+        # share one (class, video) group.
+        chunk_rows = max(1, _MATCHING_CHUNK_BYTES // (int(width) * (8 * _TIOU_TEMPORARIES + 3 * num_thresholds)))
         taken = np.zeros((len(bucket_groups), num_thresholds, width), dtype=bool)
-        block_start = 0
-        for step in range(int(counts_desc[0])):
-            active = int(np.count_nonzero(counts_desc > step))
-            block = slice(block_start, block_start + active)
-            block_start += active
-            if width == 1:
-                # One instance per group (most ActivityNet videos): no order to follow.
-                hit = eligible[block, :, 0] & ~taken[:active, :, 0]
-                taken[:active, :, 0] |= hit
-            else:
-                columns = sorted_columns[block]
-                taken_sorted = np.take_along_axis(
-                    taken[:active], np.broadcast_to(columns[:, None, :], (active, num_thresholds, width)), axis=2
-                )
-                free = eligible[block] & ~taken_sorted
-                choice = free.argmax(axis=2)  # (active, num_thresholds): first free eligible instance
-                hit = np.take_along_axis(free, choice[:, :, None], axis=2)[:, :, 0]
-                group_rows, threshold_cols = np.nonzero(hit)
-                chosen_columns = np.take_along_axis(columns, choice, axis=1)
-                taken[group_rows, threshold_cols, chosen_columns[group_rows, threshold_cols]] = True
-            true_positive[dets[block]] = hit
+        group_range, threshold_range = np.arange(len(bucket_groups)), np.arange(num_thresholds)
+        first_step = 0
+        while first_step < num_steps:
+            last_step = max(
+                first_step + 1, int(np.searchsorted(block_starts, block_starts[first_step] + chunk_rows, side="right")) - 1
+            )
+            chunk = slice(int(block_starts[first_step]), int(block_starts[last_step]))
+            eligible, sorted_columns = _eligible_instances(
+                ground_truth, detections, dets[chunk], det_group[chunk], int(width), thresholds,
+                gt_order, group_starts, group_sizes,
+            )
+            for step in range(first_step, last_step):
+                active = int(active_per_step[step])
+                block = slice(int(block_starts[step]) - chunk.start, int(block_starts[step + 1]) - chunk.start)
+                if width == 1:
+                    # One instance per group (most ActivityNet videos): no order to follow.
+                    hit = eligible[block, :, 0] & ~taken[:active, :, 0]
+                    taken[:active, :, 0] |= hit
+                else:
+                    # Plain fancy indexing (not take_along_axis): a crowded group runs this once per detection.
+                    columns = sorted_columns[block]
+                    group_index = group_range[:active, None]
+                    taken_sorted = taken[group_index[:, :, None], threshold_range[None, :, None], columns[:, None, :]]
+                    free = eligible[block] & ~taken_sorted
+                    choice = free.argmax(axis=2)  # (active, num_thresholds): first free eligible instance
+                    hit = free[group_index, threshold_range[None, :], choice]
+                    group_rows, threshold_cols = np.nonzero(hit)
+                    chosen_columns = columns[group_index, choice]
+                    taken[group_rows, threshold_cols, chosen_columns[group_rows, threshold_cols]] = True
+                true_positive[dets[chunk][block]] = hit
+            first_step = last_step
     return true_positive
+
+
+def _eligible_instances(
+    ground_truth: GroundTruth,
+    detections: Detections,
+    dets: np.ndarray,
+    det_group: np.ndarray,
+    width: int,
+    thresholds: np.ndarray,
+    gt_order: np.ndarray,
+    group_starts: np.ndarray,
+    group_sizes: np.ndarray,
+):
+    """For detections `dets` of groups `det_group` (all of padded size `width`): which instances each
+    detection may take at each threshold, columns in the official descending-tIoU order.
+
+    Returns:
+        eligible: `(num_dets, num_thresholds, width)` bool, tIoU >= threshold or NaN (a NaN tIoU passes
+            `tiou < threshold` in the official loop); padding columns are False.
+        sorted_columns: `(num_dets, width)` position inside the group of each column.
+    """
+    num_dets = len(dets)
+    sorted_tiou = np.full((num_dets, width), -np.inf)
+    sorted_columns = np.zeros((num_dets, width), dtype=np.int64)
+    det_sizes = group_sizes[det_group]
+    for size in np.unique(det_sizes):
+        rows = np.flatnonzero(det_sizes == size)
+        gt_rows = gt_order[group_starts[det_group[rows]][:, None] + np.arange(size)]  # (rows, size)
+        tiou = segment_tiou(detections.segments[dets[rows]][:, None, :], ground_truth.segments[gt_rows])
+        # Same call as the official code on each row of the same length: same tie order.
+        preference = tiou.argsort(axis=1)[:, ::-1]
+        sorted_tiou[rows, :size] = np.take_along_axis(tiou, preference, axis=1)
+        sorted_columns[rows, :size] = preference
+    eligible = (sorted_tiou[:, None, :] >= thresholds[None, :, None]) | np.isnan(sorted_tiou)[:, None, :]
+    return eligible, sorted_columns
 
 
 def interpolated_average_precision(true_positive: np.ndarray, num_positives: int) -> np.ndarray:
@@ -708,19 +820,23 @@ def interpolated_average_precision(true_positive: np.ndarray, num_positives: int
         summation over the same compacted array) as the official code, so values are
         bit-identical.
     """
+    # One threshold at a time: the float temporaries are then (num_ranked,), not (num_thresholds, num_ranked).
+    return np.array([_interpolated_average_precision_row(row, num_positives) for row in true_positive])
+
+
+def _interpolated_average_precision_row(true_positive: np.ndarray, num_positives: int) -> float:
     hits = true_positive.astype(np.float64)
-    tp_cumsum = np.cumsum(hits, axis=1)
-    fp_cumsum = np.cumsum(1.0 - hits, axis=1)
+    tp_cumsum = np.cumsum(hits)
+    fp_cumsum = np.cumsum(1.0 - hits)
     recall = tp_cumsum / float(num_positives)
     precision = tp_cumsum / (tp_cumsum + fp_cumsum)
-    num_thresholds = hits.shape[0]
-    padded_precision = np.hstack([np.zeros((num_thresholds, 1)), precision, np.zeros((num_thresholds, 1))])
-    padded_recall = np.hstack([np.zeros((num_thresholds, 1)), recall, np.ones((num_thresholds, 1))])
+    padded_precision = np.concatenate([[0.0], precision, [0.0]])
+    padded_recall = np.concatenate([[0.0], recall, [1.0]])
     # Precision envelope: maximum of everything to the right.
-    envelope = np.maximum.accumulate(padded_precision[:, ::-1], axis=1)[:, ::-1]
-    recall_changes = padded_recall[:, 1:] != padded_recall[:, :-1]
-    areas = (padded_recall[:, 1:] - padded_recall[:, :-1]) * envelope[:, 1:]
-    return np.array([np.sum(areas[row][recall_changes[row]]) for row in range(num_thresholds)])
+    envelope = np.maximum.accumulate(padded_precision[::-1])[::-1]
+    recall_changes = padded_recall[1:] != padded_recall[:-1]
+    areas = (padded_recall[1:] - padded_recall[:-1]) * envelope[1:]
+    return np.sum(areas[recall_changes])
 
 
 def compute_detection_ap(
@@ -762,19 +878,12 @@ def _input_warnings(ground_truth: GroundTruth, detections: Detections, label_fre
         messages.append(
             f"{ground_truth.num_zero_length_or_inverted} ground-truth instance(s) have end <= start; kept as the official code does"
         )
-    segments, scores = detections.segments, detections.scores
-    with np.errstate(invalid="ignore"):
-        bad_segments = int(np.count_nonzero(~(segments[:, 1] > segments[:, 0])))
+    segments = detections.segments
+    bad_segments = int(np.count_nonzero(~(segments[:, 1] > segments[:, 0])))
     if bad_segments:
         messages.append(
-            f"{bad_segments} prediction(s) in {detections.source} are zero-length, inverted or non-finite (end <= start); "
+            f"{bad_segments} prediction(s) in {detections.source} are zero-length or inverted (end <= start); "
             "evaluated as the official code does (a 0/0 tIoU with such a ground truth counts as a match)"
-        )
-    non_finite = int(np.count_nonzero(~np.isfinite(scores)))
-    if non_finite:
-        messages.append(
-            f"{non_finite} prediction(s) in {detections.source} have a non-finite score; ranked as the official "
-            "code does (NaN first, then +inf ... -inf)"
         )
     gt_videos = set(ground_truth.video_ids)
     outside = [video_id for video_id in detections.video_ids if video_id not in gt_videos]
@@ -888,6 +997,11 @@ def evaluate_proposals(
         counts and `warnings`.
     """
     thresholds = parse_tiou_thresholds(tiou_thresholds)
+    if max_avg_nr_proposals is not None and not (np.isfinite(max_avg_nr_proposals) and max_avg_nr_proposals > 0):
+        raise EvaluationInputError(
+            f"the maximum average number of proposals per video must be a positive finite number (or unset for "
+            f"all proposals), got {max_avg_nr_proposals!r}"
+        )
     gt = load_ground_truth(ground_truth, subset=subset, blocked_videos=blocked_videos)
     detections = load_predictions(proposals, None, blocked_videos=blocked_videos)
     messages = _input_warnings(gt, detections, label_free=True)
@@ -901,7 +1015,7 @@ def evaluate_proposals(
     num_proposals_total = detections.num_detections
     if num_proposals_total == 0:
         raise EvaluationInputError(f"proposals {detections.source} contain no proposal; AR@AN is undefined")
-    if not max_avg_nr_proposals:
+    if max_avg_nr_proposals is None:
         max_avg_nr_proposals = float(num_proposals_total) / num_videos
     ratio = max_avg_nr_proposals * float(num_videos) / num_proposals_total
 
@@ -932,10 +1046,16 @@ def evaluate_proposals(
         instances = instances_by_video[instance_starts[row]:instance_starts[row + 1]]
         if kept == 0:
             continue
-        tiou = segment_tiou(detections.segments[members[:kept]][None, :, :], gt.segments[instances][:, None, :])
-        # (instances, thresholds): index of the first kept proposal reaching the threshold.
-        hits = tiou[:, None, :] >= thresholds[None, :, None]
-        first = np.where(hits.any(axis=2), hits.argmax(axis=2), np.iinfo(np.int64).max)
+        # (instances, thresholds): index of the first kept proposal reaching the threshold, found chunk by
+        # chunk of proposals so that the (instances, thresholds, proposals) table stays bounded.
+        first = np.full((len(instances), len(thresholds)), np.iinfo(np.int64).max, dtype=np.int64)
+        chunk = max(1, _MATCHING_CHUNK_BYTES // ((8 * _TIOU_TEMPORARIES + len(thresholds)) * max(1, len(instances))))
+        for chunk_start in range(0, kept, chunk):
+            chunk_members = members[chunk_start:min(chunk_start + chunk, kept)]
+            tiou = segment_tiou(detections.segments[chunk_members][None, :, :], gt.segments[instances][:, None, :])
+            hits = tiou[:, None, :] >= thresholds[None, :, None]
+            new_hits = hits.any(axis=2) & (first == np.iinfo(np.int64).max)
+            first[new_hits] = hits.argmax(axis=2)[new_hits] + chunk_start
         first_hit[instances] = first
     total_kept = int(kept_counts.sum())
     if total_kept == 0:
@@ -1095,6 +1215,51 @@ def evaluate_topk_recall(
     }
 
 
+def _checked_output_path(output: str, inputs: Mapping[str, str]) -> str:
+    """Absolute path of `--output` once it is known to be writable and none of the inputs, so that a
+    typo fails before the evaluation rather than after it, and never replaces an input file."""
+    path = os.path.abspath(output)
+    for what, input_path in inputs.items():
+        same = os.path.realpath(path) == os.path.realpath(input_path)
+        if not same and os.path.exists(path) and os.path.exists(input_path):
+            same = os.path.samefile(path, input_path)
+        if same:
+            raise EvaluationInputError(
+                f"--output {output!r} is the {what} file and would be replaced by the metrics; write them to another file"
+            )
+    if os.path.isdir(path):
+        raise EvaluationInputError(f"--output {output!r} is a folder; give a file name such as metrics.json")
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".adatad-eval-probe-")
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise EvaluationInputError(
+            f"--output {output!r} cannot be written ({error.strerror or error}); choose a writable location"
+        ) from None
+    return path
+
+
+def _write_json_atomically(path: str, data) -> None:
+    """Writes JSON under a temporary name in the target folder and renames it into place, so an
+    interrupted write never leaves a truncated file (or destroys the previous one)."""
+    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            json.dump(data, file, indent=1)
+        umask = os.umask(0)
+        os.umask(umask)
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """`adatad-eval`: ActivityNet-protocol mAP (or AR@AN) of a prediction file."""
     import argparse
@@ -1103,6 +1268,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="adatad-eval",
         description="ActivityNet-protocol temporal action detection mAP (identical to the official evaluator), "
         "or AR@AN for proposals.",
+        epilog="exit status: 0 evaluated; 1 bad input (a file, a value in it, a flag value out of range, or an "
+        "--output that cannot be written or is one of the inputs), with one 'adatad-eval: error:' line; "
+        "2 command-line usage error (unknown or missing flag).",
     )
     parser.add_argument("--ground-truth", required=True, help="ground-truth JSON (ActivityNet 'database' layout)")
     parser.add_argument("--predictions", required=True, help="prediction JSON (ActivityNet submission layout, 'results')")
@@ -1133,16 +1301,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--per-class", action="store_true", help="also print AP of every class")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
     args = parser.parse_args(argv)
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("adatad-eval: warning: %(message)s"))
     logger.addHandler(handler)
     logger.propagate = False
+    level = logger.level
     if args.quiet:
         logger.setLevel(logging.ERROR)
     subset = None if args.all_subsets else args.subset
     try:
+        if args.output:
+            output = _checked_output_path(
+                args.output,
+                {"ground-truth": args.ground_truth, "predictions": args.predictions,
+                 **({"blocked-videos": args.blocked_videos} if args.blocked_videos else {})},
+            )
         blocked = _read_video_list(args.blocked_videos) if args.blocked_videos else ()
         if args.task == "detection":
             result = evaluate_detection(
@@ -1166,16 +1342,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             )
             table = _format_proposal_table(result)
         if args.output:
-            output_dir = os.path.dirname(os.path.abspath(args.output))
-            os.makedirs(output_dir, exist_ok=True)
-            with open(args.output, "w", encoding="utf-8") as file:
-                json.dump(_json_ready(result), file, indent=1)
+            try:
+                _write_json_atomically(output, _json_ready(result))
+            except OSError as error:
+                raise EvaluationInputError(f"--output {args.output!r} could not be written: {error}") from error
     except EvaluationInputError as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"adatad-eval: error: {error}", file=sys.stderr)
         return 1
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
+        logger.setLevel(level)
     if not args.quiet:
         print(table)
     return 0

@@ -20,7 +20,9 @@ Pure Python: imports neither torch nor transformers.
 
 import ast
 import copy
+import math
 import operator
+import re
 from pathlib import Path
 
 BASE_KEY = "_base_"
@@ -53,6 +55,11 @@ BINARY_OPERATORS = {
     ast.Pow: operator.pow,
 }
 UNARY_OPERATORS = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
+# Bounds on what arithmetic may build, checked before computing: without them `10 ** 10 ** 8`, `"a" * 10 ** 10`
+# or `range(10 ** 12)` would hang the reader or exhaust memory. Real configs stay far below (the largest
+# numbers are sample counts and epochs; the longest sequences are class lists).
+MAX_INT_BITS = 1024  # as large as the largest float
+MAX_SEQUENCE_LENGTH = 1_000_000
 
 
 class OpenTADConfigError(ValueError):
@@ -231,12 +238,18 @@ class _ConfigEvaluator:
         if isinstance(node, ast.Slice):
             return slice(*(self.evaluate(part) if part is not None else None for part in (node.lower, node.upper, node.step)))
         if isinstance(node, ast.JoinedStr):
-            return "".join(self.evaluate(part) for part in node.values)
+            return self.checked_size(node, "".join(self.evaluate(part) for part in node.values))
         if isinstance(node, ast.FormattedValue):
             value = self.evaluate(node.value)
             spec = self.evaluate(node.format_spec) if node.format_spec is not None else ""
+            # A width or precision in the spec (`{x:999999999}`) sizes the result before any check could run.
+            if any(len(digits) > 6 for digits in re.findall(r"\d+", spec)):
+                self.fail(node, f"format spec {spec!r} asks for a field wider than config values may be.")
             conversion = {ord("r"): repr, ord("s"): str, ord("a"): ascii}.get(node.conversion)
-            return format(conversion(value) if conversion else value, spec)
+            try:
+                return format(conversion(value) if conversion else value, spec)
+            except (TypeError, ValueError) as error:
+                self.fail(node, f"`{ast.unparse(node)}` failed: {error}.")
         if isinstance(node, ast.Call):
             return self.call(node)
         self.fail(node, f"unsupported expression `{ast.unparse(node)}`: configs may use literals, names, arithmetic "
@@ -246,10 +259,41 @@ class _ConfigEvaluator:
         operation = BINARY_OPERATORS.get(type(node.op))
         if operation is None:
             self.fail(node, f"unsupported operator in `{ast.unparse(node)}`.")
+        self.check_result_size(node, operation, left, right)
         try:
-            return operation(left, right)
+            result = operation(left, right)
+        except OverflowError:
+            self.fail(node, f"`{ast.unparse(node)}` is too large for a float.")
         except (TypeError, ZeroDivisionError, ValueError) as error:
             self.fail(node, f"`{ast.unparse(node)}` failed: {error}.")
+        return self.checked_size(node, result)
+
+    def check_result_size(self, node: ast.AST, operation, left, right):
+        """Refuses, before computing it, an integer power or product, or a repeated sequence, that would
+        exceed the bounds (the result of `**` and `*` can be far larger than their operands)."""
+        if operation in (operator.pow, operator.mul) and _is_int(left) and _is_int(right):
+            if operation is operator.pow:
+                bits = math.ceil(right * math.log2(abs(left))) if right > 0 and abs(left) > 1 else 0
+            else:
+                bits = left.bit_length() + right.bit_length()
+            if bits > MAX_INT_BITS:
+                self.fail(node, f"`{ast.unparse(node)}` would be an integer of about {bits} bits; config values are "
+                          f"limited to {MAX_INT_BITS} bits. Write the intended value as a literal.")
+        if operation is operator.mul:
+            for sequence, count in ((left, right), (right, left)):
+                if isinstance(sequence, (str, list, tuple)) and _is_int(count) and len(sequence) * count > MAX_SEQUENCE_LENGTH:
+                    self.fail(node, f"`{ast.unparse(node)}` would repeat a sequence to {len(sequence) * count} items; "
+                              f"config values are limited to {MAX_SEQUENCE_LENGTH}.")
+
+    def checked_size(self, node: ast.AST, value):
+        """Refuses a value past the bounds (sums of long sequences, long `range`s and f-strings)."""
+        if _is_int(value) and value.bit_length() > MAX_INT_BITS:
+            self.fail(node, f"`{ast.unparse(node)}` gives an integer of {value.bit_length()} bits; config values are "
+                      f"limited to {MAX_INT_BITS} bits.")
+        if isinstance(value, (str, list, tuple, range)) and len(value) > MAX_SEQUENCE_LENGTH:
+            self.fail(node, f"`{ast.unparse(node)}` gives a value of {len(value)} items; config values are limited "
+                      f"to {MAX_SEQUENCE_LENGTH}.")
+        return value
 
     def call(self, node: ast.Call):
         function_name = node.func.id if isinstance(node.func, ast.Name) else None
@@ -268,9 +312,10 @@ class _ConfigEvaluator:
             else:
                 kwargs[keyword.arg] = self.evaluate(keyword.value)
         try:
-            return ALLOWED_CALLS[function_name](*args, **kwargs)
-        except (TypeError, ValueError) as error:
+            result = ALLOWED_CALLS[function_name](*args, **kwargs)
+        except (TypeError, ValueError, OverflowError) as error:
             self.fail(node, f"`{ast.unparse(node)}` failed: {error}.")
+        return self.checked_size(node, result)
 
     def base_reference(self, node: ast.Set):
         """`{{_base_.a.b}}`: mmengine's reference to a value of the merged base configs."""
@@ -288,6 +333,10 @@ class _ConfigEvaluator:
                 self.fail(node, f"`{{{{_base_.{'.'.join(path)}}}}}`: the base configs have no `{'.'.join(path[: depth + 1])}`.")
             value = value[name]
         return copy.deepcopy(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _drop_delete_keys(value):

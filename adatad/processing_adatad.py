@@ -97,17 +97,41 @@ class VideoInfo:
         return self.num_frames / self.fps if self.fps > 0 else 0.0
 
 
-def _diagnose_file(path: Path) -> str:
+def _diagnose_file(path: Path, attempts: Sequence[tuple[str, str]] = ()) -> str:
     """Short human reason for a file that no backend could open."""
     size = path.stat().st_size
     if size == 0:
         return "the file is empty (0 bytes)"
+    if attempts and all(error.startswith("not installed") for _, error in attempts):
+        names = " and ".join(name for name, _ in attempts)
+        return (
+            f"no decoder is available ({names} not installed), so the file was not read; install one "
+            "(pip install decord, or pip install av) or choose an installed decode_backend"
+        )
+    stream_types = _stream_types(path)
+    if stream_types is not None and "video" not in stream_types:
+        if "audio" in stream_types:
+            return "the file has an audio stream but no video stream (an audio-only file)"
+        return f"the file has no video stream (streams: {sorted(stream_types) or 'none'})"
     with open(path, "rb") as handle:
         head = handle.read(64)
     looks_like_text = all(32 <= byte < 127 or byte in (9, 10, 13) for byte in head)
     if looks_like_text:
         return f"the file is not a video (it starts with text: {head[:32]!r})"
     return f"the file ({size} bytes) is corrupt or truncated (e.g. an MP4 whose index/moov atom is missing)"
+
+
+def _stream_types(path: Path) -> set[str] | None:
+    """Kinds of stream in the container ("video", "audio", ...) per PyAV; None if PyAV cannot tell."""
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(str(path)) as container:
+            return {stream.type for stream in container.streams}
+    except Exception:  # PyAV raises its own error types for unreadable files: then nothing is known
+        return None
 
 
 def _read_header_frame_count(path: str) -> int:
@@ -321,7 +345,7 @@ def decode_video(
             attempts.append((name, f"decoding failed ({type(error).__name__}: {str(error).strip()[:200]})"))
             continue
         return DecodedVideo(frames[torch.from_numpy(inverse)], info, sample)
-    raise VideoDecodeError(path, _diagnose_file(path), attempts)
+    raise VideoDecodeError(path, _diagnose_file(path, attempts), attempts)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -16,9 +16,17 @@ Timed in one run:
 
 All per-class AP arrays are compared; the script fails if any number differs.
 
+With `--crowded-video N`, the case is instead the worst case for memory: one video, one class,
+`--crowded-instances` ground-truth instances and N detections of that class on it (fixed seed).
+`adatad-eval` runs once as a child process and its peak resident memory (`ru_maxrss` of that
+child) and wall time are printed; `--check-against-loop` also compares every AP with the plain
+loop (slow for large N).
+
 Usage:
     python benchmarks/bench_eval.py [--shared-dir tests] [--work-dir /tmp/adatad-bench-eval]
         [--num-predictions 60000] [--repeats 3] [--skip-official-loop] [--output results.json]
+    python benchmarks/bench_eval.py --crowded-video 1000000 [--crowded-instances 200] [--crowded-task proposal]
+        [--output results.json]
 """
 
 import argparse
@@ -100,6 +108,72 @@ def generate_predictions(ground_truth: dict, num_predictions: int, seed: int = 2
             for (s, e, label), score in zip(detections, scores)
         ]
     return {"version": "VERSION 1.3", "external_data": {}, "results": results}
+
+
+def crowded_case(num_predictions: int, num_instances: int, seed: int = 2024):
+    """One 1-hour video, one class: `num_instances` ground-truth instances and `num_predictions`
+    detections around them (scores on a 0.001 grid, so many ties)."""
+    rng = np.random.default_rng(seed)
+    duration = 3600.0
+    starts = np.sort(rng.uniform(0, duration - 30, num_instances))
+    ends = starts + rng.uniform(1, 30, num_instances)
+    database = {"crowded": {"subset": "validation", "duration": duration, "annotations": [
+        {"segment": [round(float(s), 3), round(float(e), 3)], "label": "action"} for s, e in zip(starts, ends)]}}
+    anchor = rng.integers(0, num_instances, num_predictions)
+    jitter = rng.normal(0, 3, (num_predictions, 2))
+    pred_starts = np.round(starts[anchor] + jitter[:, 0], 3)
+    pred_ends = np.round(np.maximum(ends[anchor] + jitter[:, 1], pred_starts + 0.1), 3)
+    scores = np.round(rng.uniform(0, 1, num_predictions), 3)
+    results = {"crowded": [{"segment": [s, e], "label": "action", "score": c}
+                           for s, e, c in zip(pred_starts.tolist(), pred_ends.tolist(), scores.tolist())]}
+    return ({"version": "VERSION 1.3", "taxonomy": [], "database": database},
+            {"version": "VERSION 1.3", "external_data": {}, "results": results})
+
+
+def peak_rss_of_process(command, env):
+    """(wall seconds, peak resident set size in bytes) of one child process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{process.stderr.read().decode()}")
+    return wall, usage.ru_maxrss * 1024  # Linux reports kilobytes
+
+
+def run_crowded(args, env, parse_thresholds):
+    ground_truth, predictions = crowded_case(args.crowded_video, args.crowded_instances)
+    gt_path, pred_path, metrics_path = args.work_dir / "ground_truth.json", args.work_dir / "predictions.json", args.work_dir / "metrics.json"
+    gt_path.write_text(json.dumps(ground_truth))
+    pred_path.write_text(json.dumps(predictions))
+    del ground_truth, predictions
+    command, command_name = adatad_eval_command()
+    command = command + ["--ground-truth", str(gt_path), "--predictions", str(pred_path), "--task", args.crowded_task,
+                         "--tiou-thresholds", THRESHOLD_SPEC, "--output", str(metrics_path), "--quiet"]
+    wall, peak = peak_rss_of_process(command, env)
+    metrics = json.loads(metrics_path.read_text())
+    score_name = "average_mAP" if args.crowded_task == "detection" else "auc"
+    measurements = {
+        "case": {"videos": 1, "classes": 1, "instances": args.crowded_instances, "predictions": args.crowded_video,
+                 "task": args.crowded_task, "tiou_thresholds": THRESHOLD_SPEC, score_name: metrics[score_name],
+                 "predictions_file_bytes": pred_path.stat().st_size},
+        "adatad_eval_command": command_name,
+        "adatad_eval_process_s": wall,
+        "adatad_eval_peak_rss_bytes": peak,
+    }
+    print(f"case: 1 video, 1 class, {args.crowded_instances} instances, {args.crowded_video} detections "
+          f"({pred_path.stat().st_size / 2**20:.0f} MiB of JSON)")
+    print(f"{command_name} --task {args.crowded_task}: {wall:.1f} s wall, peak RSS {peak / 2**20:.0f} MiB, "
+          f"{score_name} {metrics[score_name]:.6f}")
+    if args.check_against_loop and args.crowded_task == "detection":
+        ours = np.array(list(metrics["ap_per_class"].values())).T
+        plain = plain_loop(gt_path, pred_path, parse_thresholds(THRESHOLD_SPEC))
+        if not np.array_equal(plain, ours):
+            raise SystemExit(f"plain loop differs: max |diff| = {np.abs(plain - ours).max()}")
+        measurements["numbers_identical_to_plain_loop"] = True
+        print("every AP identical to the plain loop")
+    return measurements
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,6 +350,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-official-loop", action="store_true", help="skip the slow pandas baseline")
     parser.add_argument("--output", type=Path, help="write the measurements as JSON")
+    parser.add_argument("--crowded-video", type=int, metavar="N",
+                        help="memory case instead: N detections of one class on one video (peak RSS of adatad-eval)")
+    parser.add_argument("--crowded-instances", type=int, default=200, help="ground-truth instances of that video")
+    parser.add_argument("--crowded-task", choices=("detection", "proposal"), default="detection",
+                        help="crowded case: evaluate detections (mAP) or proposals (AR@AN)")
+    parser.add_argument("--check-against-loop", action="store_true", help="crowded case: compare mAP with the plain loop")
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO_ROOT))
@@ -285,6 +365,13 @@ def main():
     logging.getLogger("adatad.evaluation").setLevel(logging.ERROR)
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    if args.crowded_video:
+        measurements = run_crowded(args, env, parse_tiou_thresholds)
+        if args.output:
+            args.output.write_text(json.dumps(measurements, indent=1))
+        shutil.rmtree(args.work_dir, ignore_errors=True)
+        return
     gt_path, pred_path, metrics_path = args.work_dir / "ground_truth.json", args.work_dir / "predictions.json", args.work_dir / "metrics.json"
     ground_truth = build_ground_truth(args.shared_dir)
     predictions = generate_predictions(ground_truth, args.num_predictions)
@@ -296,7 +383,6 @@ def main():
     print(f"case: {len(ground_truth['database'])} videos, {num_instances} instances, {num_predictions} predictions, "
           f"{len(thresholds)} thresholds ({THRESHOLD_SPEC})")
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     command, command_name = adatad_eval_command()
     command = command + ["--ground-truth", str(gt_path), "--predictions", str(pred_path),
                          "--tiou-thresholds", THRESHOLD_SPEC, "--subset", "validation", "--output", str(metrics_path), "--quiet"]

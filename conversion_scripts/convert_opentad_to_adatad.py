@@ -24,7 +24,6 @@ The folder then loads with `AutoModel.from_pretrained(folder, trust_remote_code=
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 from adatad.opentad import (
@@ -39,9 +38,11 @@ from adatad.processing_adatad import AdaTADVideoProcessor
 
 # The converters share the checkpoint reading, key checks and save-and-verify step.
 from convert_videomae_to_adatad import (
+    EXIT_STATUS_HELP,
     ConversionError,
     ConversionReport,
     find_state_dict,
+    exit_with_error,
     format_keys,
     load_checkpoint_file,
     load_converted_weights,
@@ -359,7 +360,7 @@ def convert_opentad_checkpoint(
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EXIT_STATUS_HELP)
     parser.add_argument("--checkpoint", required=True, help="OpenTAD checkpoint (.pth)")
     parser.add_argument("--config", required=True, help="OpenTAD Python config the checkpoint was trained with")
     parser.add_argument("--output", required=True, help="folder for the AdaTAD model and processor")
@@ -368,6 +369,7 @@ def parse_args(argv=None):
     parser.add_argument("--allow-missing", nargs="*", default=[], metavar="PATTERN", help="AdaTAD tensors that may stay initialised")
     parser.add_argument("--allow-unused", nargs="*", default=[], metavar="PATTERN", help="checkpoint keys to skip")
     parser.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
+    parser.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
     return parser.parse_args(argv)
 
 
@@ -384,8 +386,8 @@ def main(argv=None):
             class_map=args.class_map,
             verify=not args.no_verify,
         )
-    except ConversionError as error:
-        sys.exit(f"error: {error}")
+    except (ConversionError, OSError) as error:
+        exit_with_error(error, args.debug)
 
 
 if __name__ == "__main__":

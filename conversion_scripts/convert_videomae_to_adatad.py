@@ -30,6 +30,7 @@ import copy
 import fnmatch
 import json
 import pickle
+import traceback
 import re
 import shutil
 import sys
@@ -88,6 +89,12 @@ class ConversionError(ValueError):
     """A checkpoint that cannot be converted as asked: the message names the file, the keys and the fix."""
 
 
+EXIT_STATUS_HELP = (
+    "exit status: 0 converted; 1 the input cannot be converted or the output cannot be written (one 'error:' "
+    "message; --debug adds the traceback); 2 command-line usage error."
+)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Reading checkpoints (shared with convert_opentad_to_adatad.py)
 # ----------------------------------------------------------------------------------------------------------
@@ -111,12 +118,35 @@ def load_checkpoint_file(path: str | Path):
     if not path.is_file():
         raise ConversionError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except SafetensorError as error:
+            raise ConversionError(f"{path} is not a valid safetensors file ({error}); is the download complete?") from None
+    not_a_checkpoint = (
+        f"{path} is not a PyTorch checkpoint: pass the .pth/.pt/.bin file written by torch.save, a .safetensors "
+        "file or a transformers model folder"
+    )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except EOFError:
+        raise ConversionError(f"{not_a_checkpoint} (the file is empty or truncated)") from None
+    except (KeyError, ValueError) as error:
+        # torch.load's legacy reader reads a magic number first and fails on arbitrary bytes this way.
+        raise ConversionError(f"{not_a_checkpoint} ({type(error).__name__}: {error})") from None
+    except RuntimeError as error:
+        # torch.save writes a ZIP archive; a truncated download fails in its ZIP reader.
+        if "PytorchStreamReader" not in str(error):
+            raise
+        raise ConversionError(f"{path} is an incomplete or corrupt PyTorch checkpoint (the ZIP archive cannot be read); "
+                              "download or copy it again") from None
     except pickle.UnpicklingError as error:
+        # Only a refused class ("Unsupported global") means a real pickle of Python objects; any other
+        # refusal (an unknown opcode, a bad load key) means the bytes are not a checkpoint at all.
+        if "global" not in str(error).lower().replace("globals", ""):
+            raise ConversionError(f"{not_a_checkpoint} (the bytes are not a pickle torch.load can read)") from None
         raise ConversionError(
             f"{path} holds Python objects other than tensors and plain containers, so it was not loaded: this "
             "converter only reads checkpoints with torch.load(weights_only=True), because unpickling arbitrary "
@@ -479,7 +509,10 @@ def convert_videomae_checkpoint(
     backbone = infer_backbone_config(converted, arch, num_attention_heads, read_transformers_config(checkpoint))
     overrides = dict(config_overrides or {})
     backbone.update(overrides.pop("backbone_config", {}))
-    config = AdaTADConfig(backbone_config=backbone, **overrides)
+    try:
+        config = AdaTADConfig(backbone_config=backbone, **overrides)
+    except ValueError as error:
+        raise ConversionError(f"invalid AdaTAD settings (flags or --config-overrides): {error}") from None
     model = AdaTADForTemporalDetection(config)
 
     report = ConversionReport(unused=unused)
@@ -495,7 +528,7 @@ def convert_videomae_checkpoint(
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EXIT_STATUS_HELP)
     parser.add_argument("--checkpoint", required=True, help="VideoMAE .pth/.bin/.safetensors file or transformers folder")
     parser.add_argument("--output", required=True, help="folder for the AdaTAD model")
     parser.add_argument("--arch", choices=sorted(VIDEOMAE_ARCHS), help="ViT size (checked against the shapes; sets heads)")
@@ -512,6 +545,7 @@ def parse_args(argv=None):
     parser.add_argument("--allow-missing", nargs="*", default=[], metavar="PATTERN", help="AdaTAD tensors that may stay initialised")
     parser.add_argument("--allow-unused", nargs="*", default=[], metavar="PATTERN", help="unknown source keys to ignore")
     parser.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
+    parser.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
     return parser.parse_args(argv)
 
 
@@ -545,8 +579,15 @@ def main(argv=None):
             allow_unused=args.allow_unused,
             verify=not args.no_verify,
         )
-    except ConversionError as error:
-        sys.exit(f"error: {error}")
+    except (ConversionError, OSError) as error:
+        exit_with_error(error, args.debug)
+
+
+def exit_with_error(error: Exception, debug: bool):
+    """Ends a converter on a user error: the message (no traceback unless `--debug`), exit status 1."""
+    if debug:
+        traceback.print_exc()
+    sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

@@ -321,23 +321,18 @@ def test_zero_union_counts_as_a_match_and_is_warned_once():
     ]})
     result = evaluate_detection(gt, predictions, [0.5, 0.95])
     assert result["ap_per_class"] == {"jump": [1.0, 1.0], "run": [1.0, 1.0]}
-    segment_warnings = [w for w in result["warnings"] if "zero-length, inverted" in w]
+    segment_warnings = [w for w in result["warnings"] if "zero-length or inverted" in w]
     assert len(segment_warnings) == 1 and segment_warnings[0].startswith("3 prediction(s)")
     assert any(w.startswith("1 ground-truth instance(s) have end <= start") for w in result["warnings"])
 
 
-def test_non_finite_scores_rank_like_the_official_code_and_are_warned_once():
+@pytest.mark.parametrize("bad", [(50.0, 60.0, float("nan")), (float("nan"), 60.0, 0.5), (50.0, float("inf"), 0.5)])
+def test_non_finite_predictions_are_an_error_naming_the_video(bad):
+    # The official code ranks a NaN score first and may count a NaN tIoU as a match: refused here.
     gt = make_ground_truth({"v1": [(0.0, 10.0, "jump")]})
-    predictions = make_predictions({"v1": [
-        (0.0, 10.0, "jump", 0.9),
-        (50.0, 60.0, "jump", float("nan")),  # argsort puts NaN last, reversed: ranked first
-        (70.0, 80.0, "jump", float("-inf")),
-    ]})
-    result = evaluate_detection(gt, predictions, [0.5])
-    # miss (NaN), hit, miss: precision 1/2 at recall 1.
-    assert result["ap_per_class"]["jump"] == [0.5]
-    score_warnings = [w for w in result["warnings"] if "non-finite score" in w]
-    assert len(score_warnings) == 1 and score_warnings[0].startswith("2 prediction(s)")
+    predictions = make_predictions({"v1": [(0.0, 10.0, "jump", 0.9), (bad[0], bad[1], "jump", bad[2])]})
+    with pytest.raises(EvaluationInputError, match=r"video 'v1', detection 1 has a NaN or infinite value"):
+        evaluate_detection(gt, predictions, [0.5])
 
 
 def test_threshold_is_inclusive():
@@ -354,7 +349,7 @@ def test_threshold_specs():
     assert parse_tiou_thresholds("0.1:0.5:0.1").tolist() == np.linspace(0.1, 0.5, 5).tolist()
     assert parse_tiou_thresholds("0.3, 0.4,0.5").tolist() == [0.3, 0.4, 0.5]
     assert parse_tiou_thresholds("0.5").tolist() == [0.5]
-    for bad in ("0.5:0.95", "0.5:0.95:0.07", "a,b", "", "0.5:0.4:0.1", "nan"):
+    for bad in ("0.5:0.95", "0.5:0.95:0.07", "a,b", "", "0.5:0.4:0.1", "nan", "1.5", "-0.1,0.5", "0.5,0.5"):
         with pytest.raises(EvaluationInputError, match="tIoU thresholds"):
             parse_tiou_thresholds(bad)
 
