@@ -710,7 +710,7 @@ def check_training_data(
         decode_videos: also open every video (slow on big datasets; the data loader reports bad files anyway).
         segment_problems: "error" (custom data) or "warning": the official benchmark files hold segments past the
             video end and zero-length segments that their evaluation keeps, so pass "warning" for shipped
-            benchmark presets.
+            benchmark presets. Missing videos are warnings when the preset's `data.missing_videos` is "skip".
 
     Returns:
         the report (warnings only) when the data is usable.
@@ -745,10 +745,12 @@ def check_training_data(
     check_annotations(records, report, class_names=class_names, train_subset=data["train_subset"],
                       num_labels=num_labels, require_timing=data["conversion_mode"] == "frame_count",
                       ignore_labels=data["ignore_labels"])
+    demoted = ["missing_video"] if data.get("missing_videos") == "skip" else []
     if segment_problems == "warning":
-        for kind in ("outside_video", "zero_length_segment"):
-            if kind in report.errors:
-                report.warnings[kind] = report.errors.pop(kind)
+        demoted += ["outside_video", "zero_length_segment"]
+    for kind in demoted:
+        if kind in report.errors:
+            report.warnings[kind] = report.errors.pop(kind)
     if not report.ok:
         raise DataValidationError(report)
     return report

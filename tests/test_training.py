@@ -14,10 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from adatad.custom_data import check_training_data
 from adatad.synthetic import generate_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "training"))
+import presets  # noqa: E402
 import run_tad  # noqa: E402
 
 # A model small enough for a few seconds per epoch: 2 layers of width 32, 32 frames at 32x32, 3 FPN levels.
@@ -588,3 +590,21 @@ def test_ddp_settings_reach_accelerate():
     frozen = run_tad.apply_overrides(preset, ["training.ddp_fp16_compress=false", "training.ddp_static_graph=false"])
     handler = run_tad.build_accelerator(args, frozen, Path("unused")).ddp_handler
     assert handler.static_graph is False and handler.comm_hook == run_tad.DDPCommunicationHookType.NO
+
+
+def test_start_up_check_stops_on_data_errors_with_the_report(synthetic_data, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data, data_dir)
+    missing = sorted((data_dir / "videos").iterdir())[0]
+    missing.unlink()
+    argv = ["--preset", "synthetic-tiny", "--data_dir", str(data_dir), "--output_dir", str(tmp_path / "run"),
+            "--set", *TINY, "model.adapter_layer_indices=[0,1]"]
+    assert run_tad.main(argv) == 2
+    error = capsys.readouterr().err
+    assert "missing_video" in error and missing.name in error
+    assert error.strip().splitlines()[-1].startswith("error: ")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # With `data.missing_videos=skip` the same data passes the check (the missing video becomes a warning).
+    preset = presets.apply_overrides(presets.load_preset("synthetic-tiny"), [f"data.root={data_dir}", "data.missing_videos=skip"])
+    report = check_training_data(preset, presets.resolve_data_paths(preset))
+    assert report.warnings["missing_video"] == 1

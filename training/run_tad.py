@@ -44,6 +44,7 @@ from accelerate.utils import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from presets import (  # noqa: E402
+    DATASETS,
     PresetError,
     apply_overrides,
     build_model_config,
@@ -55,6 +56,7 @@ from presets import (  # noqa: E402
 )
 
 from adatad import data as annotations  # noqa: E402
+from adatad.custom_data import DataValidationError, check_training_data  # noqa: E402
 from adatad.evaluation import evaluate_detection, evaluate_topk_recall  # noqa: E402
 from adatad.modeling_adatad import AdaTADForTemporalDetection  # noqa: E402
 from adatad.post_processing import ExternalVideoClassifier, to_activitynet_submission  # noqa: E402
@@ -90,6 +92,7 @@ USER_ERRORS = (
     SyntheticConfigError,
     FileNotFoundError,
     FloatingPointError,
+    DataValidationError,
 )
 
 
@@ -929,6 +932,16 @@ def generate_missing_synthetic_data(preset: dict, paths: dict, accelerator):
             DATASET_GENERATORS[preset["dataset"]](preset["data"]["root"])
 
 
+def check_data(preset: dict, paths: dict, accelerator):
+    """The rules of `adatad-validate-data` on the preset's annotations before any model is built: errors stop the run
+    with the report, warnings are printed. The benchmarks' own files keep segments past the video end and of zero
+    length that their evaluation keeps, so for them those are warnings."""
+    segment_problems = "warning" if preset["dataset"] in DATASETS else "error"
+    report = check_training_data(preset, paths, segment_problems=segment_problems)
+    if report.warnings:
+        accelerator.print(report.summary())
+
+
 def training_function(args) -> dict:
     # Preset, output folder and accelerator.
     preset, reference = resolve_preset(args)
@@ -959,6 +972,7 @@ def training_function(args) -> dict:
     # Data.
     paths = resolve_data_paths(preset)
     generate_missing_synthetic_data(preset, paths, accelerator)
+    check_data(preset, paths, accelerator)
     processor = AdaTADVideoProcessor(**processor_kwargs(preset))
     with accelerator.main_process_first():
         train_dataset, eval_dataset, evaluation, train_transform = build_datasets(preset, paths, processor, seed)
@@ -1244,6 +1258,10 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         hint = " Check --data_dir and the preset's `data` paths." if isinstance(error, FileNotFoundError) else ""
+        if isinstance(error, DataValidationError):
+            # The report lists each kind of problem with its first rows; its last line says what to do.
+            print(error.report.summary(), file=sys.stderr)
+            error = RunError(f"{error.report.source}: the data has errors (report above); `adatad-validate-data` checks it")
         print(f"error: {' '.join(str(error).split())}{hint} (--debug shows the traceback)", file=sys.stderr)
         return 2
     return 0
