@@ -13,7 +13,6 @@ import torch
 from transformers import pipeline
 
 from adatad import AdaTADConfig, AdaTADForTemporalDetection, AdaTADVideoProcessor
-from adatad.cli import detect_main
 from adatad.pipeline_adatad import (
     ModelProcessorMismatchError,
     TemporalActionDetectionPipeline,
@@ -287,86 +286,3 @@ def test_saved_pipeline_loads_in_a_fresh_interpreter_without_adatad(detector, tm
     expected = detector(str(videos / "test.avi"), threshold=0.0)
     assert len(detections) == len(expected)
     assert [d["label"] for d in detections] == [d["label"] for d in expected]
-
-
-# ------------------------------------------------------------------------------------------------------
-# Command line
-# ------------------------------------------------------------------------------------------------------
-
-
-def test_cli_writes_json_and_plot_and_skips_broken_video(model_folder, videos, tmp_path):
-    output, plot = tmp_path / "out" / "detections.json", tmp_path / "timeline.png"
-    command = [
-        sys.executable, "-m", "adatad.cli", str(videos / "demo.mp4"), str(videos / "bad" / "not_a_video.mp4"),
-        "--model", str(model_folder), "--threshold", "0.3", "--output", str(output), "--plot", str(plot),
-        "--batch-size", "4", "--device", "cpu", "--threads", "1",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 1, result.stderr[-3000:]  # one video skipped
-    assert "not_a_video.mp4" in result.stderr and "not a video" in result.stderr
-    assert "window" in result.stderr  # the progress bar
-    submission = json.loads(output.read_text())
-    assert submission["version"] == "VERSION 1.3" and submission["external_data"] == {}
-    assert list(submission["results"]) == ["demo"]
-    detections = submission["results"]["demo"]
-    assert_valid_detections(detections, DURATIONS["demo.mp4"])
-    assert min(d["score"] for d in detections) >= 0.3
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_cli_folder_argument_ground_truth_and_success_status(model_folder, videos, tmp_path, capsys):
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    (folder / "clip.avi").symlink_to(videos / "test.avi")
-    (folder / "notes.txt").write_text("not a video, ignored by extension")
-    ground_truth = tmp_path / "gt.json"
-    ground_truth.write_text(json.dumps({"database": {"clip": {"annotations": [{"segment": [1, 2], "label": "run"}]}}}))
-    output, plot = tmp_path / "detections.json", tmp_path / "timeline.png"
-    status = detect_main([str(folder), "--model", str(model_folder), "--output", str(output), "--threshold", "0",
-                          "--no-progress", "--device", "cpu", "--plot", str(plot), "--ground-truth", str(ground_truth)])
-    assert status == 0
-    results = json.loads(output.read_text())["results"]
-    assert list(results) == ["clip"]
-    assert_valid_detections(results["clip"], DURATIONS["test.avi"])
-    assert "for 1 video(s)" in capsys.readouterr().out
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_cli_on_error_raise_stops_with_the_reason(model_folder, videos, tmp_path, capsys):
-    output = tmp_path / "detections.json"
-    status = detect_main([str(videos / "bad" / "empty.mp4"), "--model", str(model_folder), "--output", str(output),
-                          "--on-error", "raise", "--no-progress", "--device", "cpu"])
-    assert status == 1
-    assert "empty.mp4" in capsys.readouterr().err
-    assert not output.exists()
-
-
-@pytest.mark.parametrize(
-    "arguments, message",
-    [
-        (["VIDEO", "--model", "MISSING"], "does_not_exist.*does not exist"),
-        (["VIDEO", "VIDEO", "--model", "MODEL"], "both give the video id 'demo'"),
-        (["VIDEO", "--model", "MODEL", "--batch-size", "0"], "--batch-size must be >= 1"),
-        (["VIDEO", "--model", "MODEL", "--ground-truth", "MISSING"], "cannot read --ground-truth .*does_not_exist"),
-    ],
-)
-def test_cli_usage_errors_exit_2(arguments, message, model_folder, videos, tmp_path, capsys):
-    replacements = {"VIDEO": str(videos / "demo.mp4"), "MODEL": str(model_folder), "MISSING": str(tmp_path / "does_not_exist")}
-    arguments = [replacements.get(argument, argument) for argument in arguments]
-    if arguments.count(str(videos / "demo.mp4")) == 2:
-        # Same id from two different files.
-        arguments[1] = str(tmp_path / "demo.mp4")
-    with pytest.raises(SystemExit) as exit_info:
-        detect_main(arguments)
-    assert exit_info.value.code == 2
-    assert re.search(message, capsys.readouterr().err)
-
-
-def test_cli_mismatched_model_folder_exits_2(tmp_path, videos, capsys):
-    folder = tmp_path / "mismatched"
-    AdaTADForTemporalDetection(tiny_config()).save_pretrained(folder)
-    tiny_processor(window_size=32).save_pretrained(folder)
-    with pytest.raises(SystemExit) as exit_info:
-        detect_main([str(videos / "demo.mp4"), "--model", str(folder), "--device", "cpu"])
-    assert exit_info.value.code == 2
-    assert "64 frames per input" in capsys.readouterr().err
