@@ -21,10 +21,13 @@ The folder then loads with `AutoModel.from_pretrained(folder, trust_remote_code=
 - Every checkpoint tensor must land in the model and every model tensor must come from the checkpoint, unless
   `--allow-missing` / `--allow-unused` patterns say otherwise; the folder is reloaded and compared before it is
   written to `--output`.
+- The folder gets a model card (README.md, `adatad.model_card`): `--dataset` names the data, `--eval-results` adds
+  the mAP that `adatad-eval --output FILE` measured with the converted folder; `--push_to_hub REPO` uploads the folder.
 """
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from adatad.opentad import (
@@ -33,6 +36,7 @@ from adatad.opentad import (
     convert_opentad_backbone_keys,
     convert_opentad_detector_keys,
 )
+from adatad.model_card import build_model_card, push_folder_to_hub, read_eval_results
 from adatad.opentad_config import OpenTADConfigError, load_opentad_config
 from adatad.modeling_adatad import AdaTADForTemporalDetection
 from adatad.processing_adatad import AdaTADVideoProcessor
@@ -302,6 +306,9 @@ def convert_opentad_checkpoint(
     allow_unused=(),
     class_map: str | Path | None = None,
     verify: bool = True,
+    dataset: str | None = None,
+    eval_results: dict | None = None,
+    model_id: str | None = None,
 ) -> tuple[AdaTADForTemporalDetection, AdaTADVideoProcessor, ConversionReport]:
     """Convert an OpenTAD AdaTAD checkpoint + config into an AdaTAD model and processor folder.
 
@@ -314,6 +321,8 @@ def convert_opentad_checkpoint(
         allow_unused: fnmatch patterns of checkpoint keys to skip.
         class_map: class-name file (one per line); defaults to the config's `class_map` if that path exists.
         verify: reload the written folder and compare it with the converted weights.
+        dataset, eval_results, model_id: for the model card: the dataset, the metrics `adatad-eval` measured with
+            this model (`read_eval_results`), and the repo id used in its loading snippets (default: `output_dir`).
 
     Returns:
         The model, the processor and the conversion report.
@@ -337,17 +346,32 @@ def convert_opentad_checkpoint(
     load_converted_weights(model, converted, allow_missing, report, checkpoint)
     del raw, state_dict, converted  # the model holds its own copy; the verification needs the memory
 
-    def save_processor(folder):
+    card = build_model_card(
+        model_id=model_id or str(output_dir),
+        title=f"AdaTAD: {Path(config_file).stem}",
+        description="AdaTAD (VideoMAE backbone with temporal-informative adapters, ActionFormer detector), converted "
+        "from an OpenTAD checkpoint.",
+        how_made=f"Converted with `conversion_scripts/convert_opentad_to_adatad.py` from `{checkpoint.name}` "
+        f"({'EMA' if use_ema else 'trained'} weights) and the OpenTAD config `{Path(config_file).name}`.",
+        dataset=dataset,
+        metrics=eval_results,
+        class_names=processor.class_names,
+        settings={"post_processing": asdict(processor.post_processing_settings()), "notes": notes},
+        settings_title="Conversion settings",
+    )
+
+    def save_processor_and_card(folder):
         processor.save_pretrained(folder)
         reloaded = AdaTADVideoProcessor.from_pretrained(folder)
         if reloaded.to_dict() != processor.to_dict():
             raise ConversionError("the saved video processor reads back with different settings.")
+        card.save(Path(folder) / "README.md")
 
     if verify:
-        save_verified(model, output_dir, save_extra=save_processor)
+        save_verified(model, output_dir, save_extra=save_processor_and_card)
     else:
         model.save_pretrained(output_dir)
-        processor.save_pretrained(output_dir)
+        save_processor_and_card(output_dir)
     print(report.summary())
     for note in notes:
         print(f"note: {note}")
@@ -365,11 +389,24 @@ def parse_args(argv=None):
     parser.add_argument("--allow-missing", nargs="*", default=[], metavar="PATTERN", help="AdaTAD tensors that may stay initialised")
     parser.add_argument("--allow-unused", nargs="*", default=[], metavar="PATTERN", help="checkpoint keys to skip")
     parser.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
-    return parser.parse_args(argv)
+    parser.add_argument("--dataset", help="dataset the checkpoint was trained on, for the model card (e.g. thumos-14)")
+    parser.add_argument(
+        "--eval-results", metavar="FILE", help="metrics JSON from `adatad-eval --output FILE`, as the card's eval results"
+    )
+    parser.add_argument("--push-to-hub", "--push_to_hub", dest="push_to_hub", metavar="REPO",
+                        help="upload the folder to this Hub model repo (e.g. your-name/adatad-thumos-s)")
+    args = parser.parse_args(argv)
+    if args.eval_results and not args.dataset:
+        parser.error("--eval-results needs --dataset (the data the mAP was measured on)")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        eval_results = read_eval_results(args.eval_results) if args.eval_results else None
+    except ValueError as error:
+        sys.exit(f"error: {error}")
     try:
         convert_opentad_checkpoint(
             args.checkpoint,
@@ -380,9 +417,15 @@ def main(argv=None):
             allow_unused=args.allow_unused,
             class_map=args.class_map,
             verify=not args.no_verify,
+            dataset=args.dataset,
+            eval_results=eval_results,
+            model_id=args.push_to_hub,
         )
     except ConversionError as error:
         sys.exit(f"error: {error}")
+    if args.push_to_hub:
+        push_folder_to_hub(args.output, args.push_to_hub, "AdaTAD converted from OpenTAD")
+        print(f"uploaded {args.output} to https://huggingface.co/{args.push_to_hub}")
 
 
 if __name__ == "__main__":

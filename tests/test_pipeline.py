@@ -72,7 +72,7 @@ def model_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector(model_folder):
-    return pipeline("temporal-action-detection", model=str(model_folder), trust_remote_code=True, device="cpu")
+    return load_detection_pipeline(model_folder, device="cpu")
 
 
 @pytest.fixture
@@ -100,6 +100,11 @@ def assert_valid_detections(detections, duration):
 def test_registered_task_builds_the_pipeline(detector):
     assert isinstance(detector, TemporalActionDetectionPipeline)
     assert detector.class_names == CLASS_NAMES
+    # The task registered by `import adatad` serves models built in memory (a saved folder names its own pipeline
+    # code in config.json, which transformers runs only with trust_remote_code=True).
+    built = pipeline("temporal-action-detection", model=AdaTADForTemporalDetection(tiny_config()),
+                     video_processor=tiny_processor(), device="cpu")
+    assert isinstance(built, TemporalActionDetectionPipeline)
 
 
 def test_real_clip_gives_segments_in_seconds_within_the_video(detector, videos):

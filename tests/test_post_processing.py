@@ -345,7 +345,7 @@ def test_pipeline_empty_candidates():
     outputs = {"proposals": [torch.zeros(0, 2)], "scores": [torch.zeros(0, 3)]}
     meta = [{"video_id": "v", "fps": 30, "snippet_stride": 4, "duration": 5}]
     for multiclass in (True, False):
-        results = post_process_temporal_detection(outputs, meta, class_names=["a", "b", "c"], multiclass_nms=multiclass, voting_thresh=0.7)
+        results = post_process_temporal_detection(outputs, meta, class_names=["a", "b", "c"], multiclass=multiclass, voting_thresh=0.7)
         assert results[0]["segments"].shape == (0, 2) and results[0]["scores"].shape == (0,)
         assert results[0]["label_names"] == []
     # everything under the pre-NMS threshold
@@ -399,7 +399,7 @@ def test_pipeline_on_model_outputs_matches_opentad_detections(shared_dir):
         nms_sigma=nms["sigma"],
         min_score=nms["min_score"],
         max_segments=nms["max_seg_num"],
-        multiclass_nms=nms["multiclass"],
+        multiclass=nms["multiclass"],
         voting_thresh=nms["voting_thresh"],
     )
     expected = json.loads((fixture / "detections.json").read_text())
@@ -475,7 +475,7 @@ def test_cuhk_classifier_fusion(tmp_path):
     classifier = ExternalVideoClassifier.from_json(path, topk=2, style="cuhk")
     meta = [{"video_id": "vid", "fps": -1, "resize_length": 10, "duration": 20.0}]
     outputs = {"proposals": [torch.tensor([[0.0, 5.0], [6.0, 8.0]])], "scores": [torch.tensor([[0.8], [0.4]])]}
-    result = post_process_temporal_detection(outputs, meta, video_classifier=classifier, multiclass_nms=False, nms_sigma=0.5)[0]
+    result = post_process_temporal_detection(outputs, meta, video_classifier=classifier, multiclass=False, nms_sigma=0.5)[0]
     assert result["label_names"] == ["Bowling", "Bowling", "Cooking", "Cooking"]
     assert result["labels"].tolist() == [1, 1, 2, 2]
     assert result["scores"].tolist() == pytest.approx([round(0.8 * 0.6, 4), round(0.4 * 0.6, 4), round(0.8 * 0.3, 4), round(0.4 * 0.3, 4)], abs=1e-7)
