@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from adatad.pipeline_adatad import (
 )
 from adatad.processing_adatad import VideoDecodeError
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["jump", "run", "wave"]
 # decord's frame counts and rates (SOURCES.md): duration = frames / fps.
 DURATIONS = {"demo.mp4": 10.0, "test.avi": 6.56}
@@ -291,3 +293,80 @@ def test_saved_pipeline_loads_in_a_fresh_interpreter_without_adatad(detector, tm
     expected = detector(str(videos / "test.avi"), threshold=0.0)
     assert len(detections) == len(expected)
     assert [d["label"] for d in detections] == [d["label"] for d in expected]
+
+
+def test_every_folder_the_project_writes_runs_the_pipeline_in_a_fresh_interpreter(model_folder, videos, shared_dir, tmp_path):
+    """Training's best/ and last/, both converters and save_pretrained: `pipeline(model=folder, trust_remote_code=True)`
+    in an interpreter that cannot import adatad."""
+    sys.path.insert(0, str(REPO_ROOT / "conversion_scripts"))
+    from convert_opentad_to_adatad import convert_opentad_checkpoint
+    from convert_videomae_to_adatad import convert_videomae_checkpoint
+    from test_conversion import write_fixture_config, write_opentad_checkpoint
+    from test_training import run as run_training
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    from adatad.synthetic import generate_synthetic_dataset
+
+    folders = {"save_pretrained": model_folder}
+
+    fixture = shared_dir / "fixtures" / "opentad_public"
+    checkpoint = tmp_path / "opentad.pth"
+    write_opentad_checkpoint(fixture, checkpoint)
+    folders["from_opentad"] = tmp_path / "from_opentad"
+    convert_opentad_checkpoint(checkpoint, write_fixture_config(fixture, tmp_path / "opentad"), folders["from_opentad"], use_ema=True)
+
+    videomae = tmp_path / "videomae"
+    VideoMAEModel(VideoMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                 image_size=32, num_frames=4, tubelet_size=2)).save_pretrained(videomae)
+    folders["from_videomae"] = tmp_path / "from_videomae"
+    convert_videomae_checkpoint(videomae, folders["from_videomae"], config_overrides=dict(
+        num_frames=32, image_size=32, feature_length=16, max_seq_len=16, projection_hidden_size=32, head_hidden_size=32,
+        projection_arch=(2, 1, 1), fpn_strides=(1, 2), fpn_regression_ranges=((0, 4), (4, 10000)), num_labels=3))
+
+    data = tmp_path / "synthetic"
+    generate_synthetic_dataset(data, num_train_videos=8, num_val_videos=2, num_frames=48, frame_size=32, seed=3)
+    run_training(data, tmp_path / "run", "--num_epochs", "1", overrides=["training.val_start_epoch=0", "training.val_interval=1"])
+    folders["training_best"], folders["training_last"] = tmp_path / "run" / "best", tmp_path / "run" / "last"
+    assert json.loads((folders["training_last"] / "config.json").read_text())["id2label"]["0"] != "LABEL_0"
+
+    for name, folder in folders.items():
+        config = json.loads((folder / "config.json").read_text())
+        assert config["custom_pipelines"]["temporal-action-detection"]["impl"] == "pipeline_adatad.TemporalActionDetectionPipeline", name
+        assert (folder / "pipeline_adatad.py").is_file(), name
+        assert (folder / "README.md").is_file() or name == "save_pretrained", name
+    script = (
+        "import json, sys\n"
+        "from transformers import pipeline\n"
+        f"folders = {json.dumps({name: str(folder) for name, folder in folders.items()})}\n"
+        "found = {}\n"
+        "for name, folder in folders.items():\n"
+        "    detector = pipeline('temporal-action-detection', model=folder, trust_remote_code=True, device='cpu')\n"
+        f"    found[name] = [type(detector).__module__, len(detector({str(videos / 'test.avi')!r}, threshold=0.0))]\n"
+        "assert 'adatad' not in sys.modules, 'used the installed package instead of the saved code'\n"
+        "print(json.dumps(found))\n"
+    )
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", PYTHONPATH="", OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(found) == sorted(folders)
+    for name, (module, _) in found.items():
+        assert module.startswith("transformers_modules"), name
+
+
+def test_forward_rejects_unknown_keyword_arguments():
+    model = AdaTADForTemporalDetection(tiny_config()).eval()
+    pixel_values = torch.zeros(1, 32, 3, 32, 32)
+    # `mask=` for `masks=` used to be swallowed, so padded steps counted as video.
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments 'mask' \(did you mean 'masks'\?\)"):
+        model(pixel_values, mask=torch.ones(1, 16, dtype=torch.bool))
+    with pytest.raises(TypeError, match="'threshold'"):
+        model.model(pixel_values, threshold=0.5)
+
+
+def test_pipeline_threshold_and_top_k(detector, videos):
+    everything = detector(str(videos / "test.avi"), threshold=0.0)
+    assert detector(str(videos / "test.avi"), threshold=0.0, top_k=3) == everything[:3]
+    assert detector(str(videos / "test.avi"), threshold=0.4) == [d for d in everything if d["score"] >= 0.4]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        detector(str(videos / "test.avi"), threshold=float("nan"))
