@@ -361,3 +361,50 @@ def test_non_finite_outputs_raise_in_the_pipeline(nan_model_folder, videos):
         detector(str(videos / "test.avi"))
     detections = detector([str(videos / "test.avi")], on_error="skip")
     assert detections == [[]] and "NaN or infinite" in detector.skipped_videos[0]["reason"]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Packaging: version, dependency ranges, optional extras, adatad-env
+# ------------------------------------------------------------------------------------------------------
+
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_one_version_and_dependency_ranges_this_machine_satisfies():
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+    from setuptools.config.setupcfg import read_configuration
+
+    import adatad
+
+    configuration = read_configuration(REPO_ROOT / "setup.cfg")
+    assert configuration["metadata"]["version"] == adatad.__version__
+    requirements = {Requirement(r).name: Requirement(r) for r in configuration["options"]["install_requires"]}
+    for name in ("torch", "torchvision"):
+        installed = version(name).split("+")[0]
+        assert "==" not in str(requirements[name].specifier), f"{name} is pinned, not a range"
+        assert requirements[name].specifier.contains(installed), (name, installed, requirements[name])
+    # Plotting and tracking are extras, not hard dependencies.
+    assert not {"matplotlib", "tensorboard"} & set(requirements)
+    extras = configuration["options"]["extras_require"]
+    assert any(r.startswith("matplotlib") for r in extras["plot"]) and any(r.startswith("tensorboard") for r in extras["tracking"])
+
+
+def test_plotting_without_matplotlib_says_which_extra_to_install(tmp_path):
+    script = "import sys; sys.modules['matplotlib'] = None\nimport adatad.visualization\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    assert result.returncode != 0 and "pip install 'adatad[plot]'" in result.stderr
+
+
+def test_adatad_env_reports_versions_devices_and_decoders(capsys):
+    from adatad.cli import env_main
+
+    assert env_main(["--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["packages"]["torch"] == torch.__version__.split("+")[0] or report["packages"]["torch"] == torch.__version__
+    assert report["devices"]["cuda available"] == torch.cuda.is_available()
+    assert set(report["decoders"]) >= {"decord", "av", "torchcodec"}
+    assert env_main([]) == 0
+    assert "decoders:" in capsys.readouterr().out

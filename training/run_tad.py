@@ -15,6 +15,7 @@ resumable `save_state` checkpoints named `step_{n}`, EMA weights for evaluation,
 
 import argparse
 import copy
+import importlib.util
 import json
 import math
 import os
@@ -523,6 +524,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not args.list_presets and not args.preset:
         parser.error("--preset is required (see --list-presets)")
+    if args.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        parser.error("--report_to tensorboard needs tensorboard: pip install 'adatad[tracking]'")
     return args
 
 
