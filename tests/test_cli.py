@@ -408,3 +408,95 @@ def test_adatad_env_reports_versions_devices_and_decoders(capsys):
     assert set(report["decoders"]) >= {"decord", "av", "torchcodec"}
     assert env_main([]) == 0
     assert "decoders:" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------------
+# Sharing: model cards and --push_to_hub (upload monkeypatched: no network)
+# ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def uploads(monkeypatch):
+    import huggingface_hub
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kwargs: calls.append(("create", repo_id)))
+
+    def upload_folder(repo_id, folder_path, **kwargs):
+        calls.append(("upload", repo_id, sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir())))
+
+    monkeypatch.setattr(huggingface_hub, "upload_folder", upload_folder)
+    return calls
+
+
+def test_videomae_converter_writes_a_card_and_pushes(tmp_path, uploads):
+    from huggingface_hub import ModelCard
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    sys.path.insert(0, str(REPO_ROOT / "conversion_scripts"))
+    import convert_videomae_to_adatad
+
+    source = tmp_path / "videomae"
+    VideoMAEModel(VideoMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                 image_size=32, num_frames=4, tubelet_size=2)).save_pretrained(source)
+    output = tmp_path / "converted"
+    convert_videomae_to_adatad.main([
+        "--checkpoint", str(source), "--output", str(output), "--num-frames", "32", "--image-size", "32",
+        "--feature-length", "16", "--base-model", "MCG-NJU/videomae-small-finetuned-kinetics",
+        "--push_to_hub", "someone/videomae-s-adatad",
+    ])
+    card = ModelCard.load(output / "README.md")
+    assert card.data.pipeline_tag == "other" and "temporal-action-detection" in card.data.tags
+    assert card.data.base_model == "MCG-NJU/videomae-small-finetuned-kinetics" and card.data.license == "apache-2.0"
+    assert card.data.eval_results is None  # nothing measured: no made-up numbers
+    assert 'model="someone/videomae-s-adatad"' in card.text
+    assert (output / "video_preprocessor_config.json").is_file()
+    assert uploads[0] == ("create", "someone/videomae-s-adatad")
+    assert uploads[1][:2] == ("upload", "someone/videomae-s-adatad") and "README.md" in uploads[1][2]
+
+
+def test_opentad_converter_card_carries_the_measured_map(shared_dir, tmp_path, uploads):
+    from huggingface_hub import ModelCard
+
+    sys.path.insert(0, str(REPO_ROOT / "conversion_scripts"))
+    import convert_opentad_to_adatad
+    from test_conversion import write_fixture_config, write_opentad_checkpoint
+
+    fixture = shared_dir / "fixtures" / "opentad_public"
+    checkpoint = tmp_path / "opentad.pth"
+    write_opentad_checkpoint(fixture, checkpoint)
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"mAP_per_tiou": {"0.3": 0.8123, "0.5": 0.7}, "average_mAP": 0.75615}))
+    output = tmp_path / "converted"
+    convert_opentad_to_adatad.main([
+        "--checkpoint", str(checkpoint), "--config", str(write_fixture_config(fixture, tmp_path / "opentad")),
+        "--output", str(output), "--use-ema", "--dataset", "thumos-14", "--eval-results", str(metrics),
+        "--push-to-hub", "someone/adatad-fixture",
+    ])
+    card = ModelCard.load(output / "README.md")
+    assert card.data.datasets == ["thumos-14"] and card.data.pipeline_tag == "other"
+    values = {result.metric_name: result.metric_value for result in card.data.eval_results}
+    assert values == {"mAP@tIoU=0.3": 81.23, "mAP@tIoU=0.5": 70.0, "average mAP": 75.61}
+    assert all(result.dataset_type == "thumos-14" for result in card.data.eval_results)
+    assert [call[0] for call in uploads] == ["create", "upload"]
+    with pytest.raises(SystemExit):
+        convert_opentad_to_adatad.parse_args(["--checkpoint", "c", "--config", "x", "--output", "o", "--eval-results", "m"])
+
+
+def test_training_model_card_parses_with_eval_results_and_the_resolved_preset():
+    from huggingface_hub import ModelCard
+
+    sys.path.insert(0, str(REPO_ROOT / "training"))
+    import run_tad
+    from presets import load_preset
+
+    preset = load_preset("synthetic-tiny")
+    metrics = {"mAP_per_tiou": {0.5: 0.5, 0.75: 0.25}, "average_mAP": 0.375}
+    card = ModelCard(run_tad.model_card(preset, metrics, "someone/adatad-synthetic"))
+    assert card.data.pipeline_tag == "other" and card.data.datasets == [preset["dataset"]]
+    values = {result.metric_name: result.metric_value for result in card.data.eval_results}
+    assert values == {"mAP@tIoU=0.5": 50.0, "mAP@tIoU=0.75": 25.0, "average mAP": 37.5}
+    assert {result.dataset_split for result in card.data.eval_results} == {preset["evaluation"]["subset"]}
+    resolved = json.loads(card.text.split("## Resolved preset")[1].split("```json")[1].split("```")[0])
+    assert resolved == json.loads(json.dumps(preset))
+    assert ModelCard(run_tad.model_card(preset, None, "x")).data.eval_results is None
