@@ -81,10 +81,8 @@ class AdaTADConfig(PreTrainedConfig):
         loss_focal_alpha (`float`, defaults to 0.25), loss_focal_gamma (`float`, defaults to 2.0): focal loss.
         loss_filter_similar_gt (`bool`, defaults to `True`): drop ground truth whose boundaries coincide.
 
-    Post-processing (used by `AdaTADVideoProcessor.post_process_temporal_detection`):
-        post_pre_nms_thresh (`float`), post_pre_nms_topk (`int`), post_nms_sigma (`float`),
-        post_min_score (`float`), post_max_segments (`int`), post_multiclass_nms (`bool`),
-        post_voting_thresh (`float`): as in OpenTAD's `post_processing` settings.
+    Post-processing settings are not part of the model: the video processor carries them
+    (`adatad.post_processing.PostProcessingSettings`).
 
     Example:
 
@@ -133,14 +131,6 @@ class AdaTADConfig(PreTrainedConfig):
     loss_focal_alpha: float = 0.25
     loss_focal_gamma: float = 2.0
     loss_filter_similar_gt: bool = True
-
-    post_pre_nms_thresh: float = 0.001
-    post_pre_nms_topk: int = 2000
-    post_nms_sigma: float = 0.7
-    post_min_score: float = 0.0
-    post_max_segments: int = 2000
-    post_multiclass_nms: bool = True
-    post_voting_thresh: float = 0.7
 
     initializer_range: float = 0.02
 

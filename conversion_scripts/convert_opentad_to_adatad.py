@@ -62,17 +62,14 @@ PASSIVE_PIPELINE_STEPS = {
     "ConvertToTensor",
     "Collect",
 }
-# OpenTAD `post_processing` (and its `nms` dict) -> AdaTADVideoProcessor / AdaTADConfig post-processing fields.
-POST_PROCESSING_FIELDS = {
-    "pre_nms_thresh": ("pre_nms_thresh", "post_pre_nms_thresh"),
-    "pre_nms_topk": ("pre_nms_topk", "post_pre_nms_topk"),
-}
+# OpenTAD `post_processing` (and its `nms` dict) -> AdaTADVideoProcessor post-processing settings.
+POST_PROCESSING_FIELDS = {"pre_nms_thresh": "pre_nms_thresh", "pre_nms_topk": "pre_nms_topk"}
 NMS_FIELDS = {
-    "sigma": ("nms_sigma", "post_nms_sigma"),
-    "min_score": ("min_score", "post_min_score"),
-    "max_seg_num": ("max_segments", "post_max_segments"),
-    "multiclass": ("multiclass", "post_multiclass_nms"),
-    "voting_thresh": ("voting_thresh", "post_voting_thresh"),
+    "sigma": "nms_sigma",
+    "min_score": "min_score",
+    "max_seg_num": "max_segments",
+    "multiclass": "multiclass",
+    "voting_thresh": "voting_thresh",
 }
 # `nms` keys without an AdaTAD setting: OpenTAD always runs Gaussian soft-NMS (method 2), for which the IoU threshold
 # and the linear-decay thresholds t1/t2 do nothing.
@@ -153,7 +150,7 @@ def processor_settings_from_opentad(cfg: dict, config_file) -> tuple[dict, list[
     post = cfg.get("post_processing") or {}
     nms = post.get("nms") or {}
     for source, fields in ((post, POST_PROCESSING_FIELDS), (nms, NMS_FIELDS)):
-        for name, (processor_field, _) in fields.items():
+        for name, processor_field in fields.items():
             if name in source:
                 settings[processor_field] = source[name]
     unknown = sorted(set(post) - set(POST_PROCESSING_FIELDS) - POST_PROCESSING_IGNORED) + [
@@ -264,14 +261,8 @@ def adatad_from_opentad_config(config_file: str | Path, class_map: str | Path | 
     crop = processor_settings["crop_size"]
     if crop["height"] != crop["width"]:
         raise ConversionError(f"{config_file}: non-square test crop {crop}; AdaTAD models take square frames.")
-    post_overrides = {
-        config_field: processor_settings[processor_field]
-        for fields in (POST_PROCESSING_FIELDS, NMS_FIELDS)
-        for processor_field, config_field in fields.values()
-        if processor_field in processor_settings
-    }
     try:
-        config = config_from_opentad(cfg["model"], image_size=crop["height"], **post_overrides)
+        config = config_from_opentad(cfg["model"], image_size=crop["height"])
     except ValueError as error:
         raise ConversionError(f"{config_file}: {error}") from error
     resize = processor_settings["sampling_method"] == "resize"
