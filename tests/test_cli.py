@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import srt
@@ -19,18 +20,29 @@ from adatad import AdaTADForTemporalDetection
 from adatad.cli import detect_main
 from adatad.pipeline_adatad import load_detection_pipeline
 from adatad.post_processing import NonFiniteDetectorOutputError
-from test_pipeline import (  # noqa: F401 (fixtures)
-    CLASS_NAMES,
-    DURATIONS,
-    assert_valid_detections,
-    model_folder,
-    one_torch_thread,
-    tiny_config,
-    tiny_processor,
-    videos,
-)
+from test_pipeline import DURATIONS, assert_valid_detections, save_tiny_model, tiny_config, tiny_processor
 
 FAST = ["--no-progress", "--device", "cpu", "--threads", "1"]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # Tiny models on a machine shared with other jobs run fastest on one thread (see tests/test_pipeline.py).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_adatad"))
+
+
+@pytest.fixture
+def videos(shared_dir):
+    return shared_dir / "data" / "videos"
 
 
 def run_cli(*arguments, env=None, cwd=None):
@@ -367,9 +379,6 @@ def test_non_finite_outputs_raise_in_the_pipeline(nan_model_folder, videos):
 # Packaging: version, dependency ranges, optional extras, adatad-env
 # ------------------------------------------------------------------------------------------------------
 
-REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
-
-
 def test_one_version_and_dependency_ranges_this_machine_satisfies():
     from importlib.metadata import version
 
@@ -423,7 +432,7 @@ def uploads(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kwargs: calls.append(("create", repo_id)))
 
     def upload_folder(repo_id, folder_path, **kwargs):
-        calls.append(("upload", repo_id, sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir())))
+        calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
 
     monkeypatch.setattr(huggingface_hub, "upload_folder", upload_folder)
     return calls

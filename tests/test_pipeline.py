@@ -3,7 +3,6 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -63,13 +62,17 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
+def save_tiny_model(folder):
+    """A tiny random AdaTAD model and its processor, saved in `folder` (seeded: the same weights every time)."""
     torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_adatad")
     AdaTADForTemporalDetection(tiny_config()).save_pretrained(folder)
     tiny_processor().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_adatad"))
 
 
 @pytest.fixture(scope="module")
