@@ -112,6 +112,30 @@ def test_registered_task_builds_the_pipeline(detector):
     assert isinstance(built, TemporalActionDetectionPipeline)
 
 
+def test_importing_the_package_registers_the_task_without_importing_torch(tmp_path):
+    script = (
+        "import sys\n"
+        "import adatad\n"
+        "assert 'torch' not in sys.modules, 'import adatad imported torch'\n"
+        "from transformers import pipeline\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "assert 'temporal-action-detection' in PIPELINE_REGISTRY.get_supported_tasks()\n"
+        "config = adatad.AdaTADConfig(num_labels=2, backbone_config=dict(hidden_size=32, num_hidden_layers=1, "
+        "num_attention_heads=4, intermediate_size=64, image_size=32, num_frames=8), num_frames=32, image_size=32, "
+        "feature_length=16, max_seq_len=16, projection_hidden_size=32, head_hidden_size=32, projection_arch=(2, 1, 1), "
+        "fpn_strides=(1, 2), fpn_regression_ranges=((0, 4), (4, 10000)))\n"
+        "processor = adatad.AdaTADVideoProcessor(window_size=16, scale_factor=2, size={'shortest_edge': 32}, "
+        "crop_size={'height': 32, 'width': 32}, class_names=['a', 'b'])\n"
+        "detector = pipeline('temporal-action-detection', model=adatad.AdaTADForTemporalDetection(config), "
+        "video_processor=processor, device='cpu')\n"
+        "print(type(detector).__name__)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "TemporalActionDetectionPipeline"
+
+
 def test_real_clip_gives_segments_in_seconds_within_the_video(detector, videos):
     detections = detector(str(videos / "demo.mp4"), threshold=0.0)
     assert_valid_detections(detections, DURATIONS["demo.mp4"])
