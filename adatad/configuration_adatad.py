@@ -60,13 +60,6 @@ _FIELD_RANGES = (
     ("loss_focal_alpha", lambda v: _is_real(v) and v <= 1, "in [0, 1], or negative to disable the weighting"),
     ("loss_focal_gamma", lambda v: _is_real(v) and v >= 0, "a non-negative number"),
     ("loss_filter_similar_gt", lambda v: isinstance(v, bool), "True or False"),
-    ("post_pre_nms_thresh", lambda v: _is_real(v) and 0 <= v <= 1, "a score in [0, 1]"),
-    ("post_pre_nms_topk", lambda v: _is_int(v) and v >= 1, "a positive int"),
-    ("post_nms_sigma", lambda v: _is_real(v) and v > 0, "a positive number"),
-    ("post_min_score", lambda v: _is_real(v) and 0 <= v <= 1, "a score in [0, 1]"),
-    ("post_max_segments", lambda v: _is_int(v) and v >= 1, "a positive int"),
-    ("post_multiclass_nms", lambda v: isinstance(v, bool), "True or False"),
-    ("post_voting_thresh", lambda v: _is_real(v) and 0 <= v <= 1, "a tIoU in [0, 1] (0: no voting)"),
     ("initializer_range", lambda v: _is_real(v) and v >= 0, "a non-negative number"),
 )
 
@@ -130,10 +123,8 @@ class AdaTADConfig(PreTrainedConfig):
         loss_focal_alpha (`float`, defaults to 0.25), loss_focal_gamma (`float`, defaults to 2.0): focal loss.
         loss_filter_similar_gt (`bool`, defaults to `True`): drop ground truth whose boundaries coincide.
 
-    Post-processing (used by `AdaTADVideoProcessor.post_process_temporal_detection`):
-        post_pre_nms_thresh (`float`), post_pre_nms_topk (`int`), post_nms_sigma (`float`),
-        post_min_score (`float`), post_max_segments (`int`), post_multiclass_nms (`bool`),
-        post_voting_thresh (`float`): as in OpenTAD's `post_processing` settings.
+    Post-processing settings are not part of the model: the video processor carries them
+    (`adatad.post_processing.PostProcessingSettings`).
 
     Example:
 
@@ -182,14 +173,6 @@ class AdaTADConfig(PreTrainedConfig):
     loss_focal_alpha: float = 0.25
     loss_focal_gamma: float = 2.0
     loss_filter_similar_gt: bool = True
-
-    post_pre_nms_thresh: float = 0.001
-    post_pre_nms_topk: int = 2000
-    post_nms_sigma: float = 0.7
-    post_min_score: float = 0.0
-    post_max_segments: int = 2000
-    post_multiclass_nms: bool = True
-    post_voting_thresh: float = 0.7
 
     initializer_range: float = 0.02
 

@@ -1,7 +1,10 @@
 """PyTorch AdaTAD: VideoMAE with Temporal-Informative Adapters and an ActionFormer detector."""
 
+import difflib
 import math
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -1155,6 +1158,22 @@ class AdaTADTemporalDetectionOutput(ModelOutput):
     backbone_features: torch.FloatTensor | None = None
 
 
+# The pipeline task every saved model folder declares in config.json; its code, pipeline_adatad.py, is copied beside
+# the model code so that `pipeline(model=folder, trust_remote_code=True)` needs no installed adatad.
+PIPELINE_TASK = "temporal-action-detection"
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {"impl": "pipeline_adatad.TemporalActionDetectionPipeline", "pt": ["AutoModel"], "tf": [], "type": "video"}
+}
+
+
+def reject_unknown_arguments(method: str, kwargs: dict, known: tuple[str, ...]) -> None:
+    """A misspelt keyword (`mask=` for `masks=`) would otherwise be ignored and silently change the results."""
+    if kwargs:
+        hints = [f"{name!r} (did you mean {difflib.get_close_matches(name, known, n=1)[0]!r}?)"
+                 if difflib.get_close_matches(name, known, n=1) else repr(name) for name in sorted(kwargs)]
+        raise TypeError(f"{method}() got unexpected keyword arguments {', '.join(hints)}; it takes {', '.join(known)}.")
+
+
 class AdaTADPreTrainedModel(PreTrainedModel):
     config_class = AdaTADConfig
     config: AdaTADConfig
@@ -1182,6 +1201,15 @@ class AdaTADPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.pointwise_conv.bias)
         init_detector_weights(module, self.config)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the `temporal-action-detection` task in config.json and its code,
+        so that every folder written (training, converters, user code) works with `pipeline(...)`."""
+        self.config.custom_pipelines = CUSTOM_PIPELINES
+        super().save_pretrained(save_directory, *args, **kwargs)
+        pipeline_code = Path(__file__).with_name("pipeline_adatad.py")
+        if kwargs.get("is_main_process", True) and pipeline_code.is_file():
+            shutil.copy(pipeline_code, Path(save_directory) / pipeline_code.name)
+
     def _apply_tuning_mode(self):
         """Freeze what `config.tuning_mode` says is frozen: in the backbone, only adapter weights (named `adapter`)
         train in `adapter` and `side` mode, nothing in `frozen` mode, everything in `full` mode."""
@@ -1207,6 +1235,7 @@ class AdaTADModel(AdaTADPreTrainedModel):
         self._apply_tuning_mode()
 
     def forward(self, pixel_values: torch.FloatTensor, **kwargs) -> AdaTADModelOutput:
+        reject_unknown_arguments("AdaTADModel.forward", kwargs, ("pixel_values",))
         return AdaTADModelOutput(last_hidden_state=self.backbone(pixel_values))
 
 
@@ -1273,6 +1302,7 @@ class AdaTADForTemporalDetection(AdaTADPreTrainedModel):
         labels: list[dict] | None = None,
         **kwargs,
     ) -> AdaTADTemporalDetectionOutput:
+        reject_unknown_arguments("AdaTADForTemporalDetection.forward", kwargs, ("pixel_values", "masks", "labels"))
         features = self.model(pixel_values).last_hidden_state
         if masks is not None and masks.shape != (features.shape[0], features.shape[-1]):
             raise ValueError(

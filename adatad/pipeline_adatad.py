@@ -46,11 +46,21 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
+# Importing the model module also registers the model with AutoModel, so that model folders load with the installed
+# classes, not with their own code.
+from .modeling_adatad import PIPELINE_TASK
+from .post_processing import (
+    NonFiniteDetectorOutputError,
+    check_finite_candidates,
+    check_threshold_and_top_k,
+    decode_candidates,
+    keep_best_detections,
+)
 from .processing_adatad import VideoDecodeError
 
 logger = logging.get_logger(__name__)
 
-TASK = "temporal-action-detection"
+TASK = PIPELINE_TASK
 ON_ERROR_CHOICES = ("raise", "skip")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_THRESHOLD = 0.3
@@ -74,7 +84,8 @@ class VideoDetections:
         detections: `[{"label", "score", "segment": [start_s, end_s]}]`, by descending score.
         duration: seconds of the decodable video (0 when it could not be opened).
         num_windows: model inputs the video was split into.
-        error: why the video was skipped (`on_error="skip"`), else None.
+        error: why the video was skipped (`on_error="skip"`): a `VideoDecodeError`, or a
+            `NonFiniteDetectorOutputError` naming the window whose detector outputs were NaN or infinite; else None.
     """
 
     video: str
@@ -82,7 +93,7 @@ class VideoDetections:
     detections: list[dict] = field(default_factory=list)
     duration: float = 0.0
     num_windows: int = 0
-    error: VideoDecodeError | None = None
+    error: VideoDecodeError | NonFiniteDetectorOutputError | None = None
 
 
 @dataclass
@@ -96,7 +107,7 @@ class _VideoJob:
     fps: float = 0.0
     window_starts: list[int] | None = None
     window_results: list[dict] = field(default_factory=list)
-    error: VideoDecodeError | None = None
+    error: VideoDecodeError | NonFiniteDetectorOutputError | None = None
 
     @property
     def duration(self) -> float:
@@ -122,7 +133,9 @@ class TemporalActionDetectionPipeline(Pipeline):
     every segment inside `[0, duration]` of its video.
 
     Call arguments (also accepted by `pipeline(...)` as defaults):
-        threshold (`float`, defaults to 0.3): keep detections with `score >= threshold` (after NMS).
+        threshold (`float` in [0, 1], defaults to 0.3): keep detections with `score >= threshold` (after NMS). The
+            default is for viewing; pass 0 to keep the whole ranked list for mAP evaluation.
+        top_k (`int`, defaults to None): keep at most this many detections per video (the best ones).
         batch_size (`int`, defaults to 1): windows per model call; windows of different videos share batches.
         on_error (`"raise"` or `"skip"`, defaults to `"raise"`): what an undecodable video does (see module doc).
         precision (`"fp32"`, `"bf16"` or `"fp16"`, defaults to `"fp32"`): autocast dtype of the model call.
@@ -195,12 +208,18 @@ class TemporalActionDetectionPipeline(Pipeline):
 
     # -- transformers Pipeline API --------------------------------------------------------------------------
 
-    def _sanitize_parameters(self, threshold=None, on_error=None, precision=None, prefetch_batches=None, **kwargs):
+    def _sanitize_parameters(
+        self, threshold=None, top_k=None, on_error=None, precision=None, prefetch_batches=None, **kwargs
+    ):
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)} for the {TASK} pipeline")
         preprocess_params, forward_params, postprocess_params = {}, {}, {}
         if threshold is not None:
+            check_threshold_and_top_k(threshold, top_k)
             postprocess_params["threshold"] = float(threshold)
+        if top_k is not None:
+            check_threshold_and_top_k(0.0, top_k)
+            postprocess_params["top_k"] = int(top_k)
         if on_error is not None:
             if on_error not in ON_ERROR_CHOICES:
                 raise ValueError(f"`on_error` must be one of {ON_ERROR_CHOICES}, got {on_error!r}.")
@@ -261,21 +280,22 @@ class TemporalActionDetectionPipeline(Pipeline):
         with context:
             return self.model(pixel_values=pixel_values, masks=model_inputs["masks"])
 
-    def postprocess(self, window_results: list[dict], job: _VideoJob, threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
+    def postprocess(
+        self, window_results: list[dict], job: _VideoJob, threshold: float = DEFAULT_THRESHOLD, top_k: int | None = None
+    ) -> list[dict]:
         """Merge a video's windows (one NMS over all of them, as OpenTAD's test engine) and format its detections."""
         processor = self.video_processor
         if processor.sampling_method == "resize":
             (result,) = window_results  # already NMS'd: resize mode has one row per video
+            result = keep_best_detections(result, threshold, top_k)
         else:
-            (result,) = processor.merge_window_detections(window_results)
+            (result,) = processor.merge_window_detections(window_results, threshold=threshold, top_k=top_k)
         detections = []
         for (start, end), name, score in zip(result["segments"].tolist(), result["label_names"], result["scores"].tolist()):
             # Post-processing rounds like OpenTAD (4 decimals for scores, 2 for seconds) in float32: give back the
-            # decimal values, compare the score the user sees, and keep segments inside the video after rounding.
-            score = round(score, 4)
-            if score >= threshold:
-                start, end = (min(max(round(value, 2), 0.0), job.duration) for value in (start, end))
-                detections.append({"label": name, "score": score, "segment": [start, end]})
+            # decimal values and keep segments inside the video after rounding.
+            start, end = (min(max(round(value, 2), 0.0), job.duration) for value in (start, end))
+            detections.append({"label": name, "score": round(score, 4), "segment": [start, end]})
         return detections
 
     # -- calling ---------------------------------------------------------------------------------------------
@@ -303,7 +323,7 @@ class TemporalActionDetectionPipeline(Pipeline):
             batch_size: windows per model call (default: the pipeline's `batch_size`, else 1).
             progress: optional tqdm-like bar: its `total` grows by each video's window count when the video is
                 opened and `update(n)` is called after each model batch.
-            kwargs: `threshold`, `on_error`, `precision`, `prefetch_batches` (see the class docstring).
+            kwargs: `threshold`, `top_k`, `on_error`, `precision`, `prefetch_batches` (see the class docstring).
         """
         preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
         preprocess_params = {**self._preprocess_params, **preprocess_params}
@@ -312,6 +332,7 @@ class TemporalActionDetectionPipeline(Pipeline):
         on_error = preprocess_params.get("on_error", "raise")
         prefetch_batches = preprocess_params.get("prefetch_batches", DEFAULT_PREFETCH_BATCHES)
         threshold = postprocess_params.get("threshold", DEFAULT_THRESHOLD)
+        top_k = postprocess_params.get("top_k")
         batch_size = int(batch_size or self._batch_size or 1)
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
@@ -332,8 +353,13 @@ class TemporalActionDetectionPipeline(Pipeline):
                         raise item.error
                     pending[item.index] = item
                 else:
-                    for job in self._run_batch(item, forward_params):
-                        pending[job.index] = merger.submit(self.postprocess, job.window_results, job, threshold)
+                    finished, failed = self._run_batch(item, forward_params)
+                    for job in failed:
+                        if on_error == "raise":
+                            raise job.error
+                        pending[job.index] = job
+                    for job in finished:
+                        pending[job.index] = merger.submit(self.postprocess, job.window_results, job, threshold, top_k)
                     if progress is not None:
                         progress.update(len(item))
                 while next_index in pending and _is_ready(pending[next_index]):
@@ -342,29 +368,49 @@ class TemporalActionDetectionPipeline(Pipeline):
             for index in range(next_index, len(jobs)):
                 yield self._finish(jobs[index], pending.pop(index))
 
-    def _run_batch(self, windows: list[dict], forward_params: dict) -> list[_VideoJob]:
-        """Model + per-window candidate decoding for one batch; returns the videos whose last window was in it."""
+    def _run_batch(self, windows: list[dict], forward_params: dict) -> tuple[list[_VideoJob], list[_VideoJob]]:
+        """Model + per-window candidate decoding for one batch.
+
+        Returns the videos whose last window was in it, and the videos that failed in it: a window whose detector
+        outputs hold NaN or infinity fails its whole video (`job.error` names the video and the window).
+        """
         model_inputs = {
             "pixel_values": torch.stack([w["pixel_values"] for w in windows]),
             "masks": torch.stack([w["masks"] for w in windows]),
         }
         outputs = self.forward(model_inputs, **forward_params)
-        metas = [w["video_meta"] for w in windows]
-        if self.video_processor.sampling_method == "resize":
-            results = self.video_processor.post_process_temporal_detection(outputs, metas, class_names=self.class_names)
-        else:
-            results = self.video_processor.post_process_temporal_detection(
-                outputs, metas, class_names=self.class_names, merge_windows=False
-            )
-        finished = []
-        for window, result in zip(windows, results):
+        proposals, scores = decode_candidates(outputs.logits, outputs.pred_offsets, outputs.points, outputs.feature_mask)
+        failed, rows = [], []
+        for row, window in enumerate(windows):
             job = window["job"]
             if job.error is not None:
-                continue  # a later window of this video failed to decode: the video is reported as skipped
+                continue  # another window of this video failed (decoding or detector): the video is skipped
+            try:
+                check_finite_candidates(proposals[row], scores[row], job.path, window["video_meta"])
+            except NonFiniteDetectorOutputError as error:
+                job.error = error
+                failed.append(job)
+                continue
+            rows.append(row)
+        if not rows:
+            return [], failed
+        candidates = {"proposals": [proposals[r] for r in rows], "scores": [scores[r] for r in rows]}
+        metas = [windows[r]["video_meta"] for r in rows]
+        if self.video_processor.sampling_method == "resize":
+            results = self.video_processor.post_process_temporal_detection(candidates, metas, class_names=self.class_names)
+        else:
+            results = self.video_processor.post_process_temporal_detection(
+                candidates, metas, class_names=self.class_names, merge_windows=False
+            )
+        finished = []
+        for row, result in zip(rows, results):
+            job = windows[row]["job"]
+            if job.error is not None:
+                continue
             job.window_results.append(result)
             if len(job.window_results) == len(job.window_starts):
                 finished.append(job)
-        return finished
+        return finished, failed
 
     @staticmethod
     def _finish(job: _VideoJob, outcome: Future | _VideoJob) -> VideoDetections:
@@ -478,29 +524,77 @@ class _BatchProducer:
             self._thread.join()
 
 
-def load_detection_pipeline(model_dir: str | os.PathLike, **kwargs) -> TemporalActionDetectionPipeline:
-    """`pipeline("temporal-action-detection", model=model_dir, trust_remote_code=True, **kwargs)` for a local
-    folder, after checking that the folder holds a model and a video processor (errors name the folder).
+class ModelFolderError(FileNotFoundError):
+    """`--model` / `model=` names no usable AdaTAD folder (missing folder or files, unknown Hub repo)."""
 
-    Keyword arguments go to `transformers.pipeline` (e.g. `device`, `dtype`, `batch_size`, `threshold`).
+
+def resolve_model_folder(model: str | os.PathLike) -> Path:
+    """A local folder as given, or a Hub repo id (`owner/name`, optionally `owner/name@revision`) resolved through the
+    Hugging Face cache: cached files are used without any network access; otherwise they are downloaded (unless
+    `HF_HUB_OFFLINE=1`). Raises `ModelFolderError` naming what is missing."""
+    folder = Path(model)
+    if folder.is_dir():
+        return folder
+    repo_id, _, revision = str(model).partition("@")
+    if os.path.isabs(str(model)) or str(model).startswith(".") or repo_id.count("/") != 1:
+        raise ModelFolderError(
+            f"model folder '{folder}' does not exist; pass the folder written by save_pretrained or by "
+            "conversion_scripts/convert_opentad_to_adatad.py, or a Hub repo id such as owner/name"
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        try:
+            return Path(snapshot_download(repo_id, revision=revision or None, local_files_only=True))
+        except LocalEntryNotFoundError:
+            return Path(snapshot_download(repo_id, revision=revision or None))
+    except HFValidationError as error:
+        raise ModelFolderError(f"'{model}' is neither a folder nor a valid Hub repo id: {error}") from error
+    except Exception as error:  # network, authentication, unknown repo: all end the same way for the user
+        raise ModelFolderError(
+            f"'{model}' is not a folder, and the Hub repo '{repo_id}' is not in the Hugging Face cache "
+            f"({os.environ.get('HF_HUB_CACHE') or 'default cache'}) and could not be downloaded: {error}"
+        ) from error
+
+
+def load_detection_pipeline(
+    model: str | os.PathLike, trust_remote_code: bool = False, **kwargs
+) -> TemporalActionDetectionPipeline:
+    """The `temporal-action-detection` pipeline of a model folder or Hub repo id, after checking that it holds a model
+    and a video processor (errors name the folder).
+
+    By default the folder is loaded with the installed `adatad` classes and no code from the folder runs. With
+    `trust_remote_code=True` the folder's own Python files (modeling_adatad.py, processing_adatad.py, ...) are
+    imported and run: only for folders whose code you have read.
+
+    Keyword arguments go to `transformers.pipeline` (e.g. `device`, `batch_size`, `threshold`).
     """
     from transformers import pipeline
 
-    folder = Path(model_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"model folder '{folder}' does not exist; pass the folder written by save_pretrained or by "
-            "conversion_scripts/convert_opentad_to_adatad.py"
-        )
+    folder = resolve_model_folder(model)
     missing = [name for name in ("config.json", "video_preprocessor_config.json") if not (folder / name).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise ModelFolderError(
             f"model folder '{folder}' lacks {', '.join(missing)}: it must hold the model (config.json + weights) and "
             "its AdaTADVideoProcessor (video_preprocessor_config.json), both saved with save_pretrained"
         )
-    return pipeline(TASK, model=str(folder), trust_remote_code=True, pipeline_class=TemporalActionDetectionPipeline, **kwargs)
+    return pipeline(
+        TASK,
+        model=str(folder),
+        trust_remote_code=trust_remote_code,
+        pipeline_class=TemporalActionDetectionPipeline,
+        **kwargs,
+    )
 
 
 PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=TemporalActionDetectionPipeline, pt_model=AutoModel, type="video")
 
-__all__ = ["TemporalActionDetectionPipeline", "VideoDetections", "ModelProcessorMismatchError", "load_detection_pipeline"]
+__all__ = [
+    "TemporalActionDetectionPipeline",
+    "VideoDetections",
+    "ModelFolderError",
+    "ModelProcessorMismatchError",
+    "load_detection_pipeline",
+    "resolve_model_folder",
+]

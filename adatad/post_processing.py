@@ -22,7 +22,7 @@ those into the ActivityNet result JSON layout.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -40,6 +40,55 @@ _DENSE_DECAY_MAX_ELEMENTS = 2048
 _ROW_COMPACTION_INTERVAL = 8
 # Candidate indices travel inside the float32 soft-NMS state, exact up to 2**24.
 _MAX_SOFT_NMS_CANDIDATES = 2**24
+
+
+@dataclass(frozen=True)
+class PostProcessingSettings:
+    """The post-processing settings and their one set of defaults (OpenTAD's AdaTAD values).
+
+    `AdaTADVideoProcessor` stores these fields under the same names (so they travel in
+    `video_preprocessor_config.json`), `post_process_temporal_detection` takes them as keyword arguments, and
+    `NMSSettings` takes its defaults from here.
+
+    Args:
+        pre_nms_thresh: candidates (point, class) with a score below this are dropped before NMS.
+        pre_nms_topk: at most this many candidates per video (or window) go into NMS.
+        nms_method, nms_sigma, min_score, max_segments, multiclass, voting_thresh, nms_iou_threshold,
+            nms_t1, nms_t2: see `NMSSettings` (`nms_method` = `method`, `nms_sigma` = `sigma`,
+            `nms_iou_threshold` = `iou_threshold`, `nms_t1`/`nms_t2` = `t1`/`t2`).
+    """
+
+    pre_nms_thresh: float = 0.001
+    pre_nms_topk: int = 2000
+    nms_method: NMSMethod = "gaussian"
+    nms_sigma: float = 0.7
+    min_score: float = 0.0
+    max_segments: int = 2000
+    multiclass: bool = True
+    voting_thresh: float = 0.7
+    nms_iou_threshold: float = 0.0
+    nms_t1: float = 0.0
+    nms_t2: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.pre_nms_thresh <= 1.0:
+            raise ValueError(f"`pre_nms_thresh` must be in [0, 1], got {self.pre_nms_thresh}.")
+        if int(self.pre_nms_topk) != self.pre_nms_topk or self.pre_nms_topk <= 0:
+            raise ValueError(f"`pre_nms_topk` must be a positive integer, got {self.pre_nms_topk}.")
+        self.nms_settings()  # validates the NMS fields
+
+    def nms_settings(self) -> "NMSSettings":
+        return NMSSettings(
+            method=self.nms_method,
+            sigma=self.nms_sigma,
+            min_score=self.min_score,
+            max_segments=self.max_segments,
+            multiclass=self.multiclass,
+            voting_thresh=self.voting_thresh,
+            iou_threshold=self.nms_iou_threshold,
+            t1=self.nms_t1,
+            t2=self.nms_t2,
+        )
 
 
 @dataclass(frozen=True)
@@ -64,15 +113,15 @@ class NMSSettings:
         iou_threshold, t1, t2: see `method`.
     """
 
-    method: NMSMethod = "gaussian"
-    sigma: float = 0.5
-    min_score: float = 0.0
-    max_segments: int = 100
-    multiclass: bool = True
-    voting_thresh: float = 0.0
-    iou_threshold: float = 0.0
-    t1: float = 0.0
-    t2: float = 0.0
+    method: NMSMethod = PostProcessingSettings.nms_method
+    sigma: float = PostProcessingSettings.nms_sigma
+    min_score: float = PostProcessingSettings.min_score
+    max_segments: int = PostProcessingSettings.max_segments
+    multiclass: bool = PostProcessingSettings.multiclass
+    voting_thresh: float = PostProcessingSettings.voting_thresh
+    iou_threshold: float = PostProcessingSettings.nms_iou_threshold
+    t1: float = PostProcessingSettings.nms_t1
+    t2: float = PostProcessingSettings.nms_t2
 
     def __post_init__(self):
         allowed = _SOFT_NMS_METHODS + ("hard", "none")
@@ -82,8 +131,8 @@ class NMSSettings:
             raise ValueError(f"`nms_sigma` must be > 0 for Gaussian soft-NMS, got {self.sigma}.")
         if int(self.max_segments) != self.max_segments or self.max_segments <= 0:
             raise ValueError(f"`max_segments` must be a positive integer, got {self.max_segments}.")
-        if self.voting_thresh < 0:
-            raise ValueError(f"`voting_thresh` must be >= 0 (0 disables voting), got {self.voting_thresh}.")
+        if not 0 <= self.voting_thresh <= 1:
+            raise ValueError(f"`voting_thresh` must be a tIoU in [0, 1] (0 disables voting), got {self.voting_thresh}.")
 
 
 def _field(container: Any, name: str):
@@ -771,7 +820,41 @@ def _finish_entry(
     return {"video_id": video_id, "scores": scores, "labels": labels, "label_names": _label_names(labels, names), "segments": seconds}
 
 
-def merge_sliding_windows(window_results: Sequence[dict], nms_settings: NMSSettings) -> list[dict]:
+def check_threshold_and_top_k(threshold: float, top_k: int | None) -> None:
+    """Refuses a `threshold` outside [0, 1] (NaN included) and a `top_k` that is not a positive integer."""
+    if not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
+        raise ValueError(f"`threshold` must be a number in [0, 1] (scores are probabilities), got {threshold!r}.")
+    if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
+        raise ValueError(f"`top_k` must be a positive integer or None (keep all), got {top_k!r}.")
+
+
+def keep_best_detections(result: dict, threshold: float = 0.0, top_k: int | None = None) -> dict:
+    """Keeps detections scoring `>= threshold` (compared at the 4 decimals the scores are rounded to), then the
+    `top_k` best; the order of the kept entries is unchanged."""
+    scores = [round(score, 4) for score in result["scores"].tolist()]
+    kept = [i for i, score in enumerate(scores) if score >= threshold]
+    if top_k is not None and len(kept) > top_k:
+        best = sorted(kept, key=lambda i: -scores[i])[:top_k]  # stable: ties keep their order
+        kept = sorted(best)
+    if len(kept) == len(scores):
+        return result
+    index = torch.tensor(kept, dtype=torch.long)
+    return {
+        **result,
+        "scores": result["scores"][index],
+        "labels": result["labels"][index],
+        "label_names": [result["label_names"][i] for i in kept],
+        "segments": result["segments"].reshape(-1, 2)[index],
+    }
+
+
+def merge_sliding_windows(
+    window_results: Sequence[dict],
+    nms_settings: NMSSettings | PostProcessingSettings | None = None,
+    *,
+    threshold: float = 0.0,
+    top_k: int | None = None,
+) -> list[dict]:
     """Merges window results of the same video into one result per video (OpenTAD's test engine).
 
     All windows of a video (in the given order) are concatenated and ONE `batched_nms` runs on their
@@ -782,11 +865,17 @@ def merge_sliding_windows(window_results: Sequence[dict], nms_settings: NMSSetti
         window_results: per window, dicts as returned by `post_process_temporal_detection(...,
             sliding_window=True, merge_windows=False)`: they hold `video_id`, `scores`, `labels`,
             `label_names` and `segments` in seconds, without NMS.
-        nms_settings: settings of the per-video NMS.
+        nms_settings: settings of the per-video NMS (default: `PostProcessingSettings()`).
+        threshold, top_k: as in `post_process_temporal_detection`, applied to each merged video.
 
     Returns:
         One dict per video, in order of first appearance.
     """
+    check_threshold_and_top_k(threshold, top_k)
+    if nms_settings is None:
+        nms_settings = PostProcessingSettings()
+    if isinstance(nms_settings, PostProcessingSettings):
+        nms_settings = nms_settings.nms_settings()
     by_video: dict[str, list[dict]] = {}
     for window in window_results:
         by_video.setdefault(window["video_id"], []).append(window)
@@ -808,15 +897,14 @@ def merge_sliding_windows(window_results: Sequence[dict], nms_settings: NMSSetti
     for video_id, (segments, scores, group), name_order, id_of_name in zip(by_video, nms_results, name_orders, ids_of_names):
         segments, scores = _round_like_opentad(segments, scores)
         label_names = [name_order[g] for g in group.tolist()]
-        merged.append(
-            {
-                "video_id": video_id,
-                "scores": scores,
-                "labels": torch.tensor([id_of_name[n] for n in label_names], dtype=torch.long),
-                "label_names": label_names,
-                "segments": segments,
-            }
-        )
+        result = {
+            "video_id": video_id,
+            "scores": scores,
+            "labels": torch.tensor([id_of_name[n] for n in label_names], dtype=torch.long),
+            "label_names": label_names,
+            "segments": segments,
+        }
+        merged.append(keep_best_detections(result, threshold, top_k))
     return merged
 
 
@@ -825,20 +913,13 @@ def post_process_temporal_detection(
     video_metas: Sequence[Mapping[str, Any]],
     *,
     class_names: Sequence[str] | Mapping[int, str] | None = None,
-    pre_nms_thresh: float = 0.001,
-    pre_nms_topk: int = 2000,
-    nms_sigma: float = 0.5,
-    min_score: float = 0.0,
-    max_segments: int = 100,
-    multiclass_nms: bool = True,
-    voting_thresh: float = 0.0,
-    nms_method: NMSMethod = "gaussian",
-    nms_iou_threshold: float = 0.0,
-    nms_t1: float = 0.0,
-    nms_t2: float = 0.0,
+    threshold: float = 0.0,
+    top_k: int | None = None,
+    settings: PostProcessingSettings | None = None,
     sliding_window: bool = False,
     merge_windows: bool = True,
     video_classifier: ExternalVideoClassifier | None = None,
+    **setting_overrides,
 ) -> list[dict]:
     """Raw detector outputs -> detections in seconds, one dict per video.
 
@@ -853,36 +934,42 @@ def post_process_temporal_detection(
         class_names: names of the detector's classes: a list (index = label id) or a mapping
             `{label_id: name}` such as `config.id2label`. Required unless `video_classifier` provides
             the labels.
-        pre_nms_thresh, pre_nms_topk: pre-NMS selection (ignored for a single-class detector).
-        nms_sigma, min_score, max_segments, multiclass_nms, voting_thresh, nms_method,
-            nms_iou_threshold, nms_t1, nms_t2: see `NMSSettings` (`max_segments` = OpenTAD `max_seg_num`).
+        threshold: keep detections scoring at least this (after NMS; default 0: keep the whole ranked list,
+            which is what mAP evaluation needs).
+        top_k: keep at most this many detections per video, the best ones (after NMS and `threshold`;
+            default None: no cap beyond `max_segments`).
+        settings: the `PostProcessingSettings` to use (default: `PostProcessingSettings()`).
+        setting_overrides: any `PostProcessingSettings` field by name (e.g. `nms_sigma=0.5`), replacing the
+            one in `settings`.
         sliding_window: batch entries are windows (THUMOS/EPIC/Ego4D style): no NMS per window;
             windows of the same video are merged with one NMS on the rounded seconds.
         merge_windows: with `sliding_window`, `False` returns one un-merged dict per window, to be
-            merged later with `merge_sliding_windows` once all windows of a video are collected.
+            merged later with `merge_sliding_windows` (which then takes `threshold` and `top_k`) once all
+            windows of a video are collected.
         video_classifier: optional `ExternalVideoClassifier` fused after NMS (ActivityNet).
 
     Returns:
         List of `{"video_id": str, "scores": (N,) float32, "labels": (N,) int64, "label_names":
         list[str], "segments": (N, 2) float32 seconds}`, sorted by descending score (with a
         video classifier: class by class), rounded like OpenTAD (2 decimals seconds, 4 decimals
-        scores). With a video classifier, `labels` index the classifier's class names.
+        scores). With a video classifier, `labels` index the classifier's class names. The list can be
+        passed as-is as `predictions` to the `temporal_detection_map` metric (`adatad.evaluation.metric_path()`).
     """
-    nms_settings = NMSSettings(
-        method=nms_method,
-        sigma=nms_sigma,
-        min_score=min_score,
-        max_segments=max_segments,
-        multiclass=multiclass_nms,
-        voting_thresh=voting_thresh,
-        iou_threshold=nms_iou_threshold,
-        t1=nms_t1,
-        t2=nms_t2,
-    )
+    unknown = sorted(set(setting_overrides) - set(PostProcessingSettings.__dataclass_fields__))
+    if unknown:
+        raise TypeError(
+            f"post_process_temporal_detection() got unknown arguments {unknown}; post-processing settings are "
+            f"{sorted(PostProcessingSettings.__dataclass_fields__)}."
+        )
+    settings = replace(settings or PostProcessingSettings(), **setting_overrides)
+    check_threshold_and_top_k(threshold, top_k)
+    if sliding_window and not merge_windows and (threshold > 0 or top_k is not None):
+        raise ValueError(
+            "`threshold`/`top_k` apply to whole videos: with merge_windows=False pass them to merge_sliding_windows."
+        )
+    nms_settings = settings.nms_settings()
     if isinstance(class_names, Mapping):
         class_names = [class_names[i] for i in range(len(class_names))]
-    if int(pre_nms_topk) != pre_nms_topk or pre_nms_topk <= 0:
-        raise ValueError(f"`pre_nms_topk` must be a positive integer, got {pre_nms_topk}.")
     if _field(outputs, "proposals") is not None:
         proposals, scores = list(_field(outputs, "proposals")), list(_field(outputs, "scores"))
     else:
@@ -911,9 +998,12 @@ def post_process_temporal_detection(
                 f"`class_names` must name the detector's {num_classes} classes (got "
                 f"{None if class_names is None else len(class_names)} names) unless a `video_classifier` gives the labels."
             )
+        check_finite_candidates(proposals[b], video_scores, video_ids[b], meta)
 
     candidates = [
-        select_pre_nms_candidates(proposals[b].detach().cpu().float(), scores[b].detach().cpu().float(), pre_nms_thresh, pre_nms_topk)
+        select_pre_nms_candidates(
+            proposals[b].detach().cpu().float(), scores[b].detach().cpu().float(), settings.pre_nms_thresh, settings.pre_nms_topk
+        )
         for b in range(len(video_metas))
     ]
     if not sliding_window:
@@ -924,8 +1014,37 @@ def post_process_temporal_detection(
         for b in range(len(video_metas))
     ]
     if sliding_window and merge_windows:
-        return merge_sliding_windows(entries, nms_settings)
-    return entries
+        return merge_sliding_windows(entries, nms_settings, threshold=threshold, top_k=top_k)
+    if sliding_window:
+        return entries
+    return [keep_best_detections(entry, threshold, top_k) for entry in entries]
+
+
+class NonFiniteDetectorOutputError(FloatingPointError):
+    """The detector produced NaN or infinite scores for a video (or one of its windows)."""
+
+    def __init__(self, video_id: str, window_start_frame: int | None, count: int, total: int):
+        self.video_id = video_id
+        self.window_start_frame = window_start_frame
+        where = f"video {video_id!r}" + (
+            "" if window_start_frame is None else f", window starting at frame {window_start_frame}"
+        )
+        super().__init__(
+            f"{where}: {count} of {total} detector scores and segment bounds are NaN or infinite (a damaged "
+            "checkpoint, or an fp16 "
+            "overflow: try fp32); no detections can be trusted there."
+        )
+
+
+def check_finite_candidates(
+    proposals: torch.Tensor, scores: torch.Tensor, video_id: str, meta: Mapping[str, Any]
+) -> None:
+    """Raises `NonFiniteDetectorOutputError` naming the video and window when candidate segments or scores hold
+    NaN or infinity (the score threshold would otherwise drop them silently and report no detections)."""
+    finite = torch.cat([torch.isfinite(proposals).reshape(-1), torch.isfinite(scores).reshape(-1)])
+    if not bool(finite.all()):
+        window = meta.get("window_start_frame") if meta.get("fps", -1) != -1 else None
+        raise NonFiniteDetectorOutputError(video_id, window, int((~finite).sum()), finite.numel())
 
 
 def to_activitynet_submission(results: Sequence[dict]) -> dict[str, list[dict]]:

@@ -36,7 +36,7 @@ from transformers.video_processing_utils import BaseVideoProcessor
 
 from .augmentation import ImgAugDefault, TorchvisionRandAugment
 from .configuration_adatad import AdaTADConfig
-from .post_processing import NMSSettings, merge_sliding_windows
+from .post_processing import PostProcessingSettings, merge_sliding_windows
 from .post_processing import post_process_temporal_detection as _post_process_temporal_detection
 from .time_grid import (
     FrameSample,
@@ -562,9 +562,9 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         `color_jitter_hue` 0.1 (mmaction2 defaults),
         image_mean / image_std (ImageNet), rescale_factor (1/255).
 
-    Post-processing (used by `post_process_temporal_detection`, OpenTAD's THUMOS values by default):
-        pre_nms_thresh (0.001), pre_nms_topk (2000), nms_sigma (0.7), min_score (0.0), max_segments (2000),
-        multiclass (`True`), voting_thresh (0.7), class_names (`list[str]` or `None`).
+    Post-processing (used by `post_process_temporal_detection`; defaults from `PostProcessingSettings`):
+        pre_nms_thresh, pre_nms_topk, nms_sigma, min_score, max_segments, multiclass, voting_thresh,
+        class_names (`list[str]` or `None`).
     """
 
     valid_kwargs = AdaTADVideoProcessorKwargs
@@ -611,14 +611,14 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
     # Decoding.
     decode_backend = "auto"
     decode_num_threads = 4
-    # Post-processing.
-    pre_nms_thresh = 0.001
-    pre_nms_topk = 2000
-    nms_sigma = 0.7
-    min_score = 0.0
-    max_segments = 2000
-    multiclass = True
-    voting_thresh = 0.7
+    # Post-processing: the defaults live in PostProcessingSettings, the one place for them.
+    pre_nms_thresh = PostProcessingSettings.pre_nms_thresh
+    pre_nms_topk = PostProcessingSettings.pre_nms_topk
+    nms_sigma = PostProcessingSettings.nms_sigma
+    min_score = PostProcessingSettings.min_score
+    max_segments = PostProcessingSettings.max_segments
+    multiclass = PostProcessingSettings.multiclass
+    voting_thresh = PostProcessingSettings.voting_thresh
     class_names = None
 
     def __init__(self, **kwargs):
@@ -942,45 +942,56 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             meta["resize_length"] = int(self.resize_length)
         return meta
 
-    def post_process_temporal_detection(self, outputs, video_metas: Sequence[dict], **overrides):
-        """Model outputs -> one `{"segments" (seconds), "scores", "labels"}` result per video.
-
-        Calls `adatad.post_processing.post_process_temporal_detection` with `pre_nms_thresh`,
-        `pre_nms_topk`, `nms_sigma`, `min_score`, `max_segments`, `multiclass` (as `multiclass_nms`),
-        `voting_thresh` and `class_names` from this processor's attributes, and `sliding_window=True` when
-        `sampling_method` is `"sliding_window"` (windows of one video are merged). Keyword `overrides`
-        replace any of these and pass further options (e.g. `video_classifier`, `merge_windows`).
-
-        Args:
-            outputs: `AdaTADTemporalDetectionOutput` of a batch.
-            video_metas: the batch's `video_metas` (from `preprocess` or `collate_temporal_detection`).
-        """
-        settings = {
-            "pre_nms_thresh": self.pre_nms_thresh,
-            "pre_nms_topk": self.pre_nms_topk,
-            "nms_sigma": self.nms_sigma,
-            "min_score": self.min_score,
-            "max_segments": self.max_segments,
-            "multiclass_nms": self.multiclass,
-            "voting_thresh": self.voting_thresh,
-            "class_names": self.class_names,
-            "sliding_window": self.sampling_method == "sliding_window",
-        }
-        settings.update(overrides)
-        return _post_process_temporal_detection(outputs, video_metas, **settings)
-
-    def merge_window_detections(self, window_results: Sequence[dict]) -> list[dict]:
-        """Merge per-window results of `post_process_temporal_detection(..., merge_windows=False)` into one result per
-        video: the windows of a video are concatenated and go through one NMS on their rounded seconds, as OpenTAD's
-        test engine does. Use it once the windows of a video are collected (e.g. across batches or processes)."""
-        settings = NMSSettings(
-            sigma=self.nms_sigma,
+    def post_processing_settings(self) -> PostProcessingSettings:
+        """This processor's post-processing settings (saved in video_preprocessor_config.json)."""
+        return PostProcessingSettings(
+            pre_nms_thresh=self.pre_nms_thresh,
+            pre_nms_topk=self.pre_nms_topk,
+            nms_sigma=self.nms_sigma,
             min_score=self.min_score,
             max_segments=self.max_segments,
             multiclass=self.multiclass,
             voting_thresh=self.voting_thresh,
         )
-        return merge_sliding_windows(window_results, settings)
+
+    def post_process_temporal_detection(
+        self,
+        outputs,
+        video_metas: Sequence[dict],
+        threshold: float = 0.0,
+        top_k: int | None = None,
+        **overrides,
+    ) -> list[dict]:
+        """Model outputs -> one `{"video_id", "segments" (seconds), "scores", "labels", "label_names"}` per video.
+
+        Calls `adatad.post_processing.post_process_temporal_detection` with this processor's
+        `post_processing_settings()` and `class_names`, and `sliding_window=True` when `sampling_method` is
+        `"sliding_window"` (windows of one video are merged). The result goes as-is into the
+        `temporal_detection_map` metric as `predictions`.
+
+        Args:
+            outputs: `AdaTADTemporalDetectionOutput` of a batch.
+            video_metas: the batch's `video_metas` (from `preprocess` or `collate_temporal_detection`).
+            threshold: keep detections scoring at least this (default 0: the whole ranked list, as mAP needs).
+            top_k: keep at most this many detections per video (default None: all).
+            overrides: any `PostProcessingSettings` field, `class_names`, `video_classifier` or `merge_windows`.
+        """
+        settings = {
+            "settings": self.post_processing_settings(),
+            "class_names": self.class_names,
+            "sliding_window": self.sampling_method == "sliding_window",
+        }
+        settings.update(overrides)
+        return _post_process_temporal_detection(outputs, video_metas, threshold=threshold, top_k=top_k, **settings)
+
+    def merge_window_detections(
+        self, window_results: Sequence[dict], threshold: float = 0.0, top_k: int | None = None
+    ) -> list[dict]:
+        """Merge per-window results of `post_process_temporal_detection(..., merge_windows=False)` into one result per
+        video: the windows of a video are concatenated and go through one NMS on their rounded seconds, as OpenTAD's
+        test engine does. Use it once the windows of a video are collected (e.g. across batches or processes);
+        `threshold` and `top_k` as in `post_process_temporal_detection`."""
+        return merge_sliding_windows(window_results, self.post_processing_settings(), threshold=threshold, top_k=top_k)
 
 # ----------------------------------------------------------------------------------------------------------
 # Dataset glue: lazy decoding with `datasets.Dataset.with_transform` and a collator

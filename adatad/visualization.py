@@ -8,10 +8,13 @@ It uses matplotlib's Agg canvas directly, so it works without a display and leav
 import numbers
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_rgba
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_rgba
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+except ImportError as error:  # matplotlib is an optional extra
+    raise ImportError(f"timeline plots need matplotlib ({error}): pip install 'adatad[plot]'") from error
 
 # Figure geometry in inches. The PNG is `width_inches * dpi` pixels wide and `height * dpi` pixels high, with
 #   height = LEGEND_MARGIN + legend_rows * LEGEND_ROW_HEIGHT

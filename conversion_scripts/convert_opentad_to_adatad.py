@@ -21,9 +21,12 @@ The folder then loads with `AutoModel.from_pretrained(folder, trust_remote_code=
 - Every checkpoint tensor must land in the model and every model tensor must come from the checkpoint, unless
   `--allow-missing` / `--allow-unused` patterns say otherwise; the folder is reloaded and compared before it is
   written to `--output`.
+- The folder gets a model card (README.md, `adatad.model_card`): `--dataset` names the data, `--eval-results` adds
+  the mAP that `adatad-eval --output FILE` measured with the converted folder; `--push_to_hub REPO` uploads the folder.
 """
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 from adatad.opentad import (
@@ -32,6 +35,7 @@ from adatad.opentad import (
     convert_opentad_backbone_keys,
     convert_opentad_detector_keys,
 )
+from adatad.model_card import build_model_card, push_folder_to_hub, read_eval_results
 from adatad.opentad_config import OpenTADConfigError, load_opentad_config
 from adatad.modeling_adatad import AdaTADForTemporalDetection
 from adatad.processing_adatad import AdaTADVideoProcessor
@@ -59,17 +63,14 @@ PASSIVE_PIPELINE_STEPS = {
     "ConvertToTensor",
     "Collect",
 }
-# OpenTAD `post_processing` (and its `nms` dict) -> AdaTADVideoProcessor / AdaTADConfig post-processing fields.
-POST_PROCESSING_FIELDS = {
-    "pre_nms_thresh": ("pre_nms_thresh", "post_pre_nms_thresh"),
-    "pre_nms_topk": ("pre_nms_topk", "post_pre_nms_topk"),
-}
+# OpenTAD `post_processing` (and its `nms` dict) -> AdaTADVideoProcessor post-processing settings.
+POST_PROCESSING_FIELDS = {"pre_nms_thresh": "pre_nms_thresh", "pre_nms_topk": "pre_nms_topk"}
 NMS_FIELDS = {
-    "sigma": ("nms_sigma", "post_nms_sigma"),
-    "min_score": ("min_score", "post_min_score"),
-    "max_seg_num": ("max_segments", "post_max_segments"),
-    "multiclass": ("multiclass", "post_multiclass_nms"),
-    "voting_thresh": ("voting_thresh", "post_voting_thresh"),
+    "sigma": "nms_sigma",
+    "min_score": "min_score",
+    "max_seg_num": "max_segments",
+    "multiclass": "multiclass",
+    "voting_thresh": "voting_thresh",
 }
 # `nms` keys without an AdaTAD setting: OpenTAD always runs Gaussian soft-NMS (method 2), for which the IoU threshold
 # and the linear-decay thresholds t1/t2 do nothing.
@@ -150,7 +151,7 @@ def processor_settings_from_opentad(cfg: dict, config_file) -> tuple[dict, list[
     post = cfg.get("post_processing") or {}
     nms = post.get("nms") or {}
     for source, fields in ((post, POST_PROCESSING_FIELDS), (nms, NMS_FIELDS)):
-        for name, (processor_field, _) in fields.items():
+        for name, processor_field in fields.items():
             if name in source:
                 settings[processor_field] = source[name]
     unknown = sorted(set(post) - set(POST_PROCESSING_FIELDS) - POST_PROCESSING_IGNORED) + [
@@ -264,14 +265,8 @@ def adatad_from_opentad_config(config_file: str | Path, class_map: str | Path | 
     crop = processor_settings["crop_size"]
     if crop["height"] != crop["width"]:
         raise ConversionError(f"{config_file}: non-square test crop {crop}; AdaTAD models take square frames.")
-    post_overrides = {
-        config_field: processor_settings[processor_field]
-        for fields in (POST_PROCESSING_FIELDS, NMS_FIELDS)
-        for processor_field, config_field in fields.values()
-        if processor_field in processor_settings
-    }
     try:
-        config = config_from_opentad(cfg["model"], image_size=crop["height"], **post_overrides)
+        config = config_from_opentad(cfg["model"], image_size=crop["height"])
     except ValueError as error:
         raise ConversionError(f"{config_file}: {error}") from error
     resize = processor_settings["sampling_method"] == "resize"
@@ -306,6 +301,9 @@ def convert_opentad_checkpoint(
     allow_unused=(),
     class_map: str | Path | None = None,
     verify: bool = True,
+    dataset: str | None = None,
+    eval_results: dict | None = None,
+    model_id: str | None = None,
 ) -> tuple[AdaTADForTemporalDetection, AdaTADVideoProcessor, ConversionReport]:
     """Convert an OpenTAD AdaTAD checkpoint + config into an AdaTAD model and processor folder.
 
@@ -318,6 +316,8 @@ def convert_opentad_checkpoint(
         allow_unused: fnmatch patterns of checkpoint keys to skip.
         class_map: class-name file (one per line); defaults to the config's `class_map` if that path exists.
         verify: reload the written folder and compare it with the converted weights.
+        dataset, eval_results, model_id: for the model card: the dataset, the metrics `adatad-eval` measured with
+            this model (`read_eval_results`), and the repo id used in its loading snippets (default: `output_dir`).
 
     Returns:
         The model, the processor and the conversion report.
@@ -341,17 +341,32 @@ def convert_opentad_checkpoint(
     load_converted_weights(model, converted, allow_missing, report, checkpoint)
     del raw, state_dict, converted  # the model holds its own copy; the verification needs the memory
 
-    def save_processor(folder):
+    card = build_model_card(
+        model_id=model_id or str(output_dir),
+        title=f"AdaTAD: {Path(config_file).stem}",
+        description="AdaTAD (VideoMAE backbone with temporal-informative adapters, ActionFormer detector), converted "
+        "from an OpenTAD checkpoint.",
+        how_made=f"Converted with `conversion_scripts/convert_opentad_to_adatad.py` from `{checkpoint.name}` "
+        f"({'EMA' if use_ema else 'trained'} weights) and the OpenTAD config `{Path(config_file).name}`.",
+        dataset=dataset,
+        metrics=eval_results,
+        class_names=processor.class_names,
+        settings={"post_processing": asdict(processor.post_processing_settings()), "notes": notes},
+        settings_title="Conversion settings",
+    )
+
+    def save_processor_and_card(folder):
         processor.save_pretrained(folder)
         reloaded = AdaTADVideoProcessor.from_pretrained(folder)
         if reloaded.to_dict() != processor.to_dict():
             raise ConversionError("the saved video processor reads back with different settings.")
+        card.save(Path(folder) / "README.md")
 
     if verify:
-        save_verified(model, output_dir, save_extra=save_processor)
+        save_verified(model, output_dir, save_extra=save_processor_and_card)
     else:
         model.save_pretrained(output_dir)
-        processor.save_pretrained(output_dir)
+        save_processor_and_card(output_dir)
     print(report.summary())
     for note in notes:
         print(f"note: {note}")
@@ -370,12 +385,22 @@ def parse_args(argv=None):
     parser.add_argument("--allow-unused", nargs="*", default=[], metavar="PATTERN", help="checkpoint keys to skip")
     parser.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
     parser.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
-    return parser.parse_args(argv)
+    parser.add_argument("--dataset", help="dataset the checkpoint was trained on, for the model card (e.g. thumos-14)")
+    parser.add_argument(
+        "--eval-results", metavar="FILE", help="metrics JSON from `adatad-eval --output FILE`, as the card's eval results"
+    )
+    parser.add_argument("--push-to-hub", "--push_to_hub", dest="push_to_hub", metavar="REPO",
+                        help="upload the folder to this Hub model repo (e.g. your-name/adatad-thumos-s)")
+    args = parser.parse_args(argv)
+    if args.eval_results and not args.dataset:
+        parser.error("--eval-results needs --dataset (the data the mAP was measured on)")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
+        eval_results = read_eval_results(args.eval_results) if args.eval_results else None
         convert_opentad_checkpoint(
             args.checkpoint,
             args.config,
@@ -385,9 +410,15 @@ def main(argv=None):
             allow_unused=args.allow_unused,
             class_map=args.class_map,
             verify=not args.no_verify,
+            dataset=args.dataset,
+            eval_results=eval_results,
+            model_id=args.push_to_hub,
         )
-    except (ConversionError, OSError) as error:
+    except (ConversionError, OSError, ValueError) as error:
         exit_with_error(error, args.debug)
+    if args.push_to_hub:
+        push_folder_to_hub(args.output, args.push_to_hub, "AdaTAD converted from OpenTAD")
+        print(f"uploaded {args.output} to https://huggingface.co/{args.push_to_hub}")
 
 
 if __name__ == "__main__":

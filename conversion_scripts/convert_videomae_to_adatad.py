@@ -23,6 +23,11 @@ attention heads cannot be, so it comes from `--arch` (S 6, B 12, L 16, H 16, g 1
 transformers `config.json`, or the standard width table. Checkpoints are read with `torch.load(weights_only=True)`
 only. The written folder is reloaded and compared with the converted tensors and the in-memory model's outputs
 before it replaces anything in `--output`.
+
+The folder also gets a video processor matching the model's frames, feature length and frame size (so that
+`pipeline("temporal-action-detection", model=folder, trust_remote_code=True)` runs on it; its detector is untrained
+until `training/run_tad.py` trains it) and a model card (`--base-model` names the Hub repo of the source weights);
+`--push_to_hub REPO` uploads the folder.
 """
 
 import argparse
@@ -41,7 +46,9 @@ from pathlib import Path
 import torch
 
 from adatad.configuration_adatad import AdaTADConfig
+from adatad.model_card import build_model_card, push_folder_to_hub
 from adatad.modeling_adatad import AdaTADForTemporalDetection
+from adatad.processing_adatad import AdaTADVideoProcessor
 from adatad.opentad import OPENTAD_BACKBONE_PREFIX, convert_opentad_backbone_keys
 
 # Standard VideoMAE / VideoMAEv2 sizes: (hidden size, depth, attention heads). The giant model uses patch 14 and an
@@ -133,8 +140,8 @@ def load_checkpoint_file(path: str | Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except EOFError:
         raise ConversionError(f"{not_a_checkpoint} (the file is empty or truncated)") from None
-    except (KeyError, ValueError) as error:
-        # torch.load's legacy reader reads a magic number first and fails on arbitrary bytes this way.
+    except (KeyError, ValueError, IndexError) as error:
+        # torch.load's legacy reader unpickles a magic number first and fails on arbitrary bytes in these ways.
         raise ConversionError(f"{not_a_checkpoint} ({type(error).__name__}: {error})") from None
     except RuntimeError as error:
         # torch.save writes a ZIP archive; a truncated download fails in its ZIP reader.
@@ -475,6 +482,8 @@ def convert_videomae_checkpoint(
     allow_missing=(),
     allow_unused=(),
     verify: bool = True,
+    base_model: str | None = None,
+    model_id: str | None = None,
 ) -> tuple[AdaTADForTemporalDetection, ConversionReport]:
     """Convert a VideoMAE checkpoint into an AdaTAD model folder (see the module docstring).
 
@@ -489,6 +498,8 @@ def convert_videomae_checkpoint(
             detector and the adapters always do).
         allow_unused: fnmatch patterns of source keys that no rule knows but that may be ignored.
         verify: reload the written folder and compare (see `save_verified`).
+        base_model: Hub repo id of the source weights, for the model card.
+        model_id: the repo id used in the card's loading snippets (default: `output_dir`).
 
     Returns:
         The converted model and the report of loaded / initialised / unused tensors.
@@ -518,13 +529,50 @@ def convert_videomae_checkpoint(
     report = ConversionReport(unused=unused)
     load_converted_weights(model, converted, [*FRESH_PARTS, *allow_missing], report, checkpoint)
     del state_dict, converted  # the model holds its own copy; the verification needs the memory
+    processor = processor_for(config)
+    card = build_model_card(
+        model_id=model_id or str(output_dir),
+        title=f"AdaTAD initialised from {checkpoint.name}",
+        description="An AdaTAD model whose VideoMAE backbone comes from a pretrained checkpoint; its adapters and "
+        "detector are freshly initialised, so it needs training (`training/run_tad.py --pretrained_model`) before its "
+        "detections mean anything.",
+        how_made=f"Converted with `conversion_scripts/convert_videomae_to_adatad.py` from `{checkpoint.name}` "
+        f"({layout} layout).",
+        base_model=base_model,
+        settings={"backbone_config": backbone, **overrides},
+        settings_title="Conversion settings",
+    )
+
+    def save_processor_and_card(folder):
+        processor.save_pretrained(folder)
+        card.save(Path(folder) / "README.md")
+
     if verify:
-        save_verified(model, output_dir)
+        save_verified(model, output_dir, save_extra=save_processor_and_card)
     else:
         model.save_pretrained(output_dir)
+        save_processor_and_card(output_dir)
     print(report.summary())
     print(f"saved AdaTAD model ({backbone['hidden_size']}-wide, {backbone['num_hidden_layers']} blocks) to {output_dir}")
     return model, report
+
+
+def processor_for(config: AdaTADConfig) -> AdaTADVideoProcessor:
+    """The evaluation processor that feeds this model: sliding windows of `feature_length` feature steps, each
+    `num_frames` frames at `image_size` (resized short side, centre crop); classes from `id2label`."""
+    if config.num_frames % config.feature_length:
+        raise ConversionError(
+            f"`num_frames` ({config.num_frames}) must be a multiple of `feature_length` ({config.feature_length}) for "
+            "the video processor's windows."
+        )
+    return AdaTADVideoProcessor(
+        sampling_method="sliding_window",
+        window_size=config.feature_length,
+        scale_factor=config.num_frames // config.feature_length,
+        size={"shortest_edge": config.image_size},
+        crop_size={"height": config.image_size, "width": config.image_size},
+        class_names=[config.id2label[i] for i in range(config.num_labels)],
+    )
 
 
 def parse_args(argv=None):
@@ -546,6 +594,9 @@ def parse_args(argv=None):
     parser.add_argument("--allow-unused", nargs="*", default=[], metavar="PATTERN", help="unknown source keys to ignore")
     parser.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
     parser.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
+    parser.add_argument("--base-model", help="Hub repo id of the source weights, for the model card")
+    parser.add_argument("--push-to-hub", "--push_to_hub", dest="push_to_hub", metavar="REPO",
+                        help="upload the folder to this Hub model repo (e.g. your-name/videomae-s-adatad)")
     return parser.parse_args(argv)
 
 
@@ -578,9 +629,14 @@ def main(argv=None):
             allow_missing=args.allow_missing,
             allow_unused=args.allow_unused,
             verify=not args.no_verify,
+            base_model=args.base_model,
+            model_id=args.push_to_hub,
         )
     except (ConversionError, OSError) as error:
         exit_with_error(error, args.debug)
+    if args.push_to_hub:
+        push_folder_to_hub(args.output, args.push_to_hub, "AdaTAD initialised from a VideoMAE checkpoint")
+        print(f"uploaded {args.output} to https://huggingface.co/{args.push_to_hub}")
 
 
 def exit_with_error(error: Exception, debug: bool):

@@ -287,7 +287,7 @@ def check_post_processing(fixture_dir: Path) -> None:
     if settings is not None:
         settings_kwargs = dict(
             nms_method=settings.method, nms_sigma=settings.sigma, min_score=settings.min_score, max_segments=settings.max_segments,
-            multiclass_nms=settings.multiclass, voting_thresh=settings.voting_thresh, nms_iou_threshold=settings.iou_threshold,
+            multiclass=settings.multiclass, voting_thresh=settings.voting_thresh, nms_iou_threshold=settings.iou_threshold,
             nms_t1=settings.t1, nms_t2=settings.t2,
         )
     else:

@@ -334,9 +334,6 @@ def test_proposal_budget_is_validated_in_the_api_too():
         ("backbone_drop_path_rate", 1.5, "in [0, 1)"),
         ("loss_focal_gamma", -1.0, "non-negative"),
         ("loss_regression_weight", 0.0, "-1 to balance"),
-        ("post_nms_sigma", 0.0, "positive number"),
-        ("post_voting_thresh", 2.0, "in [0, 1]"),
-        ("post_max_segments", 0, "positive int"),
         ("max_seq_len", -768, "positive int"),
         ("projection_attention_window", [9, 9, 0, 9, 9, 9], "-1 (global attention) or a positive int"),
         ("fpn_regression_ranges", [[0, 4], [8, 4], [8, 16], [16, 32], [32, 64], [64, 10000]], "0 <= min < max"),
@@ -345,6 +342,23 @@ def test_proposal_budget_is_validated_in_the_api_too():
 def test_config_fields_out_of_range_are_refused_with_the_range(field, value, fragment):
     with pytest.raises(ValueError, match=rf"`{field}.*` must be .*{re.escape(fragment)}"):
         AdaTADConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("nms_sigma", 0.0, "> 0"),
+        ("voting_thresh", 2.0, "in [0, 1]"),
+        ("voting_thresh", math.nan, "in [0, 1]"),
+        ("max_segments", 0, "positive integer"),
+        ("pre_nms_thresh", math.nan, "in [0, 1]"),
+    ],
+)
+def test_post_processing_settings_out_of_range_are_refused_with_the_range(field, value, fragment):
+    from adatad.post_processing import PostProcessingSettings
+
+    with pytest.raises(ValueError, match=rf"`{field}` must be .*{re.escape(fragment)}"):
+        PostProcessingSettings(**{field: value})
 
 
 def test_default_and_round_tripped_configs_stay_valid(tmp_path):

@@ -630,13 +630,14 @@ def test_processor_settings_from_opentad_config(dataset, shared_dir, tmp_path):
     assert processor.do_random_resized_crop and processor.do_flip and processor.do_color_jitter
     assert processor.augmentation == "imgaug_default"
     assert (processor.nms_sigma, processor.max_segments, processor.min_score) == (0.75, 100, 0.001)
-    assert (config.post_nms_sigma, config.post_max_segments, config.post_multiclass_nms) == (0.75, 100, not resize)
+    assert processor.multiclass == (not resize)
+    assert not [key for key in config.to_dict() if key.startswith("post_")]  # the processor is their one place
     assert processor.class_names == ["action 0", "action 1", "action 2"] and config.id2label[2] == "action 2"
     if resize:
         assert any("external_cls" in note for note in notes)
     else:
         assert (processor.snippet_stride, processor.window_overlap, processor.trunc_thresh) == (4, 0.25, 0.75)
-        assert (processor.pre_nms_topk, processor.pre_nms_thresh, config.post_pre_nms_topk) == (8000, 0.002, 8000)
+        assert (processor.pre_nms_topk, processor.pre_nms_thresh) == (8000, 0.002)
 
     bad = write_config(tmp_path / "bad.py", _base_="child.py", post_processing=dict(nms=dict(method=1)))
     with pytest.raises(ConversionError, match="Gaussian soft-NMS"):

@@ -3,17 +3,16 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import pipeline
 
 from adatad import AdaTADConfig, AdaTADForTemporalDetection, AdaTADVideoProcessor
-from adatad.cli import detect_main
 from adatad.pipeline_adatad import (
     ModelProcessorMismatchError,
     TemporalActionDetectionPipeline,
@@ -21,6 +20,7 @@ from adatad.pipeline_adatad import (
 )
 from adatad.processing_adatad import VideoDecodeError
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["jump", "run", "wave"]
 # decord's frame counts and rates (SOURCES.md): duration = frames / fps.
 DURATIONS = {"demo.mp4": 10.0, "test.avi": 6.56}
@@ -62,18 +62,22 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
+def save_tiny_model(folder):
+    """A tiny random AdaTAD model and its processor, saved in `folder` (seeded: the same weights every time)."""
     torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_adatad")
     AdaTADForTemporalDetection(tiny_config()).save_pretrained(folder)
     tiny_processor().save_pretrained(folder)
     return folder
 
 
 @pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_adatad"))
+
+
+@pytest.fixture(scope="module")
 def detector(model_folder):
-    return pipeline("temporal-action-detection", model=str(model_folder), trust_remote_code=True, device="cpu")
+    return load_detection_pipeline(model_folder, device="cpu")
 
 
 @pytest.fixture
@@ -101,6 +105,35 @@ def assert_valid_detections(detections, duration):
 def test_registered_task_builds_the_pipeline(detector):
     assert isinstance(detector, TemporalActionDetectionPipeline)
     assert detector.class_names == CLASS_NAMES
+    # The task registered by `import adatad` serves models built in memory (a saved folder names its own pipeline
+    # code in config.json, which transformers runs only with trust_remote_code=True).
+    built = pipeline("temporal-action-detection", model=AdaTADForTemporalDetection(tiny_config()),
+                     video_processor=tiny_processor(), device="cpu")
+    assert isinstance(built, TemporalActionDetectionPipeline)
+
+
+def test_importing_the_package_registers_the_task_without_importing_torch(tmp_path):
+    script = (
+        "import sys\n"
+        "import adatad\n"
+        "assert 'torch' not in sys.modules, 'import adatad imported torch'\n"
+        "from transformers import pipeline\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "assert 'temporal-action-detection' in PIPELINE_REGISTRY.get_supported_tasks()\n"
+        "config = adatad.AdaTADConfig(num_labels=2, backbone_config=dict(hidden_size=32, num_hidden_layers=1, "
+        "num_attention_heads=4, intermediate_size=64, image_size=32, num_frames=8), num_frames=32, image_size=32, "
+        "feature_length=16, max_seq_len=16, projection_hidden_size=32, head_hidden_size=32, projection_arch=(2, 1, 1), "
+        "fpn_strides=(1, 2), fpn_regression_ranges=((0, 4), (4, 10000)))\n"
+        "processor = adatad.AdaTADVideoProcessor(window_size=16, scale_factor=2, size={'shortest_edge': 32}, "
+        "crop_size={'height': 32, 'width': 32}, class_names=['a', 'b'])\n"
+        "detector = pipeline('temporal-action-detection', model=adatad.AdaTADForTemporalDetection(config), "
+        "video_processor=processor, device='cpu')\n"
+        "print(type(detector).__name__)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "TemporalActionDetectionPipeline"
 
 
 def test_real_clip_gives_segments_in_seconds_within_the_video(detector, videos):
@@ -290,85 +323,78 @@ def test_saved_pipeline_loads_in_a_fresh_interpreter_without_adatad(detector, tm
     assert [d["label"] for d in detections] == [d["label"] for d in expected]
 
 
-# ------------------------------------------------------------------------------------------------------
-# Command line
-# ------------------------------------------------------------------------------------------------------
+def test_every_folder_the_project_writes_runs_the_pipeline_in_a_fresh_interpreter(model_folder, videos, shared_dir, tmp_path):
+    """Training's best/ and last/, both converters and save_pretrained: `pipeline(model=folder, trust_remote_code=True)`
+    in an interpreter that cannot import adatad."""
+    sys.path.insert(0, str(REPO_ROOT / "conversion_scripts"))
+    from convert_opentad_to_adatad import convert_opentad_checkpoint
+    from convert_videomae_to_adatad import convert_videomae_checkpoint
+    from test_conversion import write_fixture_config, write_opentad_checkpoint
+    from test_training import run as run_training
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    from adatad.synthetic import generate_synthetic_dataset
+
+    folders = {"save_pretrained": model_folder}
+
+    fixture = shared_dir / "fixtures" / "opentad_public"
+    checkpoint = tmp_path / "opentad.pth"
+    write_opentad_checkpoint(fixture, checkpoint)
+    folders["from_opentad"] = tmp_path / "from_opentad"
+    convert_opentad_checkpoint(checkpoint, write_fixture_config(fixture, tmp_path / "opentad"), folders["from_opentad"], use_ema=True)
+
+    videomae = tmp_path / "videomae"
+    VideoMAEModel(VideoMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                 image_size=32, num_frames=4, tubelet_size=2)).save_pretrained(videomae)
+    folders["from_videomae"] = tmp_path / "from_videomae"
+    convert_videomae_checkpoint(videomae, folders["from_videomae"], config_overrides=dict(
+        num_frames=32, image_size=32, feature_length=16, max_seq_len=16, projection_hidden_size=32, head_hidden_size=32,
+        projection_arch=(2, 1, 1), fpn_strides=(1, 2), fpn_regression_ranges=((0, 4), (4, 10000)), num_labels=3))
+
+    data = tmp_path / "synthetic"
+    generate_synthetic_dataset(data, num_train_videos=8, num_val_videos=2, num_frames=48, frame_size=32, seed=3)
+    run_training(data, tmp_path / "run", "--num_epochs", "1", overrides=["training.val_start_epoch=0", "training.val_interval=1"])
+    folders["training_best"], folders["training_last"] = tmp_path / "run" / "best", tmp_path / "run" / "last"
+    assert json.loads((folders["training_last"] / "config.json").read_text())["id2label"]["0"] != "LABEL_0"
+
+    for name, folder in folders.items():
+        config = json.loads((folder / "config.json").read_text())
+        assert config["custom_pipelines"]["temporal-action-detection"]["impl"] == "pipeline_adatad.TemporalActionDetectionPipeline", name
+        assert (folder / "pipeline_adatad.py").is_file(), name
+        assert (folder / "README.md").is_file() or name == "save_pretrained", name
+    script = (
+        "import json, sys\n"
+        "from transformers import pipeline\n"
+        f"folders = {json.dumps({name: str(folder) for name, folder in folders.items()})}\n"
+        "found = {}\n"
+        "for name, folder in folders.items():\n"
+        "    detector = pipeline('temporal-action-detection', model=folder, trust_remote_code=True, device='cpu')\n"
+        f"    found[name] = [type(detector).__module__, len(detector({str(videos / 'test.avi')!r}, threshold=0.0))]\n"
+        "assert 'adatad' not in sys.modules, 'used the installed package instead of the saved code'\n"
+        "print(json.dumps(found))\n"
+    )
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", PYTHONPATH="", OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(found) == sorted(folders)
+    for name, (module, _) in found.items():
+        assert module.startswith("transformers_modules"), name
 
 
-@pytest.mark.slow
-def test_cli_writes_json_and_plot_and_skips_broken_video(model_folder, videos, tmp_path):
-    output, plot = tmp_path / "out" / "detections.json", tmp_path / "timeline.png"
-    command = [
-        sys.executable, "-m", "adatad.cli", str(videos / "demo.mp4"), str(videos / "bad" / "not_a_video.mp4"),
-        "--model", str(model_folder), "--threshold", "0.3", "--output", str(output), "--plot", str(plot),
-        "--batch-size", "4", "--device", "cpu", "--threads", "1",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 1, result.stderr[-3000:]  # one video skipped
-    assert "not_a_video.mp4" in result.stderr and "not a video" in result.stderr
-    assert "window" in result.stderr  # the progress bar
-    submission = json.loads(output.read_text())
-    assert submission["version"] == "VERSION 1.3" and submission["external_data"] == {}
-    assert list(submission["results"]) == ["demo"]
-    detections = submission["results"]["demo"]
-    assert_valid_detections(detections, DURATIONS["demo.mp4"])
-    assert min(d["score"] for d in detections) >= 0.3
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_forward_rejects_unknown_keyword_arguments():
+    model = AdaTADForTemporalDetection(tiny_config()).eval()
+    pixel_values = torch.zeros(1, 32, 3, 32, 32)
+    # `mask=` for `masks=` used to be swallowed, so padded steps counted as video.
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments 'mask' \(did you mean 'masks'\?\)"):
+        model(pixel_values, mask=torch.ones(1, 16, dtype=torch.bool))
+    with pytest.raises(TypeError, match="'threshold'"):
+        model.model(pixel_values, threshold=0.5)
 
 
-def test_cli_folder_argument_ground_truth_and_success_status(model_folder, videos, tmp_path, capsys):
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    (folder / "clip.avi").symlink_to(videos / "test.avi")
-    (folder / "notes.txt").write_text("not a video, ignored by extension")
-    ground_truth = tmp_path / "gt.json"
-    ground_truth.write_text(json.dumps({"database": {"clip": {"annotations": [{"segment": [1, 2], "label": "run"}]}}}))
-    output, plot = tmp_path / "detections.json", tmp_path / "timeline.png"
-    status = detect_main([str(folder), "--model", str(model_folder), "--output", str(output), "--threshold", "0",
-                          "--no-progress", "--device", "cpu", "--plot", str(plot), "--ground-truth", str(ground_truth)])
-    assert status == 0
-    results = json.loads(output.read_text())["results"]
-    assert list(results) == ["clip"]
-    assert_valid_detections(results["clip"], DURATIONS["test.avi"])
-    assert "for 1 video(s)" in capsys.readouterr().out
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_cli_on_error_raise_stops_with_the_reason(model_folder, videos, tmp_path, capsys):
-    output = tmp_path / "detections.json"
-    status = detect_main([str(videos / "bad" / "empty.mp4"), "--model", str(model_folder), "--output", str(output),
-                          "--on-error", "raise", "--no-progress", "--device", "cpu"])
-    assert status == 1
-    assert "empty.mp4" in capsys.readouterr().err
-    assert not output.exists()
-
-
-@pytest.mark.parametrize(
-    "arguments, message",
-    [
-        (["VIDEO", "--model", "MISSING"], "does_not_exist.*does not exist"),
-        (["VIDEO", "VIDEO", "--model", "MODEL"], "both give the video id 'demo'"),
-        (["VIDEO", "--model", "MODEL", "--batch-size", "0"], "--batch-size must be >= 1"),
-        (["VIDEO", "--model", "MODEL", "--ground-truth", "MISSING"], "cannot read --ground-truth .*does_not_exist"),
-    ],
-)
-def test_cli_usage_errors_exit_2(arguments, message, model_folder, videos, tmp_path, capsys):
-    replacements = {"VIDEO": str(videos / "demo.mp4"), "MODEL": str(model_folder), "MISSING": str(tmp_path / "does_not_exist")}
-    arguments = [replacements.get(argument, argument) for argument in arguments]
-    if arguments.count(str(videos / "demo.mp4")) == 2:
-        # Same id from two different files.
-        arguments[1] = str(tmp_path / "demo.mp4")
-    with pytest.raises(SystemExit) as exit_info:
-        detect_main(arguments)
-    assert exit_info.value.code == 2
-    assert re.search(message, capsys.readouterr().err)
-
-
-def test_cli_mismatched_model_folder_exits_2(tmp_path, videos, capsys):
-    folder = tmp_path / "mismatched"
-    AdaTADForTemporalDetection(tiny_config()).save_pretrained(folder)
-    tiny_processor(window_size=32).save_pretrained(folder)
-    with pytest.raises(SystemExit) as exit_info:
-        detect_main([str(videos / "demo.mp4"), "--model", str(folder), "--device", "cpu"])
-    assert exit_info.value.code == 2
-    assert "64 frames per input" in capsys.readouterr().err
+def test_pipeline_threshold_and_top_k(detector, videos):
+    everything = detector(str(videos / "test.avi"), threshold=0.0)
+    assert detector(str(videos / "test.avi"), threshold=0.0, top_k=3) == everything[:3]
+    assert detector(str(videos / "test.avi"), threshold=0.4) == [d for d in everything if d["score"] >= 0.4]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        detector(str(videos / "test.avi"), threshold=float("nan"))

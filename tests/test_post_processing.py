@@ -11,6 +11,8 @@ from safetensors.torch import load_file, save_file
 from adatad.post_processing import (
     ExternalVideoClassifier,
     NMSSettings,
+    NonFiniteDetectorOutputError,
+    PostProcessingSettings,
     batched_nms,
     batched_nms_videos,
     convert_to_seconds,
@@ -345,7 +347,7 @@ def test_pipeline_empty_candidates():
     outputs = {"proposals": [torch.zeros(0, 2)], "scores": [torch.zeros(0, 3)]}
     meta = [{"video_id": "v", "fps": 30, "snippet_stride": 4, "duration": 5}]
     for multiclass in (True, False):
-        results = post_process_temporal_detection(outputs, meta, class_names=["a", "b", "c"], multiclass_nms=multiclass, voting_thresh=0.7)
+        results = post_process_temporal_detection(outputs, meta, class_names=["a", "b", "c"], multiclass=multiclass, voting_thresh=0.7)
         assert results[0]["segments"].shape == (0, 2) and results[0]["scores"].shape == (0,)
         assert results[0]["label_names"] == []
     # everything under the pre-NMS threshold
@@ -359,6 +361,85 @@ def test_pipeline_accepts_id2label_mapping():
     from_list = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"])
     from_mapping = post_process_temporal_detection(simple_outputs(), meta, class_names={1: "b", 0: "a"})
     assert from_list[0]["label_names"] == from_mapping[0]["label_names"]
+
+
+def test_one_set_of_post_processing_defaults():
+    from adatad.processing_adatad import AdaTADVideoProcessor
+
+    defaults = PostProcessingSettings()
+    # OpenTAD's AdaTAD values (configs/adatad/*: soft-NMS sigma 0.7, max_seg_num 2000, voting 0.7, pre-NMS 0.001/2000).
+    assert (defaults.nms_sigma, defaults.max_segments, defaults.voting_thresh) == (0.7, 2000, 0.7)
+    assert (defaults.pre_nms_thresh, defaults.pre_nms_topk, defaults.multiclass) == (0.001, 2000, True)
+    assert NMSSettings() == defaults.nms_settings()
+    assert AdaTADVideoProcessor().post_processing_settings() == defaults
+    meta = [{"video_id": "vid", "fps": 3.0, "snippet_stride": 1, "duration": 10.0}]
+    plain = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"])
+    explicit = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], settings=defaults)
+    assert torch.equal(plain[0]["scores"], explicit[0]["scores"])
+    changed = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], settings=defaults, max_segments=1)
+    assert changed[0]["scores"].numel() == 1
+    with pytest.raises(TypeError, match=r"unknown arguments \['mulitclass'\]"):
+        post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], mulitclass=False)
+    with pytest.raises(ValueError, match=r"pre_nms_thresh.*\[0, 1\]"):
+        PostProcessingSettings(pre_nms_thresh=float("nan"))
+
+
+def test_threshold_and_top_k():
+    meta = [{"video_id": "vid", "fps": 3.0, "snippet_stride": 1, "duration": 10.0}]
+    everything = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"])[0]
+    scores = everything["scores"].tolist()
+    assert len(scores) > 3 and min(scores) < 0.5
+    kept = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], threshold=0.5)[0]
+    assert kept["scores"].tolist() == [s for s in scores if round(s, 4) >= 0.5]
+    assert kept["label_names"] == [n for n, s in zip(everything["label_names"], scores) if round(s, 4) >= 0.5]
+    assert torch.equal(kept["segments"], everything["segments"][everything["scores"] >= 0.5])
+    top = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], top_k=2)[0]
+    assert top["scores"].tolist() == scores[:2] and top["label_names"] == everything["label_names"][:2]
+    for bad in (float("nan"), -0.1, 1.5, "0.3"):
+        with pytest.raises(ValueError, match=r"`threshold` must be a number in \[0, 1\]"):
+            post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], threshold=bad)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="`top_k` must be a positive integer"):
+            post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], top_k=bad)
+    with pytest.raises(ValueError, match="merge_sliding_windows"):
+        post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], sliding_window=True,
+                                        merge_windows=False, threshold=0.5)
+    windows = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], sliding_window=True,
+                                              merge_windows=False)
+    merged = merge_sliding_windows(windows, PostProcessingSettings(), threshold=0.5, top_k=1)[0]
+    assert merged["scores"].tolist() == scores[:1]
+
+
+def test_output_goes_into_the_evaluate_metric_as_it_is():
+    import evaluate
+
+    from adatad.evaluation import evaluate_detection, metric_path
+
+    meta = [{"video_id": "vid", "fps": 3.0, "snippet_stride": 1, "duration": 10.0}]
+    results = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"])
+    references = [{"video_id": "vid", "segments": [[0.0, 3.3], [6.0, 10.0]], "labels": ["a", "b"]}]
+    metric = evaluate.load(metric_path())
+    by_name = metric.compute(predictions=results, references=references, tiou_thresholds=[0.3, 0.5, 0.7])
+    expected = evaluate_detection(
+        {"database": {"vid": {"annotations": [{"segment": s, "label": l} for s, l in zip(references[0]["segments"], ["a", "b"])]}}},
+        {"results": to_activitynet_submission(results)}, tiou_thresholds=[0.3, 0.5, 0.7], subset=None,
+    )
+    assert by_name["average_mAP"] == expected["average_mAP"] > 0
+    by_id = metric.compute(predictions=results, references=[{**references[0], "labels": [0, 1]}], tiou_thresholds=[0.3, 0.5, 0.7])
+    assert by_id["average_mAP"] == expected["average_mAP"]
+
+
+def test_non_finite_detector_outputs_name_the_video_and_window():
+    outputs = simple_outputs()
+    outputs["scores"][0][1, 0] = float("nan")
+    meta = [{"video_id": "vid", "fps": 3.0, "snippet_stride": 1, "duration": 10.0, "window_start_frame": 96}]
+    with pytest.raises(NonFiniteDetectorOutputError, match=r"video 'vid', window starting at frame 96: 1 of 12 .*NaN or infinite"):
+        post_process_temporal_detection(outputs, meta, class_names=["a", "b"], sliding_window=True)
+    outputs = simple_outputs()
+    outputs["proposals"][0][0, 1] = float("inf")
+    with pytest.raises(NonFiniteDetectorOutputError, match=r"video 'vid':"):
+        post_process_temporal_detection(outputs, [{"video_id": "vid", "fps": -1, "resize_length": 32, "duration": 10.0}],
+                                        class_names=["a", "b"])
 
 
 def test_pipeline_input_errors():
@@ -399,7 +480,7 @@ def test_pipeline_on_model_outputs_matches_opentad_detections(shared_dir):
         nms_sigma=nms["sigma"],
         min_score=nms["min_score"],
         max_segments=nms["max_seg_num"],
-        multiclass_nms=nms["multiclass"],
+        multiclass=nms["multiclass"],
         voting_thresh=nms["voting_thresh"],
     )
     expected = json.loads((fixture / "detections.json").read_text())
@@ -475,7 +556,7 @@ def test_cuhk_classifier_fusion(tmp_path):
     classifier = ExternalVideoClassifier.from_json(path, topk=2, style="cuhk")
     meta = [{"video_id": "vid", "fps": -1, "resize_length": 10, "duration": 20.0}]
     outputs = {"proposals": [torch.tensor([[0.0, 5.0], [6.0, 8.0]])], "scores": [torch.tensor([[0.8], [0.4]])]}
-    result = post_process_temporal_detection(outputs, meta, video_classifier=classifier, multiclass_nms=False, nms_sigma=0.5)[0]
+    result = post_process_temporal_detection(outputs, meta, video_classifier=classifier, multiclass=False, nms_sigma=0.5)[0]
     assert result["label_names"] == ["Bowling", "Bowling", "Cooking", "Cooking"]
     assert result["labels"].tolist() == [1, 1, 2, 2]
     assert result["scores"].tolist() == pytest.approx([round(0.8 * 0.6, 4), round(0.4 * 0.6, 4), round(0.8 * 0.3, 4), round(0.4 * 0.3, 4)], abs=1e-7)

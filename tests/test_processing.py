@@ -472,6 +472,11 @@ def test_post_processing_uses_the_saved_settings(shared_dir):
     assert set(results[0]["label_names"]) <= {"a", "b"}
     more = processor.post_process_temporal_detection(candidates, metas, max_segments=100)
     assert len(more[0]["scores"]) > 3
+    best = processor.post_process_temporal_detection(candidates, metas, max_segments=100, threshold=0.5, top_k=2)
+    assert best[0]["scores"].tolist() == [s for s in more[0]["scores"].tolist() if round(s, 4) >= 0.5][:2]
+    windows = processor.post_process_temporal_detection(candidates, metas, merge_windows=False)
+    merged = processor.merge_window_detections(windows, threshold=0.5, top_k=2)
+    assert merged[0]["scores"].tolist() == [s for s in results[0]["scores"].tolist() if round(s, 4) >= 0.5][:2]
 
 
 def test_color_jitter_folds_the_mmaction_ops_exactly():

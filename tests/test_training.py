@@ -163,7 +163,7 @@ def test_saved_folder_has_a_model_card_and_loads_back(synthetic_data, tmp_path):
     result = run(synthetic_data, tmp_path, "--max_train_steps", "1", "--hub_model_id", "someone/adatad-synthetic")
     folder = tmp_path / "last"
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: transformers")
+    assert card.startswith("---\n") and "library_name: transformers" in card and "pipeline_tag: other" in card
     assert "synthetic-tiny" in card and 'AutoModel.from_pretrained("someone/adatad-synthetic"' in card
     average = f"{100 * result['last']['average_mAP']:.2f} |"
     assert average in card

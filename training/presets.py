@@ -309,7 +309,7 @@ EVAL_SAMPLING_METHODS = ("sliding_window", "resize")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 EXTERNAL_CLASSIFIER_KINDS = ("cuhk", "standard")
 
-# AdaTADConfig's post-processing fields -> AdaTADVideoProcessor's arguments of the same meaning.
+# A preset's `model.post_*` keys -> AdaTADVideoProcessor's post-processing settings (the model config has none).
 POST_PROCESSING_KWARGS = {
     "post_pre_nms_thresh": "pre_nms_thresh",
     "post_pre_nms_topk": "pre_nms_topk",
@@ -416,7 +416,7 @@ def model_config_fields() -> set[str]:
     from adatad.configuration_adatad import AdaTADConfig
 
     own = {field.name for field in dataclasses.fields(AdaTADConfig)} & set(AdaTADConfig.__annotations__)
-    return own | {"num_labels", "id2label", "label2id"}
+    return own | {"num_labels", "id2label", "label2id"} | set(POST_PROCESSING_KWARGS)
 
 
 def _check_one_of(value, allowed, key: str, source: str):
@@ -556,10 +556,10 @@ def validate_preset(preset: dict, source: str = "preset", check_model_config: bo
 
 
 def build_model_config(preset: dict):
-    """`AdaTADConfig(**preset["model"])`."""
+    """`AdaTADConfig(**preset["model"])`, without the `post_*` keys (they go to the processor)."""
     from adatad.configuration_adatad import AdaTADConfig
 
-    return AdaTADConfig(**preset["model"])
+    return AdaTADConfig(**{key: value for key, value in preset["model"].items() if key not in POST_PROCESSING_KWARGS})
 
 
 def processor_kwargs(preset: dict) -> dict:

@@ -18,6 +18,7 @@ order and batches are OpenTAD's on any number of processes (docs/training-loop.m
 import argparse
 import copy
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -59,6 +60,7 @@ from adatad import data as annotations  # noqa: E402
 from adatad.custom_data import DataValidationError, check_training_data  # noqa: E402
 from adatad.evaluation import evaluate_detection, evaluate_topk_recall  # noqa: E402
 from adatad.modeling_adatad import AdaTADForTemporalDetection  # noqa: E402
+from adatad.model_card import build_model_card  # noqa: E402
 from adatad.post_processing import ExternalVideoClassifier, to_activitynet_submission  # noqa: E402
 from adatad.processing_adatad import (  # noqa: E402
     AdaTADVideoProcessor,
@@ -484,6 +486,8 @@ def build_model(preset: dict, args, class_names: list, accelerator: Accelerator)
             f"`model.num_labels` ({config.num_labels}) differs from the {len(class_names)} classes of the training "
             f"annotations {class_names[:5]}...; --set model.num_labels={len(class_names)}."
         )
+    model.config.id2label = dict(enumerate(class_names))
+    model.config.label2id = {name: index for index, name in enumerate(class_names)}
     if training["gradient_checkpointing"]:
         model.activation_checkpointing_enable()
     deepspeed = accelerator.state.deepspeed_plugin
@@ -795,53 +799,24 @@ def write_json_atomic(path: Path, content):
 
 
 def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
-    """A Hugging Face model card: what was trained on what, the measured mAP table and how to load it."""
-    lines = [
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: video-classification",
-        "tags: [temporal-action-detection, adatad, videomae]",
-        f"datasets: [{preset['dataset']}]",
-        "---",
-        "",
-        f"# AdaTAD: {preset['name']}",
-        "",
-        preset["description"],
-        "",
-        f"Trained with `accelerate launch training/run_tad.py --preset {preset['name']}` "
-        f"(OpenTAD config: `{preset['opentad_config']}`)." if preset["opentad_config"] else
-        f"Trained with `accelerate launch training/run_tad.py --preset {preset['name']}`.",
-        "Every setting of this run, after command-line overrides: `preset.json` beside this card.",
-        "",
-        "## Results",
-        "",
-    ]
-    if metrics is None:
-        lines.append("Not evaluated.")
-    else:
-        thresholds = list(metrics["mAP_per_tiou"])
-        lines.append("| " + " | ".join(f"mAP@{float(t):.2f}" for t in thresholds) + " | average mAP |")
-        lines.append("|" + " --- |" * (len(thresholds) + 1))
-        values = [f"{100 * v:.2f}" for v in metrics["mAP_per_tiou"].values()]
-        lines.append("| " + " | ".join(values) + f" | {100 * metrics['average_mAP']:.2f} |")
-    if preset.get("paper"):
-        lines += ["", f"The paper's average mAP for this setting: {preset['paper']['average_mAP']}."]
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from transformers import AutoModel, AutoVideoProcessor",
-        "",
-        f'model = AutoModel.from_pretrained("{model_id}", trust_remote_code=True)',
-        f'processor = AutoVideoProcessor.from_pretrained("{model_id}", trust_remote_code=True)',
-        'inputs = processor(["video.mp4"], return_tensors="pt")',
-        'outputs = model(inputs["pixel_values"], masks=inputs["masks"])',
-        'detections = processor.post_process_temporal_detection(outputs, inputs["video_metas"])',
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    """A Hugging Face model card: what was trained on what, the measured mAP and how to load it."""
+    command = f"`accelerate launch training/run_tad.py --preset {preset['name']}`"
+    if preset["opentad_config"]:
+        command += f" (OpenTAD config: `{preset['opentad_config']}`)"
+    return str(
+        build_model_card(
+            model_id=model_id,
+            title=f"AdaTAD: {preset['name']}",
+            description=preset["description"],
+            how_made=f"Trained with {command}; the resolved preset is below.",
+            dataset=preset["dataset"],
+            metrics=metrics,
+            eval_split=preset["evaluation"]["subset"],
+            settings=preset,
+            settings_title="Resolved preset",
+            paper_average_map=(preset.get("paper") or {}).get("average_mAP"),
+        )
+    )
 
 
 def push_folder(folder: Path, repo_id: str):
@@ -1239,6 +1214,8 @@ def parse_args(argv=None):
         parser.error("--push_to_hub needs --hub_model_id (e.g. your-name/adatad-thumos-s)")
     if args.eval_only != bool(args.model):
         parser.error("--eval_only and --model go together: --eval_only --model FOLDER")
+    if args.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        parser.error("--report_to tensorboard needs tensorboard: pip install 'adatad[tracking]'")
     return args
 
 

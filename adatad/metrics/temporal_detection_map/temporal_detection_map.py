@@ -33,7 +33,9 @@ One example per video.
 
 Args:
     predictions: list of `{"video_id": str, "segments": [[start, end], ...], "labels": [...],
-        "scores": [...]}` (segments in seconds; labels all strings or all integers).
+        "scores": [...]}` (segments in seconds; labels all strings or all integers), or the output of
+        `post_process_temporal_detection` as it is (tensors; class ids in `labels`, their names in
+        `label_names`: the names are matched against string references, the ids against integer ones).
     references: list of `{"video_id": str, "segments": [[start, end], ...], "labels": [...]}`,
         the same videos in the same order (a video without ground truth has empty lists).
     tiou_thresholds: list of floats or a string "start:stop:step" (official `np.linspace`
@@ -89,6 +91,31 @@ def _features(prediction_label_type: str, reference_label_type: str) -> datasets
     )
 
 
+def _references_use_names(references) -> bool:
+    """Whether the references label by class name (else by class id); True when no reference has a label."""
+    for reference in references or ():
+        for label in reference["labels"]:
+            return isinstance(label, str)
+    return True
+
+
+def _plain_prediction(prediction, use_names: bool):
+    """`post_process_temporal_detection`'s output (tensors, `label_names`) -> this metric's lists; others unchanged."""
+    if "label_names" not in prediction:
+        return prediction
+    labels = prediction["label_names"] if use_names else prediction["labels"]
+    return {
+        "video_id": prediction["video_id"],
+        "segments": [[float(start), float(end)] for start, end in _as_list(prediction["segments"])],
+        "labels": [label if use_names else int(label) for label in _as_list(labels)],
+        "scores": [float(score) for score in _as_list(prediction["scores"])],
+    }
+
+
+def _as_list(values):
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class TemporalDetectionMAP(evaluate.Metric):
     """ActivityNet-protocol detection mAP over several tIoU thresholds (official numbers)."""
@@ -102,6 +129,19 @@ class TemporalDetectionMAP(evaluate.Metric):
             features=[_features("string", "string"), _features("int64", "string"), _features("int64", "int64")],
             reference_urls=["https://github.com/activitynet/ActivityNet/blob/master/Evaluation/eval_detection.py"],
         )
+
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """`evaluate.Metric.add_batch`; predictions may be `post_process_temporal_detection`'s output as it is."""
+        if predictions is not None:
+            names = _references_use_names(references)
+            predictions = [_plain_prediction(prediction, names) for prediction in predictions]
+        return super().add_batch(predictions=predictions, references=references, **kwargs)
+
+    def add(self, *, prediction=None, reference=None, **kwargs):
+        """`evaluate.Metric.add`; the prediction may be one `post_process_temporal_detection` result as it is."""
+        if prediction is not None:
+            prediction = _plain_prediction(prediction, _references_use_names([reference] if reference else None))
+        return super().add(prediction=prediction, reference=reference, **kwargs)
 
     def _compute(
         self,
