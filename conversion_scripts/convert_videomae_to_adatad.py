@@ -140,13 +140,10 @@ def load_checkpoint_file(path: str | Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except EOFError:
         raise ConversionError(f"{not_a_checkpoint} (the file is empty or truncated)") from None
-    except (KeyError, ValueError, IndexError) as error:
-        # torch.load's legacy reader unpickles a magic number first and fails on arbitrary bytes in these ways.
-        raise ConversionError(f"{not_a_checkpoint} ({type(error).__name__}: {error})") from None
     except RuntimeError as error:
         # torch.save writes a ZIP archive; a truncated download fails in its ZIP reader.
         if "PytorchStreamReader" not in str(error):
-            raise
+            raise ConversionError(f"{not_a_checkpoint} ({type(error).__name__}: {error})") from None
         raise ConversionError(f"{path} is an incomplete or corrupt PyTorch checkpoint (the ZIP archive cannot be read); "
                               "download or copy it again") from None
     except pickle.UnpicklingError as error:
@@ -163,6 +160,10 @@ def load_checkpoint_file(path: str | Path):
             f"'{path.with_suffix('.weights.pth')}')\"\n"
             f"(refused: {str(error).splitlines()[0]})"
         ) from error
+    except Exception as error:
+        # torch.load's legacy reader unpickles a magic number first; arbitrary bytes fail there in many ways
+        # (KeyError, ValueError, IndexError, ...), none of which a real checkpoint raises.
+        raise ConversionError(f"{not_a_checkpoint} ({type(error).__name__}: {error})") from None
 
 
 def is_state_dict(value) -> bool:
