@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="'cpu', 'cuda', 'cuda:1', ... (default: first accelerator, else CPU)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype (default fp32)")
     parser.add_argument(
+        "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+        help="dtype the weights are loaded in (default fp32); bf16/fp16 halve the model's memory",
+    )
+    parser.add_argument(
         "--on-error", choices=("skip", "raise"), default="skip",
         help="undecodable video: report and go on with the others (skip, default) or stop (raise)",
     )
@@ -97,11 +101,11 @@ def detect_main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .pipeline_adatad import ModelProcessorMismatchError, is_decode_error, load_detection_pipeline
+    from .pipeline_adatad import PRECISIONS, ModelProcessorMismatchError, is_decode_error, load_detection_pipeline
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    pipeline_kwargs = {"batch_size": args.batch_size}
+    pipeline_kwargs = {"batch_size": args.batch_size, "dtype": PRECISIONS[args.dtype] or torch.float32}
     if args.device is not None:
         pipeline_kwargs["device"] = args.device
     try:
