@@ -190,8 +190,11 @@ def activation_bytes(
     backbone_bytes = backbone_tensors * token_tensor
     if mode == "side":
         adapter_fraction = int(C * config["adapter_mlp_ratio"]) / C
-        # The taps of the no-grad backbone stay alive until the side network's backward has used them.
-        backbone_bytes = round(len(indices) * (1 + SIDE_ADAPTER_BOTTLENECK_TENSORS * adapter_fraction) * token_tensor)
+        # The taps of the no-grad backbone stay alive until the side network's backward has used them; checkpointed
+        # side adapters keep nothing else but the one being recomputed.
+        side_adapters_kept = 1 if gradient_checkpointing else len(indices)
+        bottleneck = side_adapters_kept * SIDE_ADAPTER_BOTTLENECK_TENSORS * adapter_fraction
+        backbone_bytes = round((len(indices) + bottleneck) * token_tensor)
 
     detector_length = max(config["max_seq_len"], config["feature_length"])
     detector_bytes = DETECTOR_TENSORS_PER_STEP * batch_size * detector_length * config["projection_hidden_size"] * element

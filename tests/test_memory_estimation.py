@@ -85,6 +85,8 @@ def test_side_and_frozen_keep_no_block_activations():
     side = estimate_training_memory(dict(tuning_mode="side"))
     token_tensor = 384 * 100 * 384 * 4
     assert side.activations == frozen.activations + round(6 * (1 + 7 * 96 / 384) * token_tensor)
+    side_checkpointed = estimate_training_memory(dict(tuning_mode="side"), gradient_checkpointing=True)
+    assert side_checkpointed.activations == frozen.activations + round((6 + 7 * 96 / 384) * token_tensor)
 
 
 def test_command_prints_the_parts_and_json(capsys):
