@@ -197,7 +197,8 @@ def activation_bytes(
         backbone_bytes = round((len(indices) + bottleneck) * token_tensor)
 
     detector_length = max(config["max_seq_len"], config["feature_length"])
-    detector_bytes = DETECTOR_TENSORS_PER_STEP * batch_size * detector_length * config["projection_hidden_size"] * element
+    detector_width = config["projection_hidden_size"]
+    detector_bytes = DETECTOR_TENSORS_PER_STEP * batch_size * detector_length * detector_width * element
     return backbone_bytes + detector_bytes
 
 
@@ -320,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     settings["num_frames"] = args.num_frames or model.get("num_frames", CONFIG_DEFAULTS["num_frames"])
     frames_per_chunk = (model.get("backbone_config") or {}).get("num_frames", BACKBONE_DEFAULTS["num_frames"])
     if settings["num_frames"] % frames_per_chunk:
-        parser.error(f"--num-frames must be a multiple of the chunk length {frames_per_chunk}, got {settings['num_frames']}")
+        parser.error(
+            f"--num-frames must be a multiple of the chunk length {frames_per_chunk}, got {settings['num_frames']}"
+        )
     if settings["batch_size"] < 1:
         parser.error(f"--batch-size must be >= 1, got {settings['batch_size']}")
     estimate = estimate_training_memory(
