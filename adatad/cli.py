@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="'cpu', 'cuda', 'cuda:1', ... (default: first accelerator, else CPU)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype (default fp32)")
     parser.add_argument(
+        "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+        help="dtype the weights are loaded in (default fp32); bf16/fp16 halve the model's memory",
+    )
+    parser.add_argument(
         "--on-error", choices=("skip", "raise"), default="skip",
         help="undecodable video or NaN/infinite detector outputs: report and go on with the others (skip, default) "
         "or stop (raise)",
@@ -330,7 +334,9 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from .memory_estimation import limit_cpu_heap_fragmentation
     from .pipeline_adatad import (
+        PRECISIONS,
         ModelFolderError,
         ModelProcessorMismatchError,
         NonFiniteDetectorOutputError,
@@ -340,7 +346,10 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    pipeline_kwargs = {"batch_size": args.batch_size}
+    if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu"):
+        # On CPU, freed activations go back to the system instead of fragmenting the heap.
+        limit_cpu_heap_fragmentation()
+    pipeline_kwargs = {"batch_size": args.batch_size, "dtype": PRECISIONS[args.dtype] or torch.float32}
     if args.device is not None:
         pipeline_kwargs["device"] = args.device
     try:

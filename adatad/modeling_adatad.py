@@ -295,8 +295,9 @@ class AdaTADBackbone(nn.Module):
 
         # (batch_size * num_chunks, t * h * w, c) -> mean over space -> (batch_size, c, num_chunks * t)
         hidden_size = hidden_states.shape[-1]
-        features = hidden_states.reshape(batch_size, num_chunks * tokens_t, tokens_h * tokens_w, hidden_size).mean(2)
-        features = features.transpose(1, 2).float()
+        # The spatial mean accumulates in float32 even for bf16/fp16 weights; the features keep the model's dtype.
+        features = hidden_states.reshape(batch_size, num_chunks * tokens_t, tokens_h * tokens_w, hidden_size)
+        features = features.mean(2, dtype=torch.float32).to(hidden_states.dtype).transpose(1, 2)
         # (batch_size, c, num_chunks * t) -> (batch_size, c, feature_length)
         return F.interpolate(features, size=self.config.feature_length, mode="linear", align_corners=False)
 
@@ -500,7 +501,7 @@ class AdaTADScale(nn.Module):
     def __init__(self, init_value: float = 1.0):
         super().__init__()
         self.init_value = init_value
-        self.scale = nn.Parameter(torch.tensor(init_value, dtype=torch.float32))
+        self.scale = nn.Parameter(torch.tensor(float(init_value)))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return hidden_states * self.scale
@@ -1182,7 +1183,12 @@ class AdaTADPreTrainedModel(PreTrainedModel):
     input_modalities = "video"
     supports_gradient_checkpointing = True
     _no_split_modules = ["AdaTADVideoMAELayer"]
+    # The ViT's attention is VideoMAE's, which dispatches on `backbone_config._attn_implementation` to every interface
+    # transformers registers; the detector's masked attention is its own and does not depend on it.
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
 
     def _init_weights(self, module):
         super()._init_weights(module)

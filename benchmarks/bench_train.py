@@ -4,7 +4,7 @@ This is the paper's headline claim: training the Temporal-Informative Adapters o
 memory than fine-tuning the whole ViT, and AdaTAD-dagger (side adapters beside a ViT run without gradients) less
 again.
 
-Case: VideoMAE-S sized AdaTAD (THUMOS-14 preset: 384 wide, 12 layers, 6 heads, 16-frame chunks, 160x160 frames,
+Case: VideoMAE-S sized AdaTAD (`--backbone base`: VideoMAE-B, 768 wide, 12 heads) (THUMOS-14 preset: 384 wide, 12 layers, 6 heads, 16-frame chunks, 160x160 frames,
 20 classes) with random weights; `feature_length = max_seq_len = num_frames` as the THUMOS presets do. One training
 step = forward with synthetic labels + backward + AdamW step (the model's own parameter groups), batch size 1.
 
@@ -57,6 +57,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
 MODES = ("adapter", "side", "frozen", "full")
+# The THUMOS presets' ViTs (VideoMAE-S and -B); the rest of the configuration is AdaTADConfig's defaults.
+BACKBONES = {
+    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
 # Modes whose backward runs through the ViT: the only ones where activation checkpointing changes anything.
 CHECKPOINTABLE_MODES = ("adapter", "full")
 RESULTS_NAME = "bench_train"
@@ -106,7 +111,8 @@ def run_worker(spec: dict) -> dict:
     device = torch.device(spec["device"])
     frames = spec["frames"]
     config = AdaTADConfig(
-        tuning_mode=spec["mode"], num_frames=frames, feature_length=frames, max_seq_len=frames, image_size=160
+        tuning_mode=spec["mode"], num_frames=frames, feature_length=frames, max_seq_len=frames, image_size=160,
+        backbone_config=BACKBONES[spec.get("backbone", "small")],
     )
     model = AdaTADForTemporalDetection(config)
     if spec["attn_implementation"] != "model":
@@ -334,6 +340,7 @@ def run_benchmark(args) -> dict:
         "malloc_mmap_threshold": args.malloc_mmap_threshold,
         "image_size": 160,
         "batch_size": 1,
+        "backbone": args.backbone,
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
     }
     report = {"machine": info, "settings": settings, "results": results}
@@ -367,6 +374,7 @@ def run_benchmark(args) -> dict:
                     "autocast_bf16": args.autocast_bf16,
                     "attn_implementation": args.attn_implementation,
                     "malloc_mmap_threshold": args.malloc_mmap_threshold if device == "cpu" else 0,
+                    "backbone": args.backbone,
                 }
                 print(f"[{time.strftime('%H:%M:%S')}] {variant:13s} {frames:4d} frames ...", end=" ", flush=True)
                 # The worker's own RSS includes the weights and the interpreter (~1 GiB) on top of the step.
@@ -591,6 +599,7 @@ def parse_args(argv=None):
     parser.add_argument("--attn-implementation", choices=("model", "sdpa", "eager"), default="model",
                         help="ViT attention; 'model' leaves the model as it is built")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--backbone", choices=tuple(BACKBONES), default="small", help="ViT size (VideoMAE-S or -B)")
     parser.add_argument("--max-memory-gib", type=float, default=14.0)
     parser.add_argument("--malloc-mmap-threshold", type=int, default=131072,
                         help="CPU: MALLOC_MMAP_THRESHOLD_ of the worker in bytes (0 = glibc's adaptive default)")
