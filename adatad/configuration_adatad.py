@@ -312,6 +312,9 @@ class AdaTADConfig(PreTrainedConfig):
             raise ValueError(f"`num_labels` must be at least 1, got {self.num_labels}.")
 
 
-AutoConfig.register(AdaTADConfig.model_type, AdaTADConfig, exist_ok=True)
+# Only the installed package registers: the copy of this file in a saved model folder, imported when a folder is
+# loaded with trust_remote_code=True, must not replace the installed classes for every later load.
+if __package__ == "adatad":
+    AutoConfig.register(AdaTADConfig.model_type, AdaTADConfig, exist_ok=True)
 
 __all__ = ["AdaTADConfig"]

@@ -1336,7 +1336,10 @@ class AdaTADForTemporalDetection(AdaTADPreTrainedModel):
         )
 
 
-AutoModel.register(AdaTADConfig, AdaTADForTemporalDetection, exist_ok=True)
+# Only the installed package registers: the copy of this file in a saved model folder, imported when a folder is
+# loaded with trust_remote_code=True, must not replace the installed classes for every later load.
+if __package__ == "adatad":
+    AutoModel.register(AdaTADConfig, AdaTADForTemporalDetection, exist_ok=True)
 AdaTADConfig.register_for_auto_class()
 AdaTADForTemporalDetection.register_for_auto_class("AutoModel")
 

@@ -588,7 +588,10 @@ def load_detection_pipeline(
     )
 
 
-PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=TemporalActionDetectionPipeline, pt_model=AutoModel, type="video")
+# Only the installed package registers the task: the copy of this file in a saved model folder, imported when a
+# folder is loaded with trust_remote_code=True, must not replace the installed pipeline for every later call.
+if __package__ == "adatad":
+    PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=TemporalActionDetectionPipeline, pt_model=AutoModel, type="video")
 
 __all__ = [
     "TemporalActionDetectionPipeline",

@@ -1176,7 +1176,10 @@ def collate_temporal_detection(features: list[dict]) -> dict:
 
 
 AdaTADVideoProcessor.register_for_auto_class("AutoVideoProcessor")
-AutoVideoProcessor.register(AdaTADConfig, AdaTADVideoProcessor, exist_ok=True)
+# Only the installed package registers: the copy of this file in a saved model folder, imported when a folder is
+# loaded with trust_remote_code=True, must not replace the installed classes for every later load.
+if __package__ == "adatad":
+    AutoVideoProcessor.register(AdaTADConfig, AdaTADVideoProcessor, exist_ok=True)
 
 __all__ = [
     "AdaTADVideoProcessor",

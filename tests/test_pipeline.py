@@ -398,3 +398,16 @@ def test_pipeline_threshold_and_top_k(detector, videos):
     assert detector(str(videos / "test.avi"), threshold=0.4) == [d for d in everything if d["score"] >= 0.4]
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         detector(str(videos / "test.avi"), threshold=float("nan"))
+
+
+def test_loading_a_folder_with_its_own_code_leaves_the_installed_classes_registered(model_folder):
+    from transformers import AutoConfig, AutoModel
+
+    remote = pipeline("temporal-action-detection", model=str(model_folder), trust_remote_code=True, device="cpu")
+    assert type(remote).__module__.startswith("transformers_modules")  # the folder's pipeline code ran
+    # The folder's copies of the modules were imported; the Auto classes and the task still give the installed ones.
+    assert type(AutoConfig.from_pretrained(model_folder)) is AdaTADConfig
+    assert type(AutoModel.from_pretrained(model_folder)) is AdaTADForTemporalDetection
+    built = pipeline("temporal-action-detection", model=AdaTADForTemporalDetection(tiny_config()),
+                     video_processor=tiny_processor(), device="cpu")
+    assert type(built) is TemporalActionDetectionPipeline
