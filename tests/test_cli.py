@@ -41,8 +41,8 @@ def model_folder(tmp_path_factory):
 
 
 @pytest.fixture
-def videos(shared_dir):
-    return shared_dir / "data" / "videos"
+def videos(tests_dir):
+    return tests_dir / "data" / "videos"
 
 
 def run_cli(*arguments, env=None, cwd=None):
@@ -464,14 +464,14 @@ def test_videomae_converter_writes_a_card_and_pushes(tmp_path, uploads):
     assert uploads[1][:2] == ("upload", "someone/videomae-s-adatad") and "README.md" in uploads[1][2]
 
 
-def test_opentad_converter_card_carries_the_measured_map(shared_dir, tmp_path, uploads):
+def test_opentad_converter_card_carries_the_measured_map(tests_dir, tmp_path, uploads):
     from huggingface_hub import ModelCard
 
     sys.path.insert(0, str(REPO_ROOT / "conversion_scripts"))
     import convert_opentad_to_adatad
     from test_conversion import write_fixture_config, write_opentad_checkpoint
 
-    fixture = shared_dir / "fixtures" / "opentad_public"
+    fixture = tests_dir / "fixtures" / "opentad_public"
     checkpoint = tmp_path / "opentad.pth"
     write_opentad_checkpoint(fixture, checkpoint)
     metrics = tmp_path / "metrics.json"

@@ -513,8 +513,8 @@ def test_opentad_fixture_conversion(opentad_fixture, tmp_path):
 
 
 @pytest.mark.slow
-def test_opentad_conversion_cli_and_key_checks(shared_dir, tmp_path):
-    fixture = shared_dir / "fixtures" / "opentad_public"
+def test_opentad_conversion_cli_and_key_checks(tests_dir, tmp_path):
+    fixture = tests_dir / "fixtures" / "opentad_public"
     config_file = write_fixture_config(fixture, tmp_path / "opentad")
     checkpoint = tmp_path / "best.pth"
     write_opentad_checkpoint(fixture, checkpoint)
@@ -584,11 +584,11 @@ def thumos_like_pipelines(method: str, frame_size: int, scale_factor: int, train
 
 
 @pytest.mark.parametrize("dataset", ["thumos", "anet"])
-def test_processor_settings_from_opentad_config(dataset, shared_dir, tmp_path):
+def test_processor_settings_from_opentad_config(dataset, tests_dir, tmp_path):
     # THUMOS-style (sliding windows of 768 features, snippet stride 4, random truncation in training) and
     # ActivityNet-style (whole video resized to 192 features x 4 frames, class-agnostic with an external
     # classifier) configs, on a tiny fixture model so that config_from_opentad accepts them.
-    fixture = shared_dir / "fixtures" / "opentad_public"
+    fixture = tests_dir / "fixtures" / "opentad_public"
     model_cfg = json.loads((fixture / "config.json").read_text())["opentad_model_cfg"]
     write_config(tmp_path / "model.py", model=model_cfg)
     (tmp_path / "classes.txt").write_text("".join(f"action {i}\n" for i in range(3)))

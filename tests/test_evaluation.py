@@ -131,8 +131,8 @@ def reference_average_recall(database, results, thresholds, subset, max_avg_nr_p
 # ---------------------------------------------------------------------------------------------
 
 
-def fixture_paths(shared_dir, case):
-    folder = shared_dir / "fixtures" / "anet_eval_public" / case
+def fixture_paths(tests_dir, case):
+    folder = tests_dir / "fixtures" / "anet_eval_public" / case
     expected = json.loads((folder / "expected.json").read_text())
     return folder / "ground_truth.json", folder / "predictions.json", expected
 
@@ -147,8 +147,8 @@ def assert_matches_expected(ap_per_class, mean_ap, average_map, expected):
 
 
 @pytest.mark.parametrize("case", sorted(FIXTURE_CASES))
-def test_public_fixture_python_api(shared_dir, case):
-    gt_path, pred_path, expected = fixture_paths(shared_dir, case)
+def test_public_fixture_python_api(tests_dir, case):
+    gt_path, pred_path, expected = fixture_paths(tests_dir, case)
     result = evaluate_detection(gt_path, pred_path, expected["tiou_thresholds"], subset=FIXTURE_CASES[case])
     assert result["tiou_thresholds"] == expected["tiou_thresholds"]
     assert list(result["mAP_per_tiou"]) == expected["tiou_thresholds"]
@@ -160,8 +160,8 @@ def test_public_fixture_python_api(shared_dir, case):
 
 
 @pytest.mark.parametrize("case", sorted(FIXTURE_CASES))
-def test_public_fixture_cli(shared_dir, case, tmp_path, capsys):
-    gt_path, pred_path, expected = fixture_paths(shared_dir, case)
+def test_public_fixture_cli(tests_dir, case, tmp_path, capsys):
+    gt_path, pred_path, expected = fixture_paths(tests_dir, case)
     spec = FIXTURE_THRESHOLD_SPECS[case]
     output = tmp_path / "metrics.json"
     argv = ["--ground-truth", str(gt_path), "--predictions", str(pred_path), "--tiou-thresholds", spec,
@@ -176,12 +176,12 @@ def test_public_fixture_cli(shared_dir, case, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_public_fixture_evaluate_load(shared_dir):
+def test_public_fixture_evaluate_load(tests_dir):
     import evaluate
 
     metric = evaluate.load(metric_path())
     for case, subset in FIXTURE_CASES.items():
-        gt_path, pred_path, expected = fixture_paths(shared_dir, case)
+        gt_path, pred_path, expected = fixture_paths(tests_dir, case)
         database = json.loads(gt_path.read_text())["database"]
         results = json.loads(pred_path.read_text())["results"]
         videos = [v for v, entry in database.items() if entry["subset"] == subset]
@@ -206,8 +206,8 @@ def test_public_fixture_evaluate_load(shared_dir):
 
 
 @pytest.mark.slow
-def test_cli_process_imports_no_torch(shared_dir, tmp_path):
-    gt_path, pred_path, expected = fixture_paths(shared_dir, "thumos14_test")
+def test_cli_process_imports_no_torch(tests_dir, tmp_path):
+    gt_path, pred_path, expected = fixture_paths(tests_dir, "thumos14_test")
     code = (
         "import sys; from adatad.evaluation import main; "
         f"rc = main(['--ground-truth', {str(gt_path)!r}, '--predictions', {str(pred_path)!r}, "
@@ -425,10 +425,10 @@ def test_in_memory_post_processing_outputs():
     assert evaluate_detection(gt, flat, [0.5, 0.95])["ap_per_class"] == expected["ap_per_class"]
 
 
-def test_thumos_style_ground_truth_with_string_segments_and_no_duration(shared_dir):
-    gt = load_ground_truth(shared_dir / "data" / "annotations" / "thumos14" / "thumos_gt.json", subset="test")
+def test_thumos_style_ground_truth_with_string_segments_and_no_duration(tests_dir):
+    gt = load_ground_truth(tests_dir / "data" / "annotations" / "thumos14" / "thumos_gt.json", subset="test")
     assert len(gt.video_ids) == 210 and len(gt.class_names) == 20
-    database = json.loads((shared_dir / "data" / "annotations" / "thumos14" / "thumos_gt.json").read_text())["database"]
+    database = json.loads((tests_dir / "data" / "annotations" / "thumos14" / "thumos_gt.json").read_text())["database"]
     # Ground truth written back as predictions (score 1) scores AP 1 everywhere.
     results = {v: [{"segment": a["segment"], "label": a["label"], "score": 1.0} for a in e["annotations"]]
                for v, e in database.items() if e["subset"] == "test"}

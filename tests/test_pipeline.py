@@ -81,8 +81,8 @@ def detector(model_folder):
 
 
 @pytest.fixture
-def videos(shared_dir):
-    return shared_dir / "data" / "videos"
+def videos(tests_dir):
+    return tests_dir / "data" / "videos"
 
 
 def assert_valid_detections(detections, duration):
@@ -323,7 +323,7 @@ def test_saved_pipeline_loads_in_a_fresh_interpreter_without_adatad(detector, tm
     assert [d["label"] for d in detections] == [d["label"] for d in expected]
 
 
-def test_every_folder_the_project_writes_runs_the_pipeline_in_a_fresh_interpreter(model_folder, videos, shared_dir, tmp_path):
+def test_every_folder_the_project_writes_runs_the_pipeline_in_a_fresh_interpreter(model_folder, videos, tests_dir, tmp_path):
     """Training's best/ and last/, both converters and save_pretrained: `pipeline(model=folder, trust_remote_code=True)`
     in an interpreter that cannot import adatad."""
     sys.path.insert(0, str(REPO_ROOT / "conversion_scripts"))
@@ -337,7 +337,7 @@ def test_every_folder_the_project_writes_runs_the_pipeline_in_a_fresh_interprete
 
     folders = {"save_pretrained": model_folder}
 
-    fixture = shared_dir / "fixtures" / "opentad_public"
+    fixture = tests_dir / "fixtures" / "opentad_public"
     checkpoint = tmp_path / "opentad.pth"
     write_opentad_checkpoint(fixture, checkpoint)
     folders["from_opentad"] = tmp_path / "from_opentad"

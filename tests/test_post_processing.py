@@ -251,8 +251,8 @@ def test_empty_nms_input():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_decode_candidates_matches_opentad_fixture(shared_dir):
-    outputs = load_file(shared_dir / "fixtures" / "opentad_public" / "outputs.safetensors")
+def test_decode_candidates_matches_opentad_fixture(tests_dir):
+    outputs = load_file(tests_dir / "fixtures" / "opentad_public" / "outputs.safetensors")
     levels = range(4)
     proposals, scores = decode_candidates(
         logits=[outputs[f"head.cls_logits.{l}"].permute(0, 2, 1) for l in levels],
@@ -459,8 +459,8 @@ def test_pipeline_input_errors():
         post_process_temporal_detection(simple_outputs(), [{"fps": 30, "duration": 5}], class_names=["a", "b"])
 
 
-def test_pipeline_on_model_outputs_matches_opentad_detections(shared_dir):
-    fixture = shared_dir / "fixtures" / "opentad_public"
+def test_pipeline_on_model_outputs_matches_opentad_detections(tests_dir):
+    fixture = tests_dir / "fixtures" / "opentad_public"
     outputs = load_file(fixture / "outputs.safetensors")
     post = json.loads((fixture / "config.json").read_text())["post_processing"]
     levels = range(4)
@@ -594,8 +594,8 @@ def test_classifier_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def copy_fixture(shared_dir, destination, edit_config=None, edit_outputs=None, edit_detections=None):
-    source = shared_dir / "fixtures" / "opentad_public"
+def copy_fixture(tests_dir, destination, edit_config=None, edit_outputs=None, edit_detections=None):
+    source = tests_dir / "fixtures" / "opentad_public"
     destination.mkdir()
     config = json.loads((source / "config.json").read_text())
     outputs = load_file(source / "outputs.safetensors")
@@ -659,14 +659,14 @@ def _drop_detection(detections):
         (dict(edit_detections=_drop_detection), "detections.json"),
     ],
 )
-def test_parity_check_detects_differences(shared_dir, tmp_path, edits, message):
-    folder = copy_fixture(shared_dir, tmp_path / "fixture", **edits)
+def test_parity_check_detects_differences(tests_dir, tmp_path, edits, message):
+    folder = copy_fixture(tests_dir, tmp_path / "fixture", **edits)
     with pytest.raises(AssertionError, match=message):
         check_post_processing(folder)
 
 
-def test_parity_check_passes_on_unchanged_copy(shared_dir, tmp_path):
-    check_post_processing(copy_fixture(shared_dir, tmp_path / "fixture"))
+def test_parity_check_passes_on_unchanged_copy(tests_dir, tmp_path):
+    check_post_processing(copy_fixture(tests_dir, tmp_path / "fixture"))
 
 
 def test_nms_of_several_videos_at_once_equals_one_by_one():
