@@ -85,7 +85,8 @@ def test_save_pretrained_round_trip_through_auto_video_processor(tmp_path):
     assert saved["auto_map"]["AutoVideoProcessor"] == "processing_adatad.AdaTADVideoProcessor"
     for key, value in [("sampling_method", "resize"), ("resize_length", 8), ("scale_factor", 2),
                        ("nms_sigma", 0.4), ("multiclass", False), ("class_names", ["a", "b"]),
-                       ("decode_backend", "pyav"), ("augmentation", "randaugment"), ("crop_size", {"height": 32, "width": 32})]:
+                       ("decode_backend", "pyav"), ("augmentation", "randaugment"),
+                       ("crop_size", {"height": 32, "width": 32})]:
         assert saved[key] == value, key
 
     loaded = AutoVideoProcessor.from_pretrained(tmp_path)
@@ -338,7 +339,9 @@ def test_eval_transform_resizes_short_side_center_crops_and_normalises():
     expected = ((resized[..., 2:18, 6:22] / 255) - MEAN) / STD
     assert (output - expected).abs().max() < 0.02  # uint8 resize rounds to whole levels (1/255/0.225)
     constant = torch.full((2, 3, 20, 20), 200, dtype=torch.uint8)
-    torch.testing.assert_close(processor.transform_frames(constant)[:, :, 0, 0], ((200 / 255 - MEAN) / STD)[:, :, 0, 0].expand(2, 3))
+    torch.testing.assert_close(
+        processor.transform_frames(constant)[:, :, 0, 0], ((200 / 255 - MEAN) / STD)[:, :, 0, 0].expand(2, 3)
+    )
     # Channels-last input is accepted too.
     torch.testing.assert_close(processor.transform_frames(frames.permute(0, 2, 3, 1)), output)
 
