@@ -789,7 +789,9 @@ def _read_thumos_video_info(path: PathLike) -> Dict[str, Tuple[float, float, int
             try:
                 fps, count = _optional_float(row["fps"], "fps"), _optional_count(row["count"], "count")
             except _BadVideoField as error:
-                raise AnnotationError(f"{path}: line {number}, video {row['video']!r}, field {error.name}: {error}.") from None
+                raise AnnotationError(
+                    f"{path}: line {number}, video {row['video']!r}, field {error.name}: {error}."
+                ) from None
             info[row["video"]] = (count / fps, fps, count) if fps and count else (None, fps, count)
     elif {"video-name", "video-duration", "frame-rate", "video-frames"} <= columns:
         for number, row in enumerate(rows, start=2):
@@ -805,10 +807,15 @@ def _read_thumos_video_info(path: PathLike) -> Dict[str, Tuple[float, float, int
 def _thumos_ground_truth_video_info(row: Dict[str, str], path, number: int) -> Tuple[float, float, int]:
     """(duration, fps, num_frames) of a `thumos14_test_groundtruth.csv` row."""
     try:
-        return (_optional_float(row["video-duration"], "video-duration"), _optional_float(row["frame-rate"], "frame-rate"),
-                _optional_count(row["video-frames"], "video-frames"))
+        return (
+            _optional_float(row["video-duration"], "video-duration"),
+            _optional_float(row["frame-rate"], "frame-rate"),
+            _optional_count(row["video-frames"], "video-frames"),
+        )
     except _BadVideoField as error:
-        raise AnnotationError(f"{path}: line {number}, video {row['video-name']!r}, field {error.name}: {error}.") from None
+        raise AnnotationError(
+            f"{path}: line {number}, video {row['video-name']!r}, field {error.name}: {error}."
+        ) from None
 
 
 # The 20 THUMOS-14 detection classes in index order (alphabetical = `Class_Index_Detection.txt`
@@ -1070,8 +1077,12 @@ def load_ego4d_moment_queries(
                     continue
                 for label_index, item in enumerate(labels):
                     if not isinstance(item, dict):
-                        builder.error("malformed_segment", str(clip_id), f"annotations[{annotator_index}].labels[{label_index}]",
-                                      f"expected a label object, got {item!r}")
+                        builder.error(
+                            "malformed_segment",
+                            str(clip_id),
+                            f"annotations[{annotator_index}].labels[{label_index}]",
+                            f"expected a label object, got {item!r}",
+                        )
                         continue
                     if primary_only and not item.get("primary", True):
                         builder.report.removed["non_primary"] += 1

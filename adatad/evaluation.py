@@ -206,7 +206,9 @@ def parse_tiou_thresholds(text: Union[str, Sequence[float], np.ndarray]) -> np.n
     else:
         thresholds = np.asarray(text, dtype=np.float64).reshape(-1)
     if thresholds.size == 0 or not np.all(np.isfinite(thresholds)):
-        raise EvaluationInputError(f"tIoU thresholds must be a non-empty list of finite numbers in [0, 1], got {text!r}")
+        raise EvaluationInputError(
+            f"tIoU thresholds must be a non-empty list of finite numbers in [0, 1], got {text!r}"
+        )
     outside = thresholds[(thresholds < 0) | (thresholds > 1)]
     if outside.size:
         raise EvaluationInputError(
@@ -265,7 +267,9 @@ def load_ground_truth(
         return source
     data, name = _read_json(source, "ground truth")
     if not isinstance(data, Mapping):
-        raise EvaluationInputError(f"ground truth {name}: expected a JSON object with a 'database' key, got {type(data).__name__}")
+        raise EvaluationInputError(
+            f"ground truth {name}: expected a JSON object with a 'database' key, got {type(data).__name__}"
+        )
     if "database" in data:
         database, where_prefix = data["database"], "database"
         if not isinstance(database, Mapping):
@@ -283,9 +287,15 @@ def load_ground_truth(
     video_index, starts, ends, labels = [], [], [], []
     subsets_seen = set()
     for video_id, entry in database.items():
-        where = f"ground truth {name}: {where_prefix}[{video_id!r}]" if where_prefix else f"ground truth {name}: [{video_id!r}]"
+        where = (
+            f"ground truth {name}: {where_prefix}[{video_id!r}]"
+            if where_prefix
+            else f"ground truth {name}: [{video_id!r}]"
+        )
         if not isinstance(entry, dict):
-            raise EvaluationInputError(f"{where} must be an object with 'subset' and 'annotations', got {type(entry).__name__}")
+            raise EvaluationInputError(
+                f"{where} must be an object with 'subset' and 'annotations', got {type(entry).__name__}"
+            )
         if subset is not None:
             if "subset" not in entry:
                 raise EvaluationInputError(
@@ -316,7 +326,9 @@ def load_ground_truth(
         elif "actions" in entry:
             for number, action in enumerate(entry["actions"]):
                 if not isinstance(action, (list, tuple)) or len(action) != 3:
-                    raise EvaluationInputError(f"{where}['actions'][{number}] must be [class_id, start, end], got {action!r}")
+                    raise EvaluationInputError(
+                        f"{where}['actions'][{number}] must be [class_id, start, end], got {action!r}"
+                    )
                 start, end = _float_pair(action[1:], f"{where}['actions'][{number}][1:]")
                 video_index.append(position)
                 starts.append(start)
@@ -327,7 +339,8 @@ def load_ground_truth(
 
     if subset is not None and not video_ids:
         raise EvaluationInputError(
-            f"ground truth {name} has no video in subset {subset!r} (subsets present: {_list_names(sorted(map(str, subsets_seen)))}); "
+            f"ground truth {name} has no video in subset {subset!r} "
+            f"(subsets present: {_list_names(sorted(map(str, subsets_seen)))}); "
             "pass the right --subset"
         )
     if not labels:
@@ -377,7 +390,9 @@ def load_ground_truth(
     )
 
 
-def _opentad_instance_filter(video_index: np.ndarray, segments: np.ndarray, labels: np.ndarray, tolerance: float = 1e-3):
+def _opentad_instance_filter(
+    video_index: np.ndarray, segments: np.ndarray, labels: np.ndarray, tolerance: float = 1e-3
+):
     """Keep-mask of OpenTAD's `remove_duplicate_annotations`: per video, in file order, drop
     end <= start and same-label instances within `tolerance` (start and end) of a kept one."""
     keep = np.zeros(len(labels), dtype=bool)
@@ -388,7 +403,9 @@ def _opentad_instance_filter(video_index: np.ndarray, segments: np.ndarray, labe
             continue
         kept = kept_in_video.setdefault(int(video_index[i]), [])
         if any(
-            abs(start - segments[j, 0]) <= tolerance and abs(end - segments[j, 1]) <= tolerance and labels[j] == labels[i]
+            abs(start - segments[j, 0]) <= tolerance
+            and abs(end - segments[j, 1]) <= tolerance
+            and labels[j] == labels[i]
             for j in kept
         ):
             continue
@@ -417,7 +434,9 @@ def _locate_bad_detection(detections, where: str, need_label: bool) -> Optional[
     for number, detection in enumerate(detections):
         here = f"{where}[{number}]"
         if not isinstance(detection, Mapping):
-            return EvaluationInputError(f"{here} must be an object with 'segment', 'label' and 'score', got {detection!r}")
+            return EvaluationInputError(
+                f"{here} must be an object with 'segment', 'label' and 'score', got {detection!r}"
+            )
         for key in ("segment", "score") + (("label",) if need_label else ()):
             if key not in detection:
                 return EvaluationInputError(f"{here} has no {key!r} key")
@@ -433,7 +452,9 @@ def _locate_bad_detection(detections, where: str, need_label: bool) -> Optional[
             try:
                 hash(detection["label"])
             except TypeError:
-                return EvaluationInputError(f"{here}['label'] must be a string or an integer, got {detection['label']!r}")
+                return EvaluationInputError(
+                    f"{here}['label'] must be a string or an integer, got {detection['label']!r}"
+                )
     return None
 
 
@@ -446,7 +467,9 @@ def _columns_from_records(detections, where: str, need_label: bool):
         scores = [detection["score"] for detection in detections]
         labels = [detection["label"] for detection in detections] if need_label else None
     except (KeyError, TypeError):
-        raise (_locate_bad_detection(detections, where, need_label) or EvaluationInputError(f"{where} is malformed")) from None
+        raise (
+            _locate_bad_detection(detections, where, need_label) or EvaluationInputError(f"{where} is malformed")
+        ) from None
     return segments, labels, scores
 
 
@@ -457,7 +480,9 @@ def _columns_from_arrays(entry: Mapping, where: str, need_label: bool):
         scores = np.asarray(entry["scores"], dtype=np.float64).reshape(-1)
         labels = np.asarray(entry["labels"]).reshape(-1).tolist() if need_label else None
     except KeyError as error:
-        raise EvaluationInputError(f"{where} has no {error.args[0]!r} key (expected 'segments', 'labels', 'scores')") from None
+        raise EvaluationInputError(
+            f"{where} has no {error.args[0]!r} key (expected 'segments', 'labels', 'scores')"
+        ) from None
     except (TypeError, ValueError) as error:
         raise EvaluationInputError(f"{where}: 'segments' must be (N, 2) and 'scores' (N,) numbers ({error})") from None
     if len(scores) != len(segments) or (need_label and len(labels) != len(segments)):
@@ -515,7 +540,9 @@ def load_predictions(
         else:
             results, where_prefix = data, ""
     else:
-        raise EvaluationInputError(f"predictions {name}: expected a JSON object with a 'results' key, got {type(data).__name__}")
+        raise EvaluationInputError(
+            f"predictions {name}: expected a JSON object with a 'results' key, got {type(data).__name__}"
+        )
 
     blocked = set(blocked_videos)
     video_ids: List[Hashable] = []
@@ -552,7 +579,9 @@ def load_predictions(
             error = None if isinstance(detections, dict) else _locate_bad_detection(detections, where, need_label)
             if error is not None:
                 raise error from None
-        raise EvaluationInputError(f"predictions {name}: segments must be [start, end] pairs and scores numbers") from None
+        raise EvaluationInputError(
+            f"predictions {name}: segments must be [start, end] pairs and scores numbers"
+        ) from None
     video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64), counts)
     _check_finite_detections(segments, scores, video_index, video_ids, counts, name)
 
@@ -643,7 +672,11 @@ def segment_tiou(detection_segments: np.ndarray, gt_segments: np.ndarray) -> np.
     inter_start = np.maximum(detection_segments[..., 0], gt_segments[..., 0])
     inter_end = np.minimum(detection_segments[..., 1], gt_segments[..., 1])
     intersection = (inter_end - inter_start).clip(0)
-    union = (gt_segments[..., 1] - gt_segments[..., 0]) + (detection_segments[..., 1] - detection_segments[..., 0]) - intersection
+    union = (
+        (gt_segments[..., 1] - gt_segments[..., 0])
+        + (detection_segments[..., 1] - detection_segments[..., 0])
+        - intersection
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         return intersection / union
 
@@ -743,7 +776,8 @@ def match_detections(
         first_step = 0
         while first_step < num_steps:
             last_step = max(
-                first_step + 1, int(np.searchsorted(block_starts, block_starts[first_step] + chunk_rows, side="right")) - 1
+                first_step + 1,
+                int(np.searchsorted(block_starts, block_starts[first_step] + chunk_rows, side="right")) - 1,
             )
             chunk = slice(int(block_starts[first_step]), int(block_starts[last_step]))
             eligible, sorted_columns = _eligible_instances(
@@ -857,7 +891,9 @@ def compute_detection_ap(
     for class_id in range(num_classes):
         start, stop = class_offsets[class_id], class_offsets[class_id + 1]
         if stop > start:
-            average_precision[:, class_id] = interpolated_average_precision(ranked_hits[:, start:stop], num_positives[class_id])
+            average_precision[:, class_id] = interpolated_average_precision(
+                ranked_hits[:, start:stop], num_positives[class_id]
+            )
     return average_precision
 
 
@@ -876,7 +912,8 @@ def _input_warnings(ground_truth: GroundTruth, detections: Detections, label_fre
         )
     if ground_truth.num_zero_length_or_inverted:
         messages.append(
-            f"{ground_truth.num_zero_length_or_inverted} ground-truth instance(s) have end <= start; kept as the official code does"
+            f"{ground_truth.num_zero_length_or_inverted} ground-truth instance(s) have end <= start; "
+            "kept as the official code does"
         )
     segments = detections.segments
     bad_segments = int(np.count_nonzero(~(segments[:, 1] > segments[:, 0])))
@@ -888,11 +925,14 @@ def _input_warnings(ground_truth: GroundTruth, detections: Detections, label_fre
     gt_videos = set(ground_truth.video_ids)
     outside = [video_id for video_id in detections.video_ids if video_id not in gt_videos]
     if outside:
-        num_outside = int(np.isin(detections.video_index, [i for i, v in enumerate(detections.video_ids) if v not in gt_videos]).sum())
+        num_outside = int(
+            np.isin(detections.video_index, [i for i, v in enumerate(detections.video_ids) if v not in gt_videos]).sum()
+        )
         subset = f" subset {ground_truth.subset!r} of" if ground_truth.subset is not None else ""
         consequence = "ignored" if label_free else "false positives"
         message = (
-            f"{num_outside} prediction(s) on {len(outside)} video(s) not in the{subset} ground truth count as {consequence} "
+            f"{num_outside} prediction(s) on {len(outside)} video(s) not in the{subset} ground truth "
+            f"count as {consequence} "
             f"(as in the official code): {_list_names(outside)}"
         )
         if len(outside) == len(detections.video_ids):
@@ -940,10 +980,17 @@ def evaluate_detection(
     """
     thresholds = parse_tiou_thresholds(tiou_thresholds)
     gt = load_ground_truth(
-        ground_truth, subset=subset, blocked_videos=blocked_videos, remove_duplicate_instances=remove_duplicate_instances
+        ground_truth,
+        subset=subset,
+        blocked_videos=blocked_videos,
+        remove_duplicate_instances=remove_duplicate_instances,
     )
     detections = load_predictions(
-        predictions, gt, ignore_unknown_labels=ignore_unknown_labels, class_names=class_names, blocked_videos=blocked_videos
+        predictions,
+        gt,
+        ignore_unknown_labels=ignore_unknown_labels,
+        class_names=class_names,
+        blocked_videos=blocked_videos,
     )
     messages = _input_warnings(gt, detections)
 
@@ -1060,7 +1107,8 @@ def evaluate_proposals(
     total_kept = int(kept_counts.sum())
     if total_kept == 0:
         raise EvaluationInputError(
-            f"proposals {detections.source}: no proposal falls on a ground-truth video after the per-video cut; AR@AN is undefined"
+            f"proposals {detections.source}: no proposal falls on a ground-truth video after the per-video cut; "
+            "AR@AN is undefined"
         )
 
     fractions = np.arange(1, 101) / 100.0 * (max_avg_nr_proposals * float(num_videos) / total_kept)
@@ -1075,7 +1123,9 @@ def evaluate_proposals(
     recall = matched.sum(axis=0) / float(gt.num_instances)
     average_recall = recall.mean(axis=0)
     proposals_per_video = fractions * (float(total_kept) / num_videos)
-    area = float(np.sum((proposals_per_video[1:] - proposals_per_video[:-1]) * (average_recall[1:] + average_recall[:-1]) / 2.0))
+    area = float(
+        np.sum((proposals_per_video[1:] - proposals_per_video[:-1]) * (average_recall[1:] + average_recall[:-1]) / 2.0)
+    )
     ar_at = {}
     for budget_value in (1, 5, 10, 50, 100):
         close = np.flatnonzero(np.isclose(proposals_per_video, budget_value))
@@ -1200,7 +1250,9 @@ def evaluate_topk_recall(
         # OpenTAD's call on the detections in reading order, so that ties fall where they fall there.
         ranked = members[detections.scores[members].argsort()[::-1]][: max(top_k) * len(gt_segments)]
         kept = detections.segments[ranked][:, None, :]
-        intersection = (np.minimum(kept[..., 1], gt_segments[:, 1]) - np.maximum(kept[..., 0], gt_segments[:, 0])).clip(0)
+        intersection = (
+            np.minimum(kept[..., 1], gt_segments[:, 1]) - np.maximum(kept[..., 0], gt_segments[:, 0])
+        ).clip(0)
         union = (gt_segments[:, 1] - gt_segments[:, 0]) + (kept[..., 1] - kept[..., 0]) - intersection
         tiou = intersection.astype(float) / union.clip(1e-8)  # (kept detections, instances)
         for k_index, k in enumerate(top_k):
@@ -1225,7 +1277,8 @@ def _checked_output_path(output: str, inputs: Mapping[str, str]) -> str:
             same = os.path.samefile(path, input_path)
         if same:
             raise EvaluationInputError(
-                f"--output {output!r} is the {what} file and would be replaced by the metrics; write them to another file"
+                f"--output {output!r} is the {what} file and would be replaced by the metrics; "
+                "write them to another file"
             )
     if os.path.isdir(path):
         raise EvaluationInputError(f"--output {output!r} is a folder; give a file name such as metrics.json")
@@ -1245,7 +1298,9 @@ def _checked_output_path(output: str, inputs: Mapping[str, str]) -> str:
 def _write_json_atomically(path: str, data) -> None:
     """Writes JSON under a temporary name in the target folder and renames it into place, so an
     interrupted write never leaves a truncated file (or destroys the previous one)."""
-    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    descriptor, temporary = tempfile.mkstemp(
+        dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             json.dump(data, file, indent=1)
@@ -1273,14 +1328,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "2 command-line usage error (unknown or missing flag).",
     )
     parser.add_argument("--ground-truth", required=True, help="ground-truth JSON (ActivityNet 'database' layout)")
-    parser.add_argument("--predictions", required=True, help="prediction JSON (ActivityNet submission layout, 'results')")
+    parser.add_argument(
+        "--predictions", required=True, help="prediction JSON (ActivityNet submission layout, 'results')"
+    )
     parser.add_argument(
         "--tiou-thresholds",
         default="0.5:0.95:0.05",
         help="'start:stop:step' (official np.linspace values) or a comma list (default: 0.5:0.95:0.05)",
     )
     subset_group = parser.add_mutually_exclusive_group()
-    subset_group.add_argument("--subset", default=DEFAULT_SUBSET, help="ground-truth subset to evaluate (default: validation)")
+    subset_group.add_argument(
+        "--subset", default=DEFAULT_SUBSET, help="ground-truth subset to evaluate (default: validation)"
+    )
     subset_group.add_argument("--all-subsets", action="store_true", help="evaluate every ground-truth video")
     parser.add_argument("--output", help="write the metrics as JSON to this file")
     parser.add_argument(

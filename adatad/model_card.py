@@ -36,8 +36,12 @@ def _eval_results(metrics: Mapping, dataset: str, split: str | None) -> list[Eva
         for t, v in metrics["mAP_per_tiou"].items()
     ]
     results.append(
-        EvalResult(metric_type="mAP", metric_name="average mAP", metric_value=round(100 * float(metrics["average_mAP"]), 2),
-                   **common)
+        EvalResult(
+            metric_type="mAP",
+            metric_name="average mAP",
+            metric_value=round(100 * float(metrics["average_mAP"]), 2),
+            **common,
+        )
     )
     return results
 
@@ -100,7 +104,11 @@ def build_model_card(
         body.append("Not evaluated.")
     else:
         split = f" ({eval_split} subset)" if eval_split else ""
-        body += [f"Measured on {dataset}{split} with the ActivityNet protocol (`adatad-eval`):", "", *_results_table(metrics)]
+        body += [
+            f"Measured on {dataset}{split} with the ActivityNet protocol (`adatad-eval`):",
+            "",
+            *_results_table(metrics),
+        ]
     if paper_average_map is not None:
         body += ["", f"The paper's average mAP for this setting: {paper_average_map}."]
     if class_names:
@@ -147,7 +155,11 @@ def read_eval_results(path) -> dict:
         metrics = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"cannot read the evaluation results {path}: {error}") from error
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("mAP_per_tiou"), dict) or "average_mAP" not in metrics:
+    if (
+        not isinstance(metrics, dict)
+        or not isinstance(metrics.get("mAP_per_tiou"), dict)
+        or "average_mAP" not in metrics
+    ):
         raise ValueError(f"{path} is not an `adatad-eval --output` file: it needs `mAP_per_tiou` and `average_mAP`.")
     return metrics
 

@@ -5,8 +5,6 @@ Used by the parity tests and by `conversion_scripts/convert_opentad_to_adatad.py
 
 import re
 
-import torch
-
 OPENTAD_BACKBONE_PREFIX = "backbone.model.backbone."
 
 # OpenTAD ViT key (after the prefix) -> AdaTAD key under `model.backbone.`; `{n}` is a block, `{i}` a side adapter.
@@ -49,7 +47,9 @@ def convert_opentad_backbone_keys(state_dict: dict) -> tuple[dict, list[str]]:
         if qkv:
             query, key_weight, value = tensor.chunk(3, dim=0)
             prefix = f"model.backbone.layers.{qkv.group(1)}.attention.attention"
-            converted.update({f"{prefix}.query.weight": query, f"{prefix}.key.weight": key_weight, f"{prefix}.value.weight": value})
+            converted.update(
+                {f"{prefix}.query.weight": query, f"{prefix}.key.weight": key_weight, f"{prefix}.value.weight": value}
+            )
             continue
         if re.fullmatch(r"blocks\.(\d+)\.attn\.qkv\.bias", name):
             raise KeyError(

@@ -236,7 +236,9 @@ class _ConfigEvaluator:
             except (IndexError, KeyError, TypeError) as error:
                 self.fail(node, f"`{ast.unparse(node)}` failed: {error!r}.")
         if isinstance(node, ast.Slice):
-            return slice(*(self.evaluate(part) if part is not None else None for part in (node.lower, node.upper, node.step)))
+            return slice(
+                *(self.evaluate(part) if part is not None else None for part in (node.lower, node.upper, node.step))
+            )
         if isinstance(node, ast.JoinedStr):
             return self.checked_size(node, "".join(self.evaluate(part) for part in node.values))
         if isinstance(node, ast.FormattedValue):
@@ -281,7 +283,11 @@ class _ConfigEvaluator:
                           f"limited to {MAX_INT_BITS} bits. Write the intended value as a literal.")
         if operation is operator.mul:
             for sequence, count in ((left, right), (right, left)):
-                if isinstance(sequence, (str, list, tuple)) and _is_int(count) and len(sequence) * count > MAX_SEQUENCE_LENGTH:
+                if (
+                    isinstance(sequence, (str, list, tuple))
+                    and _is_int(count)
+                    and len(sequence) * count > MAX_SEQUENCE_LENGTH
+                ):
                     self.fail(node, f"`{ast.unparse(node)}` would repeat a sequence to {len(sequence) * count} items; "
                               f"config values are limited to {MAX_SEQUENCE_LENGTH}.")
 
@@ -326,11 +332,16 @@ class _ConfigEvaluator:
             path.insert(0, reference.attr)
             reference = reference.value
         if not (isinstance(reference, ast.Name) and reference.id == BASE_KEY and path):
-            self.fail(node, f"unsupported set expression `{ast.unparse(node)}` (only `{{{{_base_.name}}}}` is understood).")
+            self.fail(
+                node, f"unsupported set expression `{ast.unparse(node)}` (only `{{{{_base_.name}}}}` is understood)."
+            )
         value = self.base
         for depth, name in enumerate(path):
             if not isinstance(value, dict) or name not in value:
-                self.fail(node, f"`{{{{_base_.{'.'.join(path)}}}}}`: the base configs have no `{'.'.join(path[: depth + 1])}`.")
+                self.fail(
+                    node,
+                    f"`{{{{_base_.{'.'.join(path)}}}}}`: the base configs have no `{'.'.join(path[: depth + 1])}`.",
+                )
             value = value[name]
         return copy.deepcopy(value)
 

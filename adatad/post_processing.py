@@ -188,7 +188,8 @@ def decode_candidates(
             raise ValueError(f"`points[{level}]` has shape {tuple(points[level].shape)}, expected {(num_points, 4)}.")
         if feature_mask[level].shape != (batch_size, num_points):
             raise ValueError(
-                f"`feature_mask[{level}]` has shape {tuple(feature_mask[level].shape)}, expected {(batch_size, num_points)}."
+                f"`feature_mask[{level}]` has shape {tuple(feature_mask[level].shape)}, "
+                f"expected {(batch_size, num_points)}."
             )
 
     all_points = torch.cat([p.float() for p in points], dim=0)  # (num_points, 4)
@@ -313,7 +314,9 @@ def soft_nms(
     if num_candidates == 0:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float32)
     if num_candidates > _MAX_SOFT_NMS_CANDIDATES:
-        raise ValueError(f"soft-NMS takes at most {_MAX_SOFT_NMS_CANDIDATES} candidates per call, got {num_candidates}.")
+        raise ValueError(
+            f"soft-NMS takes at most {_MAX_SOFT_NMS_CANDIDATES} candidates per call, got {num_candidates}."
+        )
     segments = segments.detach().cpu().float()
     scores = scores.detach().cpu().float()
     group_ids = torch.zeros(num_candidates, dtype=torch.long) if group_ids is None else group_ids.detach().cpu().long()
@@ -404,7 +407,11 @@ def _overlap_clusters(segments: torch.Tensor, group_ids: torch.Tensor) -> torch.
 
 
 def _soft_nms_rows(
-    segments: torch.Tensor, scores: torch.Tensor, row_ids: torch.Tensor, settings: NMSSettings, detect_ties: bool = False
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    row_ids: torch.Tensor,
+    settings: NMSSettings,
+    detect_ties: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The soft-NMS loop over rows of candidates (one row per distinct `row_ids` value), all rows
     stepping together. Returns `soft_nms`'s `(keep, kept_scores)` plus, with `detect_ties`, the row
@@ -449,7 +456,12 @@ def _soft_nms_rows(
                 rows_of_picks = row_of_state[finished][:, None].expand_as(keep_mask)[keep_mask]
                 finished_parts.append((state[4][finished][keep_mask], state[2][finished][keep_mask], rows_of_picks))
                 tied_by_row[row_of_state[finished]] = tied_rows[finished]
-                state, remaining, tied_rows, row_of_state = state[:, active], remaining[active], tied_rows[active], row_of_state[active]
+                state, remaining, tied_rows, row_of_state = (
+                    state[:, active],
+                    remaining[active],
+                    tied_rows[active],
+                    row_of_state[active],
+                )
                 num_rows = state.shape[1]
                 first_column = first_column[:num_rows]
                 single_row = num_rows == 1
@@ -488,7 +500,9 @@ def _soft_nms_rows(
         step += 1
 
     keep_mask = columns[None] < remaining[:, None]  # columns = selection order
-    finished_parts.append((state[4][keep_mask], state[2][keep_mask], row_of_state[:, None].expand_as(keep_mask)[keep_mask]))
+    finished_parts.append(
+        (state[4][keep_mask], state[2][keep_mask], row_of_state[:, None].expand_as(keep_mask)[keep_mask])
+    )
     tied_by_row[row_of_state] = tied_rows
     keep, kept_scores, rows_of_picks = (torch.cat(part) for part in zip(*finished_parts))
     by_row = rows_of_picks.sort(stable=True).indices  # rows ascending by row id
@@ -547,7 +561,10 @@ def hard_nms(
         for position in range(order.shape[0]):
             if not bool(alive[position]):
                 continue
-            inter = (torch.minimum(ends[position], ends[position + 1 :]) - torch.maximum(starts[position], starts[position + 1 :])).clamp(min=0)
+            inter = (
+                torch.minimum(ends[position], ends[position + 1 :])
+                - torch.maximum(starts[position], starts[position + 1 :])
+            ).clamp(min=0)
             ovr = inter / (lengths[position] + lengths[position + 1 :] - inter)
             alive[position + 1 :] &= ~(ovr >= settings.iou_threshold)
         keep_per_group.append(order[alive])
@@ -616,7 +633,11 @@ def batched_nms_videos(
         Per video `(segments, scores, labels)` sorted by descending score.
     """
     prepared = [
-        (segments.detach().cpu().float().reshape(-1, 2), scores.detach().cpu().float().reshape(-1), labels.detach().cpu().reshape(-1))
+        (
+            segments.detach().cpu().float().reshape(-1, 2),
+            scores.detach().cpu().float().reshape(-1),
+            labels.detach().cpu().reshape(-1),
+        )
         for segments, scores, labels in candidates
     ]
     if settings.method == "none" or not prepared:
@@ -694,8 +715,12 @@ def convert_to_seconds(segments: torch.Tensor, meta: Mapping[str, Any]) -> torch
         if "snippet_stride" not in meta:
             raise ValueError(f"video meta of {name!r} lacks 'snippet_stride' (frames between feature steps).")
         if not meta["fps"] > 0:
-            raise ValueError(f"video meta of {name!r} has fps {meta['fps']!r}; use a positive fps, or -1 for resize mode.")
-        seconds = (segments * meta["snippet_stride"] + meta.get("window_start_frame", 0) + meta.get("offset_frames", 0)) / meta["fps"]
+            raise ValueError(
+                f"video meta of {name!r} has fps {meta['fps']!r}; use a positive fps, or -1 for resize mode."
+            )
+        seconds = (
+            segments * meta["snippet_stride"] + meta.get("window_start_frame", 0) + meta.get("offset_frames", 0)
+        ) / meta["fps"]
     return seconds.clamp(min=0.0, max=duration)
 
 
@@ -756,7 +781,8 @@ class ExternalVideoClassifier:
         names = data.get("class", data.get("classes")) if isinstance(data, dict) else None
         if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or names is None:
             raise ValueError(
-                f"video classifier JSON {path} must hold 'results' ({{video_id: [scores]}}) and 'class' or 'classes' (names)."
+                f"video classifier JSON {path} must hold 'results' ({{video_id: [scores]}}) "
+                "and 'class' or 'classes' (names)."
             )
         return cls(data["results"], names, source=str(path), **kwargs)
 
@@ -767,7 +793,8 @@ class ExternalVideoClassifier:
         class_scores = np.asarray(self.video_scores[video_id], dtype=np.float64)
         if class_scores.shape != (len(self.class_names),):
             raise ValueError(
-                f"video {video_id!r} has {class_scores.size} classifier scores in {self.source}, expected {len(self.class_names)}."
+                f"video {video_id!r} has {class_scores.size} classifier scores in {self.source}, "
+                f"expected {len(self.class_names)}."
             )
         if self.apply_softmax:
             class_scores = np.exp(class_scores) / np.sum(np.exp(class_scores))
@@ -778,14 +805,19 @@ class ExternalVideoClassifier:
             ranked = np.argsort(class_scores)[::-1][: self.topk]
         return [int(i) for i in ranked], [float(class_scores[i]) for i in ranked]
 
-    def fuse(self, video_id: str, segments: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def fuse(
+        self, video_id: str, segments: torch.Tensor, scores: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Duplicates `segments (N, 2)` / `scores (N,)` for each top class.
 
         Returns `(segments (topk*N, 2), labels (topk*N,) classifier class ids, scores (topk*N,))`, class by class."""
         class_ids, class_scores = self.top_classes(video_id)
         segments, scores = segments.detach().cpu(), scores.detach().cpu().float()
         # numpy's float32 sqrt (what OpenTAD applies to the tensor) is correctly rounded; torch's may differ by one ulp
-        fused = [scores * s if self.style == "cuhk" else torch.from_numpy(np.sqrt((scores * s).numpy())) for s in class_scores]
+        fused = [
+            scores * s if self.style == "cuhk" else torch.from_numpy(np.sqrt((scores * s).numpy()))
+            for s in class_scores
+        ]
         labels = torch.tensor(class_ids, dtype=torch.long).repeat_interleave(segments.shape[0])
         return segments.repeat(len(class_ids), 1), labels, torch.cat(fused)
 
@@ -817,7 +849,13 @@ def _finish_entry(
         names = class_names
     seconds, scores = _round_like_opentad(seconds, scores)
     labels = labels.long()
-    return {"video_id": video_id, "scores": scores, "labels": labels, "label_names": _label_names(labels, names), "segments": seconds}
+    return {
+        "video_id": video_id,
+        "scores": scores,
+        "labels": labels,
+        "label_names": _label_names(labels, names),
+        "segments": seconds,
+    }
 
 
 def check_threshold_and_top_k(threshold: float, top_k: int | None) -> None:
@@ -894,7 +932,9 @@ def merge_sliding_windows(
 
     merged = []
     nms_results = batched_nms_videos(candidates, nms_settings)
-    for video_id, (segments, scores, group), name_order, id_of_name in zip(by_video, nms_results, name_orders, ids_of_names):
+    for video_id, (segments, scores, group), name_order, id_of_name in zip(
+        by_video, nms_results, name_orders, ids_of_names
+    ):
         segments, scores = _round_like_opentad(segments, scores)
         label_names = [name_order[g] for g in group.tolist()]
         result = {
@@ -996,13 +1036,17 @@ def post_process_temporal_detection(
         if video_classifier is None and (class_names is None or len(class_names) != num_classes):
             raise ValueError(
                 f"`class_names` must name the detector's {num_classes} classes (got "
-                f"{None if class_names is None else len(class_names)} names) unless a `video_classifier` gives the labels."
+                f"{None if class_names is None else len(class_names)} names) "
+                "unless a `video_classifier` gives the labels."
             )
         check_finite_candidates(proposals[b], video_scores, video_ids[b], meta)
 
     candidates = [
         select_pre_nms_candidates(
-            proposals[b].detach().cpu().float(), scores[b].detach().cpu().float(), settings.pre_nms_thresh, settings.pre_nms_topk
+            proposals[b].detach().cpu().float(),
+            scores[b].detach().cpu().float(),
+            settings.pre_nms_thresh,
+            settings.pre_nms_topk,
         )
         for b in range(len(video_metas))
     ]
@@ -1054,6 +1098,8 @@ def to_activitynet_submission(results: Sequence[dict]) -> dict[str, list[dict]]:
     submission: dict[str, list[dict]] = {}
     for result in results:
         detections = submission.setdefault(result["video_id"], [])
-        for (start, end), name, score in zip(result["segments"].tolist(), result["label_names"], result["scores"].tolist()):
+        for (start, end), name, score in zip(
+            result["segments"].tolist(), result["label_names"], result["scores"].tolist()
+        ):
             detections.append({"segment": [round(start, 2), round(end, 2)], "label": name, "score": round(score, 4)})
     return submission

@@ -402,7 +402,9 @@ def random_resized_crop_box(
 # mmaction2's luma weights (contrast and saturation blend towards this grey).
 LUMA_WEIGHTS = (0.2989, 0.587, 0.114)
 # RGB <-> YIQ: a hue shift is a rotation of the (I, Q) chroma plane.
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
+_RGB_TO_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64
+)
 
 
 def _hue_rotation(fraction_of_circle: float) -> torch.Tensor:
@@ -647,7 +649,9 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         crop = self.crop_size
         for name, value in (("size", self.size), ("train_size", self.train_size)):
             if not value or not value.get("shortest_edge"):
-                raise ValueError(f"`{name}` must be {{'shortest_edge': int}} (the short side to resize to), got {value}.")
+                raise ValueError(
+                    f"`{name}` must be {{'shortest_edge': int}} (the short side to resize to), got {value}."
+                )
         if self.size.shortest_edge < min(crop.height, crop.width):
             raise ValueError(
                 f"`size['shortest_edge']` ({self.size.shortest_edge}) is smaller than `crop_size` "
@@ -768,7 +772,10 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             count = len(sample.frame_indices)
             clip_frames = frames[offset : offset + count]
             windows.append(
-                (sample, self.transform_frames(clip_frames, train=train, generator=generator, augmentation=augmentation))
+                (
+                    sample,
+                    self.transform_frames(clip_frames, train=train, generator=generator, augmentation=augmentation),
+                )
             )
             offset += count
         return info, windows
@@ -810,7 +817,9 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
                 height, width = frames.shape[-2:]
                 top, left = (height - crop_height) // 2, (width - crop_width) // 2
                 if top < 0 or left < 0:
-                    raise ValueError(f"frames of {height}x{width} are smaller than crop_size {crop_height}x{crop_width}")
+                    raise ValueError(
+                        f"frames of {height}x{width} are smaller than crop_size {crop_height}x{crop_width}"
+                    )
                 frames = frames[..., top : top + crop_height, left : left + crop_width]
             return self._normalize(frames)
 
@@ -1084,7 +1093,9 @@ class TemporalDetectionTransform:
                     f"video {row.get('video_id')!r}: sliding-window evaluation needs window rows; expand the "
                     "video rows with adatad.data.expand_sliding_windows first"
                 )
-            end_frame = row["feature_end_idx"] * processor.snippet_stride if row.get("feature_end_idx") is not None else None
+            end_frame = (
+                row["feature_end_idx"] * processor.snippet_stride if row.get("feature_end_idx") is not None else None
+            )
             return processor.sample_frames(
                 info.num_frames, window_start_frame=row["window_start_frame"], window_end_frame=end_frame,
                 segments=row.get("grid_segments"), labels=labels,
@@ -1104,7 +1115,9 @@ class TemporalDetectionTransform:
         window_start = int(row.get("window_start_frame") or 0)
         rng, generator = self._random_sources(video_id, window_start)
         if not row.get("video_path"):
-            raise VideoDecodeError(f"<no path for video {video_id!r}>", "the row has no `video_path` (pass video_dir to the loader)")
+            raise VideoDecodeError(
+                f"<no path for video {video_id!r}>", "the row has no `video_path` (pass video_dir to the loader)"
+            )
         info, [(sample, pixel_values)] = processor.decode_windows(
             row["video_path"], lambda info: [self._sample(row, info, rng)], train=self.mode == "train",
             generator=generator, augmentation=self.augmentation,
@@ -1130,7 +1143,9 @@ class TemporalDetectionTransform:
             except VideoDecodeError as error:
                 message = f"video {row.get('video_id')!r}: {error}"
                 if self.on_error == "raise":
-                    raise VideoDecodeError(error.path, f"{error.reason} (video id {row.get('video_id')!r})", error.attempts) from error
+                    raise VideoDecodeError(
+                        error.path, f"{error.reason} (video id {row.get('video_id')!r})", error.attempts
+                    ) from error
                 logger.warning(f"skipping {message}")
                 result = dict.fromkeys(outputs)
                 result["video_meta"] = {"video_id": row.get("video_id")}

@@ -513,12 +513,16 @@ def generate_synthetic_dataset(output_dir, config=None, **overrides):
             video_labels = _balanced_labels(label_rng, config.class_names, num_videos)
             labels = [[label] * len(layout) for label, layout in zip(video_labels, layouts)]
         else:
-            subset_labels = iter(_balanced_labels(label_rng, config.class_names, sum(len(layout) for layout in layouts)))
+            subset_labels = iter(
+                _balanced_labels(label_rng, config.class_names, sum(len(layout) for layout in layouts))
+            )
             labels = [[next(subset_labels) for _ in layout] for layout in layouts]
         for video_index in range(num_videos):
             video_id = f"synthetic_{subset}_{video_index:04d}"
             video_config = video_configs[video_index]
-            frames, actions = _make_video(video_rngs[video_index], video_config, layouts[video_index], labels[video_index])
+            frames, actions = _make_video(
+                video_rngs[video_index], video_config, layouts[video_index], labels[video_index]
+            )
             write_mp4(videos_dir / f"{video_id}.mp4", frames, config.fps, config.crf)
             database[video_id] = {
                 "subset": subset,

@@ -121,7 +121,9 @@ def processor_settings_from_opentad(cfg: dict, config_file) -> tuple[dict, list[
         raise ConversionError(f"{where}: no LoadFrames step.")
     method = load.get("method")
     if method not in ("sliding_window", "resize"):
-        raise ConversionError(f"{where}: LoadFrames method {method!r}; the processor supports sliding_window and resize.")
+        raise ConversionError(
+            f"{where}: LoadFrames method {method!r}; the processor supports sliding_window and resize."
+        )
     settings["sampling_method"] = method
     settings["scale_factor"] = int(load.get("scale_factor", 1))
     if method == "resize":
@@ -167,7 +169,8 @@ def processor_settings_from_opentad(cfg: dict, config_file) -> tuple[dict, list[
     if post.get("external_cls"):
         classifier = post["external_cls"]
         notes.append(
-            f"post_processing.external_cls {classifier.get('type')} ({classifier.get('path')}, top-{classifier.get('topk')}) "
+            f"post_processing.external_cls {classifier.get('type')} "
+            f"({classifier.get('path')}, top-{classifier.get('topk')}) "
             "is not stored: pass the classifier JSON to post_process_temporal_detection (`video_classifier=`)."
         )
     return settings, notes
@@ -184,7 +187,9 @@ def _train_settings(train: dict, test_settings: dict, where: str, notes: list) -
         crop_ratio = load.get("crop_ratio")
         settings["crop_ratio"] = list(crop_ratio) if crop_ratio is not None else None
         if load.get("trunc_len") != test_settings.get("window_size"):
-            notes.append(f"training window {load.get('trunc_len')} differs from the test window; the processor uses one.")
+            notes.append(
+                f"training window {load.get('trunc_len')} differs from the test window; the processor uses one."
+            )
     if load.get("scale_factor", 1) != test_settings["scale_factor"]:
         notes.append("training and test scale factors differ; the processor uses the test one.")
     if "mmaction.Resize" in steps:
@@ -205,9 +210,13 @@ def _train_settings(train: dict, test_settings: dict, where: str, notes: list) -
     if "mmaction.Flip" in steps:
         settings["flip_ratio"] = float(steps["mmaction.Flip"].get("flip_ratio", 0.5))
     imgaug = steps.get("mmaction.ImgAug")
-    settings["augmentation"] = "imgaug_default" if imgaug is not None and imgaug.get("transforms") == "default" else None
+    settings["augmentation"] = (
+        "imgaug_default" if imgaug is not None and imgaug.get("transforms") == "default" else None
+    )
     if imgaug is not None and settings["augmentation"] is None:
-        notes.append(f"mmaction.ImgAug(transforms={imgaug.get('transforms')!r}) has no counterpart: training runs without it.")
+        notes.append(
+            f"mmaction.ImgAug(transforms={imgaug.get('transforms')!r}) has no counterpart: training runs without it."
+        )
     settings["do_color_jitter"] = "mmaction.ColorJitter" in steps
     return settings
 
@@ -328,9 +337,13 @@ def convert_opentad_checkpoint(
     wrapper = "state_dict_ema" if use_ema else "state_dict"
     raw = load_checkpoint_file(checkpoint)
     if isinstance(raw, dict) and "state_dict_ema" in raw and not use_ema:
-        notes.append("the checkpoint also holds `state_dict_ema`, which OpenTAD evaluates with: add --use-ema for that.")
+        notes.append(
+            "the checkpoint also holds `state_dict_ema`, which OpenTAD evaluates with: add --use-ema for that."
+        )
     if use_ema and isinstance(raw, dict) and "state_dict_ema" not in raw:
-        raise ConversionError(f"{checkpoint}: --use-ema given but there is no `state_dict_ema` (keys: {sorted(raw)[:10]}).")
+        raise ConversionError(
+            f"{checkpoint}: --use-ema given but there is no `state_dict_ema` (keys: {sorted(raw)[:10]})."
+        )
     state_dict, where = find_state_dict(raw, checkpoint, wrappers=(wrapper,))
     state_dict = strip_prefix(state_dict, "module.")
     print(f"{checkpoint}: {len(state_dict)} tensors under {where}")
@@ -381,13 +394,17 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="folder for the AdaTAD model and processor")
     parser.add_argument("--use-ema", action="store_true", help="convert the EMA weights (what OpenTAD tests with)")
     parser.add_argument("--class-map", help="class names, one per line (default: the config's class_map if present)")
-    parser.add_argument("--allow-missing", nargs="*", default=[], metavar="PATTERN", help="AdaTAD tensors that may stay initialised")
+    parser.add_argument(
+        "--allow-missing", nargs="*", default=[], metavar="PATTERN", help="AdaTAD tensors that may stay initialised"
+    )
     parser.add_argument("--allow-unused", nargs="*", default=[], metavar="PATTERN", help="checkpoint keys to skip")
     parser.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
     parser.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
     parser.add_argument("--dataset", help="dataset the checkpoint was trained on, for the model card (e.g. thumos-14)")
     parser.add_argument(
-        "--eval-results", metavar="FILE", help="metrics JSON from `adatad-eval --output FILE`, as the card's eval results"
+        "--eval-results",
+        metavar="FILE",
+        help="metrics JSON from `adatad-eval --output FILE`, as the card's eval results",
     )
     parser.add_argument("--push-to-hub", "--push_to_hub", dest="push_to_hub", metavar="REPO",
                         help="upload the folder to this Hub model repo (e.g. your-name/adatad-thumos-s)")

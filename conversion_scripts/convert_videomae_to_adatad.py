@@ -131,7 +131,9 @@ def load_checkpoint_file(path: str | Path):
         try:
             return load_file(path)
         except SafetensorError as error:
-            raise ConversionError(f"{path} is not a valid safetensors file ({error}); is the download complete?") from None
+            raise ConversionError(
+                f"{path} is not a valid safetensors file ({error}); is the download complete?"
+            ) from None
     not_a_checkpoint = (
         f"{path} is not a PyTorch checkpoint: pass the .pth/.pt/.bin file written by torch.save, a .safetensors "
         "file or a transformers model folder"
@@ -144,8 +146,10 @@ def load_checkpoint_file(path: str | Path):
         # torch.save writes a ZIP archive; a truncated download fails in its ZIP reader.
         if "PytorchStreamReader" not in str(error):
             raise ConversionError(f"{not_a_checkpoint} ({type(error).__name__}: {error})") from None
-        raise ConversionError(f"{path} is an incomplete or corrupt PyTorch checkpoint (the ZIP archive cannot be read); "
-                              "download or copy it again") from None
+        raise ConversionError(
+            f"{path} is an incomplete or corrupt PyTorch checkpoint (the ZIP archive cannot be read); "
+            "download or copy it again"
+        ) from None
     except pickle.UnpicklingError as error:
         # Only a refused class ("Unsupported global") means a real pickle of Python objects; any other
         # refusal (an unknown opcode, a bad load key) means the bytes are not a checkpoint at all.
@@ -305,7 +309,9 @@ def save_verified(model, output_dir: str | Path, save_extra=None, atol: float = 
             raise ConversionError(f"reloading the saved model reported {problems}")
         reloaded_state = reloaded.state_dict()
         differing = [
-            key for key, tensor in state.items() if key not in reloaded_state or not torch.equal(reloaded_state[key], tensor)
+            key
+            for key, tensor in state.items()
+            if key not in reloaded_state or not torch.equal(reloaded_state[key], tensor)
         ]
         if differing:
             raise ConversionError(
@@ -414,7 +420,9 @@ def convert_videomae_keys(state_dict: dict, layout: str) -> tuple[dict, list[str
     return converted, unused, unknown
 
 
-def infer_backbone_config(converted: dict, arch: str | None, num_attention_heads: int | None, hf_config: dict | None) -> dict:
+def infer_backbone_config(
+    converted: dict, arch: str | None, num_attention_heads: int | None, hf_config: dict | None
+) -> dict:
     """VideoMAE config fields from the converted tensor shapes plus what shapes cannot tell (heads, eps)."""
     projection = converted.get("model.backbone.embeddings.patch_embeddings.projection.weight")
     if projection is None:
@@ -442,7 +450,10 @@ def infer_backbone_config(converted: dict, arch: str | None, num_attention_heads
             num_attention_heads = hf_config["num_attention_heads"]
         elif hidden_size in HEADS_BY_HIDDEN_SIZE:
             num_attention_heads = HEADS_BY_HIDDEN_SIZE[hidden_size]
-            print(f"note: {num_attention_heads} attention heads assumed for hidden size {hidden_size} (pass --arch to be explicit)")
+            print(
+                f"note: {num_attention_heads} attention heads assumed for hidden size {hidden_size} "
+                "(pass --arch to be explicit)"
+            )
         else:
             raise ConversionError(
                 f"hidden size {hidden_size} is not a standard VideoMAE width; pass --num-attention-heads."
@@ -554,7 +565,9 @@ def convert_videomae_checkpoint(
         model.save_pretrained(output_dir)
         save_processor_and_card(output_dir)
     print(report.summary())
-    print(f"saved AdaTAD model ({backbone['hidden_size']}-wide, {backbone['num_hidden_layers']} blocks) to {output_dir}")
+    print(
+        f"saved AdaTAD model ({backbone['hidden_size']}-wide, {backbone['num_hidden_layers']} blocks) to {output_dir}"
+    )
     return model, report
 
 
@@ -578,9 +591,13 @@ def processor_for(config: AdaTADConfig) -> AdaTADVideoProcessor:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EXIT_STATUS_HELP)
-    parser.add_argument("--checkpoint", required=True, help="VideoMAE .pth/.bin/.safetensors file or transformers folder")
+    parser.add_argument(
+        "--checkpoint", required=True, help="VideoMAE .pth/.bin/.safetensors file or transformers folder"
+    )
     parser.add_argument("--output", required=True, help="folder for the AdaTAD model")
-    parser.add_argument("--arch", choices=sorted(VIDEOMAE_ARCHS), help="ViT size (checked against the shapes; sets heads)")
+    parser.add_argument(
+        "--arch", choices=sorted(VIDEOMAE_ARCHS), help="ViT size (checked against the shapes; sets heads)"
+    )
     parser.add_argument("--num-attention-heads", type=int, help="attention heads, if not a standard --arch")
     parser.add_argument("--num-labels", type=int, help="action classes of the new detector")
     parser.add_argument("--num-frames", type=int, help="frames per model input (all chunks)")
@@ -591,8 +608,12 @@ def parse_args(argv=None):
         "--config-overrides",
         help="JSON object (or a .json file) of further AdaTADConfig fields, e.g. '{\"projection_hidden_size\": 256}'",
     )
-    parser.add_argument("--allow-missing", nargs="*", default=[], metavar="PATTERN", help="AdaTAD tensors that may stay initialised")
-    parser.add_argument("--allow-unused", nargs="*", default=[], metavar="PATTERN", help="unknown source keys to ignore")
+    parser.add_argument(
+        "--allow-missing", nargs="*", default=[], metavar="PATTERN", help="AdaTAD tensors that may stay initialised"
+    )
+    parser.add_argument(
+        "--allow-unused", nargs="*", default=[], metavar="PATTERN", help="unknown source keys to ignore"
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
     parser.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
     parser.add_argument("--base-model", help="Hub repo id of the source weights, for the model card")

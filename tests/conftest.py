@@ -32,6 +32,12 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(scope="session")
-def shared_dir():
-    """The folder holding fixtures/, data/ and seed/ (the repository's tests/ folder)."""
+def tests_dir():
+    """The repository's tests/ folder, holding fixtures/, data/ and seed/."""
     return TESTS_DIR
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tests_dir):
+    """Old name of `tests_dir`, kept until tests/test_modeling_detector.py uses the new name."""
+    return tests_dir

@@ -83,7 +83,9 @@ def read_post_processing_config(fixture_dir: Path) -> tuple[dict, NMSSettings | 
     post = config["post_processing"]
     unknown = set(post) - POST_PROCESSING_KEYS
     if unknown:
-        raise AssertionError(f"{config_path}: unknown post_processing settings {sorted(unknown)}; the check cannot honour them")
+        raise AssertionError(
+            f"{config_path}: unknown post_processing settings {sorted(unknown)}; the check cannot honour them"
+        )
     for key in ("metas", "class_names"):
         if key not in post:
             raise AssertionError(f"{config_path}: post_processing lacks {key!r}")
@@ -141,12 +143,17 @@ def pick_margins(
         seg, seg_picks = segments[members].double(), segments[picks].double()
         lengths = seg[:, 1] - seg[:, 0] + 1e-6
         pick_lengths = seg_picks[:, 1] - seg_picks[:, 0] + 1e-6
-        inter = (torch.minimum(seg_picks[:, None, 1], seg[None, :, 1]) - torch.maximum(seg_picks[:, None, 0], seg[None, :, 0])).clamp(min=0)
+        inter = (
+            torch.minimum(seg_picks[:, None, 1], seg[None, :, 1])
+            - torch.maximum(seg_picks[:, None, 0], seg[None, :, 0])
+        ).clamp(min=0)
         ovr = inter / (pick_lengths[:, None] + lengths[None] - inter)  # (num_picks, num_members)
         if settings.method == "gaussian":
             decay = torch.exp(-(ovr**2) / settings.sigma)
         elif settings.method == "improved_gaussian":
-            decay = torch.where(ovr >= settings.t1 + settings.t2 * pick_lengths[:, None], torch.exp(-(ovr**2) / settings.sigma), 1.0)
+            decay = torch.where(
+                ovr >= settings.t1 + settings.t2 * pick_lengths[:, None], torch.exp(-(ovr**2) / settings.sigma), 1.0
+            )
         elif settings.method == "linear":
             decay = torch.where(ovr >= settings.iou_threshold, 1 - ovr, 1.0)
         else:
@@ -184,34 +191,60 @@ def compare_nms_outputs(
     strict_pairs = []
     multiclass = settings.multiclass and settings.method != "none"
     capped = reference["scores"].shape[0] >= settings.max_segments or mine["scores"].shape[0] >= settings.max_segments
-    lowest = min(float(reference["scores"].min()), float(mine["scores"].min())) if capped and reference["scores"].numel() else None
+    lowest = (
+        min(float(reference["scores"].min()), float(mine["scores"].min()))
+        if capped and reference["scores"].numel()
+        else None
+    )
     min_score_cutoff = settings.min_score if settings.min_score > 0 and settings.method != "hard" else None
-    allowed_count_difference = _near_cutoff(reference["scores"], min_score_cutoff) + _near_cutoff(reference["scores"], lowest)
+    allowed_count_difference = _near_cutoff(reference["scores"], min_score_cutoff) + _near_cutoff(
+        reference["scores"], lowest
+    )
     if abs(reference["scores"].shape[0] - mine["scores"].shape[0]) > allowed_count_difference:
         errors.append(f"{reference['scores'].shape[0]} reference detections, {mine['scores'].shape[0]} here")
 
     groups = torch.unique(torch.cat((reference["labels"], mine["labels"]))) if multiclass else [None]
     for group in groups:
-        ref_index = torch.arange(reference["labels"].shape[0]) if group is None else torch.where(reference["labels"] == group)[0]
+        ref_index = (
+            torch.arange(reference["labels"].shape[0])
+            if group is None
+            else torch.where(reference["labels"] == group)[0]
+        )
         my_index = torch.arange(mine["labels"].shape[0]) if group is None else torch.where(mine["labels"] == group)[0]
         name = "all classes" if group is None else f"class {int(group)}"
-        strict = min(fragile_from.get(None if group is None else int(group), math.inf), ref_index.shape[0], my_index.shape[0])
+        strict = min(
+            fragile_from.get(None if group is None else int(group), math.inf), ref_index.shape[0], my_index.shape[0]
+        )
         for k in range(int(strict)):
             r, m = int(ref_index[k]), int(my_index[k])
             if reference["labels"][r] != mine["labels"][m]:
-                errors.append(f"{name} pick {k}: label {int(mine['labels'][m])} vs reference {int(reference['labels'][r])}")
+                errors.append(
+                    f"{name} pick {k}: label {int(mine['labels'][m])} vs reference {int(reference['labels'][r])}"
+                )
             if abs(float(reference["scores"][r] - mine["scores"][m])) > SCORE_ATOL:
-                errors.append(f"{name} pick {k}: score {float(mine['scores'][m]):.6g} vs reference {float(reference['scores'][r]):.6g}")
+                errors.append(
+                    f"{name} pick {k}: score {float(mine['scores'][m]):.6g} "
+                    f"vs reference {float(reference['scores'][r]):.6g}"
+                )
             if torch.isnan(reference["segments"][r]).any():
                 # OpenTAD's voting gives NaN to a zero-length segment (no voter); adatad keeps the segment
                 if mine["segments"][m][0] != mine["segments"][m][1]:
-                    errors.append(f"{name} pick {k}: reference NaN (zero-length voting) but segment {mine['segments'][m].tolist()}")
+                    errors.append(
+                        f"{name} pick {k}: reference NaN (zero-length voting) "
+                        f"but segment {mine['segments'][m].tolist()}"
+                    )
                 strict_pairs.append((r, m))
                 continue
             if (reference["segments"][r] - mine["segments"][m]).abs().max() > SEGMENT_ATOL:
-                errors.append(f"{name} pick {k}: segment {mine['segments'][m].tolist()} vs reference {reference['segments'][r].tolist()}")
+                errors.append(
+                    f"{name} pick {k}: segment {mine['segments'][m].tolist()} "
+                    f"vs reference {reference['segments'][r].tolist()}"
+                )
             if (reference["seconds"][r] - mine["seconds"][m]).abs().max() > seconds_atol:
-                errors.append(f"{name} pick {k}: seconds {mine['seconds'][m].tolist()} vs reference {reference['seconds'][r].tolist()}")
+                errors.append(
+                    f"{name} pick {k}: seconds {mine['seconds'][m].tolist()} "
+                    f"vs reference {reference['seconds'][r].tolist()}"
+                )
             strict_pairs.append((r, m))
         # tail: same score sequence, segments present on the other side (boundary entries excepted)
         ref_tail, my_tail = ref_index[int(strict) :], my_index[int(strict) :]
@@ -247,7 +280,9 @@ def _rounded_close(mine: float, reference: float, reference_unrounded: float, de
     return abs(mine - reference) <= unit + 1e-9 and midpoint_distance <= atol
 
 
-def compare_detection_entries(where: str, mine: list, reference: list, pairs, reference_scores, reference_seconds, seconds_atol):
+def compare_detection_entries(
+    where: str, mine: list, reference: list, pairs, reference_scores, reference_seconds, seconds_atol
+):
     errors = []
     for r, m in pairs:
         theirs, ours = reference[r], mine[m]
@@ -258,11 +293,15 @@ def compare_detection_entries(where: str, mine: list, reference: list, pairs, re
         if any(math.isnan(value) for value in theirs["segment"]):
             continue  # zero-length segment voted to NaN by OpenTAD (see compare_nms_outputs)
         for k in range(2):
-            if not _rounded_close(ours["segment"][k], theirs["segment"][k], float(reference_seconds[r][k]), 2, seconds_atol):
+            if not _rounded_close(
+                ours["segment"][k], theirs["segment"][k], float(reference_seconds[r][k]), 2, seconds_atol
+            ):
                 errors.append(f"entry {r}: segment {ours['segment']} vs {theirs['segment']}")
                 break
     if errors:
-        raise AssertionError(f"{where}: detections.json differs ({len(errors)} problems):\n  " + "\n  ".join(errors[:20]))
+        raise AssertionError(
+            f"{where}: detections.json differs ({len(errors)} problems):\n  " + "\n  ".join(errors[:20])
+        )
 
 
 def check_post_processing(fixture_dir: Path) -> None:
@@ -286,9 +325,15 @@ def check_post_processing(fixture_dir: Path) -> None:
     settings_kwargs = {}
     if settings is not None:
         settings_kwargs = dict(
-            nms_method=settings.method, nms_sigma=settings.sigma, min_score=settings.min_score, max_segments=settings.max_segments,
-            multiclass=settings.multiclass, voting_thresh=settings.voting_thresh, nms_iou_threshold=settings.iou_threshold,
-            nms_t1=settings.t1, nms_t2=settings.t2,
+            nms_method=settings.method,
+            nms_sigma=settings.sigma,
+            min_score=settings.min_score,
+            max_segments=settings.max_segments,
+            multiclass=settings.multiclass,
+            voting_thresh=settings.voting_thresh,
+            nms_iou_threshold=settings.iou_threshold,
+            nms_t1=settings.t1,
+            nms_t2=settings.t2,
         )
     else:
         settings_kwargs = dict(nms_method="none")
@@ -304,7 +349,9 @@ def check_post_processing(fixture_dir: Path) -> None:
     )
     submission = to_activitynet_submission(results)
     if set(submission) != set(detections):
-        raise AssertionError(f"{fixture_dir}: videos {sorted(submission)} here, {sorted(detections)} in detections.json")
+        raise AssertionError(
+            f"{fixture_dir}: videos {sorted(submission)} here, {sorted(detections)} in detections.json"
+        )
 
     offset_in_video: dict[str, int] = {}
     for b in range(num_entries):
@@ -312,14 +359,18 @@ def check_post_processing(fixture_dir: Path) -> None:
         segments, pre_scores, labels = select_pre_nms_candidates(proposals[b], scores[b], pre_nms_thresh, pre_nms_topk)
         for name, value in (("segments", segments), ("scores", pre_scores), ("labels", labels)):
             expected = outputs[f"post.pre_nms_{name}.{b}"]
-            if expected.shape != value.shape or not torch.allclose(value.double(), expected.double(), atol=PRE_NMS_ATOL, rtol=0):
+            if expected.shape != value.shape or not torch.allclose(
+                value.double(), expected.double(), atol=PRE_NMS_ATOL, rtol=0
+            ):
                 raise AssertionError(f"{where}: pre-NMS {name} differ from post.pre_nms_{name}.{b}")
 
         seconds_atol = SEGMENT_ATOL * seconds_per_grid_unit(metas[b]) + 1e-6 * max(1.0, float(metas[b]["duration"]))
         has_nms_record = f"post.nms_scores.{b}" in outputs
         if sliding or settings is None:
             if has_nms_record:
-                raise AssertionError(f"{where}: post.nms_* recorded although OpenTAD runs no NMS here (sliding window or nms=None)")
+                raise AssertionError(
+                    f"{where}: post.nms_* recorded although OpenTAD runs no NMS here (sliding window or nms=None)"
+                )
             reference = {"segments": segments, "scores": pre_scores, "labels": labels}
             pairs = [(k, k) for k in range(pre_scores.shape[0])]
         else:
@@ -339,7 +390,12 @@ def check_post_processing(fixture_dir: Path) -> None:
                     fragile = torch.where(margins[in_group] < TIE_MARGIN_RELATIVE * picked_scores)[0]
                     key = group if settings.multiclass else None
                     fragile_from[key] = int(fragile[0]) if fragile.numel() else math.inf
-            mine = {"segments": nms_segments, "scores": nms_scores, "labels": nms_labels.long(), "seconds": convert_to_seconds(nms_segments, metas[b])}
+            mine = {
+                "segments": nms_segments,
+                "scores": nms_scores,
+                "labels": nms_labels.long(),
+                "seconds": convert_to_seconds(nms_segments, metas[b]),
+            }
             reference["seconds"] = outputs[f"post.seconds_segments.{b}"]
             pairs = compare_nms_outputs(where, mine, reference, fragile_from, settings, seconds_atol)
             segments = nms_segments
@@ -347,7 +403,10 @@ def check_post_processing(fixture_dir: Path) -> None:
         reference_seconds = outputs[f"post.seconds_segments.{b}"]
         if sliding or settings is None:
             my_seconds = convert_to_seconds(segments, metas[b])
-            if my_seconds.shape != reference_seconds.shape or (my_seconds - reference_seconds).abs().max() > seconds_atol:
+            if (
+                my_seconds.shape != reference_seconds.shape
+                or (my_seconds - reference_seconds).abs().max() > seconds_atol
+            ):
                 raise AssertionError(f"{where}: seconds differ from post.seconds_segments.{b}")
 
         # detections.json: OpenTAD appends the entries of every batch entry of a video in order
@@ -360,10 +419,15 @@ def check_post_processing(fixture_dir: Path) -> None:
         my_start = sum(results[k]["scores"].shape[0] for k in range(b) if results[k]["video_id"] == video_id)
         my_entries = submission[video_id][my_start : my_start + my_count]
         if len(reference_entries) != count:
-            raise AssertionError(f"{where}: detections.json has {len(reference_entries)} entries where post.* has {count}")
+            raise AssertionError(
+                f"{where}: detections.json has {len(reference_entries)} entries where post.* has {count}"
+            )
         compare_detection_entries(
             where, my_entries, reference_entries, pairs, reference["scores"], reference_seconds, seconds_atol
         )
     for video_id, entries in detections.items():
         if offset_in_video.get(video_id, 0) != len(entries):
-            raise AssertionError(f"{fixture_dir.name}: detections.json has {len(entries)} entries for {video_id}, post.* account for {offset_in_video.get(video_id, 0)}")
+            raise AssertionError(
+                f"{fixture_dir.name}: detections.json has {len(entries)} entries for {video_id}, "
+                f"post.* account for {offset_in_video.get(video_id, 0)}"
+            )

@@ -84,7 +84,11 @@ def tiny_preset(data_dir, *overrides):
 
 
 def database(videos):
-    return {"database": {v: {"subset": "val", "annotations": [{"segment": s, "label": l} for s, l in a]} for v, a in videos.items()}}
+    return {
+        "database": {
+            v: {"subset": "val", "annotations": [{"segment": s, "label": l} for s, l in a]} for v, a in videos.items()
+        }
+    }
 
 
 def results(videos):
@@ -103,7 +107,9 @@ def test_topk_recall_counts_instances_covered_by_the_top_k_times_n_detections():
             "b": [([0, 4], "y", 0.3), ([0, 5], "x", 0.9)],
         }
     )
-    recall = evaluate_topk_recall(ground_truth, predictions, tiou_thresholds=[0.5, 0.85, 0.95], top_k=[1, 5], subset="val")
+    recall = evaluate_topk_recall(
+        ground_truth, predictions, tiou_thresholds=[0.5, 0.85, 0.95], top_k=[1, 5], subset="val"
+    )
     # Per class then averaged: x = 1/2, y = 1/1 at 0.5; x = 1/2 (the 0.9 one), y = 0 at 0.85 for R@1x.
     assert recall["recall_per_tiou"][0.5] == {1: pytest.approx(0.75), 5: pytest.approx(1.0)}
     assert recall["recall_per_tiou"][0.85] == {1: pytest.approx(0.25), 5: pytest.approx(0.5)}
@@ -213,7 +219,12 @@ def training_rows(tmp_path, videos, **data):
 
 
 def video(duration, segments):
-    return {"subset": "training", "duration": duration, "frame": 10 * duration, "annotations": [{"segment": s, "label": "x"} for s in segments]}
+    return {
+        "subset": "training",
+        "duration": duration,
+        "frame": 10 * duration,
+        "annotations": [{"segment": s, "label": "x"} for s in segments],
+    }
 
 
 def test_filter_gt_drops_segments_of_at_most_one_percent_and_videos_left_empty(tmp_path):
@@ -271,7 +282,10 @@ def test_training_evaluation_names_detections_with_the_classifier(trained, anet_
     assert labels and labels <= set(classes)
     # Top 2 classes per video: every detection twice, once per class.
     for detections in predictions.values():
-        first, second = {d["label"] for d in detections[: len(detections) // 2]}, {d["label"] for d in detections[len(detections) // 2 :]}
+        first, second = (
+            {d["label"] for d in detections[: len(detections) // 2]},
+            {d["label"] for d in detections[len(detections) // 2 :]},
+        )
         assert len(first) == len(second) == 1 and first != second
     assert metrics["num_predictions_ignored"] == 0 and metrics["num_predictions"] > 0
     assert list(metrics["mAP_per_tiou"]) == presets.load_preset("synthetic-tiny-anet")["evaluation"]["tiou_thresholds"]
@@ -289,7 +303,9 @@ def test_eval_only_reproduces_the_training_evaluation(trained, anet_data, tmp_pa
     results = json.loads((tmp_path / "eval_results.json").read_text())
     for key in ("mAP_per_tiou", "average_mAP", "ap_per_class"):
         assert results[key] == training_results[key], key
-    assert json.loads((tmp_path / "predictions.json").read_text()) == json.loads((output_dir / "predictions.json").read_text())
+    assert json.loads((tmp_path / "predictions.json").read_text()) == json.loads(
+        (output_dir / "predictions.json").read_text()
+    )
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -301,7 +317,9 @@ def test_eval_only_takes_a_classifier_override(trained, anet_data, tmp_path):
     path = tmp_path / "inverted.json"
     path.write_text(json.dumps(classifier))
     metrics = run_tad.evaluation_function(
-        run_tad.parse_args([*eval_only(anet_data, output_dir / "last", tmp_path), f"evaluation.external_classifier_file={path}"])
+        run_tad.parse_args(
+            [*eval_only(anet_data, output_dir / "last", tmp_path), f"evaluation.external_classifier_file={path}"]
+        )
     )
     assert metrics["average_mAP"] == 0.0 and metrics["num_predictions"] > 0
 
@@ -312,7 +330,9 @@ def test_recall_is_reported_beside_map_when_the_preset_asks(trained, anet_data, 
     results = json.loads((tmp_path / "eval_results.json").read_text())
     predictions = json.loads((tmp_path / "predictions.json").read_text())
     ground_truth = json.loads((output_dir / "ground_truth.json").read_text())
-    expected = evaluate_topk_recall(ground_truth, predictions, tiou_thresholds=list(map(float, results["mAP_per_tiou"])), subset=None)
+    expected = evaluate_topk_recall(
+        ground_truth, predictions, tiou_thresholds=list(map(float, results["mAP_per_tiou"])), subset=None
+    )
     assert results["recall_per_tiou"] == json.loads(json.dumps(expected["recall_per_tiou"]))
     assert set(results["average_recall"]) == {"1", "5"}
     metrics = {**expected, "mAP_per_tiou": {0.5: 0.25, 0.95: 0.0}, "average_mAP": 0.125}

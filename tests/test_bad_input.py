@@ -380,17 +380,74 @@ OK_CLIP = {"clip_uid": "ok", "video_start_sec": 0, "video_end_sec": 10, "video_s
 @pytest.mark.parametrize(
     "name, load",
     [
-        ("frame NaN", lambda p, **k: load_database_json(write_text(p, '{"database": {"v1": {"subset": "training", '
-                                                                 '"frame": NaN, "annotations": []}, "ok": ' + json.dumps(VIDEO) + "}}"), **k)),
-        ("annotations not a list", lambda p, **k: load_database_json(write_json(p, {"database": {"v1": {**VIDEO, "annotations": 5}, "ok": VIDEO}}), **k)),
-        ("label a list", lambda p, **k: load_database_json(write_json(p, {"database": {"v1": {**VIDEO, "annotations": [{"segment": [1, 2], "label": ["a"]}]}, "ok": VIDEO}}), **k)),
-        ("bsn entry not an object", lambda p, **k: load_activitynet_bsn(write_json(p, {"v_a": 5, "v_ok": {"duration_second": 5, "annotations": []}}),
-                                                                   write_text(p.with_suffix(".csv"), "video,subset,fps\nv_a,training,30\nv_ok,training,30\n"), **k)),
-        ("bsn frame count text", lambda p, **k: load_activitynet_bsn(write_json(p, {"v_a": {"duration_second": 5, "duration_frame": "x", "annotations": []},
-                                                                               "v_ok": {"duration_second": 5, "annotations": []}}),
-                                                                write_text(p.with_suffix(".csv"), "video,subset,fps\nv_a,training,30\nv_ok,training,30\n"), **k)),
-        ("ego4d clip not an object", lambda p, **k: load_ego4d_moment_queries(write_json(p, {"videos": [{"split": "train", "clips": [5, OK_CLIP]}]}), **k)),
-        ("actions not a list", lambda p, **k: load_multithumos_json(write_json(p, {"v": {"subset": "training", "duration": 10, "actions": 5}, "ok": {"subset": "training", "actions": []}}), **k)),
+        (
+            "frame NaN",
+            lambda p, **k: load_database_json(
+                write_text(
+                    p,
+                    '{"database": {"v1": {"subset": "training", '
+                    '"frame": NaN, "annotations": []}, "ok": ' + json.dumps(VIDEO) + "}}",
+                ),
+                **k,
+            ),
+        ),
+        (
+            "annotations not a list",
+            lambda p, **k: load_database_json(
+                write_json(p, {"database": {"v1": {**VIDEO, "annotations": 5}, "ok": VIDEO}}), **k
+            ),
+        ),
+        (
+            "label a list",
+            lambda p, **k: load_database_json(
+                write_json(
+                    p,
+                    {"database": {"v1": {**VIDEO, "annotations": [{"segment": [1, 2], "label": ["a"]}]}, "ok": VIDEO}},
+                ),
+                **k,
+            ),
+        ),
+        (
+            "bsn entry not an object",
+            lambda p, **k: load_activitynet_bsn(
+                write_json(p, {"v_a": 5, "v_ok": {"duration_second": 5, "annotations": []}}),
+                write_text(p.with_suffix(".csv"), "video,subset,fps\nv_a,training,30\nv_ok,training,30\n"),
+                **k,
+            ),
+        ),
+        (
+            "bsn frame count text",
+            lambda p, **k: load_activitynet_bsn(
+                write_json(
+                    p,
+                    {
+                        "v_a": {"duration_second": 5, "duration_frame": "x", "annotations": []},
+                        "v_ok": {"duration_second": 5, "annotations": []},
+                    },
+                ),
+                write_text(p.with_suffix(".csv"), "video,subset,fps\nv_a,training,30\nv_ok,training,30\n"),
+                **k,
+            ),
+        ),
+        (
+            "ego4d clip not an object",
+            lambda p, **k: load_ego4d_moment_queries(
+                write_json(p, {"videos": [{"split": "train", "clips": [5, OK_CLIP]}]}), **k
+            ),
+        ),
+        (
+            "actions not a list",
+            lambda p, **k: load_multithumos_json(
+                write_json(
+                    p,
+                    {
+                        "v": {"subset": "training", "duration": 10, "actions": 5},
+                        "ok": {"subset": "training", "actions": []},
+                    },
+                ),
+                **k,
+            ),
+        ),
     ],
 )
 def test_malformed_annotation_fields_raise_the_loader_error_and_follow_skip(tmp_path, name, load):
@@ -424,7 +481,9 @@ def test_missing_annotations_key_is_not_silently_an_empty_video(tmp_path):
 
 
 def test_duplicate_json_keys_are_an_error(tmp_path):
-    path = write_text(tmp_path / "a.json", '{"database": {"v1": %s, "v1": %s}}' % (json.dumps(VIDEO), json.dumps(VIDEO)))
+    path = write_text(
+        tmp_path / "a.json", '{"database": {"v1": %s, "v1": %s}}' % (json.dumps(VIDEO), json.dumps(VIDEO))
+    )
     with pytest.raises(AnnotationError, match=r"key 'v1' appears twice"):
         load_database_json(path)
 

@@ -41,8 +41,8 @@ def model_folder(tmp_path_factory):
 
 
 @pytest.fixture
-def videos(shared_dir):
-    return shared_dir / "data" / "videos"
+def videos(tests_dir):
+    return tests_dir / "data" / "videos"
 
 
 def run_cli(*arguments, env=None, cwd=None):
@@ -103,7 +103,12 @@ def test_cli_json_keeps_the_whole_ranked_list_by_default(model_folder, videos, t
     assert min(d["score"] for d in detections) < 0.3
     assert "score >= 0.0" in capsys.readouterr().out
     top = tmp_path / "top.json"
-    assert detect_main([str(videos / "test.avi"), "--model", str(model_folder), "--output", str(top), "--top-k", "3", *FAST]) == 0
+    assert (
+        detect_main(
+            [str(videos / "test.avi"), "--model", str(model_folder), "--output", str(top), "--top-k", "3", *FAST]
+        )
+        == 0
+    )
     assert json.loads(top.read_text())["results"]["test"] == detections[:3]
 
 
@@ -165,12 +170,16 @@ def test_cli_mismatched_model_folder_exits_2(tmp_path, videos, capsys):
     AdaTADForTemporalDetection(tiny_config()).save_pretrained(folder)
     tiny_processor(window_size=32).save_pretrained(folder)
     with pytest.raises(SystemExit) as exit_info:
-        detect_main([str(videos / "demo.mp4"), "--model", str(folder), "--device", "cpu", "--output", str(tmp_path / "o.json")])
+        detect_main(
+            [str(videos / "demo.mp4"), "--model", str(folder), "--device", "cpu", "--output", str(tmp_path / "o.json")]
+        )
     assert exit_info.value.code == 2
     assert "64 frames per input" in capsys.readouterr().err
 
 
-def test_cli_broken_model_folder_exits_2_with_one_line_and_debug_shows_the_traceback(model_folder, tmp_path, videos, capsys):
+def test_cli_broken_model_folder_exits_2_with_one_line_and_debug_shows_the_traceback(
+    model_folder, tmp_path, videos, capsys
+):
     folder = tmp_path / "broken"
     shutil.copytree(model_folder, folder)
     (folder / "config.json").write_text("{ not json")
@@ -204,7 +213,10 @@ def test_cli_refuses_to_write_over_an_input(model_folder, videos, tmp_path, caps
     for arguments, message in [
         (["--output", str(video)], "--output '.*clip.mp4' is the input file"),
         (["--output", str(tmp_path / "sub" / ".." / "clip.mp4")], "is the input file"),
-        (["--output", str(tmp_path / "d.json"), "--plot", str(tmp_path / "d.json")], "--plot '.*d.json' is also --output"),
+        (
+            ["--output", str(tmp_path / "d.json"), "--plot", str(tmp_path / "d.json")],
+            "--plot '.*d.json' is also --output",
+        ),
         (["--output", str(model_folder / "config.json")], "is the input file"),
     ]:
         (tmp_path / "sub").mkdir(exist_ok=True)
@@ -221,7 +233,9 @@ def test_cli_checks_the_output_location_before_loading_the_model(videos, tmp_pat
     blocker.write_text("x")
     # The model does not exist either: the output is checked first, so that error is the one reported.
     with pytest.raises(SystemExit) as exit_info:
-        detect_main([str(videos / "demo.mp4"), "--model", str(tmp_path / "no_model"), "--output", str(blocker / "out.json")])
+        detect_main(
+            [str(videos / "demo.mp4"), "--model", str(tmp_path / "no_model"), "--output", str(blocker / "out.json")]
+        )
     assert exit_info.value.code == 2
     assert re.search(r"cannot write --output '.*a_file/out.json'", capsys.readouterr().err)
     folder_output = tmp_path / "folder.json"
@@ -245,7 +259,12 @@ def test_srt_parses_back_to_the_same_segments(model_folder, videos, tmp_path):
     subtitles = list(srt.parse(srt_output.read_text()))
     assert len(subtitles) == len(detections) > 0
     parsed = sorted(
-        (s.start.total_seconds(), s.end.total_seconds(), s.content.rsplit(" (", 1)[0], float(s.content.rsplit("(", 1)[1][:-1]))
+        (
+            s.start.total_seconds(),
+            s.end.total_seconds(),
+            s.content.rsplit(" (", 1)[0],
+            float(s.content.rsplit("(", 1)[1][:-1]),
+        )
         for s in subtitles
     )
     expected = sorted((d["segment"][0], d["segment"][1], d["label"], round(d["score"], 2)) for d in detections)
@@ -271,9 +290,9 @@ def test_several_videos_one_subtitle_file_each_and_one_csv_jsonl(model_folder, v
     rows = list(csv.DictReader((tmp_path / "all.csv").open()))
     assert {row["video"] for row in rows} == {"demo", "test"}
     assert len(rows) == sum(len(d) for d in results.values())
-    assert [(r["label"], float(r["start"]), float(r["end"]), float(r["score"])) for r in rows if r["video"] == "test"] == [
-        (d["label"], *d["segment"], d["score"]) for d in results["test"]
-    ]
+    assert [
+        (r["label"], float(r["start"]), float(r["end"]), float(r["score"])) for r in rows if r["video"] == "test"
+    ] == [(d["label"], *d["segment"], d["score"]) for d in results["test"]]
     assert detect_main(inputs + ["--output", str(tmp_path / "all.txt"), "--format", "jsonl"]) == 0
     lines = [json.loads(line) for line in (tmp_path / "all.txt").read_text().splitlines()]
     assert [(x["video"], x["start"], x["end"], x["label"], x["score"]) for x in lines] == [
@@ -282,7 +301,10 @@ def test_several_videos_one_subtitle_file_each_and_one_csv_jsonl(model_folder, v
 
 
 def test_output_dash_writes_to_standard_output(model_folder, videos, tmp_path, capsys):
-    assert detect_main([str(videos / "test.avi"), "--model", str(model_folder), "--output", "-", "--format", "csv", *FAST]) == 0
+    assert (
+        detect_main([str(videos / "test.avi"), "--model", str(model_folder), "--output", "-", "--format", "csv", *FAST])
+        == 0
+    )
     captured = capsys.readouterr()
     rows = list(csv.DictReader(io.StringIO(captured.out)))
     assert rows and {row["video"] for row in rows} == {"test"}
@@ -397,7 +419,9 @@ def test_one_version_and_dependency_ranges_this_machine_satisfies():
     # Plotting and tracking are extras, not hard dependencies.
     assert not {"matplotlib", "tensorboard"} & set(requirements)
     extras = configuration["options"]["extras_require"]
-    assert any(r.startswith("matplotlib") for r in extras["plot"]) and any(r.startswith("tensorboard") for r in extras["tracking"])
+    assert any(r.startswith("matplotlib") for r in extras["plot"]) and any(
+        r.startswith("tensorboard") for r in extras["tracking"]
+    )
 
 
 def test_plotting_without_matplotlib_says_which_extra_to_install(tmp_path):
@@ -412,7 +436,10 @@ def test_adatad_env_reports_versions_devices_and_decoders(capsys):
 
     assert env_main(["--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["packages"]["torch"] == torch.__version__.split("+")[0] or report["packages"]["torch"] == torch.__version__
+    assert (
+        report["packages"]["torch"] == torch.__version__.split("+")[0]
+        or report["packages"]["torch"] == torch.__version__
+    )
     assert report["devices"]["cuda available"] == torch.cuda.is_available()
     assert set(report["decoders"]) >= {"decord", "av", "torchcodec"}
     assert env_main([]) == 0
@@ -464,14 +491,14 @@ def test_videomae_converter_writes_a_card_and_pushes(tmp_path, uploads):
     assert uploads[1][:2] == ("upload", "someone/videomae-s-adatad") and "README.md" in uploads[1][2]
 
 
-def test_opentad_converter_card_carries_the_measured_map(shared_dir, tmp_path, uploads):
+def test_opentad_converter_card_carries_the_measured_map(tests_dir, tmp_path, uploads):
     from huggingface_hub import ModelCard
 
     sys.path.insert(0, str(REPO_ROOT / "conversion_scripts"))
     import convert_opentad_to_adatad
     from test_conversion import write_fixture_config, write_opentad_checkpoint
 
-    fixture = shared_dir / "fixtures" / "opentad_public"
+    fixture = tests_dir / "fixtures" / "opentad_public"
     checkpoint = tmp_path / "opentad.pth"
     write_opentad_checkpoint(fixture, checkpoint)
     metrics = tmp_path / "metrics.json"
@@ -489,7 +516,9 @@ def test_opentad_converter_card_carries_the_measured_map(shared_dir, tmp_path, u
     assert all(result.dataset_type == "thumos-14" for result in card.data.eval_results)
     assert [call[0] for call in uploads] == ["create", "upload"]
     with pytest.raises(SystemExit):
-        convert_opentad_to_adatad.parse_args(["--checkpoint", "c", "--config", "x", "--output", "o", "--eval-results", "m"])
+        convert_opentad_to_adatad.parse_args(
+            ["--checkpoint", "c", "--config", "x", "--output", "o", "--eval-results", "m"]
+        )
 
 
 def test_training_model_card_parses_with_eval_results_and_the_resolved_preset():

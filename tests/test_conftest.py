@@ -7,10 +7,10 @@ import pytest
 from conftest import TESTS_DIR, opentad_fixture_dirs
 
 
-def test_shared_dir_is_the_tests_folder(shared_dir):
-    assert shared_dir == TESTS_DIR
-    assert (shared_dir / "fixtures" / "opentad_public" / "config.json").is_file()
-    assert (shared_dir / "data" / "videos" / "demo.mp4").is_file()
+def test_tests_dir_is_the_tests_folder(tests_dir):
+    assert tests_dir == TESTS_DIR
+    assert (tests_dir / "fixtures" / "opentad_public" / "config.json").is_file()
+    assert (tests_dir / "data" / "videos" / "demo.mp4").is_file()
 
 
 def test_parity_folders_are_the_repository_ones_plus_the_environment(monkeypatch, tmp_path):

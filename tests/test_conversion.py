@@ -81,7 +81,9 @@ def write_fixture_config(fixture: Path, folder: Path) -> Path:
     total_frames = vit["total_frames"]
     post_steps = model_cfg["backbone"]["custom"]["post_processing_pipeline"]
     window_size = next((step["size"] for step in post_steps if step["type"] == "Interpolate"), None)
-    window_size = window_size or total_frames // vit.get("num_frames", 16) * (vit.get("num_frames", 16) // vit.get("tubelet_size", 2))
+    window_size = window_size or total_frames // vit.get("num_frames", 16) * (
+        vit.get("num_frames", 16) // vit.get("tubelet_size", 2)
+    )
     assert total_frames % window_size == 0, "fixture not expressible as window_size * scale_factor"
     post = fixture_config["post_processing"]
     snippet_stride = post["metas"][0]["snippet_stride"]
@@ -91,7 +93,9 @@ def write_fixture_config(fixture: Path, folder: Path) -> Path:
     base_model = dict(model_cfg)
     base_model["backbone"] = dict(type="mmaction.Recognizer3D", backbone=dict(type="VisionTransformerCP", depth=99))
     base_model["rpn_head"] = dict(model_cfg["rpn_head"], num_classes=20)
-    base_model["rpn_head"]["prior_generator"] = dict(model_cfg["rpn_head"]["prior_generator"], strides=[1, 2, 4, 8, 16, 32])
+    base_model["rpn_head"]["prior_generator"] = dict(
+        model_cfg["rpn_head"]["prior_generator"], strides=[1, 2, 4, 8, 16, 32]
+    )
     write_config(folder / "_base_" / "models" / "tiny_actionformer.py", model=base_model)
 
     test_pipeline = [
@@ -200,7 +204,9 @@ def test_config_reader_inherits_like_opentad(tmp_path):
         annotation_path="data/thumos-14/annotations/thumos_14_anno.json",
         window_size=256,
         dataset=dict(
-            train=dict(type="ThumosPaddingDataset", ann_file=Expr("annotation_path"), feature_stride=4, sample_stride=1),
+            train=dict(
+                type="ThumosPaddingDataset", ann_file=Expr("annotation_path"), feature_stride=4, sample_stride=1
+            ),
             test=dict(type="ThumosSlidingDataset", window_size=Expr("window_size"), window_overlap_ratio=0.5),
         ),
         evaluation=dict(type="mAP", tiou_thresholds=[0.3, 0.4, 0.5, 0.6, 0.7]),
@@ -252,7 +258,9 @@ def test_config_reader_inherits_like_opentad(tmp_path):
         in_channels=384, arch=(2, 2, 5), attn_cfg=dict(n_head=4, n_mha_win_size=-1), max_seq_len=768
     )
     assert cfg["model"]["rpn_head"]["prior_generator"]["strides"] == [1, 2, 4, 8, 16, 32]
-    assert cfg["post_processing"] == dict(nms=dict(sigma=0.7, max_seg_num=100), external_cls=dict(type="PseudoClassifier"))
+    assert cfg["post_processing"] == dict(
+        nms=dict(sigma=0.7, max_seg_num=100), external_cls=dict(type="PseudoClassifier")
+    )
     assert cfg["work_dir"] == "exps/thumos/s_768x1"
     assert cfg["optimizer"] == dict(custom=[dict(name="adapter", lr=1e-4)])
     assert "_base_" not in cfg
@@ -337,7 +345,9 @@ def original_layout(model) -> dict:
     for n in range(model.config.num_hidden_layers):
         layer, block = f"encoder.layer.{n}.", f"blocks.{n}."
         attention = layer + "attention.attention."
-        out[block + "attn.qkv.weight"] = torch.cat([state[attention + f"{p}.weight"] for p in ("query", "key", "value")])
+        out[block + "attn.qkv.weight"] = torch.cat(
+            [state[attention + f"{p}.weight"] for p in ("query", "key", "value")]
+        )
         out[block + "attn.q_bias"] = state[attention + "query.bias"]
         out[block + "attn.v_bias"] = state[attention + "value.bias"]
         for source, target in [
@@ -350,7 +360,11 @@ def original_layout(model) -> dict:
 
 
 def mmaction_layout(model) -> dict:
-    renames = {"patch_embed.proj.": "patch_embed.projection.", "mlp.fc1.": "mlp.layers.0.0.", "mlp.fc2.": "mlp.layers.1."}
+    renames = {
+        "patch_embed.proj.": "patch_embed.projection.",
+        "mlp.fc1.": "mlp.layers.0.0.",
+        "mlp.fc2.": "mlp.layers.1.",
+    }
     out = {}
     for key, tensor in original_layout(model).items():
         for old, new in renames.items():
@@ -360,11 +374,15 @@ def mmaction_layout(model) -> dict:
 
 
 def pretraining_layout(model) -> dict:
-    out = {f"encoder.{key}": tensor for key, tensor in original_layout(model).items() if not key.startswith(("head", "fc_norm"))}
+    out = {
+        f"encoder.{key}": tensor
+        for key, tensor in original_layout(model).items()
+        if not key.startswith(("head", "fc_norm"))
+    }
     out.update({
-        "encoder.norm.weight": torch.ones(32), "encoder.norm.bias": torch.zeros(32), "mask_token": torch.zeros(1, 1, 16),
-        "encoder_to_decoder.weight": torch.zeros(16, 32), "decoder.blocks.0.norm1.weight": torch.ones(16),
-        "decoder.head.weight": torch.zeros(1536, 16),
+        "encoder.norm.weight": torch.ones(32), "encoder.norm.bias": torch.zeros(32),
+        "mask_token": torch.zeros(1, 1, 16), "encoder_to_decoder.weight": torch.zeros(16, 32),
+        "decoder.blocks.0.norm1.weight": torch.ones(16), "decoder.head.weight": torch.zeros(1536, 16),
     })
     return out
 
@@ -381,7 +399,8 @@ def reference_features(model, pixel_values):
 
 
 @pytest.mark.parametrize(
-    "layout", ["original", "mmaction2", "pretraining", "transformers_folder", "transformers_file", "transformers_q_bias"]
+    "layout",
+    ["original", "mmaction2", "pretraining", "transformers_folder", "transformers_file", "transformers_q_bias"],
 )
 def test_videomae_layouts_round_trip(layout, tiny_videomae, tmp_path):
     model, hf_folder = tiny_videomae
@@ -492,7 +511,9 @@ def test_opentad_fixture_conversion(opentad_fixture, tmp_path):
     # of the ViT are left out.
     assert not report.initialised
     assert len(report.loaded) == len(model.state_dict())
-    assert {key.split("backbone.model.backbone.")[-1] for key in report.unused} <= {"pos_embed", "fc_norm.weight", "fc_norm.bias"}
+    assert {key.split("backbone.model.backbone.")[-1] for key in report.unused} <= {
+        "pos_embed", "fc_norm.weight", "fc_norm.bias"
+    }
     assert_matches_fixture(output, opentad_fixture)
 
     fixture_config = json.loads((opentad_fixture / "config.json").read_text())
@@ -513,8 +534,8 @@ def test_opentad_fixture_conversion(opentad_fixture, tmp_path):
 
 
 @pytest.mark.slow
-def test_opentad_conversion_cli_and_key_checks(shared_dir, tmp_path):
-    fixture = shared_dir / "fixtures" / "opentad_public"
+def test_opentad_conversion_cli_and_key_checks(tests_dir, tmp_path):
+    fixture = tests_dir / "fixtures" / "opentad_public"
     config_file = write_fixture_config(fixture, tmp_path / "opentad")
     checkpoint = tmp_path / "best.pth"
     write_opentad_checkpoint(fixture, checkpoint)
@@ -542,9 +563,13 @@ def test_opentad_conversion_cli_and_key_checks(shared_dir, tmp_path):
     broken = tmp_path / "broken.pth"
     torch.save({"state_dict": weights["state_dict"]}, broken)
     with pytest.raises(SystemExit, match="rpn_head.extra.weight"):
-        convert_opentad_main(["--checkpoint", str(broken), "--config", str(config_file), "--output", str(tmp_path / "bad")])
+        convert_opentad_main(
+            ["--checkpoint", str(broken), "--config", str(config_file), "--output", str(tmp_path / "bad")]
+        )
     with pytest.raises(ConversionError, match="detector.head.classification_head.bias"):
-        convert_opentad_checkpoint(broken, config_file, tmp_path / "bad", allow_unused=["rpn_head.extra.*"], verify=False)
+        convert_opentad_checkpoint(
+            broken, config_file, tmp_path / "bad", allow_unused=["rpn_head.extra.*"], verify=False
+        )
     _, _, report = convert_opentad_checkpoint(
         broken, config_file, tmp_path / "bad", allow_unused=["rpn_head.extra.*"],
         allow_missing=["detector.head.classification_head.bias"], verify=False,
@@ -584,11 +609,11 @@ def thumos_like_pipelines(method: str, frame_size: int, scale_factor: int, train
 
 
 @pytest.mark.parametrize("dataset", ["thumos", "anet"])
-def test_processor_settings_from_opentad_config(dataset, shared_dir, tmp_path):
+def test_processor_settings_from_opentad_config(dataset, tests_dir, tmp_path):
     # THUMOS-style (sliding windows of 768 features, snippet stride 4, random truncation in training) and
     # ActivityNet-style (whole video resized to 192 features x 4 frames, class-agnostic with an external
     # classifier) configs, on a tiny fixture model so that config_from_opentad accepts them.
-    fixture = shared_dir / "fixtures" / "opentad_public"
+    fixture = tests_dir / "fixtures" / "opentad_public"
     model_cfg = json.loads((fixture / "config.json").read_text())["opentad_model_cfg"]
     write_config(tmp_path / "model.py", model=model_cfg)
     (tmp_path / "classes.txt").write_text("".join(f"action {i}\n" for i in range(3)))
@@ -642,6 +667,8 @@ def test_processor_settings_from_opentad_config(dataset, shared_dir, tmp_path):
     bad = write_config(tmp_path / "bad.py", _base_="child.py", post_processing=dict(nms=dict(method=1)))
     with pytest.raises(ConversionError, match="Gaussian soft-NMS"):
         adatad_from_opentad_config(bad)
-    bad = write_config(tmp_path / "bad_window.py", _base_="child.py", dataset=dict(test=dict(window_size=128, resize_length=8)))
+    bad = write_config(
+        tmp_path / "bad_window.py", _base_="child.py", dataset=dict(test=dict(window_size=128, resize_length=8))
+    )
     with pytest.raises(ConversionError, match="the model expects 64 frames"):
         adatad_from_opentad_config(bad)

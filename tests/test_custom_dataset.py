@@ -315,8 +315,8 @@ def test_interrupted_conversion_writes_nothing(clips, tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_suggestions_on_thumos14_match_adatads_thumos_setting(shared_dir):
-    annotations = shared_dir / "data" / "annotations" / "thumos14"
+def test_suggestions_on_thumos14_match_adatads_thumos_setting(tests_dir):
+    annotations = tests_dir / "data" / "annotations" / "thumos14"
     rows = annotation_tables.load_thumos14_txt(annotations / "annotations_val",
                                               video_info_csv=annotations / "val_video_info.csv")
     segments = [end - start for row in rows for start, end in row["segments"] if end > start]

@@ -34,8 +34,8 @@ from adatad.time_grid import grid_to_seconds
 
 
 @pytest.fixture(scope="module")
-def annotations_dir(shared_dir):
-    return shared_dir / "data" / "annotations"
+def annotations_dir(tests_dir):
+    return tests_dir / "data" / "annotations"
 
 
 def segment_multiset(dataset, video_id=None):
@@ -325,8 +325,8 @@ def test_epic_class_csv(annotations_dir):
     assert len(verbs) == 97 and verbs[:2] == ["take", "put"]
 
 
-def test_anet_eval_fixture_ground_truth(shared_dir):
-    path = shared_dir / "fixtures" / "anet_eval_public" / "anet_val" / "ground_truth.json"
+def test_anet_eval_fixture_ground_truth(tests_dir):
+    path = tests_dir / "fixtures" / "anet_eval_public" / "anet_val" / "ground_truth.json"
     dataset, report = load_database_json(path, subset="validation", deduplicate=False, output_report=True)
     assert len(dataset) == 300 and report.removed == {}
     assert not any(v.startswith("v_") for v in dataset["video_id"]) and all(d > 0 for d in dataset["duration"])

@@ -75,7 +75,9 @@ def reference_detection_ap(database, results, thresholds, subset):
             for i in order:
                 video_id, start, end = class_detections[i][:3]
                 candidates = [j for j, inst in enumerate(class_instances) if inst[0] == video_id]
-                tious = np.array([reference_tiou(start, end, *class_instances[j][1:3]) for j in candidates], dtype=float)
+                tious = np.array(
+                    [reference_tiou(start, end, *class_instances[j][1:3]) for j in candidates], dtype=float
+                )
                 hit = 0
                 for k in tious.argsort()[::-1]:
                     if tious[k] < threshold:
@@ -131,8 +133,8 @@ def reference_average_recall(database, results, thresholds, subset, max_avg_nr_p
 # ---------------------------------------------------------------------------------------------
 
 
-def fixture_paths(shared_dir, case):
-    folder = shared_dir / "fixtures" / "anet_eval_public" / case
+def fixture_paths(tests_dir, case):
+    folder = tests_dir / "fixtures" / "anet_eval_public" / case
     expected = json.loads((folder / "expected.json").read_text())
     return folder / "ground_truth.json", folder / "predictions.json", expected
 
@@ -147,12 +149,14 @@ def assert_matches_expected(ap_per_class, mean_ap, average_map, expected):
 
 
 @pytest.mark.parametrize("case", sorted(FIXTURE_CASES))
-def test_public_fixture_python_api(shared_dir, case):
-    gt_path, pred_path, expected = fixture_paths(shared_dir, case)
+def test_public_fixture_python_api(tests_dir, case):
+    gt_path, pred_path, expected = fixture_paths(tests_dir, case)
     result = evaluate_detection(gt_path, pred_path, expected["tiou_thresholds"], subset=FIXTURE_CASES[case])
     assert result["tiou_thresholds"] == expected["tiou_thresholds"]
     assert list(result["mAP_per_tiou"]) == expected["tiou_thresholds"]
-    assert_matches_expected(result["ap_per_class"], list(result["mAP_per_tiou"].values()), result["average_mAP"], expected)
+    assert_matches_expected(
+        result["ap_per_class"], list(result["mAP_per_tiou"].values()), result["average_mAP"], expected
+    )
     assert result["num_ground_truth_instances"] == expected["n_gt_instances"]
     assert result["num_predictions"] == expected["n_predictions_loaded"]
     # Class order is first appearance in the file (Python 3 reading order), so means equal the py3 port exactly.
@@ -160,8 +164,8 @@ def test_public_fixture_python_api(shared_dir, case):
 
 
 @pytest.mark.parametrize("case", sorted(FIXTURE_CASES))
-def test_public_fixture_cli(shared_dir, case, tmp_path, capsys):
-    gt_path, pred_path, expected = fixture_paths(shared_dir, case)
+def test_public_fixture_cli(tests_dir, case, tmp_path, capsys):
+    gt_path, pred_path, expected = fixture_paths(tests_dir, case)
     spec = FIXTURE_THRESHOLD_SPECS[case]
     output = tmp_path / "metrics.json"
     argv = ["--ground-truth", str(gt_path), "--predictions", str(pred_path), "--tiou-thresholds", spec,
@@ -172,24 +176,36 @@ def test_public_fixture_cli(shared_dir, case, tmp_path, capsys):
     written = json.loads(output.read_text())
     # Keys are the exact thresholds (shortest repr), in threshold order.
     assert list(written["mAP_per_tiou"]) == [repr(t) for t in expected["tiou_thresholds"]]
-    assert_matches_expected(written["ap_per_class"], list(written["mAP_per_tiou"].values()), written["average_mAP"], expected)
+    assert_matches_expected(
+        written["ap_per_class"], list(written["mAP_per_tiou"].values()), written["average_mAP"], expected
+    )
 
 
 @pytest.mark.slow
-def test_public_fixture_evaluate_load(shared_dir):
+def test_public_fixture_evaluate_load(tests_dir):
     import evaluate
 
     metric = evaluate.load(metric_path())
     for case, subset in FIXTURE_CASES.items():
-        gt_path, pred_path, expected = fixture_paths(shared_dir, case)
+        gt_path, pred_path, expected = fixture_paths(tests_dir, case)
         database = json.loads(gt_path.read_text())["database"]
         results = json.loads(pred_path.read_text())["results"]
         videos = [v for v, entry in database.items() if entry["subset"] == subset]
         videos += [v for v in results if v not in set(videos)]
         references, predictions = [], []
         for video_id in videos:
-            annotations = database[video_id]["annotations"] if video_id in database and database[video_id]["subset"] == subset else []
-            references.append({"video_id": video_id, "segments": [a["segment"] for a in annotations], "labels": [a["label"] for a in annotations]})
+            annotations = (
+                database[video_id]["annotations"]
+                if video_id in database and database[video_id]["subset"] == subset
+                else []
+            )
+            references.append(
+                {
+                    "video_id": video_id,
+                    "segments": [a["segment"] for a in annotations],
+                    "labels": [a["label"] for a in annotations],
+                }
+            )
             detections = results.get(video_id, [])
             predictions.append({
                 "video_id": video_id,
@@ -202,12 +218,14 @@ def test_public_fixture_evaluate_load(shared_dir):
         metric.add_batch(predictions=predictions[:half], references=references[:half])
         metric.add_batch(predictions=predictions[half:], references=references[half:])
         result = metric.compute(tiou_thresholds=expected["tiou_thresholds"])
-        assert_matches_expected(result["ap_per_class"], list(result["mAP_per_tiou"].values()), result["average_mAP"], expected)
+        assert_matches_expected(
+            result["ap_per_class"], list(result["mAP_per_tiou"].values()), result["average_mAP"], expected
+        )
 
 
 @pytest.mark.slow
-def test_cli_process_imports_no_torch(shared_dir, tmp_path):
-    gt_path, pred_path, expected = fixture_paths(shared_dir, "thumos14_test")
+def test_cli_process_imports_no_torch(tests_dir, tmp_path):
+    gt_path, pred_path, expected = fixture_paths(tests_dir, "thumos14_test")
     code = (
         "import sys; from adatad.evaluation import main; "
         f"rc = main(['--ground-truth', {str(gt_path)!r}, '--predictions', {str(pred_path)!r}, "
@@ -418,17 +436,23 @@ def test_in_memory_post_processing_outputs():
     expected = evaluate_detection(gt, {"results": records}, [0.5, 0.95])
     assert evaluate_detection(gt, records, [0.5, 0.95])["ap_per_class"] == expected["ap_per_class"]
     # Arrays per video (as post-processing returns them), integer labels mapped by class_names.
-    arrays = {"v1": {"segments": np.array([[0.0, 10.0], [20.0, 31.0]]), "labels": np.array([0, 1]), "scores": np.array([0.9, 0.8])}}
+    arrays = {
+        "v1": {
+            "segments": np.array([[0.0, 10.0], [20.0, 31.0]]),
+            "labels": np.array([0, 1]),
+            "scores": np.array([0.9, 0.8]),
+        }
+    }
     by_id = evaluate_detection(gt, arrays, [0.5, 0.95], class_names=["jump", "run"])
     assert by_id["ap_per_class"] == expected["ap_per_class"] == {"jump": [1.0, 1.0], "run": [1.0, 0.0]}
     flat = [dict(video_id="v1", **record) for record in records["v1"]]
     assert evaluate_detection(gt, flat, [0.5, 0.95])["ap_per_class"] == expected["ap_per_class"]
 
 
-def test_thumos_style_ground_truth_with_string_segments_and_no_duration(shared_dir):
-    gt = load_ground_truth(shared_dir / "data" / "annotations" / "thumos14" / "thumos_gt.json", subset="test")
+def test_thumos_style_ground_truth_with_string_segments_and_no_duration(tests_dir):
+    gt = load_ground_truth(tests_dir / "data" / "annotations" / "thumos14" / "thumos_gt.json", subset="test")
     assert len(gt.video_ids) == 210 and len(gt.class_names) == 20
-    database = json.loads((shared_dir / "data" / "annotations" / "thumos14" / "thumos_gt.json").read_text())["database"]
+    database = json.loads((tests_dir / "data" / "annotations" / "thumos14" / "thumos_gt.json").read_text())["database"]
     # Ground truth written back as predictions (score 1) scores AP 1 everywhere.
     results = {v: [{"segment": a["segment"], "label": a["label"], "score": 1.0} for a in e["annotations"]]
                for v, e in database.items() if e["subset"] == "test"}
@@ -438,7 +462,9 @@ def test_thumos_style_ground_truth_with_string_segments_and_no_duration(shared_d
 
 def test_actions_layout_ground_truth_with_class_ids():
     database = {"a": {"subset": "testing", "duration": 9.0, "actions": [[3, 1.0, 4.0], [7, 5.0, 8.0]]}}
-    predictions = {"a": [{"segment": [1.0, 4.0], "label": 3, "score": 0.6}, {"segment": [5.0, 7.0], "label": 7, "score": 0.5}]}
+    predictions = {
+        "a": [{"segment": [1.0, 4.0], "label": 3, "score": 0.6}, {"segment": [5.0, 7.0], "label": 7, "score": 0.5}]
+    }
     result = evaluate_detection(database, predictions, [0.5, 0.7], subset="testing")
     assert result["ap_per_class"] == {3: [1.0, 1.0], 7: [1.0, 0.0]}
 
@@ -545,7 +571,9 @@ def test_average_recall_hand_case():
 @pytest.mark.parametrize("seed", range(3))
 def test_average_recall_matches_the_reference_loop(seed):
     gt, predictions = random_case(seed)
-    proposals = {v: [{"segment": d["segment"], "score": d["score"]} for d in dets] for v, dets in predictions["results"].items()}
+    proposals = {
+        v: [{"segment": d["segment"], "score": d["score"]} for d in dets] for v, dets in predictions["results"].items()
+    }
     thresholds = parse_tiou_thresholds("0.5:0.95:0.05")
     for max_avg in (2, 5):
         expected = reference_average_recall(gt["database"], proposals, thresholds, "validation", max_avg)
@@ -594,4 +622,7 @@ def test_opentad_ground_truth_clean_up_is_opt_in():
     cleaned = evaluate_detection(gt, predictions, [0.5], remove_duplicate_instances=True, ignore_unknown_labels=True)
     assert cleaned["ap_per_class"] == {"jump": [1.0], "run": [1.0]}
     assert cleaned["num_predictions_ignored"] == 1
-    assert any(w.startswith("2 ground-truth instance(s) with end <= start or a same-label duplicate") for w in cleaned["warnings"])
+    assert any(
+        w.startswith("2 ground-truth instance(s) with end <= start or a same-label duplicate")
+        for w in cleaned["warnings"]
+    )

@@ -85,7 +85,9 @@ def record_backbone(model, records):
         )
     if backbone.side_adapters is not None:
         hooks.append(
-            backbone.side_adapters.register_forward_hook(lambda m, i, o: records.__setitem__("backbone.ladder_output", o))
+            backbone.side_adapters.register_forward_hook(
+                lambda m, i, o: records.__setitem__("backbone.ladder_output", o)
+            )
         )
     return hooks
 
@@ -131,17 +133,23 @@ def test_model_outputs_and_eval_loss_match_opentad(fixture):
     model = fixture.build_model().eval()
     with torch.no_grad():
         outputs = model(fixture.pixel_values(), masks=fixture.inputs["masks"], labels=fixture.labels())
-    assert_close(outputs.backbone_features, fixture.outputs["backbone.features"], "backbone.features", **TENSOR_TOLERANCE)
+    assert_close(
+        outputs.backbone_features, fixture.outputs["backbone.features"], "backbone.features", **TENSOR_TOLERANCE
+    )
     for level, expected in enumerate(fixture.indexed("head.cls_logits")):
         assert_close(outputs.logits[level].transpose(1, 2), expected, f"head.cls_logits.{level}", **TENSOR_TOLERANCE)
     for level, expected in enumerate(fixture.indexed("head.reg_offsets")):
-        assert_close(outputs.pred_offsets[level].transpose(1, 2), expected, f"head.reg_offsets.{level}", **TENSOR_TOLERANCE)
+        assert_close(
+            outputs.pred_offsets[level].transpose(1, 2), expected, f"head.reg_offsets.{level}", **TENSOR_TOLERANCE
+        )
     for level, expected in enumerate(fixture.indexed("head.points")):
         assert_close(outputs.points[level], expected, f"head.points.{level}", **TENSOR_TOLERANCE)
     for level, expected in enumerate(fixture.indexed("neck.masks")):
         assert torch.equal(outputs.feature_mask[level], expected), f"neck.masks.{level}"
     for part in ("cls_loss", "reg_loss"):
-        assert_close(outputs.loss_dict[part], fixture.outputs[f"loss.eval.{part}"], f"loss.eval.{part}", **LOSS_TOLERANCE)
+        assert_close(
+            outputs.loss_dict[part], fixture.outputs[f"loss.eval.{part}"], f"loss.eval.{part}", **LOSS_TOLERANCE
+        )
     assert_close(outputs.loss, fixture.outputs["loss.eval.cost"], "loss.eval.cost", **LOSS_TOLERANCE)
     assert int(outputs.loss_dict["num_pos"]) == int(fixture.outputs["loss.num_pos"])
 
@@ -150,13 +158,22 @@ def test_training_step_losses_and_gradients_match_opentad(fixture):
     model = fixture.build_model().train()
     disable_stochastic_layers(model)
     normalizer_before = model.detector.loss_normalizer.clone()
-    assert_close(normalizer_before, fixture.outputs["loss.train.loss_normalizer_before"], "loss_normalizer_before", **LOSS_TOLERANCE)
+    assert_close(
+        normalizer_before,
+        fixture.outputs["loss.train.loss_normalizer_before"],
+        "loss_normalizer_before",
+        **LOSS_TOLERANCE,
+    )
     outputs = model(fixture.pixel_values(), masks=fixture.inputs["masks"], labels=fixture.labels())
     for part in ("cls_loss", "reg_loss"):
-        assert_close(outputs.loss_dict[part], fixture.outputs[f"loss.train.{part}"], f"loss.train.{part}", **LOSS_TOLERANCE)
+        assert_close(
+            outputs.loss_dict[part], fixture.outputs[f"loss.train.{part}"], f"loss.train.{part}", **LOSS_TOLERANCE
+        )
     assert_close(outputs.loss, fixture.outputs["loss.train.cost"], "loss.train.cost", **LOSS_TOLERANCE)
     assert_close(
-        outputs.loss_dict["loss_normalizer"], fixture.outputs["loss.train.loss_normalizer_used"], "loss_normalizer_used",
+        outputs.loss_dict["loss_normalizer"],
+        fixture.outputs["loss.train.loss_normalizer_used"],
+        "loss_normalizer_used",
         **LOSS_TOLERANCE,
     )
     outputs.loss.backward()

@@ -81,8 +81,8 @@ def detector(model_folder):
 
 
 @pytest.fixture
-def videos(shared_dir):
-    return shared_dir / "data" / "videos"
+def videos(tests_dir):
+    return tests_dir / "data" / "videos"
 
 
 def assert_valid_detections(detections, duration):
@@ -269,10 +269,13 @@ def test_model_processor_mismatch_is_detected_at_construction(model_folder):
         TemporalActionDetectionPipeline(model=model, video_processor=tiny_processor(window_size=12), device="cpu")
     with pytest.raises(ModelProcessorMismatchError, match=r"48x48 frames.*`image_size` is 32x32"):
         TemporalActionDetectionPipeline(
-            model=model, video_processor=tiny_processor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48}),
+            model=model,
+            video_processor=tiny_processor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48}),
             device="cpu",
         )
-    with pytest.raises(ModelProcessorMismatchError, match=r"masks have 8 feature steps \(resize\).*`feature_length` is 16"):
+    with pytest.raises(
+        ModelProcessorMismatchError, match=r"masks have 8 feature steps \(resize\).*`feature_length` is 16"
+    ):
         # Same frame count (resize_length 8 x scale 4 = 32) but 8 feature steps for a model that expects 16.
         TemporalActionDetectionPipeline(
             model=model,
@@ -280,7 +283,9 @@ def test_model_processor_mismatch_is_detected_at_construction(model_folder):
             device="cpu",
         )
     with pytest.raises(ModelProcessorMismatchError, match="names 2 classes but the model predicts 3"):
-        TemporalActionDetectionPipeline(model=model, video_processor=tiny_processor(class_names=["a", "b"]), device="cpu")
+        TemporalActionDetectionPipeline(
+            model=model, video_processor=tiny_processor(class_names=["a", "b"]), device="cpu"
+        )
     with pytest.raises(ModelProcessorMismatchError, match="video_preprocessor_config.json"):
         TemporalActionDetectionPipeline(model=model, device="cpu")
 
@@ -304,7 +309,10 @@ def test_saved_pipeline_loads_in_a_fresh_interpreter_without_adatad(detector, tm
     folder = tmp_path / "saved"
     detector.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
-    assert config["custom_pipelines"]["temporal-action-detection"]["impl"] == "pipeline_adatad.TemporalActionDetectionPipeline"
+    assert (
+        config["custom_pipelines"]["temporal-action-detection"]["impl"]
+        == "pipeline_adatad.TemporalActionDetectionPipeline"
+    )
     assert (folder / "pipeline_adatad.py").is_file() and (folder / "video_preprocessor_config.json").is_file()
     script = (
         "import json, sys\n"
@@ -313,7 +321,9 @@ def test_saved_pipeline_loads_in_a_fresh_interpreter_without_adatad(detector, tm
         "assert 'adatad' not in sys.modules, 'used the installed package instead of the saved code'\n"
         f"print(json.dumps([type(detector).__module__, detector({str(videos / 'test.avi')!r}, threshold=0.0)]))\n"
     )
-    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", PYTHONPATH="", OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", PYTHONPATH="", OMP_NUM_THREADS="1"
+    )
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     module, detections = json.loads(result.stdout.strip().splitlines()[-1])
@@ -323,7 +333,9 @@ def test_saved_pipeline_loads_in_a_fresh_interpreter_without_adatad(detector, tm
     assert [d["label"] for d in detections] == [d["label"] for d in expected]
 
 
-def test_every_folder_the_project_writes_runs_the_pipeline_in_a_fresh_interpreter(model_folder, videos, shared_dir, tmp_path):
+def test_every_folder_the_project_writes_runs_the_pipeline_in_a_fresh_interpreter(
+    model_folder, videos, tests_dir, tmp_path
+):
     """Training's best/ and last/, both converters and save_pretrained: `pipeline(model=folder, trust_remote_code=True)`
     in an interpreter that cannot import adatad."""
     sys.path.insert(0, str(REPO_ROOT / "conversion_scripts"))
@@ -337,11 +349,13 @@ def test_every_folder_the_project_writes_runs_the_pipeline_in_a_fresh_interprete
 
     folders = {"save_pretrained": model_folder}
 
-    fixture = shared_dir / "fixtures" / "opentad_public"
+    fixture = tests_dir / "fixtures" / "opentad_public"
     checkpoint = tmp_path / "opentad.pth"
     write_opentad_checkpoint(fixture, checkpoint)
     folders["from_opentad"] = tmp_path / "from_opentad"
-    convert_opentad_checkpoint(checkpoint, write_fixture_config(fixture, tmp_path / "opentad"), folders["from_opentad"], use_ema=True)
+    convert_opentad_checkpoint(
+        checkpoint, write_fixture_config(fixture, tmp_path / "opentad"), folders["from_opentad"], use_ema=True
+    )
 
     videomae = tmp_path / "videomae"
     VideoMAEModel(VideoMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -353,13 +367,18 @@ def test_every_folder_the_project_writes_runs_the_pipeline_in_a_fresh_interprete
 
     data = tmp_path / "synthetic"
     generate_synthetic_dataset(data, num_train_videos=8, num_val_videos=2, num_frames=48, frame_size=32, seed=3)
-    run_training(data, tmp_path / "run", "--num_epochs", "1", overrides=["training.val_start_epoch=0", "training.val_interval=1"])
+    run_training(
+        data, tmp_path / "run", "--num_epochs", "1", overrides=["training.val_start_epoch=0", "training.val_interval=1"]
+    )
     folders["training_best"], folders["training_last"] = tmp_path / "run" / "best", tmp_path / "run" / "last"
     assert json.loads((folders["training_last"] / "config.json").read_text())["id2label"]["0"] != "LABEL_0"
 
     for name, folder in folders.items():
         config = json.loads((folder / "config.json").read_text())
-        assert config["custom_pipelines"]["temporal-action-detection"]["impl"] == "pipeline_adatad.TemporalActionDetectionPipeline", name
+        assert (
+            config["custom_pipelines"]["temporal-action-detection"]["impl"]
+            == "pipeline_adatad.TemporalActionDetectionPipeline"
+        ), name
         assert (folder / "pipeline_adatad.py").is_file(), name
         assert (folder / "README.md").is_file() or name == "save_pretrained", name
     script = (
@@ -373,7 +392,9 @@ def test_every_folder_the_project_writes_runs_the_pipeline_in_a_fresh_interprete
         "assert 'adatad' not in sys.modules, 'used the installed package instead of the saved code'\n"
         "print(json.dumps(found))\n"
     )
-    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", PYTHONPATH="", OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", PYTHONPATH="", OMP_NUM_THREADS="1"
+    )
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])

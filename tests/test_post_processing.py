@@ -100,7 +100,9 @@ def test_soft_nms_matches_scalar_loop_exactly_with_ties_and_drops(method, min_sc
     for trial in range(15):
         segments, scores = grid_candidates(generator, 40, 4)
         keep, kept_scores = soft_nms(segments, scores, None, settings)
-        picks, picked_scores = scalar_soft_nms(segments.tolist(), scores.tolist(), method, min_score=min_score, iou_threshold=0.3)
+        picks, picked_scores = scalar_soft_nms(
+            segments.tolist(), scores.tolist(), method, min_score=min_score, iou_threshold=0.3
+        )
         assert keep.tolist() == picks, f"trial {trial}"
         assert kept_scores.tolist() == picked_scores
     if min_score > 0:
@@ -131,7 +133,9 @@ def test_soft_nms_groups_run_independently():
     expected_keep, expected_scores = [], []
     for group in range(4):
         members = torch.where(groups == group)[0]
-        picks, picked = scalar_soft_nms(segments[members].tolist(), scores[members].tolist(), "linear", min_score=0.1, iou_threshold=0.2)
+        picks, picked = scalar_soft_nms(
+            segments[members].tolist(), scores[members].tolist(), "linear", min_score=0.1, iou_threshold=0.2
+        )
         expected_keep += members[picks].tolist()
         expected_scores += picked
     assert keep.tolist() == expected_keep
@@ -241,7 +245,10 @@ def test_nms_settings_validation():
 
 def test_empty_nms_input():
     out_segments, out_scores, out_labels = batched_nms(
-        torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.long), NMSSettings(multiclass=False, voting_thresh=0.9)
+        torch.zeros(0, 2),
+        torch.zeros(0),
+        torch.zeros(0, dtype=torch.long),
+        NMSSettings(multiclass=False, voting_thresh=0.9),
     )
     assert out_segments.shape == (0, 2) and out_scores.shape == (0,) and out_labels.shape == (0,)
 
@@ -251,8 +258,8 @@ def test_empty_nms_input():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_decode_candidates_matches_opentad_fixture(shared_dir):
-    outputs = load_file(shared_dir / "fixtures" / "opentad_public" / "outputs.safetensors")
+def test_decode_candidates_matches_opentad_fixture(tests_dir):
+    outputs = load_file(tests_dir / "fixtures" / "opentad_public" / "outputs.safetensors")
     levels = range(4)
     proposals, scores = decode_candidates(
         logits=[outputs[f"head.cls_logits.{l}"].permute(0, 2, 1) for l in levels],
@@ -303,11 +310,20 @@ def test_single_class_skips_pre_nms_selection():
 
 
 def test_convert_to_seconds_sliding_and_padding():
-    meta = {"video_id": "v", "fps": 30.0, "snippet_stride": 4, "window_start_frame": 120, "offset_frames": 2, "duration": 20.0}
+    meta = {
+        "video_id": "v",
+        "fps": 30.0,
+        "snippet_stride": 4,
+        "window_start_frame": 120,
+        "offset_frames": 2,
+        "duration": 20.0,
+    }
     seconds = convert_to_seconds(torch.tensor([[10.0, 20.0], [-5.0, 200.0]]), meta)
     assert seconds[0].tolist() == pytest.approx([(40 + 122) / 30, (80 + 122) / 30])
     assert seconds[1].tolist() == pytest.approx([(-20 + 122) / 30, 20.0])  # end clipped to the duration
-    seconds = convert_to_seconds(torch.tensor([[-40.0, 1.0]]), {"video_id": "v", "fps": 10, "snippet_stride": 1, "duration": 5})
+    seconds = convert_to_seconds(
+        torch.tensor([[-40.0, 1.0]]), {"video_id": "v", "fps": 10, "snippet_stride": 1, "duration": 5}
+    )
     assert seconds.tolist() == [[0.0, pytest.approx(0.1)]]  # window_start_frame / offset_frames default to 0
 
 
@@ -329,7 +345,9 @@ def simple_outputs():
 
 def test_pipeline_rounds_like_opentad_and_builds_submission():
     meta = [{"video_id": "vid", "fps": 3.0, "snippet_stride": 1, "duration": 10.0}]
-    results = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], nms_sigma=0.7, max_segments=10)
+    results = post_process_temporal_detection(
+        simple_outputs(), meta, class_names=["a", "b"], nms_sigma=0.7, max_segments=10
+    )
     assert len(results) == 1 and results[0]["video_id"] == "vid"
     result = results[0]
     assert result["scores"][0].item() == pytest.approx(0.9123)
@@ -347,7 +365,9 @@ def test_pipeline_empty_candidates():
     outputs = {"proposals": [torch.zeros(0, 2)], "scores": [torch.zeros(0, 3)]}
     meta = [{"video_id": "v", "fps": 30, "snippet_stride": 4, "duration": 5}]
     for multiclass in (True, False):
-        results = post_process_temporal_detection(outputs, meta, class_names=["a", "b", "c"], multiclass=multiclass, voting_thresh=0.7)
+        results = post_process_temporal_detection(
+            outputs, meta, class_names=["a", "b", "c"], multiclass=multiclass, voting_thresh=0.7
+        )
         assert results[0]["segments"].shape == (0, 2) and results[0]["scores"].shape == (0,)
         assert results[0]["label_names"] == []
     # everything under the pre-NMS threshold
@@ -376,7 +396,9 @@ def test_one_set_of_post_processing_defaults():
     plain = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"])
     explicit = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], settings=defaults)
     assert torch.equal(plain[0]["scores"], explicit[0]["scores"])
-    changed = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], settings=defaults, max_segments=1)
+    changed = post_process_temporal_detection(
+        simple_outputs(), meta, class_names=["a", "b"], settings=defaults, max_segments=1
+    )
     assert changed[0]["scores"].numel() == 1
     with pytest.raises(TypeError, match=r"unknown arguments \['mulitclass'\]"):
         post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"], mulitclass=False)
@@ -421,11 +443,21 @@ def test_output_goes_into_the_evaluate_metric_as_it_is():
     metric = evaluate.load(metric_path())
     by_name = metric.compute(predictions=results, references=references, tiou_thresholds=[0.3, 0.5, 0.7])
     expected = evaluate_detection(
-        {"database": {"vid": {"annotations": [{"segment": s, "label": l} for s, l in zip(references[0]["segments"], ["a", "b"])]}}},
-        {"results": to_activitynet_submission(results)}, tiou_thresholds=[0.3, 0.5, 0.7], subset=None,
+        {
+            "database": {
+                "vid": {
+                    "annotations": [{"segment": s, "label": l} for s, l in zip(references[0]["segments"], ["a", "b"])]
+                }
+            }
+        },
+        {"results": to_activitynet_submission(results)},
+        tiou_thresholds=[0.3, 0.5, 0.7],
+        subset=None,
     )
     assert by_name["average_mAP"] == expected["average_mAP"] > 0
-    by_id = metric.compute(predictions=results, references=[{**references[0], "labels": [0, 1]}], tiou_thresholds=[0.3, 0.5, 0.7])
+    by_id = metric.compute(
+        predictions=results, references=[{**references[0], "labels": [0, 1]}], tiou_thresholds=[0.3, 0.5, 0.7]
+    )
     assert by_id["average_mAP"] == expected["average_mAP"]
 
 
@@ -433,13 +465,16 @@ def test_non_finite_detector_outputs_name_the_video_and_window():
     outputs = simple_outputs()
     outputs["scores"][0][1, 0] = float("nan")
     meta = [{"video_id": "vid", "fps": 3.0, "snippet_stride": 1, "duration": 10.0, "window_start_frame": 96}]
-    with pytest.raises(NonFiniteDetectorOutputError, match=r"video 'vid', window starting at frame 96: 1 of 12 .*NaN or infinite"):
+    with pytest.raises(
+        NonFiniteDetectorOutputError, match=r"video 'vid', window starting at frame 96: 1 of 12 .*NaN or infinite"
+    ):
         post_process_temporal_detection(outputs, meta, class_names=["a", "b"], sliding_window=True)
     outputs = simple_outputs()
     outputs["proposals"][0][0, 1] = float("inf")
     with pytest.raises(NonFiniteDetectorOutputError, match=r"video 'vid':"):
-        post_process_temporal_detection(outputs, [{"video_id": "vid", "fps": -1, "resize_length": 32, "duration": 10.0}],
-                                        class_names=["a", "b"])
+        post_process_temporal_detection(
+            outputs, [{"video_id": "vid", "fps": -1, "resize_length": 32, "duration": 10.0}], class_names=["a", "b"]
+        )
 
 
 def test_pipeline_input_errors():
@@ -459,8 +494,8 @@ def test_pipeline_input_errors():
         post_process_temporal_detection(simple_outputs(), [{"fps": 30, "duration": 5}], class_names=["a", "b"])
 
 
-def test_pipeline_on_model_outputs_matches_opentad_detections(shared_dir):
-    fixture = shared_dir / "fixtures" / "opentad_public"
+def test_pipeline_on_model_outputs_matches_opentad_detections(tests_dir):
+    fixture = tests_dir / "fixtures" / "opentad_public"
     outputs = load_file(fixture / "outputs.safetensors")
     post = json.loads((fixture / "config.json").read_text())["post_processing"]
     levels = range(4)
@@ -537,8 +572,20 @@ def test_sliding_window_merge_runs_nms_on_rounded_values():
     # two windows report segments that differ by less than the 2-decimal rounding: after rounding they
     # are identical, so the Gaussian decay uses IoU 1 (OpenTAD merges rounded seconds)
     windows = [
-        {"video_id": "v", "scores": torch.tensor([0.5]), "labels": torch.tensor([3]), "label_names": ["x"], "segments": torch.tensor([[1.0, 2.0]])},
-        {"video_id": "v", "scores": torch.tensor([0.4]), "labels": torch.tensor([3]), "label_names": ["x"], "segments": torch.tensor([[1.0, 2.0]])},
+        {
+            "video_id": "v",
+            "scores": torch.tensor([0.5]),
+            "labels": torch.tensor([3]),
+            "label_names": ["x"],
+            "segments": torch.tensor([[1.0, 2.0]]),
+        },
+        {
+            "video_id": "v",
+            "scores": torch.tensor([0.4]),
+            "labels": torch.tensor([3]),
+            "label_names": ["x"],
+            "segments": torch.tensor([[1.0, 2.0]]),
+        },
     ]
     merged = merge_sliding_windows(windows, NMSSettings(sigma=1.0))
     assert merged[0]["scores"].tolist() == pytest.approx([0.5, round(0.4 * math.exp(-1.0), 4)], abs=1e-7)
@@ -556,10 +603,14 @@ def test_cuhk_classifier_fusion(tmp_path):
     classifier = ExternalVideoClassifier.from_json(path, topk=2, style="cuhk")
     meta = [{"video_id": "vid", "fps": -1, "resize_length": 10, "duration": 20.0}]
     outputs = {"proposals": [torch.tensor([[0.0, 5.0], [6.0, 8.0]])], "scores": [torch.tensor([[0.8], [0.4]])]}
-    result = post_process_temporal_detection(outputs, meta, video_classifier=classifier, multiclass=False, nms_sigma=0.5)[0]
+    result = post_process_temporal_detection(
+        outputs, meta, video_classifier=classifier, multiclass=False, nms_sigma=0.5
+    )[0]
     assert result["label_names"] == ["Bowling", "Bowling", "Cooking", "Cooking"]
     assert result["labels"].tolist() == [1, 1, 2, 2]
-    assert result["scores"].tolist() == pytest.approx([round(0.8 * 0.6, 4), round(0.4 * 0.6, 4), round(0.8 * 0.3, 4), round(0.4 * 0.3, 4)], abs=1e-7)
+    assert result["scores"].tolist() == pytest.approx(
+        [round(0.8 * 0.6, 4), round(0.4 * 0.6, 4), round(0.8 * 0.3, 4), round(0.4 * 0.3, 4)], abs=1e-7
+    )
     assert result["segments"].tolist() == [[0.0, 10.0], [12.0, 16.0]] * 2
 
 
@@ -594,8 +645,8 @@ def test_classifier_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def copy_fixture(shared_dir, destination, edit_config=None, edit_outputs=None, edit_detections=None):
-    source = shared_dir / "fixtures" / "opentad_public"
+def copy_fixture(tests_dir, destination, edit_config=None, edit_outputs=None, edit_detections=None):
+    source = tests_dir / "fixtures" / "opentad_public"
     destination.mkdir()
     config = json.loads((source / "config.json").read_text())
     outputs = load_file(source / "outputs.safetensors")
@@ -659,14 +710,14 @@ def _drop_detection(detections):
         (dict(edit_detections=_drop_detection), "detections.json"),
     ],
 )
-def test_parity_check_detects_differences(shared_dir, tmp_path, edits, message):
-    folder = copy_fixture(shared_dir, tmp_path / "fixture", **edits)
+def test_parity_check_detects_differences(tests_dir, tmp_path, edits, message):
+    folder = copy_fixture(tests_dir, tmp_path / "fixture", **edits)
     with pytest.raises(AssertionError, match=message):
         check_post_processing(folder)
 
 
-def test_parity_check_passes_on_unchanged_copy(shared_dir, tmp_path):
-    check_post_processing(copy_fixture(shared_dir, tmp_path / "fixture"))
+def test_parity_check_passes_on_unchanged_copy(tests_dir, tmp_path):
+    check_post_processing(copy_fixture(tests_dir, tmp_path / "fixture"))
 
 
 def test_nms_of_several_videos_at_once_equals_one_by_one():
@@ -713,7 +764,9 @@ def test_soft_nms_over_separate_clusters_matches_scalar_loop(score_decimals):
         if score_decimals is not None:
             scores = scores.round(decimals=score_decimals)
         keep, kept_scores = soft_nms(segments, scores, None, settings)
-        picks, picked_scores = scalar_soft_nms(segments.tolist(), scores.tolist(), "linear", min_score=0.15, iou_threshold=0.1)
+        picks, picked_scores = scalar_soft_nms(
+            segments.tolist(), scores.tolist(), "linear", min_score=0.15, iou_threshold=0.1
+        )
         assert keep.tolist() == picks
         assert kept_scores.tolist() == picked_scores
 

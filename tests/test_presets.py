@@ -82,8 +82,8 @@ def seed_result_rows(seed_readme: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def seed_rows(shared_dir):
-    return seed_result_rows(shared_dir / "seed" / "AdaTAD-README.md")
+def seed_rows(tests_dir):
+    return seed_result_rows(tests_dir / "seed" / "AdaTAD-README.md")
 
 
 def test_seed_readme_has_24_result_rows(seed_rows):

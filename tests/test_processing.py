@@ -85,7 +85,8 @@ def test_save_pretrained_round_trip_through_auto_video_processor(tmp_path):
     assert saved["auto_map"]["AutoVideoProcessor"] == "processing_adatad.AdaTADVideoProcessor"
     for key, value in [("sampling_method", "resize"), ("resize_length", 8), ("scale_factor", 2),
                        ("nms_sigma", 0.4), ("multiclass", False), ("class_names", ["a", "b"]),
-                       ("decode_backend", "pyav"), ("augmentation", "randaugment"), ("crop_size", {"height": 32, "width": 32})]:
+                       ("decode_backend", "pyav"), ("augmentation", "randaugment"),
+                       ("crop_size", {"height": 32, "width": 32})]:
         assert saved[key] == value, key
 
     loaded = AutoVideoProcessor.from_pretrained(tmp_path)
@@ -133,8 +134,8 @@ def test_invalid_settings_name_the_field():
 
 
 @pytest.mark.parametrize("name", sorted(REAL_CLIPS))
-def test_real_clip_decodes_identically_with_decord_and_pyav(shared_dir, name):
-    path = shared_dir / "data" / "videos" / name
+def test_real_clip_decodes_identically_with_decord_and_pyav(tests_dir, name):
+    path = tests_dir / "data" / "videos" / name
     expected_frames, expected_fps = REAL_CLIPS[name]
     every_frame = lambda info: np.arange(info.num_frames)  # noqa: E731
     with_decord = decode_video(path, every_frame, backend="decord")
@@ -150,8 +151,8 @@ def test_real_clip_decodes_identically_with_decord_and_pyav(shared_dir, name):
     assert torch.quantile(difference.flatten()[:: 97], 0.999) <= 3
 
 
-def test_decord_seeks_requested_frames_in_any_order(shared_dir):
-    path = shared_dir / "data" / "videos" / "demo.mp4"
+def test_decord_seeks_requested_frames_in_any_order(tests_dir):
+    path = tests_dir / "data" / "videos" / "demo.mp4"
     everything = decode_video(path, lambda info: np.arange(info.num_frames), backend="decord").frames
     wanted = np.array([279, 0, 140, 140, 5])
     for backend in ("decord", "pyav"):
@@ -170,8 +171,8 @@ def test_decord_seeks_requested_frames_in_any_order(shared_dir):
         ("missing.mp4", "does not exist"),
     ],
 )
-def test_broken_files_give_a_clear_error(shared_dir, backend, name, reason):
-    path = shared_dir / "data" / "videos" / "bad" / name
+def test_broken_files_give_a_clear_error(tests_dir, backend, name, reason):
+    path = tests_dir / "data" / "videos" / "bad" / name
     with pytest.raises(VideoDecodeError, match=reason) as raised:
         decode_video(path, lambda info: np.arange(info.num_frames), backend=backend)
     message = str(raised.value)
@@ -185,8 +186,8 @@ def test_broken_files_give_a_clear_error(shared_dir, backend, name, reason):
             assert f"{tried_backend}:" in message
 
 
-def test_truncated_avi_reports_header_and_decodable_frame_counts(shared_dir):
-    path = shared_dir / "data" / "videos" / "bad" / "truncated_test.avi"
+def test_truncated_avi_reports_header_and_decodable_frame_counts(tests_dir):
+    path = tests_dir / "data" / "videos" / "bad" / "truncated_test.avi"
     with pytest.raises(VideoDecodeError, match="announces 164 frames but only 44 are decodable"):
         decode_video(path, lambda info: np.arange(info.num_frames), backend="decord")
     # PyAV trusts the header (164 frames) and finds out while decoding: it must not hand back fewer frames.
@@ -338,7 +339,9 @@ def test_eval_transform_resizes_short_side_center_crops_and_normalises():
     expected = ((resized[..., 2:18, 6:22] / 255) - MEAN) / STD
     assert (output - expected).abs().max() < 0.02  # uint8 resize rounds to whole levels (1/255/0.225)
     constant = torch.full((2, 3, 20, 20), 200, dtype=torch.uint8)
-    torch.testing.assert_close(processor.transform_frames(constant)[:, :, 0, 0], ((200 / 255 - MEAN) / STD)[:, :, 0, 0].expand(2, 3))
+    torch.testing.assert_close(
+        processor.transform_frames(constant)[:, :, 0, 0], ((200 / 255 - MEAN) / STD)[:, :, 0, 0].expand(2, 3)
+    )
     # Channels-last input is accepted too.
     torch.testing.assert_close(processor.transform_frames(frames.permute(0, 2, 3, 1)), output)
 
@@ -380,8 +383,8 @@ def test_random_resized_crop_box_stays_inside_and_falls_back_to_center():
 # ------------------------------------------------------------------------------------------------------
 
 
-def test_real_clip_through_processor_has_model_layout(shared_dir):
-    path = shared_dir / "data" / "videos" / "demo.mp4"  # 280 frames, 28 fps -> 70 snippets of stride 4
+def test_real_clip_through_processor_has_model_layout(tests_dir):
+    path = tests_dir / "data" / "videos" / "demo.mp4"  # 280 frames, 28 fps -> 70 snippets of stride 4
     processor = small_processor(window_size=32, window_overlap=0.5)
     batch = processor(str(path))
     starts = [meta["window_start_frame"] for meta in batch["video_metas"]]
@@ -401,7 +404,7 @@ def test_real_clip_through_processor_has_model_layout(shared_dir):
     assert resized["video_metas"][0]["fps"] == -1 and resized["video_metas"][0]["resize_length"] == 8
 
 
-def video_rows(shared_dir):
+def video_rows(tests_dir):
     features = datasets.Features({
         "video_id": datasets.Value("string"), "video_path": datasets.Value("string"),
         "duration": datasets.Value("float64"), "fps": datasets.Value("float64"),
@@ -409,7 +412,7 @@ def video_rows(shared_dir):
         "segments": datasets.Sequence(datasets.Sequence(datasets.Value("float64"), length=2)),
         "labels": datasets.Sequence(datasets.ClassLabel(names=["a", "b"])),
     })
-    videos = shared_dir / "data" / "videos"
+    videos = tests_dir / "data" / "videos"
     return datasets.Dataset.from_dict({
         "video_id": ["demo", "avi", "empty"],
         "video_path": [str(videos / "demo.mp4"), str(videos / "test.avi"), str(videos / "bad" / "empty.mp4")],
@@ -419,8 +422,8 @@ def video_rows(shared_dir):
     }, features=features)
 
 
-def test_training_transform_and_collator(shared_dir):
-    rows = video_rows(shared_dir)
+def test_training_transform_and_collator(tests_dir):
+    rows = video_rows(tests_dir)
     processor = small_processor(window_size=32)
     transform = TemporalDetectionTransform(processor, mode="train", seed=0, on_error="skip")
     dataset = rows.with_transform(transform)
@@ -444,8 +447,8 @@ def test_training_transform_and_collator(shared_dir):
         strict[2]
 
 
-def test_eval_windows_transform_matches_processor_call(shared_dir):
-    rows = video_rows(shared_dir).select([0])
+def test_eval_windows_transform_matches_processor_call(tests_dir):
+    rows = video_rows(tests_dir).select([0])
     windows = expand_sliding_windows(rows, window_size=32, snippet_stride=4, mode="frame_count", overlap=0.5,
                                      test_mode=True)
     processor = small_processor(window_size=32, window_overlap=0.5)
@@ -458,7 +461,7 @@ def test_eval_windows_transform_matches_processor_call(shared_dir):
     assert batch["labels"] is not None and all(len(item["segments"]) == 0 for item in batch["labels"])
 
 
-def test_post_processing_uses_the_saved_settings(shared_dir):
+def test_post_processing_uses_the_saved_settings(tests_dir):
     processor = small_processor(window_size=8, snippet_stride=4, max_segments=3, class_names=["a", "b"])
     metas = [processor.video_meta("demo", 28.0, 10.0, 0), processor.video_meta("demo", 28.0, 10.0, 32)]
     candidates = {

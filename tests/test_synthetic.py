@@ -308,7 +308,10 @@ def test_activitynet_variant_writes_one_class_per_video_of_varied_length_a_class
 
 
 def test_command_line_generate_activitynet_keeps_its_settings(tmp_path, capsys):
-    synthetic.main(["generate", "--activitynet", "--output-dir", str(tmp_path), "--num-train", "0", "--num-val", "4", "--frame-size", "32"])
+    synthetic.main(
+        ["generate", "--activitynet", "--output-dir", str(tmp_path), "--num-train", "0", "--num-val", "4",
+         "--frame-size", "32"]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["blocked_videos"] == ["synthetic_validation_0002", "synthetic_validation_0003"]
     settings = synthetic.ACTIVITYNET_SETTINGS

@@ -89,7 +89,9 @@ def test_loss_falls_on_a_fixed_batch():
 
     torch.manual_seed(0)
     config = AdaTADConfig(
-        backbone_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32),
+        backbone_config=dict(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32
+        ),
         num_frames=32, image_size=32, feature_length=32, max_seq_len=32, projection_hidden_size=32, head_hidden_size=32,
         projection_arch=(2, 1, 2), fpn_strides=(1, 2, 4), fpn_regression_ranges=((0, 4), (4, 8), (8, 10000)),
         num_labels=2, adapter_layer_indices=[0, 1], backbone_drop_path_rate=0.0, projection_path_drop_rate=0.0,
@@ -120,7 +122,8 @@ def test_resume_is_exact(synthetic_data, tmp_path):
     # Uninterrupted: 3 epochs of 2 steps. Interrupted: stop after step 3 (mid-epoch), resume from `latest`.
     straight = run(synthetic_data, tmp_path / "straight", "--num_epochs", "3", "--checkpointing_steps", "1")
     first = run(
-        synthetic_data, tmp_path / "resumed", "--num_epochs", "3", "--checkpointing_steps", "1", "--max_train_steps", "3"
+        synthetic_data, tmp_path / "resumed", "--num_epochs", "3", "--checkpointing_steps", "1",
+        "--max_train_steps", "3",
     )
     assert first["global_step"] == 3
     resumed = run(
@@ -209,7 +212,9 @@ def opentad_learning_rates(base_lrs, warmup_steps, total_steps, warmup_start_lr,
         elif last_epoch == warmup_steps:
             current = list(base_lrs)
         elif (last_epoch - 1 - total_steps) % (2 * span) == 0:
-            current = [lr + (base - eta_min) * (1 - math.cos(math.pi / span)) / 2 for lr, base in zip(current, base_lrs)]
+            current = [
+                lr + (base - eta_min) * (1 - math.cos(math.pi / span)) / 2 for lr, base in zip(current, base_lrs)
+            ]
         else:
             ratio = (1 + math.cos(math.pi * (last_epoch - warmup_steps) / span)) / (
                 1 + math.cos(math.pi * (last_epoch - warmup_steps - 1) / span)
@@ -374,7 +379,9 @@ def test_accumulation_schedule_log_and_resume(synthetic_data, tmp_path):
         run_tad.ModelEma.save = original_save
     checkpoints = sorted(path.name for path in (tmp_path / "resumed" / "checkpoints").iterdir())
     assert checkpoints == ["step_1", "step_2", "step_3", "step_4.incomplete"]
-    resumed = run(synthetic_data, tmp_path / "resumed", *flags, "--resume_from_checkpoint", "latest", overrides=overrides)
+    resumed = run(
+        synthetic_data, tmp_path / "resumed", *flags, "--resume_from_checkpoint", "latest", overrides=overrides
+    )
     assert resumed["global_step"] == 6
     assert read_log(tmp_path / "resumed") == records
     expected, actual = model_weights(tmp_path / "straight" / "last"), model_weights(tmp_path / "resumed" / "last")
@@ -451,7 +458,10 @@ def test_repeated_non_finite_steps_stop_the_run(synthetic_data, tmp_path, monkey
     monkeypatch.setattr(run_tad, "MAX_CONSECUTIVE_NON_FINITE_STEPS", 3)
     faulty_forward(monkeypatch, {1: None, "all": "grad"})
     # Steps 2-4 are skipped: the checkpoints of steps 2 and 3 hold step 1's weights, which are finite.
-    with pytest.raises(FloatingPointError, match=r"3 non-finite steps in a row; epoch 1, step 4, videos \['.+'\]; the last good checkpoint is .*step_3"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"3 non-finite steps in a row; epoch 1, step 4, videos \['.+'\]; the last good checkpoint is .*step_3",
+    ):
         run(synthetic_data, tmp_path, "--num_epochs", "3", "--checkpointing_steps", "1")
 
 
@@ -542,7 +552,8 @@ def test_resume_restores_the_best_score(synthetic_data, tmp_path):
     assert state["best_average_mAP"] == best["average_mAP"] and state["best_epoch"] == 1
     state_file.write_text(json.dumps({**state, "best_average_mAP": 1.0}))
     resumed = run(
-        synthetic_data, tmp_path, "--num_epochs", "2", "--resume_from_checkpoint", "latest", overrides=evaluate_every_epoch
+        synthetic_data, tmp_path, "--num_epochs", "2", "--resume_from_checkpoint", "latest",
+        overrides=evaluate_every_epoch,
     )
     assert resumed["best_average_mAP"] == 1.0 and resumed["last"] is not None
     assert json.loads((tmp_path / "best" / "eval_results.json").read_text()) == best
@@ -560,7 +571,9 @@ def test_resume_restores_the_best_score(synthetic_data, tmp_path):
     ],
 )
 def test_user_errors_end_with_one_line(synthetic_data, tmp_path, capsys, flags, message):
-    argv = ["--preset", "synthetic-tiny", "--data_dir", str(synthetic_data), "--output_dir", str(tmp_path / "run"), *flags]
+    argv = [
+        "--preset", "synthetic-tiny", "--data_dir", str(synthetic_data), "--output_dir", str(tmp_path / "run"), *flags
+    ]
     assert run_tad.main(argv) == 2
     error = last_error_line(capsys)
     assert re.search(message, error), error
@@ -605,6 +618,8 @@ def test_start_up_check_stops_on_data_errors_with_the_report(synthetic_data, tmp
     assert error.strip().splitlines()[-1].startswith("error: ")
     assert not (tmp_path / "run" / "checkpoints").exists()
     # With `data.missing_videos=skip` the same data passes the check (the missing video becomes a warning).
-    preset = presets.apply_overrides(presets.load_preset("synthetic-tiny"), [f"data.root={data_dir}", "data.missing_videos=skip"])
+    preset = presets.apply_overrides(
+        presets.load_preset("synthetic-tiny"), [f"data.root={data_dir}", "data.missing_videos=skip"]
+    )
     report = check_training_data(preset, presets.resolve_data_paths(preset))
     assert report.warnings["missing_video"] == 1

@@ -120,7 +120,8 @@ def check_output_dir(output_dir: Path, args):
         return
     if not args.overwrite_output_dir:
         raise RunError(
-            f"--output_dir {output_dir} already holds files; pass --resume_from_checkpoint latest to continue that run, "
+            f"--output_dir {output_dir} already holds files; "
+            "pass --resume_from_checkpoint latest to continue that run, "
             "--overwrite_output_dir to train over it, or choose an empty folder."
         )
 
@@ -287,7 +288,9 @@ def build_evaluation_data(preset: dict, paths: dict, processor: AdaTADVideoProce
                 "(e.g. a 'v_' prefix)."
             )
         if missing:
-            logger.warning(f"the video classifier has no scores for {len(missing)} evaluation videos; left out: {missing}")
+            logger.warning(
+                f"the video classifier has no scores for {len(missing)} evaluation videos; left out: {missing}"
+            )
             missing_ids = set(missing)
             eval_rows = eval_rows.filter(lambda row: row["video_id"] not in missing_ids)
         evaluation.video_classifier = classifier
@@ -702,7 +705,9 @@ def train_step(accelerator: Accelerator, model, optimizer, batch: dict, clip_gra
 def step_losses(accelerator: Accelerator, micro_batch_losses: list) -> dict:
     """Mean over this step's micro-batches and all processes (every process calls it at the same steps)."""
     names = list(micro_batch_losses[0])
-    values = torch.tensor([[losses[name] for name in names] for losses in micro_batch_losses], device=accelerator.device)
+    values = torch.tensor(
+        [[losses[name] for name in names] for losses in micro_batch_losses], device=accelerator.device
+    )
     means = accelerator.reduce(values.mean(dim=0), reduction="mean")
     return dict(zip(names, means.tolist()))
 
@@ -869,7 +874,9 @@ def save_predictions(accelerator: Accelerator, args, output_dir: Path, metrics: 
     if args.plot_timeline:
         from adatad.visualization import plot_timeline
 
-        picture = plot_timeline(ground_truth, metrics["predictions"], output_dir / "timeline.png", max_videos=args.plot_timeline)
+        picture = plot_timeline(
+            ground_truth, metrics["predictions"], output_dir / "timeline.png", max_videos=args.plot_timeline
+        )
         accelerator.print(f"ground truth vs detections of {args.plot_timeline} held-out videos: {picture}")
 
 
@@ -887,7 +894,8 @@ def check_backbone_source(preset: dict, args):
     arch = CONVERSION_ARCH_BY_WIDTH.get(preset["model"]["backbone_config"]["hidden_size"])
     arch_flag = f" --arch {arch}" if arch else ""
     raise ValueError(
-        f"preset {preset['name']} starts from the pretrained VideoMAE {checkpoint}, but no --pretrained_model was given. "
+        f"preset {preset['name']} starts from the pretrained VideoMAE {checkpoint}, "
+        "but no --pretrained_model was given. "
         "Convert the checkpoint once:\n"
         f"    python conversion_scripts/convert_videomae_to_adatad.py --checkpoint pretrained/{checkpoint}{arch_flag} "
         f"--output pretrained/{Path(checkpoint).stem}-adatad\n"
@@ -1149,7 +1157,9 @@ def evaluation_function(args) -> dict:
     )
     num_workers = preset["data"]["num_workers"] if args.num_workers is None else args.num_workers
     eval_dataloader = accelerator.prepare(
-        DataLoader(eval_dataset, batch_size=max(1, batch_size), collate_fn=collate_temporal_detection, num_workers=num_workers)
+        DataLoader(
+            eval_dataset, batch_size=max(1, batch_size), collate_fn=collate_temporal_detection, num_workers=num_workers
+        )
     )
     metrics = evaluate(model, eval_dataloader, processor, accelerator, evaluation)
     accelerator.print(f"{model_dir}:\n{format_metrics(metrics)}")
@@ -1165,8 +1175,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", help="preset name (see --list-presets) or path to a preset JSON file")
     parser.add_argument("--list-presets", action="store_true", help="print every preset and exit")
-    parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override preset fields, e.g. training.adapter_lr=1e-4")
-    parser.add_argument("--data_dir", help="dataset root (the preset's `data.root`): annotation file, class map, videos")
+    parser.add_argument(
+        "--set", nargs="*", metavar="KEY=VALUE", help="override preset fields, e.g. training.adapter_lr=1e-4"
+    )
+    parser.add_argument(
+        "--data_dir", help="dataset root (the preset's `data.root`): annotation file, class map, videos"
+    )
     parser.add_argument("--output_dir", default="runs/adatad", help="checkpoints, logs and the best/last model folders")
     parser.add_argument(
         "--overwrite_output_dir", action="store_true", help="train into a folder that holds a run (its checkpoints go)"
@@ -1183,21 +1197,30 @@ def parse_args(argv=None):
         help="evaluate the model folder --model on the preset's test split; write OUTPUT_DIR/eval_results.json and "
         "OUTPUT_DIR/predictions.json",
     )
-    parser.add_argument("--model", help="with --eval_only: a saved model folder (e.g. OUTPUT_DIR/best of a training run)")
+    parser.add_argument(
+        "--model", help="with --eval_only: a saved model folder (e.g. OUTPUT_DIR/best of a training run)"
+    )
     parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
     parser.add_argument(
-        "--num_workers", type=non_negative_int, default=None, help="data-loading workers per process (default: the preset's)"
+        "--num_workers",
+        type=non_negative_int,
+        default=None,
+        help="data-loading workers per process (default: the preset's)",
     )
     parser.add_argument("--eval_batch_size", type=positive_int, default=None)
     parser.add_argument(
         "--num_epochs", type=positive_int, default=None, help="stop after this many epochs (default: the preset's)"
     )
-    parser.add_argument("--max_train_steps", type=positive_int, default=None, help="stop after this many optimizer steps")
+    parser.add_argument(
+        "--max_train_steps", type=positive_int, default=None, help="stop after this many optimizer steps"
+    )
     parser.add_argument(
         "--checkpointing_steps", type=positive_int, default=None,
         help="also save_state every N steps (besides the preset's epochs)",
     )
-    parser.add_argument("--checkpoints_total_limit", type=positive_int, default=None, help="keep only the newest N checkpoints")
+    parser.add_argument(
+        "--checkpoints_total_limit", type=positive_int, default=None, help="keep only the newest N checkpoints"
+    )
     parser.add_argument("--resume_from_checkpoint", help="a checkpoint folder, or `latest`")
     parser.add_argument("--report_to", default=None, help="tracker, e.g. tensorboard")
     parser.add_argument("--seed", type=int, default=None)
@@ -1243,7 +1266,9 @@ def main(argv=None) -> int:
         if isinstance(error, DataValidationError):
             # The report lists each kind of problem with its first rows; its last line says what to do.
             print(error.report.summary(), file=sys.stderr)
-            error = RunError(f"{error.report.source}: the data has errors (report above); `adatad-validate-data` checks it")
+            error = RunError(
+                f"{error.report.source}: the data has errors (report above); `adatad-validate-data` checks it"
+            )
         print(f"error: {' '.join(str(error).split())}{hint} (--debug shows the traceback)", file=sys.stderr)
         return 2
     return 0

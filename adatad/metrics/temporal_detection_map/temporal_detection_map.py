@@ -164,7 +164,8 @@ class TemporalDetectionMAP(evaluate.Metric):
                 raise EvaluationInputError(f"reference of video {video_id!r}: 'segments' and 'labels' differ in length")
             entry = database.setdefault(video_id, {"annotations": []})
             entry["annotations"].extend(
-                {"segment": segment, "label": label} for segment, label in zip(reference["segments"], reference["labels"])
+                {"segment": segment, "label": label}
+                for segment, label in zip(reference["segments"], reference["labels"])
             )
             labels = prediction["labels"]
             if class_names is not None:
