@@ -33,7 +33,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import data as annotation_tables
+from .atomic_files import write_text_atomically
 
 
 PathLike = Union[str, os.PathLike]
@@ -762,8 +762,7 @@ def check_training_data(
 
 
 def write_atomic(path: PathLike, text: str) -> Path:
-    """Writes `text` to a temporary file in the target folder and renames it to `path` when complete, so an
-    interrupted run leaves the old file (or none) and never a half-written one.
+    """`write_text_atomically` with a clear error when the target folder is missing.
 
     Raises:
         CustomDataError: the target folder does not exist.
@@ -771,15 +770,7 @@ def write_atomic(path: PathLike, text: str) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise CustomDataError(f"cannot write {path}: the folder {path.parent} does not exist (create it first).")
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf8", dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(text)
-        os.replace(handle.name, path)
-    except BaseException:  # also KeyboardInterrupt: never leave the temporary file behind
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text)
     return path
 
 

@@ -32,6 +32,8 @@ from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from .atomic_files import write_text_atomically
+
 
 logger = logging.getLogger(__name__)
 
@@ -1295,26 +1297,6 @@ def _checked_output_path(output: str, inputs: Mapping[str, str]) -> str:
     return path
 
 
-def _write_json_atomically(path: str, data) -> None:
-    """Writes JSON under a temporary name in the target folder and renames it into place, so an
-    interrupted write never leaves a truncated file (or destroys the previous one)."""
-    descriptor, temporary = tempfile.mkstemp(
-        dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            json.dump(data, file, indent=1)
-        umask = os.umask(0)
-        os.umask(umask)
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """`adatad-eval`: ActivityNet-protocol mAP (or AR@AN) of a prediction file."""
     import argparse
@@ -1402,7 +1384,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             table = _format_proposal_table(result)
         if args.output:
             try:
-                _write_json_atomically(output, _json_ready(result))
+                write_text_atomically(output, json.dumps(_json_ready(result), indent=1))
             except OSError as error:
                 raise EvaluationInputError(f"--output {args.output!r} could not be written: {error}") from error
     except EvaluationInputError as error:

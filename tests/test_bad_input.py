@@ -91,11 +91,25 @@ def test_eval_output_is_written_atomically(tmp_path, capsys, monkeypatch):
     first = output.read_text()
     assert json.loads(first)["average_mAP"] == 0.5
 
-    def fail_midway(data, file, **kwargs):
-        file.write('{"average_mAP": ')
-        raise OSError(28, "No space left on device")
+    import adatad.atomic_files
 
-    monkeypatch.setattr(evaluation.json, "dump", fail_midway)
+    real_fdopen = adatad.atomic_files.os.fdopen
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, text):
+            self.handle.write(text[: len(text) // 2])
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(adatad.atomic_files.os, "fdopen", lambda *a, **k: FullDisk(real_fdopen(*a, **k)))
     code, _, err = run_eval(capsys, "--ground-truth", gt, "--predictions", predictions, "--output", output)
     assert code == 1
     assert_one_error_line(err, "could not be written", "No space left")

@@ -97,6 +97,8 @@ import os
 import sys
 from pathlib import Path
 
+from adatad.atomic_files import write_text_atomically
+
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 NUMBER = (int, float)
@@ -678,10 +680,7 @@ def dump_preset(preset: dict) -> str:
 def save_preset(preset: dict, path: str | os.PathLike):
     """Writes `preset` to `path` in the format of the shipped files (e.g. the resolved preset of a run), under a
     temporary name first so that an interrupted write never leaves half a file."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.incomplete")
-    temporary.write_text(dump_preset(preset))
-    temporary.replace(path)
+    write_text_atomically(path, dump_preset(preset))
 
 
 def _dataset_order(preset: dict) -> int:

@@ -57,6 +57,7 @@ from presets import (  # noqa: E402
 )
 
 from adatad import data as annotations  # noqa: E402
+from adatad.atomic_files import write_text_atomically  # noqa: E402
 from adatad.custom_data import DataValidationError, check_training_data  # noqa: E402
 from adatad.evaluation import evaluate_detection, evaluate_topk_recall  # noqa: E402
 from adatad.memory_estimation import limit_cpu_heap_fragmentation  # noqa: E402
@@ -150,11 +151,6 @@ def build_accelerator(args, preset: dict, output_dir: Path) -> Accelerator:
         kwargs_handlers=[ddp_kwargs],
     )
 
-
-def write_text_atomic(path: Path, text: str):
-    temporary = path.with_name(f".{path.name}{INCOMPLETE_SUFFIX}")
-    temporary.write_text(text)
-    temporary.replace(path)
 
 # When more than this share of the predictions is dropped (labels the ground truth does not have, videos the video
 # classifier does not score), the setup is wrong (class names, classifier file), not a few stray detections: the
@@ -613,7 +609,7 @@ def save_checkpoint(accelerator: Accelerator, model, ema, state: TrainerState, o
     if (final / TRAINER_STATE_NAME).is_file():
         # This step is saved already (--checkpointing_steps, then the epoch end): only the best score may be newer.
         if accelerator.is_main_process:
-            write_text_atomic(final / TRAINER_STATE_NAME, trainer_state)
+            write_text_atomically(final / TRAINER_STATE_NAME, trainer_state)
         accelerator.wait_for_everyone()
         return
     temporary = folder / f"{final.name}{INCOMPLETE_SUFFIX}"
@@ -716,7 +712,7 @@ def truncate_log(path: Path, last_step: int):
     """Drops records after `last_step` (a resumed run goes on from its checkpoint, not from the last logged step)."""
     if path.is_file():
         lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-        write_text_atomic(path, "".join(line + "\n" for line in lines))
+        write_text_atomically(path, "".join(line + "\n" for line in lines))
 
 
 def append_log(path: Path, record: dict):
@@ -798,12 +794,6 @@ def metrics_summary(metrics: dict) -> dict:
     return {key: metrics[key] for key in keys if key in metrics}
 
 
-def write_json_atomic(path: Path, content):
-    """Writes `content` as JSON under a temporary name in the target folder, then renames it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(content, indent=2))
-
-
 def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
     """A Hugging Face model card: what was trained on what, the measured mAP and how to load it."""
     command = f"`accelerate launch training/run_tad.py --preset {preset['name']}`"
@@ -869,8 +859,8 @@ def save_model(accelerator: Accelerator, model, ema, processor, preset: dict, ar
 def save_predictions(accelerator: Accelerator, args, output_dir: Path, metrics: dict, ground_truth: dict):
     if not accelerator.is_main_process:
         return
-    write_text_atomic(output_dir / "predictions.json", json.dumps({"results": metrics["predictions"]}))
-    write_text_atomic(output_dir / "ground_truth.json", json.dumps(ground_truth))
+    write_text_atomically(output_dir / "predictions.json", json.dumps({"results": metrics["predictions"]}))
+    write_text_atomically(output_dir / "ground_truth.json", json.dumps(ground_truth))
     if args.plot_timeline:
         from adatad.visualization import plot_timeline
 
@@ -1165,8 +1155,10 @@ def evaluation_function(args) -> dict:
     accelerator.print(f"{model_dir}:\n{format_metrics(metrics)}")
     if accelerator.is_main_process:
         output_dir = Path(args.output_dir)
-        write_json_atomic(output_dir / "predictions.json", {"results": metrics["predictions"]})
-        write_json_atomic(output_dir / "eval_results.json", {"model": str(model_dir), **metrics_summary(metrics)})
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(output_dir / "predictions.json", json.dumps({"results": metrics["predictions"]}))
+        summary = {"model": str(model_dir), **metrics_summary(metrics)}
+        write_text_atomically(output_dir / "eval_results.json", json.dumps(summary, indent=2))
     accelerator.end_training()
     return metrics
 
