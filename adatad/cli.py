@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--model", required=True,
-        help="folder with config.json, weights and video_preprocessor_config.json, or a Hub repo id owner/name[@revision] "
-        "(from the Hugging Face cache when it is there)",
+        help="folder with config.json, weights and video_preprocessor_config.json, or a Hub repo id "
+        "owner/name[@revision] (from the Hugging Face cache when it is there)",
     )
     parser.add_argument(
         "--trust-remote-code", action="store_true",
@@ -118,15 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="output format (default: from the --output extension, else json); srt/vtt with several videos: one "
         "file per video beside --output",
     )
-    parser.add_argument("--plot", default=None, help="also draw a timeline PNG of the detections here (needs matplotlib)")
-    parser.add_argument("--plot-max-videos", type=positive_int, default=8, help="videos drawn in the timeline (default 8)")
+    parser.add_argument(
+        "--plot", default=None, help="also draw a timeline PNG of the detections here (needs matplotlib)"
+    )
+    parser.add_argument(
+        "--plot-max-videos", type=positive_int, default=8, help="videos drawn in the timeline (default 8)"
+    )
     parser.add_argument(
         "--ground-truth", default=None,
         help="optional ActivityNet-style annotation JSON ({'database': {video_id: {...}}}) drawn above the detections",
     )
     parser.add_argument("--batch-size", type=positive_int, default=1, help="windows per model call (default 1)")
-    parser.add_argument("--device", default=None, help="'cpu', 'cuda', 'cuda:1', ... (default: first accelerator, else CPU)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype (default fp32)")
+    parser.add_argument(
+        "--device", default=None, help="'cpu', 'cuda', 'cuda:1', ... (default: first accelerator, else CPU)"
+    )
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype (default fp32)"
+    )
     parser.add_argument(
         "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
         help="dtype the weights are loaded in (default fp32); bf16/fp16 halve the model's memory",
@@ -138,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threads", type=positive_int, default=None,
-        help="torch CPU threads for the model (default: torch's choice; 1 is faster on a machine shared with other jobs)",
+        help="torch CPU threads for the model (default: torch's choice; 1 is faster on a machine shared with "
+        "other jobs)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an unexpected error")
@@ -300,7 +309,10 @@ def detect_main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        print(f"adatad-detect: error: {type(error).__name__}: {error} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"adatad-detect: error: {type(error).__name__}: {error} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -308,7 +320,9 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
     fmt = output_format(args)
     to_stdout = args.output == STDOUT
     viewing = fmt in SUBTITLE_FORMATS
-    threshold = args.threshold if args.threshold is not None else (VIEWING_THRESHOLD if viewing else EVALUATION_THRESHOLD)
+    threshold = (
+        args.threshold if args.threshold is not None else (VIEWING_THRESHOLD if viewing else EVALUATION_THRESHOLD)
+    )
     plot_threshold = args.threshold if args.threshold is not None else VIEWING_THRESHOLD
     videos = collect_videos(args.videos, parser)
     video_ids = [video.stem for video in videos]
@@ -405,7 +419,10 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
             if video_id is None or video_id in results:
                 write_atomically(path, render(results, fmt, video_id))
         written = ", ".join(str(path) for video_id, path in targets.items() if video_id is None or video_id in results)
-    print(f"wrote {num_detections} detections (score >= {threshold}) for {len(results)} video(s) to {written}", file=report)
+    print(
+        f"wrote {num_detections} detections (score >= {threshold}) for {len(results)} video(s) to {written}",
+        file=report,
+    )
     if fmt == "json" and threshold > 0:
         print(
             f"note: --threshold {threshold} cut the ranked lists; adatad-eval's mAP needs them whole (--threshold 0)",
@@ -449,7 +466,9 @@ def _plot(args, results: dict, durations: dict, ground_truth: dict, threshold: f
         for video_id in video_ids
     }
     target = Path(args.plot)
-    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix or ".png")
+    descriptor, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix or ".png"
+    )
     os.close(descriptor)
     try:
         plot_timeline(

@@ -54,7 +54,11 @@ _FIELD_RANGES = (
     ("head_prior_prob", lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1) (0: no prior bias)"),
     ("loss_center_sample_radius", lambda v: _is_real(v) and v > 0, "a positive number of strides"),
     ("loss_label_smoothing", lambda v: _is_real(v) and 0 <= v <= 1, "in [0, 1] (larger values make the loss negative)"),
-    ("loss_regression_weight", lambda v: _is_real(v) and (v > 0 or v == -1), "a positive weight, or -1 to balance it automatically"),
+    (
+        "loss_regression_weight",
+        lambda v: _is_real(v) and (v > 0 or v == -1),
+        "a positive weight, or -1 to balance it automatically",
+    ),
     ("loss_normalizer_init", lambda v: _is_real(v) and v > 0, "a positive number"),
     ("loss_normalizer_momentum", lambda v: _is_real(v) and 0 <= v <= 1, "in [0, 1]"),
     ("loss_focal_alpha", lambda v: _is_real(v) and v <= 1, "in [0, 1], or negative to disable the weighting"),
@@ -291,7 +295,8 @@ class AdaTADConfig(PreTrainedConfig):
         expected_strides = [2**level for level in range(levels)]
         if self.fpn_strides != expected_strides:
             raise ValueError(
-                f"`fpn_strides` must be {expected_strides} (each branch layer halves the length), got {self.fpn_strides}."
+                f"`fpn_strides` must be {expected_strides} (each branch layer halves the length), "
+                f"got {self.fpn_strides}."
             )
         windows = self.projection_attention_window
         if isinstance(windows, (list, tuple)) and len(windows) != levels:

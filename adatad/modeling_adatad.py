@@ -19,7 +19,7 @@ from .configuration_adatad import AdaTADConfig
 
 
 # ======================================================================================
-# Backbone: VideoMAE with temporal adapters (written by the lead)
+# Backbone: VideoMAE with temporal adapters
 # ======================================================================================
 
 def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
@@ -184,7 +184,8 @@ class AdaTADSideAdapters(nn.Module):
     def __init__(self, hidden_size: int, adapter_hidden_size: int, kernel_size: int, num_taps: int):
         super().__init__()
         self.adapters = nn.ModuleList(
-            AdaTADTemporalAdapter(hidden_size, adapter_hidden_size, kernel_size, residual=False) for _ in range(num_taps)
+            AdaTADTemporalAdapter(hidden_size, adapter_hidden_size, kernel_size, residual=False)
+            for _ in range(num_taps)
         )
 
     # Set by `activation_checkpointing_enable()`: each side adapter then recomputes its activations in backward.
@@ -221,7 +222,9 @@ class AdaTADBackbone(nn.Module):
             AdaTADVideoMAELayer(
                 vit_config,
                 drop_path_rate=drop_path_rates[index] if config.tuning_mode != "side" else 0.0,
-                adapter=self._make_adapter(config) if in_block_adapters and index in config.adapter_layer_indices else None,
+                adapter=(
+                    self._make_adapter(config) if in_block_adapters and index in config.adapter_layer_indices else None
+                ),
             )
             for index in range(depth)
         )
@@ -273,7 +276,9 @@ class AdaTADBackbone(nn.Module):
         batch_size, num_frames, num_channels, height, width = pixel_values.shape
         num_chunks = num_frames // self.config.frames_per_chunk
         # (batch_size, num_frames, c, h, w) -> (batch_size * num_chunks, frames_per_chunk, c, h, w)
-        chunks = pixel_values.reshape(batch_size * num_chunks, self.config.frames_per_chunk, num_channels, height, width)
+        chunks = pixel_values.reshape(
+            batch_size * num_chunks, self.config.frames_per_chunk, num_channels, height, width
+        )
 
         first_trainable = self._first_trainable_layer()
         with torch.set_grad_enabled(torch.is_grad_enabled() and first_trainable == 0):
@@ -300,9 +305,6 @@ class AdaTADBackbone(nn.Module):
         features = features.mean(2, dtype=torch.float32).to(hidden_states.dtype).transpose(1, 2)
         # (batch_size, c, num_chunks * t) -> (batch_size, c, feature_length)
         return F.interpolate(features, size=self.config.feature_length, mode="linear", align_corners=False)
-
-
-# BACKBONE-SECTION-END
 
 
 # ======================================================================================
@@ -1106,11 +1108,8 @@ def init_detector_weights(module: nn.Module, config: AdaTADConfig) -> None:
         init.constant_(module.loss_normalizer, float(config.loss_normalizer_init))
 
 
-# DETECTOR-SECTION-END
-
-
 # ======================================================================================
-# Pretrained model and task model (written by the lead)
+# Pretrained model and task model
 # ======================================================================================
 
 
@@ -1163,7 +1162,12 @@ class AdaTADTemporalDetectionOutput(ModelOutput):
 # the model code so that `pipeline(model=folder, trust_remote_code=True)` needs no installed adatad.
 PIPELINE_TASK = "temporal-action-detection"
 CUSTOM_PIPELINES = {
-    PIPELINE_TASK: {"impl": "pipeline_adatad.TemporalActionDetectionPipeline", "pt": ["AutoModel"], "tf": [], "type": "video"}
+    PIPELINE_TASK: {
+        "impl": "pipeline_adatad.TemporalActionDetectionPipeline",
+        "pt": ["AutoModel"],
+        "tf": [],
+        "type": "video",
+    }
 }
 
 

@@ -397,9 +397,6 @@ def config_from_opentad(model_cfg: dict, image_size: int | None = None, **overri
     return AdaTADConfig(**kwargs)
 
 
-# DETECTOR-KEYS-SECTION-END
-
-
 def convert_opentad_state_dict(state_dict: dict) -> tuple[dict, list[str]]:
     """Map a whole OpenTAD AdaTAD state dict to `AdaTADForTemporalDetection` names.
 

@@ -291,7 +291,9 @@ class TemporalActionDetectionPipeline(Pipeline):
         else:
             (result,) = processor.merge_window_detections(window_results, threshold=threshold, top_k=top_k)
         detections = []
-        for (start, end), name, score in zip(result["segments"].tolist(), result["label_names"], result["scores"].tolist()):
+        for (start, end), name, score in zip(
+            result["segments"].tolist(), result["label_names"], result["scores"].tolist()
+        ):
             # Post-processing rounds like OpenTAD (4 decimals for scores, 2 for seconds) in float32: give back the
             # decimal values and keep segments inside the video after rounding.
             start, end = (min(max(round(value, 2), 0.0), job.duration) for value in (start, end))
@@ -340,7 +342,9 @@ class TemporalActionDetectionPipeline(Pipeline):
         jobs = []
         for index, video in enumerate(videos):
             if not isinstance(video, (str, os.PathLike)):
-                raise TypeError(f"videos must be file paths (str or os.PathLike); entry {index} is {type(video).__name__}")
+                raise TypeError(
+                    f"videos must be file paths (str or os.PathLike); entry {index} is {type(video).__name__}"
+                )
             jobs.append(_VideoJob(index, str(video), Path(video).stem))
 
         batches = _BatchProducer(self, jobs, batch_size, prefetch_batches, progress)
@@ -379,7 +383,9 @@ class TemporalActionDetectionPipeline(Pipeline):
             "masks": torch.stack([w["masks"] for w in windows]),
         }
         outputs = self.forward(model_inputs, **forward_params)
-        proposals, scores = decode_candidates(outputs.logits, outputs.pred_offsets, outputs.points, outputs.feature_mask)
+        proposals, scores = decode_candidates(
+            outputs.logits, outputs.pred_offsets, outputs.points, outputs.feature_mask
+        )
         failed, rows = [], []
         for row, window in enumerate(windows):
             job = window["job"]
@@ -397,7 +403,9 @@ class TemporalActionDetectionPipeline(Pipeline):
         candidates = {"proposals": [proposals[r] for r in rows], "scores": [scores[r] for r in rows]}
         metas = [windows[r]["video_meta"] for r in rows]
         if self.video_processor.sampling_method == "resize":
-            results = self.video_processor.post_process_temporal_detection(candidates, metas, class_names=self.class_names)
+            results = self.video_processor.post_process_temporal_detection(
+                candidates, metas, class_names=self.class_names
+            )
         else:
             results = self.video_processor.post_process_temporal_detection(
                 candidates, metas, class_names=self.class_names, merge_windows=False
@@ -414,7 +422,9 @@ class TemporalActionDetectionPipeline(Pipeline):
 
     @staticmethod
     def _finish(job: _VideoJob, outcome: Future | _VideoJob) -> VideoDetections:
-        result = VideoDetections(job.path, job.video_id, duration=job.duration, num_windows=len(job.window_starts or []))
+        result = VideoDetections(
+            job.path, job.video_id, duration=job.duration, num_windows=len(job.window_starts or [])
+        )
         if isinstance(outcome, _VideoJob):
             result.error = outcome.error
         else:
@@ -591,7 +601,9 @@ def load_detection_pipeline(
 # Only the installed package registers the task: the copy of this file in a saved model folder, imported when a
 # folder is loaded with trust_remote_code=True, must not replace the installed pipeline for every later call.
 if __package__ == "adatad":
-    PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=TemporalActionDetectionPipeline, pt_model=AutoModel, type="video")
+    PIPELINE_REGISTRY.register_pipeline(
+        TASK, pipeline_class=TemporalActionDetectionPipeline, pt_model=AutoModel, type="video"
+    )
 
 __all__ = [
     "TemporalActionDetectionPipeline",

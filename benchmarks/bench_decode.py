@@ -97,7 +97,10 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         looped = Path(folder) / "looped.mp4"
         total = loop_clip(args.video, looped, window_size * snippet_stride)
-        print(f"source {args.video.name} looped to {total} frames; {window_size} frames per sample, stride {snippet_stride}")
+        print(
+            f"source {args.video.name} looped to {total} frames; {window_size} frames per sample, "
+            f"stride {snippet_stride}"
+        )
         for size in args.sizes:
             processor = AdaTADVideoProcessor(
                 window_size=window_size, snippet_stride=snippet_stride, size={"shortest_edge": size},

@@ -100,7 +100,11 @@ def generate_predictions(ground_truth: dict, num_predictions: int, seed: int = 2
         while len(detections) < target:
             center = rng.uniform(0, duration)
             half = duration * rng.beta(1.5, 4) / 2
-            label = video_labels[int(rng.integers(len(video_labels)))] if rng.random() < 0.5 else labels[int(rng.integers(len(labels)))]
+            label = (
+                video_labels[int(rng.integers(len(video_labels)))]
+                if rng.random() < 0.5
+                else labels[int(rng.integers(len(labels)))]
+            )
             detections.append((max(center - half, 0.0), min(center + half, duration), label))
             scores.append(0.5 * rng.beta(1.5, 4))
         results[video_id] = [
@@ -144,7 +148,9 @@ def peak_rss_of_process(command, env):
 
 def run_crowded(args, env, parse_thresholds):
     ground_truth, predictions = crowded_case(args.crowded_video, args.crowded_instances)
-    gt_path, pred_path, metrics_path = args.work_dir / "ground_truth.json", args.work_dir / "predictions.json", args.work_dir / "metrics.json"
+    gt_path, pred_path, metrics_path = (
+        args.work_dir / "ground_truth.json", args.work_dir / "predictions.json", args.work_dir / "metrics.json"
+    )
     gt_path.write_text(json.dumps(ground_truth))
     pred_path.write_text(json.dumps(predictions))
     del ground_truth, predictions
@@ -193,7 +199,14 @@ def _read_case(gt_path, pred_path, subset):
             continue
         for annotation in entry["annotations"]:
             class_index.setdefault(annotation["label"], len(class_index))
-            gt_rows.append((video_id, float(annotation["segment"][0]), float(annotation["segment"][1]), class_index[annotation["label"]]))
+            gt_rows.append(
+                (
+                    video_id,
+                    float(annotation["segment"][0]),
+                    float(annotation["segment"][1]),
+                    class_index[annotation["label"]],
+                )
+            )
     pred_rows = [
         (video_id, float(d["segment"][0]), float(d["segment"][1]), class_index[d["label"]], d["score"])
         for video_id, detections in results.items()
@@ -355,7 +368,8 @@ def main():
     parser.add_argument("--crowded-instances", type=int, default=200, help="ground-truth instances of that video")
     parser.add_argument("--crowded-task", choices=("detection", "proposal"), default="detection",
                         help="crowded case: evaluate detections (mAP) or proposals (AR@AN)")
-    parser.add_argument("--check-against-loop", action="store_true", help="crowded case: compare mAP with the plain loop")
+    parser.add_argument("--check-against-loop", action="store_true",
+                        help="crowded case: compare mAP with the plain loop")
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO_ROOT))
@@ -372,7 +386,9 @@ def main():
             args.output.write_text(json.dumps(measurements, indent=1))
         shutil.rmtree(args.work_dir, ignore_errors=True)
         return
-    gt_path, pred_path, metrics_path = args.work_dir / "ground_truth.json", args.work_dir / "predictions.json", args.work_dir / "metrics.json"
+    gt_path, pred_path, metrics_path = (
+        args.work_dir / "ground_truth.json", args.work_dir / "predictions.json", args.work_dir / "metrics.json"
+    )
     ground_truth = build_ground_truth(args.shared_dir)
     predictions = generate_predictions(ground_truth, args.num_predictions)
     gt_path.write_text(json.dumps(ground_truth))
@@ -385,7 +401,8 @@ def main():
 
     command, command_name = adatad_eval_command()
     command = command + ["--ground-truth", str(gt_path), "--predictions", str(pred_path),
-                         "--tiou-thresholds", THRESHOLD_SPEC, "--subset", "validation", "--output", str(metrics_path), "--quiet"]
+                         "--tiou-thresholds", THRESHOLD_SPEC, "--subset", "validation",
+                         "--output", str(metrics_path), "--quiet"]
     process_times, process_cpu = time_process(command, args.repeats, env)
     cli_metrics = json.loads(metrics_path.read_text())
     ours = np.array(list(cli_metrics["ap_per_class"].values())).T  # (thresholds, classes)

@@ -168,9 +168,12 @@ def run(args) -> list[dict]:
                 measured = {name: measurements[name]() for name in names}
                 run_record = {**measured.pop("pipeline"), **measured, "loadavg_1min": [load_before, os.getloadavg()[0]]}
                 runs.append(run_record)
-                inline = f", pipeline without overlap {frames / run_record['inline_s']:.2f}" if args.compare_inline else ""
+                inline = (
+                    f", pipeline without overlap {frames / run_record['inline_s']:.2f}" if args.compare_inline else ""
+                )
                 print(f"  {precision} run {repeat + 1}: pipeline {frames / run_record['wall_s']:.2f} frames/s, "
-                      f"model alone {frames / run_record['model_alone_s']:.2f}{inline} (load {load_before:.1f})", flush=True)
+                      f"model alone {frames / run_record['model_alone_s']:.2f}{inline} (load {load_before:.1f})",
+                      flush=True)
             pipeline_fps = statistics.median(frames / r["wall_s"] for r in runs)
             model_fps = statistics.median(frames / r["model_alone_s"] for r in runs)
             rows.append(
@@ -218,7 +221,9 @@ def print_table(rows, args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
-    parser.add_argument("--modes", nargs="+", choices=("adapter", "side", "frozen", "full"), default=["adapter", "side"])
+    parser.add_argument(
+        "--modes", nargs="+", choices=("adapter", "side", "frozen", "full"), default=["adapter", "side"]
+    )
     parser.add_argument("--precisions", nargs="+", choices=sorted(PRECISIONS), default=["fp32", "bf16"])
     parser.add_argument(
         "--loop", type=int, default=1,
@@ -255,7 +260,9 @@ def main():
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average now {os.getloadavg()}; "
           f"{os.cpu_count()} CPUs; torch {torch.__version__}")
     if args.output:
-        args.output.write_text(json.dumps({"arguments": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
+        args.output.write_text(
+            json.dumps({"arguments": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -99,7 +99,8 @@ def markdown(validation: list[dict], presets: list[dict]) -> str:
                   "optimizer | activations | total GiB |", "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in presets:
             lines.append(
-                f"| {r['preset']} | {r['batch_size']} | {r['precision']} | {'on' if r['gradient_checkpointing'] else 'off'}"
+                f"| {r['preset']} | {r['batch_size']} | {r['precision']} | "
+                f"{'on' if r['gradient_checkpointing'] else 'off'}"
                 f" | {r['total_m']:.0f} | {r['trainable_m']:.1f} | {r['weights']:.2f} | {r['gradients']:.2f} | "
                 f"{r['optimizer_states']:.2f} | {r['activations']:.2f} | **{r['total']:.2f}** |"
             )

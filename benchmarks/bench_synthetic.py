@@ -20,8 +20,9 @@ Usage:
         [--data-dir DIR] [--num-epochs N] [--threads N] [--quick] [--set KEY=VALUE ...]
 
 `--quick` is a smoke run (a 16 + 8 video dataset in `<output-dir>/data-quick`, 2 epochs per mode, under two
-minutes): it checks the plumbing; after 8 warm-up steps its mAP is 0 and means nothing. Outputs in `--output-dir`: one run folder per mode
-(`<mode>/`, with `train.log`), `bench_synthetic.json` (every number) and `bench_synthetic.md` (the table).
+minutes): it checks the plumbing; after 8 warm-up steps its mAP is 0 and means nothing. Outputs in `--output-dir`:
+one run folder per mode (`<mode>/`, with `train.log`), `bench_synthetic.json` (every number) and
+`bench_synthetic.md` (the table).
 """
 
 import argparse
@@ -164,7 +165,9 @@ def main(argv=None):
     for mode in args.modes:
         print(f"training {mode} ({PRESETS[mode]}) ...", flush=True)
         results.append(run_mode(mode, args, args.data_dir, args.num_epochs))
-        summary = results[-1].get("error") or f"mAP@0.5 {100 * results[-1]['mAP_per_tiou'].get('0.5', float('nan')):.1f}"
+        summary = (
+            results[-1].get("error") or f"mAP@0.5 {100 * results[-1]['mAP_per_tiou'].get('0.5', float('nan')):.1f}"
+        )
         print(f"  {mode}: {summary}, {results[-1]['wall_seconds']:.0f} s", flush=True)
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),

@@ -4,9 +4,10 @@ This is the paper's headline claim: training the Temporal-Informative Adapters o
 memory than fine-tuning the whole ViT, and AdaTAD-dagger (side adapters beside a ViT run without gradients) less
 again.
 
-Case: VideoMAE-S sized AdaTAD (`--backbone base`: VideoMAE-B, 768 wide, 12 heads) (THUMOS-14 preset: 384 wide, 12 layers, 6 heads, 16-frame chunks, 160x160 frames,
-20 classes) with random weights; `feature_length = max_seq_len = num_frames` as the THUMOS presets do. One training
-step = forward with synthetic labels + backward + AdamW step (the model's own parameter groups), batch size 1.
+Case: VideoMAE-S sized AdaTAD (`--backbone base`: VideoMAE-B, 768 wide, 12 heads) (THUMOS-14 preset: 384 wide,
+12 layers, 6 heads, 16-frame chunks, 160x160 frames, 20 classes) with random weights;
+`feature_length = max_seq_len = num_frames` as the THUMOS presets do. One training step = forward with synthetic
+labels + backward + AdamW step (the model's own parameter groups), batch size 1.
 
 Variants (one per tuning mode; "+ckpt" = `model.activation_checkpointing_enable()`, every ViT layer recomputed in
 backward). Checkpointing only matters where autograd runs through the ViT (`adapter`, `full`); `frozen` and `side`
@@ -23,9 +24,9 @@ counts activations kept for backward, gradients, AdamW states and temporaries, n
 before the first step), with glibc's mmap threshold fixed (`--malloc-mmap-threshold`, default 128 KiB) so that
 every large tensor is returned to the system when freed and the RSS follows live tensors (glibc's adaptive default
 keeps freed tensors below 32 MiB in a fragmented heap: the RSS then depends on tensor sizes, i.e. on the frame
-count, and overstates small runs); on CUDA it is `torch.cuda.max_memory_allocated`. Time = median wall time of the timed steps
-(forward, backward and optimizer parts are recorded too), with `os.getloadavg()` before and after every step: on a
-shared machine the times are only as good as that load.
+count, and overstates small runs); on CUDA it is `torch.cuda.max_memory_allocated`. Time = median wall time of the
+timed steps (forward, backward and optimizer parts are recorded too), with `os.getloadavg()` before and after every
+step: on a shared machine the times are only as good as that load.
 
 OOM guard: a configuration whose memory, extrapolated linearly from the same variant at smaller frame counts, would
 exceed `--max-memory-gib` (or what the machine has available) is skipped with that reason; a running step whose
@@ -130,7 +131,9 @@ def run_worker(spec: dict) -> dict:
         for video in synthetic_labels(frames, config.feature_length, config.num_labels, torch)
     ]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    backbone_trainable = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n.startswith("model."))
+    backbone_trainable = sum(
+        p.numel() for n, p in model.named_parameters() if p.requires_grad and n.startswith("model.")
+    )
     weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 
     def synchronize():
@@ -569,7 +572,11 @@ def headline(report: dict, short: bool = False) -> str:
             entry = lookup(results, variant, frames)
             # The plot compares like with like: checkpointed full fine-tuning against variants that keep no ViT
             # activations (or checkpoint them), plain full fine-tuning against all.
-            if not entry or memory_value(entry)[0] is None or (short and (variant, reference) == ("adapter", "full+ckpt")):
+            if (
+                not entry
+                or memory_value(entry)[0] is None
+                or (short and (variant, reference) == ("adapter", "full+ckpt"))
+            ):
                 continue
             value, predicted = memory_value(entry)
             mark = "~" if predicted or ref_predicted else ""

@@ -65,7 +65,9 @@ def build_adatad(case: dict, full_finetuning: bool = False):
     from adatad.opentad import config_from_opentad
     from opentad_ref import model_cfg
 
-    cfg = model_cfg(argparse.Namespace(**case), "VisionTransformerCP" if full_finetuning else "VisionTransformerAdapter")
+    cfg = model_cfg(
+        argparse.Namespace(**case), "VisionTransformerCP" if full_finetuning else "VisionTransformerAdapter"
+    )
     torch.manual_seed(0)
     model = AdaTADForTemporalDetection(config_from_opentad(cfg, image_size=case["size"]))
     T, S = case["frames"], case["size"]
@@ -196,7 +198,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--opentad-python", help="python of an environment that imports OpenTAD's dependencies")
     ap.add_argument("--opentad-root", default=os.environ.get("OPENTAD_ROOT"), help="extracted OpenTAD checkout")
-    ap.add_argument("--adatad-python", default=sys.executable, help="python of an environment with adatad's dependencies")
+    ap.add_argument(
+        "--adatad-python", default=sys.executable, help="python of an environment with adatad's dependencies"
+    )
     ap.add_argument("--project", default=str(HERE.parent), help="adatad checkout the adatad worker imports")
     ap.add_argument("--frames", type=int, default=64, help="frames per video (multiple of 16)")
     ap.add_argument("--size", type=int, default=160, help="frame height = width")

@@ -39,5 +39,5 @@ def tests_dir():
 
 @pytest.fixture(scope="session")
 def shared_dir(tests_dir):
-    """Old name of `tests_dir`, kept until tests/test_modeling_detector.py uses the new name."""
+    """Old name of `tests_dir`, kept until tests/test_modeling_dtype.py uses the new name."""
     return tests_dir

@@ -171,7 +171,9 @@ def test_adapter_starts_as_identity(tester):
     frozen.load_state_dict(state)
     pixel_values, _, _ = tester.prepare_inputs()
     with torch.no_grad():
-        torch.testing.assert_close(with_adapters(pixel_values).last_hidden_state, frozen(pixel_values).last_hidden_state)
+        torch.testing.assert_close(
+            with_adapters(pixel_values).last_hidden_state, frozen(pixel_values).last_hidden_state
+        )
 
 
 def test_temporal_adapter_mixes_chunks(tester):
@@ -222,7 +224,9 @@ def test_save_load_round_trip_with_auto_model(tester, tmp_path):
     assert bias.abs().sum() > 0 or original["model.backbone.layers.0.attention.attention.query.bias"].abs().sum() == 0
     pixel_values, masks, _ = tester.prepare_inputs()
     with torch.no_grad():
-        torch.testing.assert_close(model(pixel_values, masks=masks).logits[0], loaded(pixel_values, masks=masks).logits[0])
+        torch.testing.assert_close(
+            model(pixel_values, masks=masks).logits[0], loaded(pixel_values, masks=masks).logits[0]
+        )
 
 
 def test_default_config_round_trip_with_trust_remote_code(tmp_path):

@@ -450,18 +450,18 @@ def test_save_and_load_keep_the_position_table_and_the_normaliser(tmp_path):
 # OpenTAD config and key mapping (adatad/opentad.py)
 
 
-def opentad_model_cfg(shared_dir):
+def opentad_model_cfg(tests_dir):
     import json
 
-    return json.loads((shared_dir / "fixtures" / "opentad_public" / "config.json").read_text())["opentad_model_cfg"]
+    return json.loads((tests_dir / "fixtures" / "opentad_public" / "config.json").read_text())["opentad_model_cfg"]
 
 
-def test_config_from_opentad_maps_detector_settings(shared_dir):
+def test_config_from_opentad_maps_detector_settings(tests_dir):
     import copy
 
     from adatad.opentad import config_from_opentad
 
-    model_cfg = copy.deepcopy(opentad_model_cfg(shared_dir))
+    model_cfg = copy.deepcopy(opentad_model_cfg(tests_dir))
     model_cfg["projection"].update(
         attn_cfg=dict(n_head=4, n_mha_win_size=[9, 9, 5, -1]), use_abs_pe=True, input_pdrop=0.2, max_seq_len=128
     )
@@ -497,31 +497,31 @@ def test_config_from_opentad_maps_detector_settings(shared_dir):
         ("projection", "unknown_option", 1, "unknown_option"),
     ],
 )
-def test_config_from_opentad_rejects_unsupported_settings(shared_dir, section, key, value, message):
+def test_config_from_opentad_rejects_unsupported_settings(tests_dir, section, key, value, message):
     import copy
 
     from adatad.opentad import config_from_opentad
 
-    model_cfg = copy.deepcopy(opentad_model_cfg(shared_dir))
+    model_cfg = copy.deepcopy(opentad_model_cfg(tests_dir))
     model_cfg[section][key] = value
     with pytest.raises(ValueError, match=message):
         config_from_opentad(model_cfg)
 
 
-def test_config_from_opentad_rejects_unsupported_backbones(shared_dir):
+def test_config_from_opentad_rejects_unsupported_backbones(tests_dir):
     import copy
 
     from adatad.opentad import config_from_opentad
 
-    model_cfg = copy.deepcopy(opentad_model_cfg(shared_dir))
+    model_cfg = copy.deepcopy(opentad_model_cfg(tests_dir))
     model_cfg["backbone"]["backbone"]["type"] = "VisionTransformer"
     with pytest.raises(ValueError, match="backbone.backbone.type"):
         config_from_opentad(model_cfg)
-    model_cfg = copy.deepcopy(opentad_model_cfg(shared_dir))
+    model_cfg = copy.deepcopy(opentad_model_cfg(tests_dir))
     model_cfg["backbone"]["data_preprocessor"]["mean"] = [0.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="mean"):
         config_from_opentad(model_cfg)
-    model_cfg = copy.deepcopy(opentad_model_cfg(shared_dir))
+    model_cfg = copy.deepcopy(opentad_model_cfg(tests_dir))
     model_cfg["backbone"]["custom"]["post_processing_pipeline"][2]["mode"] = "nearest"
     with pytest.raises(ValueError, match="mode"):
         config_from_opentad(model_cfg)
@@ -549,12 +549,12 @@ def test_detector_key_mapping_round_trips_and_names_unknown_keys():
         convert_opentad_detector_keys({"roi_head.fc.weight": torch.zeros(1)})
 
 
-def test_config_from_opentad_maps_plain_vit_to_frozen_and_full(shared_dir):
+def test_config_from_opentad_maps_plain_vit_to_frozen_and_full(tests_dir):
     import copy
 
     from adatad.opentad import config_from_opentad
 
-    model_cfg = copy.deepcopy(opentad_model_cfg(shared_dir))
+    model_cfg = copy.deepcopy(opentad_model_cfg(tests_dir))
     vit = model_cfg["backbone"]["backbone"]
     vit["type"] = "VisionTransformerCP"
     for key in ("total_frames", "adapter_index", "adapter_mlp_ratio"):

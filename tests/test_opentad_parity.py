@@ -266,7 +266,7 @@ def test_detector_matches_opentad(opentad_fixture):
     for name, expected in expected_grads.items():
         assert actual_grads[name] is not None, f"no gradient for detector.{name}"
         check("grads", actual_grads[name], expected, f"grad detector.{name}", **GRAD_TOLERANCE)
-    # shown with `pytest -s`: the numbers quoted in the README
+    # shown with `pytest -s`: the numbers quoted in docs/model.md ("Parity with OpenTAD (detector alone)")
     summary = ", ".join(f"{group} {value:.1e}" for group, value in largest_difference.items())
     print(f"\n{opentad_fixture.name} detector max abs differences: {summary}")
 
