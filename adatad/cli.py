@@ -48,6 +48,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .atomic_files import write_text_atomically
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 ACTIVITYNET_VERSION = "VERSION 1.3"
 FORMATS = ("json", "srt", "vtt", "csv", "jsonl")
@@ -223,18 +225,6 @@ def check_outputs(targets: list[tuple[str, Path]], inputs: list[Path], parser: a
                 pass
         except OSError as error:
             parser.error(f"cannot write {option} '{target}': {error.strerror or error}")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Writes `text` under a temporary name beside `path`, then renames it over `path`."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 # -- formats ---------------------------------------------------------------------------------------------------
@@ -417,7 +407,7 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
     else:
         for video_id, path in targets.items():
             if video_id is None or video_id in results:
-                write_atomically(path, render(results, fmt, video_id))
+                write_text_atomically(path, render(results, fmt, video_id))
         written = ", ".join(str(path) for video_id, path in targets.items() if video_id is None or video_id in results)
     print(
         f"wrote {num_detections} detections (score >= {threshold}) for {len(results)} video(s) to {written}",

@@ -35,9 +35,3 @@ def pytest_generate_tests(metafunc):
 def tests_dir():
     """The repository's tests/ folder, holding fixtures/, data/ and seed/."""
     return TESTS_DIR
-
-
-@pytest.fixture(scope="session")
-def shared_dir(tests_dir):
-    """Old name of `tests_dir`, kept until tests/test_modeling_dtype.py uses the new name."""
-    return tests_dir

@@ -63,9 +63,9 @@ def pipeline_folder(tmp_path_factory):
     return folder
 
 
-def test_pipeline_loaded_in_bf16_gives_the_fp32_detections(pipeline_folder, shared_dir):
+def test_pipeline_loaded_in_bf16_gives_the_fp32_detections(pipeline_folder, tests_dir):
     torch.set_num_threads(1)
-    video = str(shared_dir / "data" / "videos" / "test.avi")
+    video = str(tests_dir / "data" / "videos" / "test.avi")
     kwargs = dict(model=str(pipeline_folder), trust_remote_code=True, device="cpu")
     reference = pipeline("temporal-action-detection", **kwargs)(video, threshold=0.0)
     detector = pipeline("temporal-action-detection", dtype=torch.bfloat16, **kwargs)
@@ -79,9 +79,9 @@ def test_pipeline_loaded_in_bf16_gives_the_fp32_detections(pipeline_folder, shar
     assert top["segment"] == pytest.approx(top_reference["segment"], abs=0.5)
 
 
-def test_cli_dtype_bf16_writes_detections(pipeline_folder, shared_dir, tmp_path):
+def test_cli_dtype_bf16_writes_detections(pipeline_folder, tests_dir, tmp_path):
     output = tmp_path / "detections.json"
-    video = shared_dir / "data" / "videos" / "test.avi"
+    video = tests_dir / "data" / "videos" / "test.avi"
     status = detect_main([
         str(video), "--model", str(pipeline_folder), "--dtype", "bf16", "--threshold", "0.0", "--output", str(output),
         "--device", "cpu", "--threads", "1", "--no-progress",
