@@ -1,4 +1,5 @@
-"""Files written whole or not at all: every writer of the package goes through `write_text_atomically`.
+"""Files written whole or not at all, and never over an input: every writer of the package goes through
+`write_text_atomically`, and the commands check their output paths with `check_output_path` before any work.
 
 Torch-free leaf module (evaluation, annotation tools, the command line and training all use it).
 """
@@ -6,7 +7,7 @@ Torch-free leaf module (evaluation, annotation tools, the command line and train
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Iterable, Tuple, Union
 
 
 def write_text_atomically(path: Union[str, os.PathLike], text: str) -> Path:
@@ -27,3 +28,47 @@ def write_text_atomically(path: Union[str, os.PathLike], text: str) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+class OutputPathError(ValueError):
+    """An output path that is an input, a folder, or a place that cannot be written."""
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def check_output_path(
+    option: str, output: Union[str, os.PathLike], inputs: Iterable[Tuple[str, Union[str, os.PathLike]]]
+) -> Path:
+    """Refuses `output` (given as `option`, e.g. "--output") when it is one of `inputs` ((what, path) pairs; any
+    spelling: symbolic links, `..`, hard links), a folder, or where no file can be created; creates its folder. Call
+    it before the work, so that a typo fails at once and an input is never replaced.
+
+    Raises:
+        OutputPathError: naming the option, the path and what to do.
+    """
+    target = Path(output)
+    for what, source in inputs:
+        if _same_file(target, Path(source)):
+            raise OutputPathError(
+                f"{option} '{output}' is the {what} file '{source}', which writing would destroy; "
+                "choose another output path"
+            )
+    if target.is_dir():
+        raise OutputPathError(f"{option} '{output}' is a folder; give a file path")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".check"):
+            pass
+    except OSError as error:
+        raise OutputPathError(
+            f"cannot write {option} '{output}': its folder cannot be written ({error.strerror or error}); "
+            "choose a writable location"
+        ) from None
+    return target

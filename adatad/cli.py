@@ -48,7 +48,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .atomic_files import write_text_atomically
+from .atomic_files import OutputPathError, check_output_path, write_text_atomically
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 ACTIVITYNET_VERSION = "VERSION 1.3"
@@ -194,13 +194,6 @@ def output_paths(output: str, fmt: str, video_ids: list[str]) -> dict[str | None
     return {video_id: path.with_name(f"{path.stem}.{video_id}.{fmt}") for video_id in video_ids}
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def check_outputs(targets: list[tuple[str, Path]], inputs: list[Path], parser: argparse.ArgumentParser) -> None:
     """Refuses a target (`(option, path)`) that is an input or another target, or that cannot be written; before any
     model work."""
@@ -210,21 +203,10 @@ def check_outputs(targets: list[tuple[str, Path]], inputs: list[Path], parser: a
         if resolved in seen:
             parser.error(f"{option} '{target}' is also {seen[resolved]}; give them different paths")
         seen[resolved] = option
-        for source in inputs:
-            if resolved == source.resolve() or _same_file(target, source):
-                parser.error(
-                    f"{option} '{target}' is the input file '{source}', which writing would destroy; "
-                    "choose another output path"
-                )
-        if target.is_dir():
-            parser.error(f"{option} '{target}' is a folder; give a file path")
-        folder = target.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".check"):
-                pass
-        except OSError as error:
-            parser.error(f"cannot write {option} '{target}': {error.strerror or error}")
+            check_output_path(option, target, [("input", source) for source in inputs])
+        except OutputPathError as error:
+            parser.error(str(error))
 
 
 # -- formats ---------------------------------------------------------------------------------------------------

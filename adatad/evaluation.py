@@ -25,14 +25,13 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import traceback
 from dataclasses import dataclass
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .atomic_files import write_text_atomically
+from .atomic_files import OutputPathError, check_output_path, write_text_atomically
 
 
 logger = logging.getLogger(__name__)
@@ -1269,34 +1268,6 @@ def evaluate_topk_recall(
     }
 
 
-def _checked_output_path(output: str, inputs: Mapping[str, str]) -> str:
-    """Absolute path of `--output` once it is known to be writable and none of the inputs, so that a
-    typo fails before the evaluation rather than after it, and never replaces an input file."""
-    path = os.path.abspath(output)
-    for what, input_path in inputs.items():
-        same = os.path.realpath(path) == os.path.realpath(input_path)
-        if not same and os.path.exists(path) and os.path.exists(input_path):
-            same = os.path.samefile(path, input_path)
-        if same:
-            raise EvaluationInputError(
-                f"--output {output!r} is the {what} file and would be replaced by the metrics; "
-                "write them to another file"
-            )
-    if os.path.isdir(path):
-        raise EvaluationInputError(f"--output {output!r} is a folder; give a file name such as metrics.json")
-    folder = os.path.dirname(path)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".adatad-eval-probe-")
-        os.close(descriptor)
-        os.unlink(probe)
-    except OSError as error:
-        raise EvaluationInputError(
-            f"--output {output!r} cannot be written ({error.strerror or error}); choose a writable location"
-        ) from None
-    return path
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """`adatad-eval`: ActivityNet-protocol mAP (or AR@AN) of a prediction file."""
     import argparse
@@ -1355,11 +1326,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     subset = None if args.all_subsets else args.subset
     try:
         if args.output:
-            output = _checked_output_path(
-                args.output,
-                {"ground-truth": args.ground_truth, "predictions": args.predictions,
-                 **({"blocked-videos": args.blocked_videos} if args.blocked_videos else {})},
-            )
+            inputs = [("ground-truth", args.ground_truth), ("predictions", args.predictions)]
+            if args.blocked_videos:
+                inputs.append(("blocked-videos", args.blocked_videos))
+            output = check_output_path("--output", args.output, inputs)
         blocked = _read_video_list(args.blocked_videos) if args.blocked_videos else ()
         if args.task == "detection":
             result = evaluate_detection(
@@ -1387,7 +1357,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 write_text_atomically(output, json.dumps(_json_ready(result), indent=1))
             except OSError as error:
                 raise EvaluationInputError(f"--output {args.output!r} could not be written: {error}") from error
-    except EvaluationInputError as error:
+    except (EvaluationInputError, OutputPathError) as error:
         if args.debug:
             traceback.print_exc()
         print(f"adatad-eval: error: {error}", file=sys.stderr)

@@ -36,3 +36,19 @@ def test_a_missing_folder_is_an_error_and_creates_nothing(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_text_atomically(tmp_path / "missing" / "out.json", "{}")
     assert not (tmp_path / "missing").exists()
+
+
+def test_check_output_path_refuses_an_input_in_any_spelling_and_a_folder(tmp_path):
+    from adatad.atomic_files import OutputPathError, check_output_path
+
+    source = tmp_path / "gt.json"
+    source.write_text("{}")
+    (tmp_path / "hard.json").hardlink_to(source)
+    for spelling in (source, tmp_path / "sub" / ".." / "gt.json", tmp_path / "hard.json"):
+        with pytest.raises(OutputPathError, match=r"--output '.*' is the ground-truth file"):
+            check_output_path("--output", spelling, [("ground-truth", source)])
+    with pytest.raises(OutputPathError, match="is a folder"):
+        check_output_path("--output", tmp_path, [])
+    target = check_output_path("--output", tmp_path / "new" / "metrics.json", [("ground-truth", source)])
+    assert target.parent.is_dir() and not target.exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == []
