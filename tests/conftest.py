@@ -35,3 +35,16 @@ def pytest_generate_tests(metafunc):
 def tests_dir():
     """The repository's tests/ folder, holding fixtures/, data/ and seed/."""
     return TESTS_DIR
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread: on a machine shared with other jobs, OpenMP workers that spin-wait
+    for descheduled peers make them several times slower (see benchmarks/bench_infer.py); results do not depend
+    on it. Modules use it with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -26,13 +26,7 @@ FAST = ["--no-progress", "--device", "cpu", "--threads", "1"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny models on a machine shared with other jobs run fastest on one thread (see tests/test_pipeline.py).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,7 @@ from convert_opentad_to_adatad import (  # noqa: E402
 )
 from convert_videomae_to_adatad import ConversionError, convert_videomae_checkpoint  # noqa: E402
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # The models here are tiny: extra threads only add contention (10x slower on a busy 2-core machine).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])

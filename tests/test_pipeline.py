@@ -52,14 +52,7 @@ def tiny_processor(**overrides):
     return AdaTADVideoProcessor(**kwargs)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # On a machine shared with other jobs, OpenMP workers that spin-wait for descheduled peers make tiny models
-    # several times slower with 2 threads than with 1 (see benchmarks/bench_infer.py); results do not depend on it.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_tiny_model(folder):
