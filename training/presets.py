@@ -256,7 +256,7 @@ KEY_READERS = {
     "data.fps": "run_tad.build_evaluation_data",
     "data.offset_frames": "run_tad.build_evaluation_data",
     "data.on_video_error": "run_tad.transform_kwargs",
-    "data.num_workers": "run_tad.build_dataloaders",
+    "data.num_workers": "run_tad.data_workers",
     "training.global_batch_size": "run_tad.batch_sizes",
     "training.gradient_accumulation_steps": "run_tad.build_accelerator",
     "training.mixed_precision": "run_tad.build_accelerator",

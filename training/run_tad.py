@@ -406,7 +406,7 @@ def build_dataloaders(preset: dict, args, accelerator: Accelerator, train_datase
     """Training loader over `OpenTADTrainBatchSampler` and evaluation loader, both still to be prepared; returns them
     with the batch sampler (whose `set_epoch` draws each epoch's order)."""
     num_processes = accelerator.num_processes
-    num_workers = preset["data"]["num_workers"] if args.num_workers is None else args.num_workers
+    num_workers = data_workers(preset, args)
     if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # Leave a core to each data-loading worker: oversubscribed CPU threads make a step 10-30x slower.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_processes - num_workers))
@@ -427,14 +427,25 @@ def build_dataloaders(preset: dict, args, accelerator: Accelerator, train_datase
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
     )
-    eval_dataloader = DataLoader(
+    eval_batch_size = args.eval_batch_size or per_device_batch_size
+    eval_dataloader = build_eval_dataloader(eval_dataset, eval_batch_size, num_workers, seed)
+    return train_dataloader, eval_dataloader, batch_sampler
+
+
+def build_eval_dataloader(eval_dataset, batch_size: int, num_workers: int, seed: int) -> DataLoader:
+    """The evaluation loader (still to be prepared), in the dataset's order."""
+    # Its own generator, like the training loader's: creating the iterator leaves the global RNG alone.
+    return DataLoader(
         eval_dataset,
-        batch_size=args.eval_batch_size or per_device_batch_size,
+        batch_size=batch_size,
         collate_fn=collate_temporal_detection,
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
     )
-    return train_dataloader, eval_dataloader, batch_sampler
+
+
+def data_workers(preset: dict, args) -> int:
+    return preset["data"]["num_workers"] if args.num_workers is None else args.num_workers
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1145,11 +1156,8 @@ def evaluation_function(args) -> dict:
     batch_size = args.eval_batch_size or training["global_batch_size"] // (
         accelerator.num_processes * training["gradient_accumulation_steps"]
     )
-    num_workers = preset["data"]["num_workers"] if args.num_workers is None else args.num_workers
     eval_dataloader = accelerator.prepare(
-        DataLoader(
-            eval_dataset, batch_size=max(1, batch_size), collate_fn=collate_temporal_detection, num_workers=num_workers
-        )
+        build_eval_dataloader(eval_dataset, max(1, batch_size), data_workers(preset, args), training["seed"])
     )
     metrics = evaluate(model, eval_dataloader, processor, accelerator, evaluation)
     accelerator.print(f"{model_dir}:\n{format_metrics(metrics)}")
