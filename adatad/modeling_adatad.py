@@ -98,6 +98,48 @@ class AdaTADVideoMAEEmbeddings(VideoMAEEmbeddings):
         return embeddings + position_embeddings, grid
 
 
+def add_residual(branch: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """`residual + branch`, written into `branch` when it has the sum's dtype.
+
+    Every branch passed here is a fresh tensor that autograd does not keep for the backward (a linear's or
+    convolution's output, a drop-path product), so the sum needs no new `(tokens, hidden_size)` tensor: on a CPU each
+    fresh large tensor also costs page faults. Under autocast a half-precision branch is added out of place, so the
+    residual stream keeps float32.
+    """
+    if branch.dtype == residual.dtype and branch.shape == residual.shape:
+        return branch.add_(residual)
+    return residual + branch
+
+
+def temporal_depthwise_conv(sequence: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """`nn.Conv1d(c, c, k, padding=k // 2, groups=c)` along dim 1 of a channels-last `(batch, time, space, c)`.
+
+    One multiply-add per tap on time-shifted slices, in the tokens' own layout: no transposed copies of the sequence
+    and none of the convolution's reordering buffers. `weight` is the convolution's `(c, 1, k)`, `k` odd.
+    """
+    kernel_size = weight.shape[-1]
+    half = kernel_size // 2
+    weight = weight.reshape(-1, kernel_size)
+    output = torch.addcmul(bias, sequence, weight[:, half])
+    for tap in range(kernel_size):
+        shift = tap - half
+        # output[t] += weight[:, tap] * sequence[t + shift], zero outside the sequence
+        if shift < 0:
+            output[:, -shift:].addcmul_(sequence[:, :shift], weight[:, tap])
+        elif shift > 0:
+            output[:, :-shift].addcmul_(sequence[:, shift:], weight[:, tap])
+    return output
+
+
+def scaled_linear(inputs: torch.Tensor, linear: nn.Linear, scale: torch.Tensor) -> torch.Tensor:
+    """`linear(inputs) * scale` with the scale applied to the weight and bias instead of the output.
+
+    The same function, but autograd then keeps no output-sized tensor for the scale's gradient: for an adapter's
+    up-projection that is one `(tokens, hidden_size)` tensor less per block in the backward pass.
+    """
+    return F.linear(inputs, linear.weight * scale, linear.bias * scale)
+
+
 class AdaTADTemporalAdapter(nn.Module):
     """Temporal-Informative Adapter (TIA).
 
@@ -127,15 +169,13 @@ class AdaTADTemporalAdapter(nn.Module):
         batch_size, temporal_size, height, width = video_grid
         adapted = self.act(self.down_proj(hidden_states))
         chunk_batch, num_tokens, channels = adapted.shape
-        # (batch_size * num_chunks, t * h * w, c) -> (batch_size * h * w, c, num_chunks * t)
-        sequence = adapted.reshape(batch_size, temporal_size, height, width, channels)
-        sequence = sequence.permute(0, 2, 3, 4, 1).reshape(batch_size * height * width, channels, temporal_size)
-        sequence = self.pointwise_conv(self.temporal_conv(sequence))
-        # (batch_size * h * w, c, num_chunks * t) -> (batch_size * num_chunks, t * h * w, c)
-        sequence = sequence.reshape(batch_size, height, width, channels, temporal_size).permute(0, 4, 1, 2, 3)
-        adapted = adapted + sequence.reshape(chunk_batch, num_tokens, channels)
-        output = self.up_proj(adapted) * self.gamma
-        return hidden_states + output if self.residual else output
+        # (batch_size * num_chunks, t * h * w, c) -> (batch_size, num_chunks * t, h * w, c): a view, chunks in order
+        sequence = adapted.view(batch_size, temporal_size, height * width, channels)
+        sequence = temporal_depthwise_conv(sequence, self.temporal_conv.weight, self.temporal_conv.bias)
+        sequence = F.linear(sequence, self.pointwise_conv.weight[:, :, 0], self.pointwise_conv.bias)
+        adapted = add_residual(sequence.view(chunk_batch, num_tokens, channels), adapted)
+        output = scaled_linear(adapted, self.up_proj, self.gamma)
+        return add_residual(output, hidden_states) if self.residual else output
 
 
 class AdaTADPlainAdapter(nn.Module):
@@ -149,7 +189,99 @@ class AdaTADPlainAdapter(nn.Module):
         self.gamma = nn.Parameter(torch.ones(1))
 
     def forward(self, hidden_states: torch.Tensor, video_grid: tuple[int, int, int, int]) -> torch.Tensor:
-        return hidden_states + self.up_proj(self.act(self.down_proj(hidden_states))) * self.gamma
+        output = scaled_linear(self.act(self.down_proj(hidden_states)), self.up_proj, self.gamma)
+        return add_residual(output, hidden_states)
+
+
+def linear_into(output: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """`output[:] = linear(inputs, weight, bias)` for 2-D `inputs`, without allocating the result."""
+    if bias is None:
+        torch.mm(inputs, weight.t(), out=output)
+    else:
+        torch.addmm(bias, inputs, weight.t(), out=output)
+
+
+class RowBlockedMLPFunction(torch.autograd.Function):
+    """`linear(gelu(linear(hidden_states, w1, b1)), w2, b2)` computed a block of rows at a time, keeping only
+    `hidden_states` for the backward pass.
+
+    A ViT MLP is four times wider than the tokens it reads. Autograd would keep the `(tokens, 4 * hidden_size)`
+    pre-activation for GELU (and its output too when `w2` is trained), and its backward would hold three such tensors
+    at once. Here no full-width tensor ever exists: the forward runs block by block, and the backward recomputes each
+    block's pre-activation (one more `w1` product per step) before turning the output gradient into the input
+    gradient. Tokens are independent in an MLP, so the result is the same; the GELU derivative is autograd's own
+    (`aten::gelu_backward`).
+    """
+
+    rows_per_block = 1024
+
+    @staticmethod
+    def forward(ctx, hidden_states, w1, b1, w2, b2):
+        ctx.save_for_backward(hidden_states, w1, b1, w2)
+        ctx.has_b2 = b2 is not None
+        device_type = hidden_states.device.type
+        # Under autocast the products run in half precision; the backward repeats them in the same dtype.
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+        else:
+            dtype = hidden_states.dtype
+        ctx.compute_dtype = dtype
+        w1, w2 = w1.to(dtype), w2.to(dtype)
+        b1 = b1.to(dtype) if b1 is not None else None
+        b2 = b2.to(dtype) if b2 is not None else None
+        rows = hidden_states.reshape(-1, hidden_states.shape[-1])
+        step = RowBlockedMLPFunction.rows_per_block
+        output = rows.new_empty((*hidden_states.shape[:-1], w2.shape[0]), dtype=dtype)
+        output_rows = output.view(len(rows), w2.shape[0])
+        # One block-sized buffer for every block: fresh large allocations cost page faults on a CPU.
+        pre_activation_buffer = rows.new_empty((min(step, len(rows)), w1.shape[0]), dtype=dtype)
+        for start in range(0, len(rows), step):
+            block = rows[start : start + step].to(dtype)
+            pre_activation = pre_activation_buffer[: len(block)]
+            linear_into(pre_activation, block, w1, b1)
+            linear_into(output_rows[start : start + len(block)], torch.ops.aten.gelu_(pre_activation), w2, b2)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        hidden_states, w1, b1, w2 = ctx.saved_tensors
+        needs_hidden, needs_w1, needs_b1, needs_w2, needs_b2 = ctx.needs_input_grad
+        dtype = ctx.compute_dtype
+        w1_c, w2_c = w1.to(dtype), w2.to(dtype)
+        b1_c = b1.to(dtype) if b1 is not None else None
+        rows = hidden_states.reshape(-1, hidden_states.shape[-1])
+        grad_rows = grad_output.reshape(-1, grad_output.shape[-1]).to(dtype)
+        grad_hidden = rows.new_empty(rows.shape, dtype=dtype) if needs_hidden else None
+        # Weight gradients are summed over blocks in float32 (the weights' dtype), whatever the compute dtype.
+        grad_w1 = torch.zeros_like(w1) if needs_w1 else None
+        grad_b1 = torch.zeros_like(b1) if needs_b1 else None
+        grad_w2 = torch.zeros_like(w2) if needs_w2 else None
+        grad_b2 = grad_rows.sum(0).to(w2.dtype) if ctx.has_b2 and needs_b2 else None
+        step = RowBlockedMLPFunction.rows_per_block
+        width = (min(step, len(rows)), w1.shape[0])
+        pre_activation_buffer = rows.new_empty(width, dtype=dtype)
+        grad_pre_activation_buffer = rows.new_empty(width, dtype=dtype)
+        for start in range(0, len(rows), step):
+            block = rows[start : start + step].to(dtype)
+            grad_block = grad_rows[start : start + step]
+            pre_activation = pre_activation_buffer[: len(block)]
+            grad_pre_activation = grad_pre_activation_buffer[: len(block)]
+            linear_into(pre_activation, block, w1_c, b1_c)
+            torch.mm(grad_block, w2_c, out=grad_pre_activation)
+            if needs_w2:
+                grad_w2 += grad_block.t().mm(F.gelu(pre_activation)).to(w2.dtype)
+            torch.ops.aten.gelu_backward.grad_input(
+                grad_pre_activation, pre_activation, approximate="none", grad_input=grad_pre_activation
+            )
+            if needs_w1:
+                grad_w1 += grad_pre_activation.t().mm(block).to(w1.dtype)
+            if needs_b1:
+                grad_b1 += grad_pre_activation.sum(0).to(b1.dtype)
+            if needs_hidden:
+                torch.mm(grad_pre_activation, w1_c, out=grad_hidden[start : start + len(block)])
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden.view(hidden_states.shape).to(hidden_states.dtype)
+        return grad_hidden, grad_w1, grad_b1, grad_w2, grad_b2
 
 
 class AdaTADVideoMAELayer(VideoMAELayer):
@@ -163,12 +295,20 @@ class AdaTADVideoMAELayer(VideoMAELayer):
         super().__init__(config)
         self.drop_path = AdaTADDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.adapter = adapter
+        self.exact_gelu = config.hidden_act == "gelu"
 
     def forward(self, hidden_states: torch.Tensor, video_grid: tuple[int, int, int, int]) -> torch.Tensor:
         attention_output = self.attention(self.layernorm_before(hidden_states))
-        hidden_states = hidden_states + self.drop_path(attention_output)
-        mlp_output = self.output.dense(self.intermediate(self.layernorm_after(hidden_states)))
-        hidden_states = hidden_states + self.drop_path(self.output.dropout(mlp_output))
+        hidden_states = add_residual(self.drop_path(attention_output), hidden_states)
+        fc1, fc2 = self.intermediate.dense, self.output.dense
+        # Plain GELU between plain linears only: a replaced linear (LoRA, quantized) runs as its own module.
+        if self.exact_gelu and type(fc1) is nn.Linear and type(fc2) is nn.Linear:
+            mlp_output = RowBlockedMLPFunction.apply(
+                self.layernorm_after(hidden_states), fc1.weight, fc1.bias, fc2.weight, fc2.bias
+            )
+        else:
+            mlp_output = self.output.dense(self.intermediate(self.layernorm_after(hidden_states)))
+        hidden_states = add_residual(self.drop_path(self.output.dropout(mlp_output)), hidden_states)
         if self.adapter is not None:
             hidden_states = self.adapter(hidden_states, video_grid)
         return hidden_states
