@@ -10,15 +10,18 @@ AdamW step, AdamW states alive from the previous step) into
 - activations: what autograd keeps for the backward, counted per ViT block in units of one `(tokens, hidden_size)`
   tensor, plus the detector's, per time step in units of its width.
 
-The activation counts, in `(tokens, hidden_size)` tensors per block, are the per-frame growth of the fp32 peaks that
-`benchmarks/bench_train.py` measures (VideoMAE-S), and counting the tensors autograd saves explains them: a block run
-with frozen weights (AdaTAD) keeps 12 (its input, the two residual sums, q, k, v and the attention output, the MLP's
-hidden pre-activation, 4 wide, and the adapter's bottleneck tensors; autograd does not keep the inputs of frozen
-linears); with trainable weights (full fine-tuning) 16 (the linears' inputs too, no adapter). Activation checkpointing
-keeps each block's input and recomputes one block at a time in the backward. The detector keeps about 290 tensors of
-`projection_hidden_size` per time step of `max_seq_len` (its projection and heads over every FPN level, the attention
-maps and the loss over all points), measured in the `frozen` mode, where the detector is all that trains. Attention
-is assumed to be SDPA (no `(tokens, tokens)` map kept); bf16/fp16 autocast is counted as 2 bytes per activation.
+The activation counts, in `(tokens, hidden_size)` tensors per block, are fitted to the steady-state fp32 peaks that
+`benchmarks/bench_train.py` measures for VideoMAE-S at 64, 256 and 768 frames (checked on VideoMAE-B, which they
+were not fitted to), and counting the tensors autograd saves explains them: a block with frozen weights and an
+adapter (AdaTAD) saves its input, q, k, v and the attention output, the residual sum, the MLP's input (the MLP is
+row-blocked and keeps no 4-wide tensor) and the adapter's input and bottleneck tensors, 10.6 in all, of which the
+block input is the previous block's output (8.5 per block); with trainable weights (full fine-tuning) the linears'
+inputs are the tensors above, so the count is about the same (8). Activation checkpointing keeps each block's input,
+and the one block recomputed in the backward adds 10 (frozen) or 5.5 (trainable: part of its peak overlaps the
+gradients) at the peak. The detector keeps about 170 tensors of `projection_hidden_size` per time step of
+`max_seq_len` (its projection and heads over every FPN level, the attention maps and the loss over all points),
+fitted in the `frozen` mode, where the detector is all that trains. Attention is assumed to be SDPA (no
+`(tokens, tokens)` map kept); bf16/fp16 autocast is counted as 2 bytes per activation.
 
 `python -m adatad.memory_estimation --preset NAME` (console script `adatad-estimate-memory`) prints the estimate; the
 validation against measured peaks is `benchmarks/bench_memory_estimate.py`.
@@ -34,13 +37,17 @@ PRESETS_DIR = Path(__file__).resolve().parents[1] / "training" / "presets"
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 # `(tokens, hidden_size)` tensors autograd keeps per ViT block (see the module docstring).
-BLOCK_TENSORS_FROZEN = 12
-BLOCK_TENSORS_TRAINABLE = 16
-# A side adapter (AdaTAD-dagger) keeps its tap (one full-width tensor) and 7 tensors of adapter width: the bottleneck,
-# its activation, the two layout copies around the temporal convolutions, their outputs and the sum.
-SIDE_ADAPTER_BOTTLENECK_TENSORS = 7
+BLOCK_TENSORS_FROZEN = 8.5
+BLOCK_TENSORS_TRAINABLE = 8
+# With activation checkpointing: what the one block being recomputed adds, at the peak of its backward, to the stored
+# block inputs.
+RECOMPUTED_BLOCK_TENSORS_FROZEN = 10
+RECOMPUTED_BLOCK_TENSORS_TRAINABLE = 5.5
+# A side adapter (AdaTAD-dagger) keeps its tap (one full-width tensor) and 4 tensors of adapter width: the bottleneck,
+# its activation, the temporal convolution's output and the sum.
+SIDE_ADAPTER_BOTTLENECK_TENSORS = 4
 # Detector tensors of `projection_hidden_size` kept per time step of `max_seq_len`.
-DETECTOR_TENSORS_PER_STEP = 290
+DETECTOR_TENSORS_PER_STEP = 170
 
 # Defaults of AdaTADConfig / VideoMAE that presets may leave out.
 CONFIG_DEFAULTS = dict(
@@ -177,17 +184,19 @@ def activation_bytes(
     mode = config["tuning_mode"]
     indices = config["adapter_layer_indices"]
     if mode == "full":
-        blocks_with_grad, per_block = depth, BLOCK_TENSORS_TRAINABLE
+        blocks_with_grad = depth
+        per_block, recomputed = BLOCK_TENSORS_TRAINABLE, RECOMPUTED_BLOCK_TENSORS_TRAINABLE
     elif mode == "adapter" and indices:
-        blocks_with_grad, per_block = depth - min(indices), BLOCK_TENSORS_FROZEN
+        blocks_with_grad = depth - min(indices)
+        per_block, recomputed = BLOCK_TENSORS_FROZEN, RECOMPUTED_BLOCK_TENSORS_FROZEN
     else:
-        blocks_with_grad, per_block = 0, 0
+        blocks_with_grad, per_block, recomputed = 0, 0, 0
     if blocks_with_grad and gradient_checkpointing:
-        # Every checkpointed block's input, plus one block recomputed (its input is already among them).
-        backbone_tensors = blocks_with_grad + per_block - 1
+        # Every checkpointed block's input, plus what one recomputed block adds at the peak of its backward.
+        backbone_tensors = blocks_with_grad + recomputed
     else:
         backbone_tensors = blocks_with_grad * per_block
-    backbone_bytes = backbone_tensors * token_tensor
+    backbone_bytes = round(backbone_tensors * token_tensor)
     if mode == "side":
         adapter_fraction = int(C * config["adapter_mlp_ratio"]) / C
         # The taps of the no-grad backbone stay alive until the side network's backward has used them; checkpointed

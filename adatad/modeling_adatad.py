@@ -111,33 +111,51 @@ def add_residual(branch: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     return residual + branch
 
 
-def temporal_depthwise_conv(sequence: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """`nn.Conv1d(c, c, k, padding=k // 2, groups=c)` along dim 1 of a channels-last `(batch, time, space, c)`.
+class AdaTADTemporalDepthwiseConv(nn.Conv1d):
+    """`nn.Conv1d(c, c, k, padding=k // 2, groups=c)` along dim 1 of channels-last `(batch, time, space, c)` tokens.
 
     One multiply-add per tap on time-shifted slices, in the tokens' own layout: no transposed copies of the sequence
-    and none of the convolution's reordering buffers. `weight` is the convolution's `(c, 1, k)`, `k` odd.
+    and none of the convolution's reordering buffers. Same parameters as the `nn.Conv1d`; `kernel_size` odd.
     """
-    kernel_size = weight.shape[-1]
-    half = kernel_size // 2
-    weight = weight.reshape(-1, kernel_size)
-    output = torch.addcmul(bias, sequence, weight[:, half])
-    for tap in range(kernel_size):
-        shift = tap - half
-        # output[t] += weight[:, tap] * sequence[t + shift], zero outside the sequence
-        if shift < 0:
-            output[:, -shift:].addcmul_(sequence[:, :shift], weight[:, tap])
-        elif shift > 0:
-            output[:, :-shift].addcmul_(sequence[:, shift:], weight[:, tap])
-    return output
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        kernel_size = self.kernel_size[0]
+        half = kernel_size // 2
+        weight = self.weight.reshape(-1, kernel_size)
+        output = torch.addcmul(self.bias, sequence, weight[:, half])
+        for tap in range(kernel_size):
+            shift = tap - half
+            # output[t] += weight[:, tap] * sequence[t + shift], zero outside the sequence
+            if shift < 0:
+                output[:, -shift:].addcmul_(sequence[:, :shift], weight[:, tap])
+            elif shift > 0:
+                output[:, :-shift].addcmul_(sequence[:, shift:], weight[:, tap])
+        return output
 
 
-def scaled_linear(inputs: torch.Tensor, linear: nn.Linear, scale: torch.Tensor) -> torch.Tensor:
-    """`linear(inputs) * scale` with the scale applied to the weight and bias instead of the output.
+class AdaTADChannelsLastPointwiseConv(nn.Conv1d):
+    """`nn.Conv1d(c_in, c_out, 1)` over the last dim of channels-last tokens: a linear layer with the conv's
+    parameters."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 1)
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        return F.linear(sequence, self.weight[:, :, 0], self.bias)
+
+
+class AdaTADScaledLinear(nn.Linear):
+    """`nn.Linear` whose output is multiplied by `scale`, applied to the weight and bias instead of the output.
 
     The same function, but autograd then keeps no output-sized tensor for the scale's gradient: for an adapter's
     up-projection that is one `(tokens, hidden_size)` tensor less per block in the backward pass.
     """
-    return F.linear(inputs, linear.weight * scale, linear.bias * scale)
+
+    def forward(self, inputs: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return F.linear(inputs, self.weight * scale, self.bias * scale)
 
 
 class AdaTADTemporalAdapter(nn.Module):
@@ -158,11 +176,9 @@ class AdaTADTemporalAdapter(nn.Module):
         self.residual = residual
         self.down_proj = nn.Linear(hidden_size, adapter_hidden_size)
         self.act = nn.GELU()
-        self.temporal_conv = nn.Conv1d(
-            adapter_hidden_size, adapter_hidden_size, kernel_size, padding=kernel_size // 2, groups=adapter_hidden_size
-        )
-        self.pointwise_conv = nn.Conv1d(adapter_hidden_size, adapter_hidden_size, 1)
-        self.up_proj = nn.Linear(adapter_hidden_size, hidden_size)
+        self.temporal_conv = AdaTADTemporalDepthwiseConv(adapter_hidden_size, kernel_size)
+        self.pointwise_conv = AdaTADChannelsLastPointwiseConv(adapter_hidden_size, adapter_hidden_size)
+        self.up_proj = AdaTADScaledLinear(adapter_hidden_size, hidden_size)
         self.gamma = nn.Parameter(torch.ones(1))
 
     def forward(self, hidden_states: torch.Tensor, video_grid: tuple[int, int, int, int]) -> torch.Tensor:
@@ -171,10 +187,9 @@ class AdaTADTemporalAdapter(nn.Module):
         chunk_batch, num_tokens, channels = adapted.shape
         # (batch_size * num_chunks, t * h * w, c) -> (batch_size, num_chunks * t, h * w, c): a view, chunks in order
         sequence = adapted.view(batch_size, temporal_size, height * width, channels)
-        sequence = temporal_depthwise_conv(sequence, self.temporal_conv.weight, self.temporal_conv.bias)
-        sequence = F.linear(sequence, self.pointwise_conv.weight[:, :, 0], self.pointwise_conv.bias)
+        sequence = self.pointwise_conv(self.temporal_conv(sequence))
         adapted = add_residual(sequence.view(chunk_batch, num_tokens, channels), adapted)
-        output = scaled_linear(adapted, self.up_proj, self.gamma)
+        output = self.up_proj(adapted, self.gamma)
         return add_residual(output, hidden_states) if self.residual else output
 
 
@@ -185,11 +200,11 @@ class AdaTADPlainAdapter(nn.Module):
         super().__init__()
         self.down_proj = nn.Linear(hidden_size, adapter_hidden_size)
         self.act = nn.GELU()
-        self.up_proj = nn.Linear(adapter_hidden_size, hidden_size)
+        self.up_proj = AdaTADScaledLinear(adapter_hidden_size, hidden_size)
         self.gamma = nn.Parameter(torch.ones(1))
 
     def forward(self, hidden_states: torch.Tensor, video_grid: tuple[int, int, int, int]) -> torch.Tensor:
-        output = scaled_linear(self.act(self.down_proj(hidden_states)), self.up_proj, self.gamma)
+        output = self.up_proj(self.act(self.down_proj(hidden_states)), self.gamma)
         return add_residual(output, hidden_states)
 
 
@@ -301,8 +316,10 @@ class AdaTADVideoMAELayer(VideoMAELayer):
         attention_output = self.attention(self.layernorm_before(hidden_states))
         hidden_states = add_residual(self.drop_path(attention_output), hidden_states)
         fc1, fc2 = self.intermediate.dense, self.output.dense
-        # Plain GELU between plain linears only: a replaced linear (LoRA, quantized) runs as its own module.
-        if self.exact_gelu and type(fc1) is nn.Linear and type(fc2) is nn.Linear:
+        # Plain GELU between plain, local linears only: a replaced linear (LoRA, quantized) or a parameter that
+        # DeepSpeed ZeRO-3 partitions (gathered only when its own module runs) goes module by module.
+        plain_linears = type(fc1) is nn.Linear and type(fc2) is nn.Linear
+        if self.exact_gelu and plain_linears and not hasattr(fc1.weight, "ds_id"):
             mlp_output = RowBlockedMLPFunction.apply(
                 self.layernorm_after(hidden_states), fc1.weight, fc1.bias, fc2.weight, fc2.bias
             )

@@ -10,7 +10,11 @@ import pytest
 
 from adatad import AdaTADConfig, AdaTADForTemporalDetection
 from adatad.memory_estimation import (
+    BLOCK_TENSORS_FROZEN,
+    DETECTOR_TENSORS_PER_STEP,
     PRESETS_DIR,
+    RECOMPUTED_BLOCK_TENSORS_FROZEN,
+    SIDE_ADAPTER_BOTTLENECK_TENSORS,
     estimate_training_memory,
     main,
     parameter_counts,
@@ -62,10 +66,12 @@ def test_memory_parts_follow_the_parameters_and_the_tokens():
 
     tokens = 256 // 2 * 10 * 10  # 160x160 frames, 16x16 patches, tubelets of 2
     token_tensor = tokens * 384 * 4
-    detector = 290 * 256 * 512 * 4
-    assert plain.activations == 12 * 12 * token_tensor + detector
+    detector = DETECTOR_TENSORS_PER_STEP * 256 * 512 * 4
+    assert plain.activations == round(12 * BLOCK_TENSORS_FROZEN * token_tensor) + detector
+    # Checkpointing: the 12 stored block inputs and what the recomputed block adds.
     checkpointed = estimate_training_memory(fields, gradient_checkpointing=True)
-    assert checkpointed.activations == (12 + 12 - 1) * token_tensor + detector
+    assert checkpointed.activations == round((12 + RECOMPUTED_BLOCK_TENSORS_FROZEN) * token_tensor) + detector
+    assert checkpointed.activations < plain.activations
     # Twice the videos: twice the activations, the same parameters.
     doubled = estimate_training_memory(fields, batch_size=2, gradient_checkpointing=True)
     assert doubled.activations == 2 * checkpointed.activations
@@ -81,12 +87,13 @@ def test_memory_parts_follow_the_parameters_and_the_tokens():
 
 def test_side_and_frozen_keep_no_block_activations():
     frozen = estimate_training_memory(dict(tuning_mode="frozen"), gradient_checkpointing=True)
-    assert frozen.activations == 290 * 768 * 512 * 4
+    assert frozen.activations == DETECTOR_TENSORS_PER_STEP * 768 * 512 * 4
     side = estimate_training_memory(dict(tuning_mode="side"))
     token_tensor = 384 * 100 * 384 * 4
-    assert side.activations == frozen.activations + round(6 * (1 + 7 * 96 / 384) * token_tensor)
+    bottleneck = SIDE_ADAPTER_BOTTLENECK_TENSORS * 96 / 384
+    assert side.activations == frozen.activations + round(6 * (1 + bottleneck) * token_tensor)
     side_checkpointed = estimate_training_memory(dict(tuning_mode="side"), gradient_checkpointing=True)
-    assert side_checkpointed.activations == frozen.activations + round((6 + 7 * 96 / 384) * token_tensor)
+    assert side_checkpointed.activations == frozen.activations + round((6 + bottleneck) * token_tensor)
 
 
 def test_command_prints_the_parts_and_json(capsys):

@@ -244,7 +244,7 @@ def test_default_config_round_trip_with_trust_remote_code(tmp_path):
         assert torch.equal(original[key], restored[key]), key
 
 
-@pytest.mark.parametrize("tuning_mode", ["adapter", "side"])
+@pytest.mark.parametrize("tuning_mode", ["adapter", "side", "full"])
 def test_gradient_checkpointing_gives_same_gradients(tester, tuning_mode):
     config = tester.get_config(tuning_mode=tuning_mode, adapter_layer_indices=[0, 1])
     model = AdaTADForTemporalDetection(config).train()

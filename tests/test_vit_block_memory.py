@@ -1,0 +1,186 @@
+"""The ViT block's memory-lean pieces compute exactly what the plain PyTorch modules compute.
+
+`RowBlockedMLPFunction` (MLP a block of rows at a time, only its input kept for the backward), the adapter's
+convolutions on the token layout and its scaled up-projection, and `add_residual` (residual sums written into the
+branch output) are checked against autograd through `nn.Linear`, `nn.GELU` and `nn.Conv1d`.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adatad import AdaTADConfig
+from adatad.modeling_adatad import (
+    AdaTADChannelsLastPointwiseConv,
+    AdaTADScaledLinear,
+    AdaTADTemporalAdapter,
+    AdaTADTemporalDepthwiseConv,
+    AdaTADVideoMAELayer,
+    RowBlockedMLPFunction,
+    add_residual,
+)
+
+
+@pytest.fixture
+def small_row_blocks(monkeypatch):
+    # 7 rows per block over 20 rows: several blocks and a partial last one.
+    monkeypatch.setattr(RowBlockedMLPFunction, "rows_per_block", 7)
+
+
+def mlp_weights(trainable: bool, bias: bool = True):
+    generator = torch.Generator().manual_seed(0)
+    w1 = torch.randn(24, 6, generator=generator).requires_grad_(trainable)
+    b1 = torch.randn(24, generator=generator).requires_grad_(trainable) if bias else None
+    w2 = torch.randn(5, 24, generator=generator).requires_grad_(trainable)
+    b2 = torch.randn(5, generator=generator).requires_grad_(trainable) if bias else None
+    return w1, b1, w2, b2
+
+
+@pytest.mark.parametrize("trainable", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_row_blocked_mlp_matches_autograd(small_row_blocks, trainable, bias):
+    weights = mlp_weights(trainable, bias)
+    hidden = torch.randn(4, 5, 6, requires_grad=True)
+    grad_output = torch.randn(4, 5, 5)
+    output = RowBlockedMLPFunction.apply(hidden, *weights)
+    reference = F.linear(F.gelu(F.linear(hidden, weights[0], weights[1])), weights[2], weights[3])
+    torch.testing.assert_close(output, reference, rtol=0, atol=0)
+    inputs = [hidden] + [w for w in weights if w is not None and w.requires_grad]
+    grads = torch.autograd.grad(output, inputs, grad_output)
+    reference_grads = torch.autograd.grad(reference, inputs, grad_output)
+    # The input gradient is autograd's arithmetic row by row; weight gradients are summed over row blocks.
+    torch.testing.assert_close(grads[0], reference_grads[0], rtol=0, atol=0)
+    for grad, reference_grad in zip(grads[1:], reference_grads[1:]):
+        torch.testing.assert_close(grad, reference_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_row_blocked_mlp_under_bf16_autocast(small_row_blocks):
+    w1, b1, w2, b2 = mlp_weights(trainable=True)
+    hidden = torch.randn(20, 6, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = RowBlockedMLPFunction.apply(hidden, w1, b1, w2, b2)
+        reference = F.linear(F.gelu(F.linear(hidden, w1, b1)), w2, b2)
+    assert output.dtype == reference.dtype == torch.bfloat16
+    torch.testing.assert_close(output, reference, rtol=0, atol=0)
+    grads = torch.autograd.grad(output.float().sum(), [hidden, w1, b1, w2, b2])
+    reference_grads = torch.autograd.grad(reference.float().sum(), [hidden, w1, b1, w2, b2])
+    for grad, reference_grad in zip(grads, reference_grads):
+        assert grad.dtype == torch.float32
+        torch.testing.assert_close(grad, reference_grad, rtol=0.02, atol=0.05)
+
+
+def assert_same_function_and_gradients(output, reference, inputs):
+    torch.testing.assert_close(output, reference, rtol=1e-6, atol=1e-6)
+    grad_output = torch.randn_like(output)
+    grads = torch.autograd.grad(output, inputs, grad_output)
+    reference_grads = torch.autograd.grad(reference, inputs, grad_output)
+    for grad, reference_grad in zip(grads, reference_grads):
+        torch.testing.assert_close(grad, reference_grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+@pytest.mark.parametrize("time", [1, 2, 9])
+def test_temporal_depthwise_conv_matches_conv1d(kernel_size, time):
+    conv = AdaTADTemporalDepthwiseConv(8, kernel_size)
+    sequence = torch.randn(2, time, 5, 8, requires_grad=True)
+    # (batch, time, space, c) -> (batch * space, c, time), the layout nn.Conv1d reads
+    reference = nn.Conv1d.forward(conv, sequence.permute(0, 2, 3, 1).reshape(10, 8, time))
+    reference = reference.reshape(2, 5, 8, time).permute(0, 3, 1, 2)
+    assert_same_function_and_gradients(conv(sequence), reference, [sequence, conv.weight, conv.bias])
+
+
+def test_pointwise_conv_and_scaled_linear_match_the_plain_modules():
+    conv = AdaTADChannelsLastPointwiseConv(8, 6)
+    sequence = torch.randn(2, 3, 5, 8, requires_grad=True)
+    reference = F.conv1d(sequence.reshape(-1, 8, 1), conv.weight, conv.bias).reshape(2, 3, 5, 6)
+    assert_same_function_and_gradients(conv(sequence), reference, [sequence, conv.weight, conv.bias])
+    linear = AdaTADScaledLinear(8, 6)
+    scale = torch.tensor([0.7], requires_grad=True)
+    inputs = torch.randn(4, 8, requires_grad=True)
+    reference = F.linear(inputs, linear.weight, linear.bias) * scale
+    assert_same_function_and_gradients(
+        linear(inputs, scale), reference, [inputs, linear.weight, linear.bias, scale]
+    )
+
+
+def test_add_residual_writes_into_the_branch_only_when_it_keeps_the_dtype():
+    residual = torch.randn(3, 4)
+    branch = torch.randn(3, 4)
+    expected = residual + branch
+    result = add_residual(branch, residual)
+    assert result.data_ptr() == branch.data_ptr()
+    torch.testing.assert_close(result, expected, rtol=0, atol=0)
+    half_branch = torch.randn(3, 4, dtype=torch.bfloat16)
+    result = add_residual(half_branch, residual)
+    assert result.dtype == torch.float32 and result.data_ptr() != half_branch.data_ptr()
+
+
+def vit_layer(adapter: bool) -> AdaTADVideoMAELayer:
+    config = AdaTADConfig(
+        backbone_config=dict(hidden_size=16, num_attention_heads=2, intermediate_size=64, num_hidden_layers=1),
+    )
+    config.backbone_config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    layer = AdaTADVideoMAELayer(
+        config.backbone_config, drop_path_rate=0.0, adapter=AdaTADTemporalAdapter(16, 4) if adapter else None
+    )
+    if adapter:
+        nn.init.normal_(layer.adapter.up_proj.weight)
+    return layer
+
+
+def saved_activation_widths(layer: AdaTADVideoMAELayer) -> set[int]:
+    """Last-dim widths of the token tensors autograd keeps for the backward of one frozen-weight layer call."""
+    for name, parameter in layer.named_parameters():
+        parameter.requires_grad_(name.startswith("adapter."))
+    hidden = torch.randn(2, 12, 16, requires_grad=True)
+    saved_shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved_shapes.append(tuple(t.shape)) or t, lambda t: t):
+        layer(hidden, video_grid=(1, 4, 2, 3))
+    return {shape[-1] for shape in saved_shapes if len(shape) > 1 and shape[:-1] in ((2, 12), (24,))}
+
+
+def test_frozen_block_keeps_no_mlp_wide_tensor_for_backward():
+    # AdaTAD's frozen block with an adapter: autograd would keep the (tokens, 4 * hidden) pre-activation for GELU.
+    widths = saved_activation_widths(vit_layer(adapter=True))
+    assert 16 in widths
+    assert 64 not in widths
+    # The check itself: the module-by-module MLP (taken when a linear is replaced) keeps it.
+    plain = vit_layer(adapter=True)
+    plain.exact_gelu = False
+    assert 64 in saved_activation_widths(plain)
+
+
+def test_replaced_mlp_linear_runs_as_its_own_module():
+    # A replaced linear (as LoRA or quantization would do) must not be bypassed by the row-blocked MLP.
+    class RecordingLinear(nn.Linear):
+        calls = 0
+
+        def forward(self, inputs):
+            RecordingLinear.calls += 1
+            return super().forward(inputs) * 2
+
+    layer = vit_layer(adapter=False)
+    replaced = copy.deepcopy(layer)
+    original = replaced.intermediate.dense
+    replaced.intermediate.dense = RecordingLinear(original.in_features, original.out_features)
+    replaced.intermediate.dense.load_state_dict(original.state_dict())
+    hidden = torch.randn(2, 12, 16)
+    assert not torch.allclose(replaced(hidden, (1, 4, 2, 3)), layer(hidden, (1, 4, 2, 3)))
+    assert RecordingLinear.calls == 1
+
+
+def test_partitioned_mlp_parameters_run_module_by_module():
+    # DeepSpeed ZeRO-3 marks its partitioned parameters with `ds_id` and gathers them only when their own module
+    # runs: the row-blocked MLP, which reads fc1 and fc2 together, must then step aside, with the same result.
+    layer = vit_layer(adapter=True)
+    hidden = torch.randn(2, 12, 16)
+    expected = layer(hidden, (1, 4, 2, 3))
+    calls = []
+    layer.intermediate.dense.register_forward_hook(lambda *args: calls.append("fc1"))
+    layer.intermediate.dense.weight.ds_id = 0
+    torch.testing.assert_close(layer(hidden, (1, 4, 2, 3)), expected, rtol=1e-6, atol=1e-6)
+    assert calls == ["fc1"]
