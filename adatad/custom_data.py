@@ -41,6 +41,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import data as annotation_tables
+from . import presets
 from .atomic_files import write_text_atomically
 
 
@@ -705,7 +706,7 @@ def check_training_data(
     `decode_videos`, decodes. Every video needs duration, fps and frame count.
 
     Args:
-        preset: a loaded preset (`training/presets.py:load_preset`).
+        preset: a loaded preset (`adatad.presets.load_preset`).
         paths: `resolve_data_paths(preset)`.
         decode_videos: also open every video (slow on big datasets; the data loader reports bad files anyway).
         segment_problems: "error" (custom data) or "warning": the official benchmark files hold segments past the
@@ -985,23 +986,6 @@ BACKBONE_PRESETS = {
 }
 
 
-def _training_dir() -> Path:
-    folder = Path(__file__).resolve().parents[1] / "training"
-    if not (folder / "presets.py").is_file():
-        raise CustomDataError(f"writing a preset needs the training scripts of a source checkout ({folder} not "
-                              "found); run from a clone of the repository.")
-    return folder
-
-
-def _presets_module():
-    folder = str(_training_dir())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    import presets
-
-    return presets
-
-
 def build_custom_preset(
     settings: SuggestedSettings,
     *,
@@ -1023,7 +1007,6 @@ def build_custom_preset(
     """
     if backbone not in BACKBONE_PRESETS:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONE_PRESETS)}.")
-    presets = _presets_module()
     preset = presets.load_preset(BACKBONE_PRESETS[backbone], validate=False)
     model, data, training = preset["model"], preset["data"], preset["training"]
     levels = len(settings.fpn_strides)
@@ -1202,7 +1185,6 @@ def suggest_main(argv: Optional[Sequence[str]] = None) -> int:
             video_dir=args.video_dir, video_extension=extensions[0], class_names=report.class_names,
             train_subset=train, test_subset=test, num_train_videos=num_train, overrides=args.set,
         )
-        presets = _presets_module()
         write_atomic(output, presets.dump_preset(preset))
     except (CustomDataError, ValueError) as error:
         print(f"adatad-suggest-preset: error: {error}", file=sys.stderr)

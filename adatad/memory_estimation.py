@@ -31,9 +31,8 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "training" / "presets"
+from .presets import PresetError, load_preset
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 # `(tokens, hidden_size)` tensors autograd keeps per ViT block (see the module docstring).
@@ -261,20 +260,11 @@ def limit_cpu_heap_fragmentation(mmap_threshold: int = 128 * 1024) -> bool:
 
 
 def read_preset(name_or_path: str) -> dict:
-    """A preset JSON by path, or by name from `training/presets/` of a source checkout."""
-    path = Path(name_or_path)
-    if not path.suffix == ".json":
-        path = PRESETS_DIR / f"{name_or_path}.json"
-    if not path.is_file():
-        available = sorted(p.stem for p in PRESETS_DIR.glob("*.json")) if PRESETS_DIR.is_dir() else []
-        hint = f" Known presets: {', '.join(available)}." if available else " Pass the path of a preset JSON file."
-        raise FileNotFoundError(f"preset '{name_or_path}' not found (looked for {path}).{hint}")
-    try:
-        preset = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    """A shipped preset by name (`adatad/presets/NAME.json`) or a preset JSON by path; only its `model` section must
+    be complete (the rest falls back to `preset_defaults`)."""
+    preset = load_preset(name_or_path, validate=False)
     if not isinstance(preset.get("model"), dict):
-        raise ValueError(f"{path}: a preset needs a `model` object with the AdaTADConfig fields.")
+        raise PresetError(f"{name_or_path}: a preset needs a `model` object with the AdaTADConfig fields.")
     return preset
 
 
@@ -309,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Estimated peak training memory per device of an AdaTAD preset (weights, gradients, AdamW states, "
         "activations). Unset options take the preset's own training settings.",
     )
-    parser.add_argument("--preset", required=True, help="preset name (training/presets/NAME.json) or a JSON path")
+    parser.add_argument("--preset", required=True,
+                        help="a shipped preset's name (`python -m adatad.presets` lists them) or a preset JSON path")
     parser.add_argument("--num-frames", type=int, default=None, help="frames per sample (default: the preset's)")
     parser.add_argument("--batch-size", type=int, default=None, help="videos per device (default: the preset's)")
     parser.add_argument("--precision", choices=tuple(PRECISION_BYTES), default=None,
@@ -320,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         preset = read_preset(args.preset)
-    except (FileNotFoundError, ValueError) as error:
+    except PresetError as error:
         parser.error(str(error))
     settings = preset_defaults(preset)
     for key in ("batch_size", "precision", "gradient_checkpointing"):

@@ -4,7 +4,7 @@ The measurements are `benchmarks/bench_train.py` results (CPU peak RSS above the
 fp32, batch size 1). The estimate is the steady-state peak: compare it with runs that include a warm-up step
 (`--warmup 1`, AdamW states alive in the measured step). For each measured configuration this prints measured and
 estimated GiB (weights left out of both) and the relative error; `--presets` adds the estimate of every preset in
-`training/presets/` (paper presets only: names starting with `e2e_`) with its own training settings.
+`adatad/presets/` (paper presets only: names starting with `e2e_`) with its own training settings.
 
 Usage:
     python benchmarks/bench_memory_estimate.py RESULTS.json [RESULTS.json ...] [--presets] [--output table.md]
@@ -20,11 +20,11 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adatad.memory_estimation import (  # noqa: E402
-    PRESETS_DIR,
     estimate_training_memory,
     preset_defaults,
     read_preset,
 )
+from adatad.presets import list_presets  # noqa: E402
 from bench_train import BACKBONES  # noqa: E402
 
 GIB = 2**30
@@ -74,8 +74,10 @@ def validation_rows(results_paths: list[Path]) -> list[dict]:
 
 def preset_rows() -> list[dict]:
     rows = []
-    for path in sorted(PRESETS_DIR.glob("e2e_*.json")):
-        preset = read_preset(str(path))
+    for name in list_presets():
+        if not name.startswith("e2e_"):
+            continue
+        preset = read_preset(name)
         settings = preset_defaults(preset)
         estimate = estimate_training_memory(preset["model"], **settings)
         rows.append({"preset": preset["name"], **settings, **{k: v / GIB for k, v in estimate.as_dict().items()

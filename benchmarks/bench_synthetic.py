@@ -49,9 +49,7 @@ RESULTS_NAME = "bench_synthetic"
 
 def trainable_parameters(preset_name: str, overrides: list[str]) -> int:
     """Number of parameters the optimizer updates in `preset_name` (after `overrides`)."""
-    sys.path.insert(0, str(REPO_ROOT / "training"))
-    import presets
-
+    from adatad import presets
     from adatad.modeling_adatad import AdaTADForTemporalDetection
 
     preset = presets.apply_overrides(presets.load_preset(preset_name), overrides)

@@ -12,12 +12,12 @@ import pytest
 from accelerate import PartialState
 
 from adatad import data as annotations
+from adatad import presets
 from adatad.evaluation import evaluate_topk_recall
 from adatad.synthetic import generate_synthetic_activitynet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "training"))
-import presets  # noqa: E402
 import run_tad  # noqa: E402
 from tiny_run_overrides import TINY_RUN_OVERRIDES  # noqa: E402
 

@@ -2,7 +2,6 @@
 recorded in tests/data/imgaug_default/), plus the SomeOf draw, per-clip and per-pipeline behaviour and the
 processor's `augmentation` setting."""
 
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -10,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
 
-from adatad import augmentation
+from adatad import augmentation, presets
 from adatad.augmentation import OPS, SIGNED_OPS, ImgAugDefault, ImgAugDraw, TorchvisionRandAugment, apply_op
 from adatad.processing_adatad import AdaTADVideoProcessor, TemporalDetectionTransform
 
@@ -251,10 +249,6 @@ def test_training_transform_builds_one_augmentation_per_pipeline_from_its_seed()
 
 
 def test_presets_name_opentad_augmentation():
-    # training/ is a folder of scripts: import presets.py by path, as run_tad.py sees it.
-    spec = importlib.util.spec_from_file_location("presets", REPO_ROOT / "training" / "presets.py")
-    presets = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(presets)
     for name in presets.list_presets():
         preset = presets.load_preset(name, validate=False)
         # OpenTAD's adapter, side-adapter and full fine-tuning configs all run ImgAug("default"); the frozen

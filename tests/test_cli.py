@@ -520,7 +520,8 @@ def test_training_model_card_parses_with_eval_results_and_the_resolved_preset():
 
     sys.path.insert(0, str(REPO_ROOT / "training"))
     import run_tad
-    from presets import load_preset
+
+    from adatad.presets import load_preset
 
     preset = load_preset("synthetic-tiny")
     metrics = {"mAP_per_tiou": {0.5: 0.5, 0.75: 0.25}, "average_mAP": 0.375}

@@ -27,12 +27,11 @@ from adatad.custom_data import (
     validate_main,
     write_atomic,
 )
+from adatad import presets
 from adatad.synthetic import generate_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOC = REPO_ROOT / "docs" / "custom-dataset.md"
-sys.path.insert(0, str(REPO_ROOT / "training"))
-import presets  # noqa: E402
 
 
 def write_csv(path, rows, header=("video", "start", "end", "label", "subset")):

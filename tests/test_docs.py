@@ -120,6 +120,10 @@ def help_text(argv: tuple[str, ...]) -> str:
     return result.stdout
 
 
+def shipped_preset(name: str) -> Path:
+    return REPO / "adatad" / "presets" / f"{name}.json"
+
+
 def check_command(tokens: list[str]) -> list[str]:
     """Problems of one command that need no subprocess (unknown command, missing file, missing make target)."""
     text = shlex.join(tokens)
@@ -128,8 +132,7 @@ def check_command(tokens: list[str]) -> list[str]:
     problems += [f"`{text}`: {path} does not exist" for path in paths
                  if "*" not in path and "{" not in path and not (REPO / path).exists()]
     for flag, value in zip(tokens, tokens[1:]):
-        preset_file = REPO / "training" / "presets" / f"{value}.json"
-        if flag == "--preset" and not value.endswith(".json") and not preset_file.is_file():
+        if flag == "--preset" and not value.endswith(".json") and not shipped_preset(value).is_file():
             problems.append(f"`{text}`: no preset named {value}")
     if tokens[0] == "make":
         problems += [f"`{text}`: no make target {target}" for target in tokens[1:] if target not in makefile_targets()]
@@ -150,12 +153,12 @@ def check_command(tokens: list[str]) -> list[str]:
         module = tokens[2].replace(".", "/")
         if not ((REPO / f"{module}.py").is_file() or (REPO / module / "__main__.py").is_file()):
             problems.append(f"`{text}`: no module {tokens[2]} in the repository")
+        if tokens[2] == "adatad.presets" and len(tokens) > 3 and "=" not in tokens[3] \
+                and not shipped_preset(tokens[3]).is_file():
+            problems.append(f"`{text}`: no preset named {tokens[3]}")
     elif tokens[0] in PYTHONS and len(tokens) > 1 and tokens[1].endswith(".py"):
         if not (REPO / tokens[1]).is_file():
             problems.append(f"`{text}`: no script {tokens[1]}")
-        if tokens[1] == "training/presets.py" and len(tokens) > 2 and "=" not in tokens[2] \
-                and not (REPO / "training/presets" / f"{tokens[2]}.json").is_file():
-            problems.append(f"`{text}`: no preset named {tokens[2]}")
     else:
         problems.append(f"`{text}`: no check is defined for this kind of command (add one to tests/test_docs.py)")
     return problems

@@ -9,10 +9,10 @@ import textwrap
 import pytest
 
 from adatad import AdaTADConfig, AdaTADForTemporalDetection
+from adatad.presets import SHIPPED_PRESETS
 from adatad.memory_estimation import (
     BLOCK_TENSORS_FROZEN,
     DETECTOR_TENSORS_PER_STEP,
-    PRESETS_DIR,
     RECOMPUTED_BLOCK_TENSORS_FROZEN,
     SIDE_ADAPTER_BOTTLENECK_TENSORS,
     estimate_training_memory,
@@ -51,7 +51,7 @@ def test_parameter_counts_match_the_model(overrides):
 
 
 def test_paper_preset_counts_videomae_s():
-    preset = json.loads((PRESETS_DIR / "e2e_thumos_videomae_s_768x1_160_adapter.json").read_text())
+    preset = json.loads((SHIPPED_PRESETS / "e2e_thumos_videomae_s_768x1_160_adapter.json").read_text())
     # AdaTADForTemporalDetection of this preset: 49,581,736 parameters, 27,702,568 trainable (bench_train.py).
     assert sum(parameter_counts(preset["model"]).values()) == 49_581_736
     assert trainable_parameters(preset["model"]) == 27_702_568
@@ -105,7 +105,7 @@ def test_command_prints_the_parts_and_json(capsys):
                  "--precision", "fp32", "--no-gradient-checkpointing", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     expected = estimate_training_memory(
-        json.loads((PRESETS_DIR / "e2e_thumos_videomae_s_768x1_160_adapter.json").read_text())["model"],
+        json.loads((SHIPPED_PRESETS / "e2e_thumos_videomae_s_768x1_160_adapter.json").read_text())["model"],
         batch_size=2, precision="fp32", gradient_checkpointing=False, num_frames=256,
     )
     assert result["total"] == expected.total and result["num_frames"] == 256 and result["batch_size"] == 2

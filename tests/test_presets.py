@@ -1,8 +1,9 @@
-"""Training presets (`training/presets.py`, `training/presets/*.json`) and accelerate configs (`training/configs`)."""
+"""Training presets (`adatad/presets/`: the schema and loader, and the shipped `*.json` files) and accelerate configs
+(`training/configs`)."""
 
 import ast
 import functools
-import importlib.util
+import importlib
 import inspect
 import json
 import os
@@ -15,21 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from adatad import presets
 from conftest import REPO_ROOT
 
 TRAINING_DIR = REPO_ROOT / "training"
 CONFIGS_DIR = TRAINING_DIR / "configs"
-
-
-def _import_presets():
-    # training/ is a folder of scripts, not a package: import presets.py by path, as run_tad.py sees it.
-    spec = importlib.util.spec_from_file_location("presets", TRAINING_DIR / "presets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-presets = _import_presets()
 ALL_PRESETS = presets.list_presets()
 
 
@@ -165,7 +156,7 @@ def test_preset_builds_a_matching_video_processor(name):
 
 @pytest.mark.parametrize("name", ALL_PRESETS)
 def test_shipped_file_is_in_canonical_format(name):
-    text = (presets.PRESETS_DIR / f"{name}.json").read_text()
+    text = (presets.SHIPPED_PRESETS / f"{name}.json").read_text()
     assert presets.dump_preset(json.loads(text)) == text
 
 
@@ -268,7 +259,7 @@ def test_every_schema_key_is_documented():
     for types in presets.SECTION_TYPES.values():
         keys.extend(types)
     missing = [key for key in keys if f"`{key}`" not in documented]
-    assert not missing, f"keys not described in the presets.py docstring: {missing}"
+    assert not missing, f"keys not described in the adatad.presets docstring: {missing}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -479,7 +470,7 @@ def test_preset_table_lists_every_preset_with_its_target():
 @pytest.mark.slow
 def test_command_line_prints_the_table_and_overridden_presets(capsys):
     listing = subprocess.run(
-        [sys.executable, str(TRAINING_DIR / "presets.py")], capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-m", "adatad.presets"], capture_output=True, text=True, check=True, timeout=120
     )
     assert listing.stdout.strip() == presets.format_preset_table()
     assert presets.main(["synthetic-tiny", "training.seed=7"]) == 0

@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from adatad import presets
 from adatad.custom_data import check_training_data
 from adatad.synthetic import generate_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "training"))
-import presets  # noqa: E402
 import run_tad  # noqa: E402
 from tiny_run_overrides import TINY_RUN_OVERRIDES  # noqa: E402
 

@@ -6,7 +6,7 @@
 
     accelerate launch training/run_tad.py --preset synthetic-tiny --output_dir runs/synthetic   # CPU demo
 
-A preset (training/presets/*.json) holds every number of the matching OpenTAD config; any field can be changed
+A preset (adatad/presets/*.json) holds every number of the matching OpenTAD config; any field can be changed
 with `--set training.adapter_lr=1e-4 model.adapter_layer_indices=[6,7,8]`. `--list-presets` prints them all.
 
 `training_function` reads top to bottom like accelerate's `complete_nlp_example.py`: preset and output folder,
@@ -43,8 +43,7 @@ from accelerate.utils import (
     set_seed,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from presets import (  # noqa: E402
+from adatad.presets import (
     DATASETS,
     PresetError,
     apply_overrides,

@@ -1,4 +1,5 @@
-"""Training presets: one JSON file per experiment in `training/presets/`, loaded, checked and overridden here.
+"""Training presets: one JSON file per experiment, shipped in this package (`adatad/presets/*.json`), loaded,
+checked and overridden here.
 
 Every row of AdaTAD's result tables (OpenTAD `configs/adatad/README.md`) has a preset named after the stem of its
 OpenTAD config, e.g. `e2e_thumos_videomae_s_768x1_160_adapter`; the frozen-backbone (`*_frozen`) and full
@@ -6,8 +7,8 @@ fine-tuning (`*_fullft`) baselines OpenTAD defines for ActivityNet and THUMOS-14
 config (`e2e_thumos_videomae_s_768x1_160_side`) and the CPU-sized `synthetic-tiny*` presets complete the set.
 A preset is plain data: copy a file, edit it and pass its path instead of a name.
 
-Command line: `python training/presets.py` prints one line per preset (name, dataset, the paper's average mAP);
-`python training/presets.py NAME [KEY=VALUE ...]` prints the preset after the overrides.
+Command line: `python -m adatad.presets` prints one line per preset (name, dataset, the paper's average mAP);
+`python -m adatad.presets NAME [KEY=VALUE ...]` prints the preset after the overrides.
 
 Schema (every file has exactly these keys; `null` means "not used by this preset"):
 
@@ -95,11 +96,13 @@ import difflib
 import json
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 
-from adatad.atomic_files import write_text_atomically
+from ..atomic_files import write_text_atomically
 
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+# The shipped preset files, read through importlib.resources so that a wheel install finds them as a checkout does.
+SHIPPED_PRESETS = resources.files(__name__)
 
 NUMBER = (int, float)
 NULL = type(None)
@@ -340,11 +343,11 @@ class PresetError(ValueError):
 
 
 def list_presets() -> list[str]:
-    """Names of the presets shipped in `training/presets/`, sorted."""
-    return sorted(path.stem for path in PRESETS_DIR.glob("*.json"))
+    """Names of the presets shipped in `adatad/presets/`, sorted."""
+    return sorted(entry.name[: -len(".json")] for entry in SHIPPED_PRESETS.iterdir() if entry.name.endswith(".json"))
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path) -> dict:
     try:
         preset = json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -355,7 +358,7 @@ def _read_json(path: Path) -> dict:
 
 
 def load_preset(name_or_path: str | os.PathLike, validate: bool = True) -> dict:
-    """Loads a preset by name (`training/presets/<name>.json`) or from a JSON file path.
+    """Loads a shipped preset by name (`adatad/presets/<name>.json`) or from a JSON file path.
 
     Args:
         name_or_path: a name from `list_presets()` or the path of a preset file (e.g. an edited copy).
@@ -369,12 +372,12 @@ def load_preset(name_or_path: str | os.PathLike, validate: bool = True) -> dict:
     if not path.is_file():
         if text.endswith(".json") or os.sep in text:
             raise PresetError(f"preset file {text} does not exist.")
-        path = PRESETS_DIR / f"{text}.json"
+        path = SHIPPED_PRESETS / f"{text}.json"
         if not path.is_file():
             close = difflib.get_close_matches(text, list_presets(), n=5, cutoff=0.5)
             hint = f" Close matches: {', '.join(close)}." if close else ""
             raise PresetError(
-                f"unknown preset {text!r}.{hint} Run `python training/presets.py` to list all presets, or pass the "
+                f"unknown preset {text!r}.{hint} Run `python -m adatad.presets` to list all presets, or pass the "
                 "path of a preset JSON file."
             )
     preset = _read_json(path)
@@ -415,7 +418,7 @@ def _check_keys(mapping: dict, types: dict, where: str, source: str, optional=()
 
 def model_config_fields() -> set[str]:
     """Keys a preset's `model` section may hold: the fields `AdaTADConfig` declares, plus `num_labels`."""
-    from adatad.configuration_adatad import AdaTADConfig
+    from ..configuration_adatad import AdaTADConfig
 
     own = {field.name for field in dataclasses.fields(AdaTADConfig)} & set(AdaTADConfig.__annotations__)
     return own | {"num_labels", "id2label", "label2id"} | set(POST_PROCESSING_KWARGS)
@@ -559,7 +562,7 @@ def validate_preset(preset: dict, source: str = "preset", check_model_config: bo
 
 def build_model_config(preset: dict):
     """`AdaTADConfig(**preset["model"])`, without the `post_*` keys (they go to the processor)."""
-    from adatad.configuration_adatad import AdaTADConfig
+    from ..configuration_adatad import AdaTADConfig
 
     return AdaTADConfig(**{key: value for key, value in preset["model"].items() if key not in POST_PROCESSING_KWARGS})
 
@@ -690,7 +693,7 @@ def _dataset_order(preset: dict) -> int:
 def format_preset_table() -> str:
     """One line per shipped preset: name, dataset and the paper's average mAP it targets ("-" for baselines and
     synthetic presets), ordered by dataset then name."""
-    shipped = [_read_json(PRESETS_DIR / f"{name}.json") for name in list_presets()]
+    shipped = [_read_json(SHIPPED_PRESETS / f"{name}.json") for name in list_presets()]
     shipped.sort(key=lambda preset: (_dataset_order(preset), preset["name"]))
     width = max(len(preset["name"]) for preset in shipped)
     lines = [f"{'preset':<{width}}  {'dataset':<22}  paper avg mAP"]
@@ -703,7 +706,7 @@ def format_preset_table() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python training/presets.py",
+        prog="python -m adatad.presets",
         description="List the training presets, or print one preset after KEY=VALUE overrides.",
     )
     parser.add_argument("preset", nargs="?", help="preset name or JSON file; omit to list every preset")
@@ -719,7 +722,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(dump_preset(preset), end="")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
