@@ -29,17 +29,11 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 import torch
 
+from .nms import SOFT_NMS_METHODS, hard_nms_groups, soft_nms_groups
+
 NMSMethod = Literal["gaussian", "linear", "improved_gaussian", "vanilla", "hard", "none"]
-_SOFT_NMS_METHODS = ("gaussian", "linear", "improved_gaussian", "vanilla")
 # Votes are computed in row blocks so that memory stays bounded for many thousand candidates.
 _VOTING_BLOCK_ELEMENTS = 4_000_000
-# Soft-NMS decay: above this many remaining elements only the overlapping candidates are decayed
-# (far fewer exp calls); below it one dense multiply over all of them is cheaper.
-_DENSE_DECAY_MAX_ELEMENTS = 2048
-# Soft-NMS checks every this many steps whether finished rows should leave the state.
-_ROW_COMPACTION_INTERVAL = 8
-# Candidate indices travel inside the float32 soft-NMS state, exact up to 2**24.
-_MAX_SOFT_NMS_CANDIDATES = 2**24
 
 
 @dataclass(frozen=True)
@@ -124,7 +118,7 @@ class NMSSettings:
     t2: float = PostProcessingSettings.nms_t2
 
     def __post_init__(self):
-        allowed = _SOFT_NMS_METHODS + ("hard", "none")
+        allowed = SOFT_NMS_METHODS + ("hard", "none")
         if self.method not in allowed:
             raise ValueError(f"`nms_method` must be one of {allowed}, got {self.method!r}.")
         if self.method in ("gaussian", "improved_gaussian") and not self.sigma > 0:
@@ -252,50 +246,17 @@ def select_pre_nms_candidates(
 # ---------------------------------------------------------------------------------------------
 
 
-def _pad_groups(group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Lays out candidates as `(num_groups, max_group_size)` rows, one row per group id (ascending),
-    keeping the input order inside each row. Returns (row of each candidate, its column, group sizes)."""
-    _, row, sizes = torch.unique(group_ids, return_inverse=True, return_counts=True)
-    order = torch.sort(row, stable=True).indices
-    starts = torch.cumsum(sizes, 0) - sizes
-    column = torch.empty_like(row)
-    column[order] = torch.arange(row.shape[0]) - starts[row[order]]
-    return row, column, sizes
-
-
-def _decay_weights(ovr: torch.Tensor, picked_length: torch.Tensor, settings: NMSSettings) -> torch.Tensor:
-    """Soft-NMS score multiplier for overlaps `ovr` with the segment just picked."""
-    if settings.method == "gaussian":
-        return torch.exp(-(ovr * ovr) / settings.sigma)
-    if settings.method == "linear":
-        return torch.where(ovr >= settings.iou_threshold, 1 - ovr, torch.ones_like(ovr))
-    if settings.method == "improved_gaussian":
-        applies = ovr >= (settings.t1 + settings.t2 * picked_length)
-        return torch.where(applies, torch.exp(-(ovr * ovr) / settings.sigma), torch.ones_like(ovr))
-    # vanilla
-    return torch.where(ovr >= settings.iou_threshold, torch.zeros_like(ovr), torch.ones_like(ovr))
-
-
 def soft_nms(
     segments: torch.Tensor,
     scores: torch.Tensor,
     group_ids: torch.Tensor | None = None,
     settings: NMSSettings = NMSSettings(),
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft-NMS, run independently (and simultaneously) for every group of candidates.
-
-    Reproduces OpenTAD's C++ `softnms_1d_cpu` step by step, including its float32 arithmetic
-    (length = end - start + 1e-6, IoU = inter / (len_a + len_b - inter)) and its in-place swaps,
-    so that ties between equal scores are broken exactly as OpenTAD breaks them. Each step is
-    vectorised over all groups and all remaining candidates: pick the highest remaining score
-    (first one on ties), decay every other remaining score, drop those below `min_score`.
-
-    Speed-up with identical results: candidates of a group that are not connected by overlaps never
-    change each other's scores, so each overlap cluster runs as its own row (the loop then takes as
-    many steps as the largest cluster, not the largest group) and the clusters' picks are interleaved
-    by score, as OpenTAD's single loop interleaves them. Where that interleaving or a pick inside a
-    cluster would hinge on two exactly equal scores (OpenTAD then decides by its memory layout), the
-    group is recomputed as one row.
+    """Soft-NMS, run independently for every group of candidates, with the results of OpenTAD's C++
+    `softnms_1d_cpu`: its float32 arithmetic (length = end - start + 1e-6, IoU = inter / (len_a + len_b -
+    inter), glibc's `expf` for the Gaussian decay), its drops below `min_score` and its tie-breaking.
+    The cost grows with the number of overlapping candidate pairs, not with the square of the number of
+    candidates (`adatad.nms` says how).
 
     Args:
         segments: `(num_candidates, 2)` float32 (start, end).
@@ -308,231 +269,26 @@ def soft_nms(
         `(keep, kept_scores)`: candidate indices and their decayed scores, grouped by ascending
         group id and, inside a group, in selection order (non-increasing scores).
     """
-    if settings.method not in _SOFT_NMS_METHODS:
-        raise ValueError(f"`soft_nms` needs a soft method {_SOFT_NMS_METHODS}, got {settings.method!r}.")
-    num_candidates = segments.shape[0]
-    if num_candidates == 0:
-        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float32)
-    if num_candidates > _MAX_SOFT_NMS_CANDIDATES:
-        raise ValueError(
-            f"soft-NMS takes at most {_MAX_SOFT_NMS_CANDIDATES} candidates per call, got {num_candidates}."
-        )
-    segments = segments.detach().cpu().float()
-    scores = scores.detach().cpu().float()
-    group_ids = torch.zeros(num_candidates, dtype=torch.long) if group_ids is None else group_ids.detach().cpu().long()
-    # Clusters are independent when a zero overlap leaves a score untouched (not so for vanilla
-    # soft-NMS with iou_threshold <= 0, which zeroes every other score) and every IoU between
-    # clusters is a plain 0 (finite values, no reversed segment).
-    clusters_independent = (
-        (settings.method != "vanilla" or settings.iou_threshold > 0)
-        and bool(torch.isfinite(segments).all() and torch.isfinite(scores).all())
-        and bool((segments[:, 1] >= segments[:, 0]).all())
+    if settings.method not in SOFT_NMS_METHODS:
+        raise ValueError(f"`soft_nms` needs a soft method {SOFT_NMS_METHODS}, got {settings.method!r}.")
+    segments = segments.detach().cpu().float().reshape(-1, 2).numpy()
+    scores = scores.detach().cpu().float().reshape(-1).numpy()
+    if group_ids is None:
+        group_ids = np.zeros(scores.shape[0], dtype=np.int64)
+    else:
+        group_ids = group_ids.detach().cpu().long().reshape(-1).numpy()
+    keep, kept_scores = soft_nms_groups(
+        segments,
+        scores,
+        group_ids,
+        method=settings.method,
+        sigma=settings.sigma,
+        min_score=settings.min_score,
+        iou_threshold=settings.iou_threshold,
+        t1=settings.t1,
+        t2=settings.t2,
     )
-    if not clusters_independent:
-        keep, kept_scores, _ = _soft_nms_rows(segments, scores, group_ids, settings)
-        return keep, kept_scores
-
-    # OpenTAD's first step drops every candidate below `min_score` except the group's first pick,
-    # whatever its cluster; do that up front so that clusters start from the same candidates.
-    first_pick = _first_index_of_group_max(scores, group_ids)
-    candidates = torch.where((scores >= settings.min_score) | first_pick)[0]
-    cluster_ids = _overlap_clusters(segments[candidates], group_ids[candidates])
-    keep, kept_scores, tied_clusters = _soft_nms_rows(
-        segments[candidates], scores[candidates], cluster_ids, settings, detect_ties=True
-    )
-    keep = candidates[keep]
-    kept_groups = group_ids[keep]
-    # interleave the clusters of each group by descending score: OpenTAD's pick order
-    order = kept_scores.sort(descending=True, stable=True).indices
-    order = order[kept_groups[order].sort(stable=True).indices]
-    keep, kept_scores, kept_groups = keep[order], kept_scores[order], kept_groups[order]
-
-    # groups in which a pick had an exactly equal competitor (inside a cluster or across clusters)
-    cluster_group = torch.zeros(int(cluster_ids.max()) + 1, dtype=torch.long)
-    cluster_group[cluster_ids] = group_ids[candidates]
-    tied_groups = cluster_group[tied_clusters]
-    equal_neighbours = (kept_scores[1:] == kept_scores[:-1]) & (kept_groups[1:] == kept_groups[:-1])
-    tied_groups = torch.cat((tied_groups, kept_groups[1:][equal_neighbours]))
-    if tied_groups.numel() == 0:
-        return keep, kept_scores
-    redo = torch.where(torch.isin(group_ids, tied_groups))[0]
-    redo_keep, redo_scores, _ = _soft_nms_rows(segments[redo], scores[redo], group_ids[redo], settings)
-    untouched = ~torch.isin(kept_groups, tied_groups)
-    keep = torch.cat((keep[untouched], redo[redo_keep]))
-    kept_scores = torch.cat((kept_scores[untouched], redo_scores))
-    by_group = group_ids[keep].sort(stable=True).indices
-    return keep[by_group], kept_scores[by_group]
-
-
-def _first_index_of_group_max(scores: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-    """Bool mask of the first candidate (input order) holding its group's highest score."""
-    _, group_index = torch.unique(group_ids, return_inverse=True)
-    group_max = torch.full((int(group_index.max()) + 1,), float("-inf")).scatter_reduce(0, group_index, scores, "amax")
-    is_max = scores == group_max[group_index]
-    positions = torch.arange(scores.shape[0])
-    first = torch.full_like(group_max, scores.shape[0], dtype=torch.long).scatter_reduce(
-        0, group_index[is_max], positions[is_max], "amin"
-    )
-    mask = torch.zeros_like(is_max)
-    mask[first] = True
-    return mask
-
-
-def _float_order_key(values: torch.Tensor) -> torch.Tensor:
-    """int64 keys in [0, 2**32) that sort like the float32 `values`: IEEE sign-magnitude bits made
-    monotonic (negative floats reversed below the positive ones)."""
-    bits = values.contiguous().view(torch.int32).long()
-    return torch.where(bits < 0, -1 - bits, bits + 2**31)
-
-
-def _overlap_clusters(segments: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-    """Cluster id per candidate: connected components of "overlaps with" inside each group
-    (a sweep by start time), numbered so that ascending cluster ids follow ascending group ids."""
-    order = segments[:, 0].sort(stable=True).indices
-    order = order[group_ids[order].sort(stable=True).indices]
-    groups = group_ids[order]
-    new_group = torch.ones_like(groups, dtype=torch.bool)
-    new_group[1:] = groups[1:] != groups[:-1]
-    group_rank = torch.cumsum(new_group, 0) - 1
-    # running maximum of the end times inside each group, exactly: the group rank in the high bits
-    # keeps the running maximum from leaking across groups
-    end_keys = _float_order_key(segments[order, 1]) + (group_rank << 33)
-    running_end = torch.cummax(end_keys, 0).values
-    previous_end = torch.cat((running_end.new_zeros(1), running_end[:-1]))
-    start_keys = _float_order_key(segments[order, 0]) + (group_rank << 33)
-    new_cluster = new_group | (start_keys >= previous_end)  # no positive overlap with anything before
-    cluster_ids = torch.empty_like(groups)
-    cluster_ids[order] = torch.cumsum(new_cluster, 0) - 1
-    return cluster_ids
-
-
-def _soft_nms_rows(
-    segments: torch.Tensor,
-    scores: torch.Tensor,
-    row_ids: torch.Tensor,
-    settings: NMSSettings,
-    detect_ties: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The soft-NMS loop over rows of candidates (one row per distinct `row_ids` value), all rows
-    stepping together. Returns `soft_nms`'s `(keep, kept_scores)` plus, with `detect_ties`, the row
-    ids in which some pick had an exactly equal competitor."""
-    num_candidates = segments.shape[0]
-    row, column, sizes = _pad_groups(row_ids)
-    num_rows, num_columns = sizes.shape[0], int(sizes.max())
-
-    # state[field, row, column]: 0/1 = start/end, 2 = current score, 3 = length (+1e-6 as OpenTAD),
-    # 4 = candidate index (exact in float32 below 2**24 candidates). Column `step` receives the pick
-    # of that step and is never written again, so at the end each row holds its picks in order.
-    state = torch.zeros(5, num_rows, num_columns)
-    state[0, row, column] = segments[:, 0]
-    state[1, row, column] = segments[:, 1]
-    state[2, row, column] = scores
-    state[3, row, column] = segments[:, 1] - segments[:, 0] + 1e-6
-    state[4, row, column] = torch.arange(num_candidates, dtype=torch.float32)
-    remaining = sizes.clone()  # candidates still in play per row (picked ones included)
-    width = num_columns  # no row has candidates in play at or beyond this column
-    columns = torch.arange(num_columns)
-    first_column = torch.zeros(num_rows, 1, dtype=torch.long)
-    single_row = num_rows == 1
-    # Decay factors are >= 0, so a drop below `min_score` is only possible if a score can get there.
-    drops_possible = settings.min_score > 0 or bool((scores < settings.min_score).any())
-    # Every method except vanilla with iou_threshold <= 0 leaves a score exactly unchanged when the
-    # overlap is 0, so on wide rows only the overlapping candidates are decayed (fewer exp calls).
-    sparse_decay_allowed = settings.method != "vanilla" or settings.iou_threshold > 0
-
-    tied_rows = torch.zeros(num_rows, dtype=torch.bool)
-    # Finished rows are moved out of `state` once they are half of it, so long rows do not drag short ones along.
-    row_of_state = torch.arange(num_rows)  # row id index of each row of `state`
-    finished_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    tied_by_row = torch.zeros(num_rows, dtype=torch.bool)
-
-    step = 0
-    while step < width:
-        if num_rows > 1 and step % _ROW_COMPACTION_INTERVAL == 0:
-            active = remaining > step
-            if int(active.sum()) <= num_rows // 2:
-                finished = ~active
-                keep_mask = columns[None] < remaining[finished][:, None]
-                rows_of_picks = row_of_state[finished][:, None].expand_as(keep_mask)[keep_mask]
-                finished_parts.append((state[4][finished][keep_mask], state[2][finished][keep_mask], rows_of_picks))
-                tied_by_row[row_of_state[finished]] = tied_rows[finished]
-                state, remaining, tied_rows, row_of_state = (
-                    state[:, active],
-                    remaining[active],
-                    tied_rows[active],
-                    row_of_state[active],
-                )
-                num_rows = state.shape[1]
-                first_column = first_column[:num_rows]
-                single_row = num_rows == 1
-                width = int(remaining.max())
-        tail = state[:, :, step:width]  # (5, num_rows, width - step)
-        current = tail[2]
-        if not single_row:
-            in_play = columns[step:width] < remaining[:, None]  # (num_rows, width - step)
-            current = current.masked_fill(~in_play, float("-inf"))
-        best = current.argmax(dim=1, keepdim=True)  # first maximum, like the C++ strict `<` scan
-        if detect_ties:
-            tied_rows |= ((current == current.gather(1, best)).sum(1) > 1) & (remaining > step)
-        # swap the picked candidate into column `step`, as the C++ loop does
-        swap = torch.cat((first_column, best), dim=1).expand(5, num_rows, 2)
-        tail.scatter_(2, swap, tail.gather(2, torch.cat((best, first_column), dim=1).expand(5, num_rows, 2)))
-
-        picked_start, picked_end, _, picked_length, _ = tail[:, :, :1].unbind(0)  # each (num_rows, 1)
-        start, end, score, length, _ = tail[:, :, 1:].unbind(0)  # each (num_rows, width - step - 1)
-        inter = (torch.minimum(picked_end, end) - torch.maximum(picked_start, start)).clamp_(min=0)
-        ovr = inter.div_(picked_length + length - inter)
-        if sparse_decay_allowed and ovr.numel() > _DENSE_DECAY_MAX_ELEMENTS:
-            overlapping = (ovr != 0).nonzero(as_tuple=True)
-            weights = _decay_weights(ovr[overlapping], picked_length[overlapping[0], 0], settings)
-            score.index_put_(overlapping, score[overlapping] * weights)
-        else:
-            score.mul_(_decay_weights(ovr, picked_length, settings))
-
-        if drops_possible:
-            in_play_rest = columns[step + 1 : width] < remaining[:, None]
-            dropped = (score < settings.min_score) & in_play_rest
-            if bool(dropped.any()):
-                _drop_like_opentad(tail[:, :, 1:], dropped, in_play_rest)
-                active = remaining > step
-                remaining = torch.where(active, step + 1 + (in_play_rest & ~dropped).sum(1), remaining)
-                width = int(remaining.max())
-        step += 1
-
-    keep_mask = columns[None] < remaining[:, None]  # columns = selection order
-    finished_parts.append(
-        (state[4][keep_mask], state[2][keep_mask], row_of_state[:, None].expand_as(keep_mask)[keep_mask])
-    )
-    tied_by_row[row_of_state] = tied_rows
-    keep, kept_scores, rows_of_picks = (torch.cat(part) for part in zip(*finished_parts))
-    by_row = rows_of_picks.sort(stable=True).indices  # rows ascending by row id
-    return keep[by_row].long(), kept_scores[by_row], torch.unique(row_ids)[tied_by_row]
-
-
-def _drop_like_opentad(state: torch.Tensor, dropped: torch.Tensor, in_play: torch.Tensor) -> None:
-    """Removes `dropped` candidates from `state` (fields, rows, columns) in place, with the layout
-    OpenTAD's C++ loop produces.
-
-    OpenTAD scans left to right and overwrites a dropped candidate with the last candidate still in
-    play (re-checking it). The result: kept candidates left of the new end stay where they are, and
-    the holes left of it are filled, left to right, with the kept candidates right of it taken from
-    the far right. Reproducing the layout keeps later tie-breaking identical to OpenTAD.
-    """
-    kept = in_play & ~dropped
-    new_length = kept.sum(1, keepdim=True)  # (num_rows, 1)
-    local = torch.arange(dropped.shape[1])[None]
-    holes = dropped & (local < new_length)
-    fillers = kept & (local >= new_length)
-    if not bool(holes.any()):
-        return
-    hole_rank = holes.cumsum(1) - 1
-    filler_rank = fillers.flip(1).cumsum(1).flip(1) - 1  # 0 = rightmost filler
-    filler_rows, filler_columns = fillers.nonzero(as_tuple=True)
-    source_by_rank = torch.zeros_like(dropped, dtype=torch.long)
-    source_by_rank[filler_rows, filler_rank[filler_rows, filler_columns]] = filler_columns
-    hole_rows, hole_columns = holes.nonzero(as_tuple=True)
-    source_columns = source_by_rank[hole_rows, hole_rank[hole_rows, hole_columns]]
-    state[:, hole_rows, hole_columns] = state[:, hole_rows, source_columns]
+    return torch.from_numpy(keep), torch.from_numpy(kept_scores)
 
 
 def hard_nms(
@@ -544,31 +300,17 @@ def hard_nms(
     """Greedy NMS per group (OpenTAD `use_soft_nms=False`): candidates sorted by score, each kept one
     removes the later ones with IoU >= `iou_threshold`. With `min_score > 0` only scores strictly above
     it enter. Same return layout as `soft_nms` (scores unchanged)."""
-    segments = segments.detach().cpu().float()
-    scores = scores.detach().cpu().float()
+    scores = scores.detach().cpu().float().reshape(-1)
     if group_ids is None:
-        group_ids = torch.zeros(segments.shape[0], dtype=torch.long)
-    group_ids = group_ids.detach().cpu()
-    keep_per_group = []
-    for group in torch.unique(group_ids):
-        members = torch.where(group_ids == group)[0]
-        if settings.min_score > 0:
-            members = members[scores[members] > settings.min_score]
-        order = members[scores[members].sort(descending=True).indices]
-        starts, ends = segments[order, 0], segments[order, 1]
-        lengths = ends - starts + 1e-6
-        alive = torch.ones(order.shape[0], dtype=torch.bool)
-        for position in range(order.shape[0]):
-            if not bool(alive[position]):
-                continue
-            inter = (
-                torch.minimum(ends[position], ends[position + 1 :])
-                - torch.maximum(starts[position], starts[position + 1 :])
-            ).clamp(min=0)
-            ovr = inter / (lengths[position] + lengths[position + 1 :] - inter)
-            alive[position + 1 :] &= ~(ovr >= settings.iou_threshold)
-        keep_per_group.append(order[alive])
-    keep = torch.cat(keep_per_group) if keep_per_group else torch.zeros(0, dtype=torch.long)
+        group_ids = torch.zeros(scores.shape[0], dtype=torch.long)
+    keep = hard_nms_groups(
+        segments.detach().cpu().float().reshape(-1, 2).numpy(),
+        scores.numpy(),
+        group_ids.detach().cpu().long().reshape(-1).numpy(),
+        iou_threshold=settings.iou_threshold,
+        min_score=settings.min_score,
+    )
+    keep = torch.from_numpy(keep)
     return keep, scores[keep]
 
 

@@ -26,6 +26,7 @@ from adatad.post_processing import (
     to_activitynet_submission,
 )
 
+from adatad.nms import _soft_nms_rounds, expf
 from opentad_post_checks import check_post_processing
 
 METHOD_CODES = {"vanilla": 0, "linear": 1, "gaussian": 2, "improved_gaussian": 3}
@@ -161,6 +162,150 @@ def test_min_score_removes_decayed_segments():
     assert keep.tolist() == [0, 1]
     keep, _ = soft_nms(segments, scores, None, NMSSettings(min_score=0.2))
     assert keep.tolist() == [0]
+
+
+# glibc 2.36's expf (what OpenTAD's compiled loop calls for the Gaussian decay) on inputs where torch's or numpy's
+# float32 exp, or exp in double precision rounded to float, give another float32: (x, expf(x)) as float.hex().
+GLIBC_EXPF = [
+    ("-0x1.6df7acp-9", "0x1.fe928cp-1"),
+    ("-0x1.757f1ap-9", "0x1.fe8b0ap-1"),
+    ("-0x1.947e9ep-9", "0x1.fe6c22p-1"),
+    ("-0x1.9cbd30p-9", "0x1.fe63eap-1"),
+    ("-0x1.b565d6p-14", "0x1.fff256p-1"),
+    ("-0x1.ca2668p-14", "0x1.fff1aep-1"),
+    ("-0x1.4c16bcp-13", "0x1.ffeb3ep-1"),
+    ("-0x1.dbbdd0p-13", "0x1.ffe246p-1"),
+    ("-0x1.000250p-25", "0x1.fffffep-1"),
+    ("-0x1.000596p-25", "0x1.fffffep-1"),
+    ("-0x1p+1", "0x1.152aaap-3"),  # exp(-2) = 0.1353352832...
+    ("-0x0p+0", "0x1p+0"),
+]
+
+
+def test_expf_equals_glibc_expf():
+    x = np.array([float.fromhex(a) for a, _ in GLIBC_EXPF], dtype=np.float32)
+    expected = np.array([float.fromhex(b) for _, b in GLIBC_EXPF], dtype=np.float32)
+    assert expf(x).tolist() == expected.tolist()
+    assert expf(np.array([-200.0], dtype=np.float32)).tolist() == [0.0]  # underflows to +0 as glibc's
+
+
+def reference_soft_nms(segments, scores, sigma, min_score):
+    """OpenTAD's C++ soft-NMS loop written plainly (Gaussian decay), one step per pick with numpy over the
+    remaining candidates: swap of the best (first on ties) into place, decay of all others, each dropped
+    candidate overwritten by the last one in play. O(n^2). Returns (indices in pick order, picked scores)."""
+    f32 = np.float32
+    x1 = np.array(segments[:, 0], dtype=f32)
+    x2 = np.array(segments[:, 1], dtype=f32)
+    sc = np.array(scores, dtype=f32)
+    area = (x2 - x1) + f32(1e-6)
+    inds = np.arange(sc.shape[0])
+    arrays = (x1, x2, sc, area, inds)
+    count, picks, picked = sc.shape[0], [], []
+    for step in range(sc.shape[0]):
+        if step >= count:
+            break
+        best = step + int(np.argmax(sc[step:count]))
+        for array in arrays:
+            array[[step, best]] = array[[best, step]]
+        picks.append(int(inds[step]))
+        picked.append(float(sc[step]))
+        rest = slice(step + 1, count)
+        inter = np.maximum(f32(0), np.minimum(x2[step], x2[rest]) - np.maximum(x1[step], x1[rest]))
+        ovr = inter / (area[step] + area[rest] - inter)
+        sc[rest] *= expf(-(ovr * ovr) / f32(sigma))
+        position = step + 1
+        while True:
+            below = np.flatnonzero(sc[position:count] < f32(min_score))
+            if below.shape[0] == 0:
+                break
+            position += int(below[0])
+            for array in arrays:
+                array[position] = array[count - 1]
+            count -= 1
+    return picks, picked
+
+
+def long_video_candidates(seed, video_seconds, rounded):
+    """Candidates of a long synthetic video as a sliding-window detector gives them: 60 s windows every 30 s,
+    each with a cloud of jittered candidates around the actions it sees and some background ones, 3 classes.
+    `rounded`: seconds to 2 decimals and scores to 4, as windows are merged (many exact ties)."""
+    rng = np.random.default_rng(seed)
+    action_starts = rng.uniform(0, video_seconds, video_seconds // 20)
+    actions = [(t, t + rng.uniform(1, 12), int(rng.integers(3))) for t in action_starts]
+    segments, scores, labels = [], [], []
+    for window_start in range(0, video_seconds - 30, 30):
+        window_end = window_start + 60
+        for start, end, label in actions:
+            if start < window_end and end > window_start:
+                k = 10
+                segments += list(zip(start + rng.normal(0, 1, k), end + rng.normal(0, 1, k)))
+                scores += list(rng.uniform(0.2, 0.9) * rng.uniform(0.3, 1, k))
+                labels += [label] * k
+        k = 40
+        starts = rng.uniform(window_start, window_end, k)
+        segments += list(zip(starts, starts + rng.uniform(0.3, 15, k)))
+        scores += list(rng.uniform(0.0005, 0.2, k))
+        labels += list(rng.integers(0, 3, k))
+    segments = np.sort(np.array(segments, dtype=np.float32), axis=1)
+    scores = np.array(scores, dtype=np.float32)
+    if rounded:
+        segments = np.array([[round(float(v), 2) for v in pair] for pair in segments], dtype=np.float32)
+        scores = np.array([round(float(v), 4) for v in scores], dtype=np.float32)
+    return torch.from_numpy(segments), torch.from_numpy(scores), torch.tensor(labels)
+
+
+@pytest.mark.parametrize("rounded", [False, True])
+def test_soft_nms_on_a_long_video_equals_the_plain_loop(rounded):
+    segments, scores, labels = long_video_candidates(11, 600, rounded)
+    assert segments.shape[0] > 1000
+    settings = NMSSettings(sigma=0.5, min_score=0.001)
+    keep, kept_scores = soft_nms(segments, scores, labels, settings)
+    expected_keep, expected_scores = [], []
+    for label in range(3):
+        members = torch.where(labels == label)[0]
+        picks, picked = reference_soft_nms(segments[members].numpy(), scores[members].numpy(), 0.5, 0.001)
+        expected_keep += members[picks].tolist()
+        expected_scores += picked
+    assert keep.tolist() == expected_keep
+    assert kept_scores.tolist() == expected_scores
+    assert len(expected_keep) < segments.shape[0]  # drops below min_score happened
+    if not rounded:  # distinct scores: the rounds decide every class by themselves, without the step loop
+        *_, left = _soft_nms_rounds(
+            segments[:, 0].numpy(), segments[:, 1].numpy(), scores.numpy(), labels.numpy(), method="gaussian",
+            sigma=0.5, min_score=0.001, iou_threshold=0.0, t1=0.0, t2=0.0,
+        )
+        assert left.tolist() == []
+
+
+def test_soft_nms_work_grows_linearly_with_video_length():
+    # same density of candidates, twice the video: twice the overlapping pairs, each visited at most once per
+    # direction, and about the same number of rounds (they follow the local density, not the length)
+    work = {}
+    for seconds in (600, 1200):
+        segments, scores, labels = long_video_candidates(5, seconds, rounded=False)
+        counters = {}
+        _soft_nms_rounds(
+            segments[:, 0].numpy(), segments[:, 1].numpy(), scores.numpy(), labels.numpy(), method="gaussian",
+            sigma=0.5, min_score=0.001, iou_threshold=0.0, t1=0.0, t2=0.0, counters=counters,
+        )
+        assert counters["pair_visits"] <= 2 * counters["pairs"]
+        work[seconds] = counters
+    assert 1.5 < work[1200]["pairs"] / work[600]["pairs"] < 2.5
+    assert work[1200]["rounds"] <= work[600]["rounds"] + 4
+
+
+def test_soft_nms_far_apart_candidates_do_not_interact():
+    # one video's candidates, and the same candidates again 10,000 s later: each half's result is unchanged
+    segments, scores, labels = long_video_candidates(3, 300, rounded=False)
+    settings = NMSSettings(sigma=0.5, min_score=0.001)
+    keep, kept_scores = soft_nms(segments, scores, labels, settings)
+    doubled = torch.cat((segments, segments + 10_000))
+    keep2, kept_scores2 = soft_nms(doubled, torch.cat((scores, scores * 0.999)), torch.cat((labels, labels)), settings)
+    n = segments.shape[0]
+    first_half = keep2 < n
+    assert sorted(zip(keep2[first_half].tolist(), kept_scores2[first_half].tolist())) == sorted(
+        zip(keep.tolist(), kept_scores.tolist())
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,597 @@
+"""The 1-D NMS engine: soft-NMS and greedy NMS with the arithmetic of OpenTAD's compiled CPU op.
+
+`post_processing.py` wraps these functions with its settings classes; this module knows only arrays.
+
+OpenTAD's `softnms_1d_cpu` runs, per class, a loop over all remaining candidates: pick the highest score
+(the first in memory on ties), multiply every other remaining score by a decay of its overlap with the
+pick, drop those that fall below `min_score`. That costs O(n^2) in the number of candidates. Here the
+same result comes from rounds over the overlap graph: a candidate whose current score is strictly higher
+than that of every remaining candidate it overlaps is picked before all of them, whatever happens elsewhere,
+so every such local maximum of a round is picked at once, and its decays are applied to its neighbours.
+Every candidate's score is the product of its decays taken in the global pick order (descending pick
+score), as OpenTAD multiplies them, so scores are bit-identical. A round costs the live overlaps; the
+number of rounds follows the local density of candidates, not the length of the video.
+
+Exact ties decide OpenTAD's pick order through its memory layout (in-place swaps and drops). A group
+(class) in which two picks end with the same score, or two overlapping candidates meet at the top with
+the same score, is therefore run through the plain step loop (`_sequential_soft_nms`), which reproduces
+the layout; so are inputs the rounds do not cover (negative scores, reversed segments, vanilla soft-NMS
+with `iou_threshold <= 0`, where a zero overlap still zeroes a score).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+SOFT_NMS_METHODS = ("gaussian", "linear", "improved_gaussian", "vanilla")
+# Candidate indices travel inside the float32 state of the step loop, exact up to 2**24.
+MAX_SOFT_NMS_CANDIDATES = 2**24
+# Step loop: above this many remaining elements only the overlapping candidates are decayed (far fewer
+# exp calls); below it one dense multiply over all of them is cheaper.
+_DENSE_DECAY_MAX_ELEMENTS = 2048
+# Step loop: every this many steps finished rows leave the state.
+_ROW_COMPACTION_INTERVAL = 8
+
+# --- float32 exp, bit-identical to glibc's expf (what OpenTAD's C++ `std::exp(float)` calls) ------------
+# glibc evaluates expf in double precision: x * 32/ln2 = k + r, exp(x) = 2^(k/32) * p(r), then one rounding to
+# float. Doing the same double-precision steps here reproduces every result bit for bit (checked on every
+# float32 in [-2, 0]); torch's and numpy's vectorised float32 exp differ from it in the last bit on some inputs.
+_EXP_TABLE_BITS = 5
+_EXP_N = 1 << _EXP_TABLE_BITS
+_EXP_TABLE = np.array(
+    [np.float64(2.0 ** (i / _EXP_N)).view(np.uint64) - np.uint64(i << (52 - _EXP_TABLE_BITS)) for i in range(_EXP_N)],
+    dtype=np.uint64,
+)
+_EXP_INV_LN2_N = float.fromhex("0x1.71547652b82fep+0") * _EXP_N
+_EXP_SHIFT = float.fromhex("0x1.8p+52")
+_EXP_POLY = (
+    float.fromhex("0x1.c6af84b912394p-5") / _EXP_N**3,
+    float.fromhex("0x1.ebfce50fac4f3p-3") / _EXP_N**2,
+    float.fromhex("0x1.62e42ff0c52d6p-1") / _EXP_N,
+)
+_EXP_UNDERFLOW = np.float32(float.fromhex("-0x1.9fe368p6"))  # below this expf returns +0
+
+
+def expf(x: np.ndarray) -> np.ndarray:
+    """glibc's `expf` for finite float32 `x <= 0` (the soft-NMS exponents), as a float32 array."""
+    x = np.asarray(x, dtype=np.float32)
+    z = _EXP_INV_LN2_N * x.astype(np.float64)
+    shifted = z + _EXP_SHIFT  # rounds z to an integer k, held in the low mantissa bits
+    k = shifted.view(np.uint64)
+    r = z - (shifted - _EXP_SHIFT)
+    scale = (_EXP_TABLE[(k % np.uint64(_EXP_N)).astype(np.intp)] + (k << np.uint64(52 - _EXP_TABLE_BITS))).view(
+        np.float64
+    )
+    c0, c1, c2 = _EXP_POLY
+    y = ((c0 * r + c1) * (r * r) + (c2 * r + 1.0)) * scale
+    return np.where(x < _EXP_UNDERFLOW, np.float32(0), y.astype(np.float32))
+
+
+def decay_weights(
+    ovr: np.ndarray,
+    picked_length: np.ndarray,
+    method: str,
+    sigma: float,
+    iou_threshold: float,
+    t1: float,
+    t2: float,
+) -> np.ndarray:
+    """Soft-NMS score multipliers (float32) for overlaps `ovr` with the picked segments, as OpenTAD's loop."""
+    f32 = np.float32
+    if method == "gaussian":
+        return expf(-(ovr * ovr) / f32(sigma))
+    if method == "linear":
+        return np.where(ovr >= f32(iou_threshold), f32(1) - ovr, f32(1)).astype(np.float32)
+    if method == "improved_gaussian":
+        applies = ovr >= f32(t1) + f32(t2) * picked_length
+        return np.where(applies, expf(-(ovr * ovr) / f32(sigma)), f32(1)).astype(np.float32)
+    if method == "vanilla":
+        return np.where(ovr >= f32(iou_threshold), f32(0), f32(1)).astype(np.float32)
+    raise ValueError(f"unknown soft-NMS method {method!r}; expected one of {SOFT_NMS_METHODS}.")
+
+
+def _float_order_key(values: np.ndarray) -> np.ndarray:
+    """int64 keys in [0, 2**32) that sort like the float32 `values` (sign-magnitude bits made monotonic)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32).astype(np.int64)
+    return np.where(bits < 0, -1 - bits, bits + 2**31)
+
+
+def _sweep(start: np.ndarray, end: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Segments sorted by (group, start) -> `(order, stop)`: `stop[i]` is the first sorted position after the
+    segments that start before the end of sorted segment `i` (same group); segments `i + 1 .. stop[i] - 1`
+    are the later-starting segments it can overlap."""
+    start, end = start + np.float32(0), end + np.float32(0)  # -0.0 -> +0.0, so that the keys sort like the floats
+    order = np.lexsort((start, group))
+    start_keys = (group[order].astype(np.int64) << 32) | _float_order_key(start[order])
+    end_keys = (group[order].astype(np.int64) << 32) | _float_order_key(end[order])
+    return order, np.searchsorted(start_keys, end_keys, side="left")
+
+
+def overlap_pairs(start: np.ndarray, end: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs `(a, b)`, `a != b`, of segments in the same group whose intersection has positive length,
+    found by a sweep over start times: O(n log n + pairs)."""
+    order, stop = _sweep(start, end, group)
+    counts = np.maximum(stop - np.arange(order.shape[0]) - 1, 0)
+    first = np.repeat(np.arange(order.shape[0]), counts)
+    second = first + 1 + np.arange(first.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+    a, b = order[first], order[second]
+    positive = np.minimum(end[a], end[b]) > np.maximum(start[a], start[b])
+    return a[positive], b[positive]
+
+
+class _NeighbourMax:
+    """Per segment (in sweep order), the highest current score among the segments that start inside it or
+    contain its start (a superset of the segments it overlaps), in O(n log n) per call with no per-pair work.
+
+    A segment's later-starting neighbours are one run of positions `i + 1 .. stop[i] - 1`: a sparse table gives
+    the run's maximum. Its earlier-starting neighbours are those whose run covers its position: the same table
+    read backwards (each run's score written on two power-of-two blocks, pushed down level by level) gives the
+    maximum over the runs covering each position."""
+
+    def __init__(self, stop: np.ndarray):
+        n = stop.shape[0]
+        first = np.arange(1, n + 1)
+        run_length = stop - first
+        self.has_run = run_length > 0
+        lengths = run_length[self.has_run]
+        self.levels = int(np.frexp(lengths.max())[1]) if lengths.shape[0] else 1
+        level = np.frexp(lengths)[1] - 1  # floor(log2(length))
+        self.n = n
+        self.query_left = level * n + first[self.has_run]
+        self.query_right = level * n + stop[self.has_run] - (1 << level)
+        # the backward table: each run's score goes to two blocks; contributions sorted once by block
+        blocks = np.concatenate((self.query_left, self.query_right))
+        self.block_order = np.argsort(blocks, kind="stable")
+        sorted_blocks = blocks[self.block_order]
+        self.block_starts = np.flatnonzero(np.concatenate(([True], sorted_blocks[1:] != sorted_blocks[:-1])))
+        self.block_ids = sorted_blocks[self.block_starts]
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        """`scores`: current score per segment, -inf for segments out of play."""
+        n, levels = self.n, self.levels
+        table = np.full((levels, n), -np.inf, dtype=np.float32)
+        table[0] = scores
+        for k in range(1, levels):
+            half = 1 << (k - 1)
+            np.maximum(table[k - 1, : n - half], table[k - 1, half:], out=table[k, : n - half])
+        result = np.full(n, -np.inf, dtype=np.float32)
+        flat = table.reshape(-1)
+        result[self.has_run] = np.maximum(flat[self.query_left], flat[self.query_right])
+
+        covering = np.full((levels, n), -np.inf, dtype=np.float32)
+        run_scores = scores[self.has_run]
+        contributions = np.concatenate((run_scores, run_scores))[self.block_order]
+        covering.reshape(-1)[self.block_ids] = np.maximum.reduceat(contributions, self.block_starts)
+        for k in range(levels - 1, 0, -1):
+            half = 1 << (k - 1)
+            np.maximum(covering[k - 1], covering[k], out=covering[k - 1])
+            np.maximum(covering[k - 1, half:], covering[k, : n - half], out=covering[k - 1, half:])
+        return np.maximum(result, covering[0], out=result)
+
+
+def pair_overlaps(start: np.ndarray, end: np.ndarray, length: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """OpenTAD's float32 overlap of pairs: inter / (len_a + len_b - inter), lengths with +1e-6."""
+    inter = np.maximum(np.minimum(end[a], end[b]) - np.maximum(start[a], start[b]), np.float32(0))
+    return inter / (length[a] + length[b] - inter)
+
+
+# --- soft-NMS -------------------------------------------------------------------------------------------
+
+
+def soft_nms_groups(
+    segments: np.ndarray,
+    scores: np.ndarray,
+    group_ids: np.ndarray,
+    method: str,
+    sigma: float,
+    min_score: float,
+    iou_threshold: float,
+    t1: float,
+    t2: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """OpenTAD's soft-NMS run independently for every group (e.g. class) of candidates.
+
+    Args:
+        segments: `(n, 2)` float32 (start, end); scores: `(n,)` float32; group_ids: `(n,)` int64.
+        method, sigma, min_score, iou_threshold, t1, t2: as OpenTAD's `softnms_1d_cpu`.
+
+    Returns:
+        `(keep, kept_scores)`: candidate indices (int64) and decayed scores (float32), grouped by ascending
+        group id and, inside a group, in OpenTAD's selection order.
+    """
+    if method not in SOFT_NMS_METHODS:
+        raise ValueError(f"soft-NMS needs a soft method {SOFT_NMS_METHODS}, got {method!r}.")
+    n = scores.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    if n > MAX_SOFT_NMS_CANDIDATES:
+        raise ValueError(f"soft-NMS takes at most {MAX_SOFT_NMS_CANDIDATES} candidates per call, got {n}.")
+    params = dict(method=method, sigma=sigma, min_score=min_score, iou_threshold=iou_threshold, t1=t1, t2=t2)
+    start, end = segments[:, 0], segments[:, 1]
+    # The rounds need: a zero overlap leaves a score untouched (not so for vanilla with iou_threshold <= 0),
+    # decays that never raise a score (scores >= 0) and plain overlaps (finite values, no reversed segment).
+    rounds_apply = (
+        (method != "vanilla" or iou_threshold > 0)
+        and bool(np.isfinite(segments).all() and np.isfinite(scores).all())
+        and bool((scores >= 0).all() and (end >= start).all())
+    )
+    if rounds_apply:
+        keep, kept_scores, sequential_groups = _soft_nms_rounds(start, end, scores, group_ids, **params)
+    else:
+        keep, kept_scores, sequential_groups = np.zeros(0, np.int64), np.zeros(0, np.float32), np.unique(group_ids)
+    if sequential_groups.shape[0]:
+        redo = np.flatnonzero(np.isin(group_ids, sequential_groups))
+        redo_keep, redo_scores = _sequential_soft_nms(segments[redo], scores[redo], group_ids[redo], **params)
+        keep = np.concatenate((keep, redo[redo_keep]))
+        kept_scores = np.concatenate((kept_scores, redo_scores))
+    by_group = np.argsort(group_ids[keep], kind="stable")
+    return keep[by_group], kept_scores[by_group]
+
+
+def _soft_nms_rounds(
+    start: np.ndarray,
+    end: np.ndarray,
+    scores: np.ndarray,
+    group_ids: np.ndarray,
+    *,
+    method: str,
+    sigma: float,
+    min_score: float,
+    iou_threshold: float,
+    t1: float,
+    t2: float,
+    counters: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Soft-NMS by rounds of local maxima (module docstring). Returns `(keep, kept_scores, groups_left)`:
+    the picks of every group the rounds decided, sorted by (group, selection order), and the group ids that
+    need the step loop because an exact tie makes OpenTAD's memory layout decide. `counters`, when given,
+    receives the work done (rounds, pair visits), for tests."""
+    f32 = np.float32
+    unique_ids, group = np.unique(group_ids, return_inverse=True)
+    num_groups = unique_ids.shape[0]
+    # candidates are handled in sweep order (group, start); `order` maps back to the input
+    order, stop = _sweep(start, end, group)
+    start, end, group, initial = start[order], end[order], group[order], scores[order].astype(np.float32)
+    n = initial.shape[0]
+    group_max = np.full(num_groups, -np.inf, dtype=np.float32)
+    np.maximum.at(group_max, group, initial)
+    # A group whose best score is below `min_score` keeps only its first best candidate (OpenTAD's first step
+    # drops all others); otherwise the first step drops every candidate below `min_score`.
+    low_groups = group_max < f32(min_score)
+    alive = (initial >= f32(min_score)) & ~low_groups[group]
+    current = initial.copy()
+
+    # overlapping pairs (first < second in sweep order) and their decays in both directions
+    counts = np.maximum(stop - np.arange(n) - 1, 0)
+    first = np.repeat(np.arange(n, dtype=np.int32), counts)
+    second = first + 1 + (np.arange(first.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
+    positive = np.minimum(end[first], end[second]) > np.maximum(start[first], start[second])
+    first, second = first[positive], second[positive]
+    length = (end - start) + f32(1e-6)
+    ovr = pair_overlaps(start, end, length, first, second)
+    weight_first = decay_weights(ovr, length[first], method, sigma, iou_threshold, t1, t2)  # first picked
+    if method == "improved_gaussian":  # the only decay that depends on which segment is picked
+        weight_second = decay_weights(ovr, length[second], method, sigma, iou_threshold, t1, t2)
+    else:
+        weight_second = weight_first
+    effective = (weight_first != 1) | (weight_second != 1)  # a weight of 1 changes nothing
+    first, second = first[effective], second[effective]
+    weight_first, weight_second = weight_first[effective], weight_second[effective]
+    # every pair as two directed edges grouped by source: (source, other, weight on the other when source is picked)
+    sources = np.concatenate((first, second))
+    by_source = _stable_argsort(sources, n)
+    others = np.concatenate((second, first))[by_source]
+    out_weight = np.concatenate((weight_first, weight_second))[by_source]
+    edge_start = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(sources, minlength=n), out=edge_start[1:])
+    neighbour_max = _NeighbourMax(stop)
+
+    picked = np.zeros(n, dtype=bool)
+    failed = np.zeros(num_groups, dtype=bool)
+    log = _DecayLog(n)
+    rounds = pair_visits = 0
+    while alive.any():
+        rounds += 1
+        ready = alive & (current > neighbour_max(np.where(alive, current, f32(-np.inf))))
+        # a group with live candidates and no local maximum: two overlapping candidates tie at its top
+        stalled = (np.bincount(group[alive], minlength=num_groups) > 0) & ~(
+            np.bincount(group[ready], minlength=num_groups) > 0
+        )
+        if stalled.any():
+            failed |= stalled
+            alive &= ~stalled[group]
+        picked |= ready
+        alive &= ~ready
+
+        # decays of this round's picks on their live neighbours, generated in descending pick score
+        picks = np.flatnonzero(ready)
+        picks = picks[np.argsort(-current[picks], kind="stable")]
+        counts = edge_start[picks + 1] - edge_start[picks]
+        edges = np.repeat(edge_start[picks] - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+        pair_visits += edges.shape[0]
+        live = alive[others[edges]]
+        if live.any():
+            edges = edges[live]
+            pick_score = np.repeat(current[picks], counts)[live]
+            _apply_decays(current, initial, log, others[edges], pick_score, out_weight[edges])
+            alive &= ~(current < f32(min_score))
+
+    # exact ties among a group's pick scores: OpenTAD's layout decides their order (and the order of their decays)
+    keep = np.flatnonzero(picked)
+    kept_scores = current[keep]
+    kept_group = group[keep]
+    by_rank = np.lexsort((-kept_scores, kept_group))
+    keep, kept_scores, kept_group = keep[by_rank], kept_scores[by_rank], kept_group[by_rank]
+    tied = (kept_scores[1:] == kept_scores[:-1]) & (kept_group[1:] == kept_group[:-1])
+    failed[kept_group[1:][tied]] = True
+    keep = order[keep]
+    # groups below min_score: their first best candidate in input order (OpenTAD's first step)
+    for g in np.flatnonzero(low_groups & ~failed):
+        members = np.flatnonzero(group_ids == unique_ids[g])
+        best = members[np.argmax(scores[members])]
+        keep, kept_scores = np.append(keep, best), np.append(kept_scores, scores[best])
+        kept_group = np.append(kept_group, g)
+    decided = ~failed[kept_group]
+    if counters is not None:
+        counters.update(rounds=rounds, pair_visits=pair_visits, pairs=int(first.shape[0]))
+    return keep[decided], kept_scores[decided], unique_ids[failed]
+
+
+class _DecayLog:
+    """The decays applied so far to each candidate, as (pick score, weight) slots, to recompute a score in
+    OpenTAD's order when a round brings a decay from a higher pick than one already applied. The width grows
+    when a candidate receives more decays than there are slots."""
+
+    def __init__(self, n: int, width: int = 16):
+        self.pick_score = np.full((n, width), -np.inf, dtype=np.float32)
+        self.weight = np.ones((n, width), dtype=np.float32)
+        self.count = np.zeros(n, dtype=np.int64)
+        self.lowest = np.full(n, np.inf, dtype=np.float32)  # lowest pick score applied so far
+
+    def add(self, target, pick_score, w, run_start, run_length):
+        slot = self.count[target] + np.arange(target.shape[0]) - np.repeat(run_start, run_length)
+        if slot.max() >= self.weight.shape[1]:
+            grow = max(int(slot.max()) + 1, 2 * self.weight.shape[1]) - self.weight.shape[1]
+            self.pick_score = np.pad(self.pick_score, ((0, 0), (0, grow)), constant_values=-np.inf)
+            self.weight = np.pad(self.weight, ((0, 0), (0, grow)), constant_values=1)
+        self.pick_score[target, slot] = pick_score
+        self.weight[target, slot] = w
+        self.count[target[run_start]] += run_length
+
+    def replay(self, initial: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Scores of `rows`: initial score times their decays in descending pick score, one multiply at a time
+        (empty slots hold weight 1, which changes nothing)."""
+        order = np.argsort(-self.pick_score[rows], axis=1, kind="stable")
+        factors = np.concatenate((initial[rows, None], np.take_along_axis(self.weight[rows], order, axis=1)), axis=1)
+        return np.multiply.reduce(factors, axis=1)
+
+
+def _apply_decays(
+    current: np.ndarray, initial: np.ndarray, log: _DecayLog, target: np.ndarray, pick_score: np.ndarray, w: np.ndarray
+) -> None:
+    """Multiplies this round's decays into `current`, in descending pick score per candidate (OpenTAD's
+    order; the entries come in descending pick score).
+
+    A round may pick a low local maximum before a higher pick elsewhere whose decay reaches the same
+    candidate in a later round; such a candidate's score is recomputed from its initial score and its log."""
+    order = _stable_argsort(target, current.shape[0])
+    target, pick_score, w = target[order], pick_score[order], w[order]
+    run_start, run_length = _runs(target)
+    run_target = target[run_start]
+    late = pick_score[run_start] >= log.lowest[run_target]  # the run's first entry is its highest
+    log.lowest[run_target] = np.minimum(log.lowest[run_target], pick_score[run_start + run_length - 1])
+    log.add(target, pick_score, w, run_start, run_length)
+    if not late.any():
+        _multiply_runs(current, w, run_start, run_length, target)
+        return
+    in_order = ~np.repeat(late, run_length)
+    _multiply_runs(current, w[in_order], *_runs(target[in_order]), target[in_order])
+    late_targets = run_target[late]
+    current[late_targets] = log.replay(initial, late_targets)
+
+
+def _stable_argsort(ids: np.ndarray, bound: int) -> np.ndarray:
+    """Stable argsort of integer ids in [0, bound): as uint16 when they fit (numpy radix-sorts those)."""
+    return np.argsort(ids.astype(np.uint16) if bound <= 2**16 else ids, kind="stable")
+
+
+def _runs(sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and length of each run of equal values in `sorted_ids`."""
+    if sorted_ids.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    run_start = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
+    return run_start, np.diff(run_start, append=sorted_ids.shape[0])
+
+
+def _multiply_runs(
+    current: np.ndarray, w: np.ndarray, run_start: np.ndarray, run_length: np.ndarray, target: np.ndarray
+) -> None:
+    """current[t] *= w for each entry, in the given order inside each run of one target `t`: one float32
+    multiply at a time, as OpenTAD's loop (numpy's `multiply.reduceat` multiplies a slice left to right)."""
+    if run_start.shape[0] == 0:
+        return
+    run_target = target[run_start]
+    first = run_start + np.arange(run_start.shape[0])  # each run's slot for the current score
+    factors = np.empty(w.shape[0] + run_start.shape[0], dtype=np.float32)
+    factors[first] = current[run_target]
+    factors[np.arange(w.shape[0]) + np.repeat(np.arange(1, run_start.shape[0] + 1), run_length)] = w
+    current[run_target] = np.multiply.reduceat(factors, first)
+
+
+# --- the step loop: OpenTAD's algorithm step by step, with its memory layout -------------------------
+
+
+def _sequential_soft_nms(
+    segments: np.ndarray,
+    scores: np.ndarray,
+    group_ids: np.ndarray,
+    *,
+    method: str,
+    sigma: float,
+    min_score: float,
+    iou_threshold: float,
+    t1: float,
+    t2: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """OpenTAD's loop, one row per group, all rows stepping together: pick the highest remaining score (first
+    in the row on ties), swap it into place, decay the rest, drop those below `min_score` with OpenTAD's
+    layout. Exact for every input, O(n^2) per group: used where exact ties make the layout matter."""
+    params = dict(method=method, sigma=sigma, iou_threshold=iou_threshold, t1=t1, t2=t2)
+    segments_t = torch.from_numpy(np.ascontiguousarray(segments, dtype=np.float32))
+    scores_t = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    num_candidates = scores_t.shape[0]
+    row, column, sizes = _pad_groups(torch.from_numpy(np.ascontiguousarray(group_ids)))
+    num_rows, num_columns = sizes.shape[0], int(sizes.max())
+
+    # state[field, row, column]: 0/1 = start/end, 2 = current score, 3 = length (+1e-6 as OpenTAD),
+    # 4 = candidate index (exact in float32 below 2**24 candidates). Column `step` receives the pick
+    # of that step and is never written again, so at the end each row holds its picks in order.
+    state = torch.zeros(5, num_rows, num_columns)
+    state[0, row, column] = segments_t[:, 0]
+    state[1, row, column] = segments_t[:, 1]
+    state[2, row, column] = scores_t
+    state[3, row, column] = segments_t[:, 1] - segments_t[:, 0] + 1e-6
+    state[4, row, column] = torch.arange(num_candidates, dtype=torch.float32)
+    remaining = sizes.clone()  # candidates still in play per row (picked ones included)
+    width = num_columns  # no row has candidates in play at or beyond this column
+    columns = torch.arange(num_columns)
+    first_column = torch.zeros(num_rows, 1, dtype=torch.long)
+    single_row = num_rows == 1
+    # Decay factors are >= 0, so a drop below `min_score` is only possible if a score can get there.
+    drops_possible = min_score > 0 or bool((scores_t < min_score).any())
+    # Every method except vanilla with iou_threshold <= 0 leaves a score exactly unchanged when the
+    # overlap is 0, so on wide rows only the overlapping candidates are decayed (fewer exp calls).
+    sparse_decay_allowed = method != "vanilla" or iou_threshold > 0
+
+    # Finished rows are moved out of `state` once they are half of it, so long rows do not drag short ones along.
+    row_of_state = torch.arange(num_rows)  # row index of each row of `state`
+    finished_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    step = 0
+    while step < width:
+        if num_rows > 1 and step % _ROW_COMPACTION_INTERVAL == 0:
+            active = remaining > step
+            if int(active.sum()) <= num_rows // 2:
+                finished = ~active
+                keep_mask = columns[None] < remaining[finished][:, None]
+                rows_of_picks = row_of_state[finished][:, None].expand_as(keep_mask)[keep_mask]
+                finished_parts.append((state[4][finished][keep_mask], state[2][finished][keep_mask], rows_of_picks))
+                state, remaining, row_of_state = state[:, active], remaining[active], row_of_state[active]
+                num_rows = state.shape[1]
+                first_column = first_column[:num_rows]
+                single_row = num_rows == 1
+                width = int(remaining.max())
+        tail = state[:, :, step:width]  # (5, num_rows, width - step)
+        current = tail[2]
+        if not single_row:
+            in_play = columns[step:width] < remaining[:, None]  # (num_rows, width - step)
+            current = current.masked_fill(~in_play, float("-inf"))
+        best = current.argmax(dim=1, keepdim=True)  # first maximum, like the C++ strict `<` scan
+        # swap the picked candidate into column `step`, as the C++ loop does
+        swap = torch.cat((first_column, best), dim=1).expand(5, num_rows, 2)
+        tail.scatter_(2, swap, tail.gather(2, torch.cat((best, first_column), dim=1).expand(5, num_rows, 2)))
+
+        picked_start, picked_end, _, picked_length, _ = tail[:, :, :1].unbind(0)  # each (num_rows, 1)
+        start, end, score, length, _ = tail[:, :, 1:].unbind(0)  # each (num_rows, width - step - 1)
+        inter = (torch.minimum(picked_end, end) - torch.maximum(picked_start, start)).clamp_(min=0)
+        ovr = inter.div_(picked_length + length - inter)
+        if sparse_decay_allowed and ovr.numel() > _DENSE_DECAY_MAX_ELEMENTS:
+            overlapping = (ovr != 0).nonzero(as_tuple=True)
+            weights = decay_weights(
+                ovr[overlapping].numpy(), picked_length[overlapping[0], 0].numpy(), **params
+            )
+            score.index_put_(overlapping, score[overlapping] * torch.from_numpy(weights))
+        else:
+            weights = decay_weights(ovr.numpy(), picked_length.expand_as(ovr).numpy(), **params)
+            score.mul_(torch.from_numpy(weights))
+
+        if drops_possible:
+            in_play_rest = columns[step + 1 : width] < remaining[:, None]
+            dropped = (score < min_score) & in_play_rest
+            if bool(dropped.any()):
+                _drop_like_opentad(tail[:, :, 1:], dropped, in_play_rest)
+                active = remaining > step
+                remaining = torch.where(active, step + 1 + (in_play_rest & ~dropped).sum(1), remaining)
+                width = int(remaining.max())
+        step += 1
+
+    keep_mask = columns[None] < remaining[:, None]  # columns = selection order
+    finished_parts.append(
+        (state[4][keep_mask], state[2][keep_mask], row_of_state[:, None].expand_as(keep_mask)[keep_mask])
+    )
+    keep, kept_scores, rows_of_picks = (torch.cat(part) for part in zip(*finished_parts))
+    by_row = rows_of_picks.sort(stable=True).indices  # rows ascending by group id
+    return keep[by_row].long().numpy(), kept_scores[by_row].numpy()
+
+
+def _pad_groups(group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lays out candidates as `(num_groups, max_group_size)` rows, one row per group id (ascending),
+    keeping the input order inside each row. Returns (row of each candidate, its column, group sizes)."""
+    _, row, sizes = torch.unique(group_ids, return_inverse=True, return_counts=True)
+    order = torch.sort(row, stable=True).indices
+    starts = torch.cumsum(sizes, 0) - sizes
+    column = torch.empty_like(row)
+    column[order] = torch.arange(row.shape[0]) - starts[row[order]]
+    return row, column, sizes
+
+
+def _drop_like_opentad(state: torch.Tensor, dropped: torch.Tensor, in_play: torch.Tensor) -> None:
+    """Removes `dropped` candidates from `state` (fields, rows, columns) in place, with the layout
+    OpenTAD's C++ loop produces.
+
+    OpenTAD scans left to right and overwrites a dropped candidate with the last candidate still in
+    play (re-checking it). The result: kept candidates left of the new end stay where they are, and
+    the holes left of it are filled, left to right, with the kept candidates right of it taken from
+    the far right. Reproducing the layout keeps later tie-breaking identical to OpenTAD.
+    """
+    kept = in_play & ~dropped
+    new_length = kept.sum(1, keepdim=True)  # (num_rows, 1)
+    local = torch.arange(dropped.shape[1])[None]
+    holes = dropped & (local < new_length)
+    fillers = kept & (local >= new_length)
+    if not bool(holes.any()):
+        return
+    hole_rank = holes.cumsum(1) - 1
+    filler_rank = fillers.flip(1).cumsum(1).flip(1) - 1  # 0 = rightmost filler
+    filler_rows, filler_columns = fillers.nonzero(as_tuple=True)
+    source_by_rank = torch.zeros_like(dropped, dtype=torch.long)
+    source_by_rank[filler_rows, filler_rank[filler_rows, filler_columns]] = filler_columns
+    hole_rows, hole_columns = holes.nonzero(as_tuple=True)
+    source_columns = source_by_rank[hole_rows, hole_rank[hole_rows, hole_columns]]
+    state[:, hole_rows, hole_columns] = state[:, hole_rows, source_columns]
+
+
+# --- greedy NMS -----------------------------------------------------------------------------------------
+
+
+def hard_nms_groups(
+    segments: np.ndarray, scores: np.ndarray, group_ids: np.ndarray, iou_threshold: float, min_score: float
+) -> np.ndarray:
+    """Greedy NMS per group (OpenTAD `use_soft_nms=False`): candidates sorted by score, each kept one removes
+    the later ones with IoU >= `iou_threshold`. With `min_score > 0` only scores strictly above it enter.
+    Returns the kept indices grouped by ascending group id, by descending score inside a group."""
+    segments_t = torch.from_numpy(np.ascontiguousarray(segments, dtype=np.float32))
+    scores_t = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    group_t = torch.from_numpy(np.ascontiguousarray(group_ids))
+    keep_per_group = []
+    for group in torch.unique(group_t):
+        members = torch.where(group_t == group)[0]
+        if min_score > 0:
+            members = members[scores_t[members] > min_score]
+        order = members[scores_t[members].sort(descending=True).indices]
+        starts, ends = segments_t[order, 0], segments_t[order, 1]
+        lengths = ends - starts + 1e-6
+        alive = torch.ones(order.shape[0], dtype=torch.bool)
+        for position in range(order.shape[0]):
+            if not bool(alive[position]):
+                continue
+            inter = (
+                torch.minimum(ends[position], ends[position + 1 :])
+                - torch.maximum(starts[position], starts[position + 1 :])
+            ).clamp(min=0)
+            ovr = inter / (lengths[position] + lengths[position + 1 :] - inter)
+            alive[position + 1 :] &= ~(ovr >= iou_threshold)
+        keep_per_group.append(order[alive])
+    keep = torch.cat(keep_per_group) if keep_per_group else torch.zeros(0, dtype=torch.long)
+    return keep.numpy()
