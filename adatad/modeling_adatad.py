@@ -16,6 +16,7 @@ from transformers.models.videomae.modeling_videomae import VideoMAEEmbeddings, V
 from transformers.utils import ModelOutput
 
 from .configuration_adatad import AdaTADConfig
+from .lean_vit import ChannelsLastPointwiseConv, ScaledLinear, TemporalDepthwiseConv, add_residual, row_blocked_mlp
 
 
 # ======================================================================================
@@ -98,66 +99,6 @@ class AdaTADVideoMAEEmbeddings(VideoMAEEmbeddings):
         return embeddings + position_embeddings, grid
 
 
-def add_residual(branch: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """`residual + branch`, written into `branch` when it has the sum's dtype.
-
-    Every branch passed here is a fresh tensor that autograd does not keep for the backward (a linear's or
-    convolution's output, a drop-path product), so the sum needs no new `(tokens, hidden_size)` tensor: on a CPU each
-    fresh large tensor also costs page faults. Under autocast a half-precision branch is added out of place, so the
-    residual stream keeps float32.
-    """
-    if branch.dtype == residual.dtype and branch.shape == residual.shape:
-        return branch.add_(residual)
-    return residual + branch
-
-
-class AdaTADTemporalDepthwiseConv(nn.Conv1d):
-    """`nn.Conv1d(c, c, k, padding=k // 2, groups=c)` along dim 1 of channels-last `(batch, time, space, c)` tokens.
-
-    One multiply-add per tap on time-shifted slices, in the tokens' own layout: no transposed copies of the sequence
-    and none of the convolution's reordering buffers. Same parameters as the `nn.Conv1d`; `kernel_size` odd.
-    """
-
-    def __init__(self, channels: int, kernel_size: int):
-        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
-
-    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        kernel_size = self.kernel_size[0]
-        half = kernel_size // 2
-        weight = self.weight.reshape(-1, kernel_size)
-        output = torch.addcmul(self.bias, sequence, weight[:, half])
-        for tap in range(kernel_size):
-            shift = tap - half
-            # output[t] += weight[:, tap] * sequence[t + shift], zero outside the sequence
-            if shift < 0:
-                output[:, -shift:].addcmul_(sequence[:, :shift], weight[:, tap])
-            elif shift > 0:
-                output[:, :-shift].addcmul_(sequence[:, shift:], weight[:, tap])
-        return output
-
-
-class AdaTADChannelsLastPointwiseConv(nn.Conv1d):
-    """`nn.Conv1d(c_in, c_out, 1)` over the last dim of channels-last tokens: a linear layer with the conv's
-    parameters."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(in_channels, out_channels, 1)
-
-    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        return F.linear(sequence, self.weight[:, :, 0], self.bias)
-
-
-class AdaTADScaledLinear(nn.Linear):
-    """`nn.Linear` whose output is multiplied by `scale`, applied to the weight and bias instead of the output.
-
-    The same function, but autograd then keeps no output-sized tensor for the scale's gradient: for an adapter's
-    up-projection that is one `(tokens, hidden_size)` tensor less per block in the backward pass.
-    """
-
-    def forward(self, inputs: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return F.linear(inputs, self.weight * scale, self.bias * scale)
-
-
 class AdaTADTemporalAdapter(nn.Module):
     """Temporal-Informative Adapter (TIA).
 
@@ -176,9 +117,9 @@ class AdaTADTemporalAdapter(nn.Module):
         self.residual = residual
         self.down_proj = nn.Linear(hidden_size, adapter_hidden_size)
         self.act = nn.GELU()
-        self.temporal_conv = AdaTADTemporalDepthwiseConv(adapter_hidden_size, kernel_size)
-        self.pointwise_conv = AdaTADChannelsLastPointwiseConv(adapter_hidden_size, adapter_hidden_size)
-        self.up_proj = AdaTADScaledLinear(adapter_hidden_size, hidden_size)
+        self.temporal_conv = TemporalDepthwiseConv(adapter_hidden_size, kernel_size)
+        self.pointwise_conv = ChannelsLastPointwiseConv(adapter_hidden_size, adapter_hidden_size)
+        self.up_proj = ScaledLinear(adapter_hidden_size, hidden_size)
         self.gamma = nn.Parameter(torch.ones(1))
 
     def forward(self, hidden_states: torch.Tensor, video_grid: tuple[int, int, int, int]) -> torch.Tensor:
@@ -200,7 +141,7 @@ class AdaTADPlainAdapter(nn.Module):
         super().__init__()
         self.down_proj = nn.Linear(hidden_size, adapter_hidden_size)
         self.act = nn.GELU()
-        self.up_proj = AdaTADScaledLinear(adapter_hidden_size, hidden_size)
+        self.up_proj = ScaledLinear(adapter_hidden_size, hidden_size)
         self.gamma = nn.Parameter(torch.ones(1))
 
     def forward(self, hidden_states: torch.Tensor, video_grid: tuple[int, int, int, int]) -> torch.Tensor:
@@ -208,128 +149,57 @@ class AdaTADPlainAdapter(nn.Module):
         return add_residual(output, hidden_states)
 
 
-def linear_into(output: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-    """`output[:] = linear(inputs, weight, bias)` for 2-D `inputs`, without allocating the result."""
-    if bias is None:
-        torch.mm(inputs, weight.t(), out=output)
-    else:
-        torch.addmm(bias, inputs, weight.t(), out=output)
-
-
-class RowBlockedMLPFunction(torch.autograd.Function):
-    """`linear(gelu(linear(hidden_states, w1, b1)), w2, b2)` computed a block of rows at a time, keeping only
-    `hidden_states` for the backward pass.
-
-    A ViT MLP is four times wider than the tokens it reads. Autograd would keep the `(tokens, 4 * hidden_size)`
-    pre-activation for GELU (and its output too when `w2` is trained), and its backward would hold three such tensors
-    at once. Here no full-width tensor ever exists: the forward runs block by block, and the backward recomputes each
-    block's pre-activation (one more `w1` product per block of rows) before turning the output gradient into the input
-    gradient. Tokens are independent in an MLP, so the result is the same; the GELU derivative is autograd's own
-    (`aten::gelu_backward`).
-    """
-
-    # Measured on a CPU: 256 rows made the products slower; whole tensors keep the 4-wide memory. Not tuned for GPUs.
-    rows_per_block = 1024
-
-    @staticmethod
-    def forward(ctx, hidden_states, w1, b1, w2, b2):
-        ctx.save_for_backward(hidden_states, w1, b1, w2)
-        ctx.has_b2 = b2 is not None
-        device_type = hidden_states.device.type
-        # Under autocast the products run in half precision; the backward repeats them in the same dtype.
-        if torch.is_autocast_enabled(device_type):
-            dtype = torch.get_autocast_dtype(device_type)
-        else:
-            dtype = hidden_states.dtype
-        ctx.compute_dtype = dtype
-        w1, w2 = w1.to(dtype), w2.to(dtype)
-        b1 = b1.to(dtype) if b1 is not None else None
-        b2 = b2.to(dtype) if b2 is not None else None
-        rows = hidden_states.reshape(-1, hidden_states.shape[-1])
-        step = RowBlockedMLPFunction.rows_per_block
-        output = rows.new_empty((*hidden_states.shape[:-1], w2.shape[0]), dtype=dtype)
-        output_rows = output.view(len(rows), w2.shape[0])
-        # One block-sized buffer for every block: fresh large allocations cost page faults on a CPU.
-        pre_activation_buffer = rows.new_empty((min(step, len(rows)), w1.shape[0]), dtype=dtype)
-        for start in range(0, len(rows), step):
-            block = rows[start : start + step].to(dtype)
-            pre_activation = pre_activation_buffer[: len(block)]
-            linear_into(pre_activation, block, w1, b1)
-            linear_into(output_rows[start : start + len(block)], torch.ops.aten.gelu_(pre_activation), w2, b2)
-        return output
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        hidden_states, w1, b1, w2 = ctx.saved_tensors
-        needs_hidden, needs_w1, needs_b1, needs_w2, needs_b2 = ctx.needs_input_grad
-        dtype = ctx.compute_dtype
-        w1_c, w2_c = w1.to(dtype), w2.to(dtype)
-        b1_c = b1.to(dtype) if b1 is not None else None
-        rows = hidden_states.reshape(-1, hidden_states.shape[-1])
-        grad_rows = grad_output.reshape(-1, grad_output.shape[-1]).to(dtype)
-        grad_hidden = rows.new_empty(rows.shape, dtype=dtype) if needs_hidden else None
-        # Weight gradients are summed over blocks in float32 (the weights' dtype), whatever the compute dtype.
-        grad_w1 = torch.zeros_like(w1) if needs_w1 else None
-        grad_b1 = torch.zeros_like(b1) if needs_b1 else None
-        grad_w2 = torch.zeros_like(w2) if needs_w2 else None
-        grad_b2 = grad_rows.sum(0).to(w2.dtype) if ctx.has_b2 and needs_b2 else None
-        step = RowBlockedMLPFunction.rows_per_block
-        width = (min(step, len(rows)), w1.shape[0])
-        pre_activation_buffer = rows.new_empty(width, dtype=dtype)
-        grad_pre_activation_buffer = rows.new_empty(width, dtype=dtype)
-        for start in range(0, len(rows), step):
-            block = rows[start : start + step].to(dtype)
-            grad_block = grad_rows[start : start + step]
-            pre_activation = pre_activation_buffer[: len(block)]
-            grad_pre_activation = grad_pre_activation_buffer[: len(block)]
-            linear_into(pre_activation, block, w1_c, b1_c)
-            torch.mm(grad_block, w2_c, out=grad_pre_activation)
-            if needs_w2:
-                grad_w2 += grad_block.t().mm(F.gelu(pre_activation)).to(w2.dtype)
-            torch.ops.aten.gelu_backward.grad_input(
-                grad_pre_activation, pre_activation, approximate="none", grad_input=grad_pre_activation
-            )
-            if needs_w1:
-                grad_w1 += grad_pre_activation.t().mm(block).to(w1.dtype)
-            if needs_b1:
-                grad_b1 += grad_pre_activation.sum(0).to(b1.dtype)
-            if needs_hidden:
-                torch.mm(grad_pre_activation, w1_c, out=grad_hidden[start : start + len(block)])
-        if grad_hidden is not None:
-            grad_hidden = grad_hidden.view(hidden_states.shape).to(hidden_states.dtype)
-        return grad_hidden, grad_w1, grad_b1, grad_w2, grad_b2
-
-
 class AdaTADVideoMAELayer(VideoMAELayer):
     """transformers' `VideoMAELayer` plus stochastic depth and an optional adapter after the MLP residual.
 
     The attention, MLP and norms are VideoMAE's own modules (same parameter names, so VideoMAE weights load as they
-    are); only the residual wiring changes, to add drop path and the adapter as AdaTAD does.
+    are); only the residual wiring changes, to add drop path and the adapter as AdaTAD does. Residual sums are written
+    into the branch outputs, and the MLP may run a block of token rows at a time (`mlp_row_block_size`): both give
+    VideoMAE's result with fewer tensors kept for the backward pass.
     """
 
-    def __init__(self, config, drop_path_rate: float, adapter: nn.Module | None = None):
+    def __init__(
+        self,
+        config,
+        drop_path_rate: float,
+        adapter: nn.Module | None = None,
+        mlp_row_block_size: int | str | None = None,
+    ):
         super().__init__(config)
         self.drop_path = AdaTADDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.adapter = adapter
+        self.mlp_row_block_size = mlp_row_block_size
         self.exact_gelu = config.hidden_act == "gelu"
 
     def forward(self, hidden_states: torch.Tensor, video_grid: tuple[int, int, int, int]) -> torch.Tensor:
         attention_output = self.attention(self.layernorm_before(hidden_states))
         hidden_states = add_residual(self.drop_path(attention_output), hidden_states)
-        fc1, fc2 = self.intermediate.dense, self.output.dense
-        # Plain GELU between plain, local linears only: a replaced linear (LoRA, quantized) or a parameter that
-        # DeepSpeed ZeRO-3 partitions (gathered only when its own module runs) goes module by module.
-        plain_linears = type(fc1) is nn.Linear and type(fc2) is nn.Linear
-        if self.exact_gelu and plain_linears and not hasattr(fc1.weight, "ds_id"):
-            mlp_output = RowBlockedMLPFunction.apply(
-                self.layernorm_after(hidden_states), fc1.weight, fc1.bias, fc2.weight, fc2.bias
-            )
-        else:
-            mlp_output = self.output.dense(self.intermediate(self.layernorm_after(hidden_states)))
-        hidden_states = add_residual(self.drop_path(self.output.dropout(mlp_output)), hidden_states)
+        mlp_output = self.output.dropout(self._mlp(self.layernorm_after(hidden_states)))
+        hidden_states = add_residual(self.drop_path(mlp_output), hidden_states)
         if self.adapter is not None:
             hidden_states = self.adapter(hidden_states, video_grid)
         return hidden_states
+
+    def _mlp(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`output.dense(intermediate(hidden_states))`, row-blocked where `mlp_row_block_size` asks and it applies."""
+        fc1, fc2 = self.intermediate.dense, self.output.dense
+        rows_per_block = self.mlp_row_block_size
+        if rows_per_block == "auto":
+            rows_per_block = 1024 if hidden_states.device.type == "cpu" else None
+        row_blocks_apply = (
+            rows_per_block is not None
+            and self.exact_gelu
+            # A replaced linear (LoRA, quantized) runs as its own module.
+            and type(fc1) is nn.Linear
+            and type(fc2) is nn.Linear
+            # DeepSpeed ZeRO-3 gathers a partitioned parameter only when its own module runs.
+            and not hasattr(fc1.weight, "ds_id")
+            # The function follows CUDA autocast (custom_fwd); under CPU autocast autograd's path keeps the dtypes.
+            and not torch.is_autocast_enabled("cpu")
+        )
+        if not row_blocks_apply:
+            return fc2(self.intermediate(hidden_states))
+        return row_blocked_mlp(hidden_states, fc1, fc2, rows_per_block)
 
 
 class AdaTADSideAdapters(nn.Module):
@@ -383,6 +253,7 @@ class AdaTADBackbone(nn.Module):
                 adapter=(
                     self._make_adapter(config) if in_block_adapters and index in config.adapter_layer_indices else None
                 ),
+                mlp_row_block_size=config.mlp_row_block_size,
             )
             for index in range(depth)
         )
@@ -1362,7 +1233,7 @@ class AdaTADPreTrainedModel(PreTrainedModel):
             init.zeros_(module.up_proj.bias)
             init.ones_(module.gamma)
             if isinstance(module, AdaTADTemporalAdapter):
-                kernel_size = module.temporal_conv.kernel_size[0]
+                kernel_size = module.temporal_conv.kernel_size
                 init.normal_(module.temporal_conv.weight, std=math.sqrt(2.0 / kernel_size))
                 init.zeros_(module.temporal_conv.bias)
                 init.normal_(module.pointwise_conv.weight, std=math.sqrt(2.0 / module.pointwise_conv.in_channels))

@@ -1,8 +1,9 @@
-"""The ViT block's memory-lean pieces compute exactly what the plain PyTorch modules compute.
+"""The ViT block's memory-lean pieces (adatad/lean_vit.py) compute what the plain PyTorch modules compute.
 
 `RowBlockedMLPFunction` (MLP a block of rows at a time, only its input kept for the backward), the adapter's
 convolutions on the token layout and its scaled up-projection, and `add_residual` (residual sums written into the
-branch output) are checked against autograd through `nn.Linear`, `nn.GELU` and `nn.Conv1d`.
+branch output) are checked against autograd through `nn.Linear`, `nn.GELU` and `nn.Conv1d`, and the whole layer
+against transformers' `VideoMAELayer` on the same weights.
 """
 
 import copy
@@ -12,22 +13,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adatad import AdaTADConfig
-from adatad.modeling_adatad import (
-    AdaTADChannelsLastPointwiseConv,
-    AdaTADScaledLinear,
-    AdaTADTemporalAdapter,
-    AdaTADTemporalDepthwiseConv,
-    AdaTADVideoMAELayer,
+from transformers.models.videomae.modeling_videomae import VideoMAELayer
+
+from adatad import AdaTADConfig, AdaTADForTemporalDetection
+from adatad.lean_vit import (
+    ChannelsLastPointwiseConv,
     RowBlockedMLPFunction,
+    ScaledLinear,
+    TemporalDepthwiseConv,
     add_residual,
 )
+from adatad.modeling_adatad import AdaTADTemporalAdapter, AdaTADVideoMAELayer
 
+# Bit-for-bit comparisons: a block's products and the whole tensor's split their work the same way on one thread.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture
-def small_row_blocks(monkeypatch):
-    # 7 rows per block over 20 rows: several blocks and a partial last one.
-    monkeypatch.setattr(RowBlockedMLPFunction, "rows_per_block", 7)
+# 8 rows per block over 20 rows: several blocks and a partial last one, each starting 64-byte aligned as blocks of
+# real sizes do (MKL's products may round differently on unaligned rows).
+ROWS_PER_BLOCK = 8
 
 
 def mlp_weights(trainable: bool, bias: bool = True):
@@ -41,11 +44,11 @@ def mlp_weights(trainable: bool, bias: bool = True):
 
 @pytest.mark.parametrize("trainable", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
-def test_row_blocked_mlp_matches_autograd(small_row_blocks, trainable, bias):
+def test_row_blocked_mlp_matches_autograd(trainable, bias):
     weights = mlp_weights(trainable, bias)
-    hidden = torch.randn(4, 5, 6, requires_grad=True)
-    grad_output = torch.randn(4, 5, 5)
-    output = RowBlockedMLPFunction.apply(hidden, *weights)
+    hidden = torch.randn(20, 6, requires_grad=True)
+    grad_output = torch.randn(20, 5)
+    output = RowBlockedMLPFunction.apply(hidden, *weights, ROWS_PER_BLOCK)
     reference = F.linear(F.gelu(F.linear(hidden, weights[0], weights[1])), weights[2], weights[3])
     torch.testing.assert_close(output, reference, rtol=0, atol=0)
     inputs = [hidden] + [w for w in weights if w is not None and w.requires_grad]
@@ -57,18 +60,19 @@ def test_row_blocked_mlp_matches_autograd(small_row_blocks, trainable, bias):
         torch.testing.assert_close(grad, reference_grad, rtol=1e-5, atol=1e-5)
 
 
-def test_row_blocked_mlp_under_bf16_autocast(small_row_blocks):
-    w1, b1, w2, b2 = mlp_weights(trainable=True)
-    hidden = torch.randn(20, 6, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        output = RowBlockedMLPFunction.apply(hidden, w1, b1, w2, b2)
-        reference = F.linear(F.gelu(F.linear(hidden, w1, b1)), w2, b2)
-    assert output.dtype == reference.dtype == torch.bfloat16
+def test_row_blocked_mlp_in_bfloat16():
+    # What CUDA autocast hands the function (custom_fwd keeps the autocast state): half-precision products in both
+    # passes, with the weight gradients summed over blocks.
+    w1, b1, w2, b2 = (w.detach().bfloat16().requires_grad_() for w in mlp_weights(trainable=True))
+    hidden = torch.randn(20, 6, dtype=torch.bfloat16, requires_grad=True)
+    output = RowBlockedMLPFunction.apply(hidden, w1, b1, w2, b2, ROWS_PER_BLOCK)
+    reference = F.linear(F.gelu(F.linear(hidden, w1, b1)), w2, b2)
+    assert output.dtype == torch.bfloat16
     torch.testing.assert_close(output, reference, rtol=0, atol=0)
     grads = torch.autograd.grad(output.float().sum(), [hidden, w1, b1, w2, b2])
     reference_grads = torch.autograd.grad(reference.float().sum(), [hidden, w1, b1, w2, b2])
     for grad, reference_grad in zip(grads, reference_grads):
-        assert grad.dtype == torch.float32
+        assert grad.dtype == torch.bfloat16
         torch.testing.assert_close(grad, reference_grad, rtol=0.02, atol=0.05)
 
 
@@ -84,20 +88,22 @@ def assert_same_function_and_gradients(output, reference, inputs):
 @pytest.mark.parametrize("kernel_size", [1, 3, 5])
 @pytest.mark.parametrize("time", [1, 2, 9])
 def test_temporal_depthwise_conv_matches_conv1d(kernel_size, time):
-    conv = AdaTADTemporalDepthwiseConv(8, kernel_size)
+    conv = TemporalDepthwiseConv(8, kernel_size)
     sequence = torch.randn(2, time, 5, 8, requires_grad=True)
     # (batch, time, space, c) -> (batch * space, c, time), the layout nn.Conv1d reads
-    reference = nn.Conv1d.forward(conv, sequence.permute(0, 2, 3, 1).reshape(10, 8, time))
+    reference = F.conv1d(
+        sequence.permute(0, 2, 3, 1).reshape(10, 8, time), conv.weight, conv.bias, padding=kernel_size // 2, groups=8
+    )
     reference = reference.reshape(2, 5, 8, time).permute(0, 3, 1, 2)
     assert_same_function_and_gradients(conv(sequence), reference, [sequence, conv.weight, conv.bias])
 
 
 def test_pointwise_conv_and_scaled_linear_match_the_plain_modules():
-    conv = AdaTADChannelsLastPointwiseConv(8, 6)
+    conv = ChannelsLastPointwiseConv(8, 6)
     sequence = torch.randn(2, 3, 5, 8, requires_grad=True)
     reference = F.conv1d(sequence.reshape(-1, 8, 1), conv.weight, conv.bias).reshape(2, 3, 5, 6)
     assert_same_function_and_gradients(conv(sequence), reference, [sequence, conv.weight, conv.bias])
-    linear = AdaTADScaledLinear(8, 6)
+    linear = ScaledLinear(8, 6)
     scale = torch.tensor([0.7], requires_grad=True)
     inputs = torch.randn(4, 8, requires_grad=True)
     reference = F.linear(inputs, linear.weight, linear.bias) * scale
@@ -118,14 +124,17 @@ def test_add_residual_writes_into_the_branch_only_when_it_keeps_the_dtype():
     assert result.dtype == torch.float32 and result.data_ptr() != half_branch.data_ptr()
 
 
-def vit_layer(adapter: bool) -> AdaTADVideoMAELayer:
+def vit_layer(adapter: bool, mlp_row_block_size=ROWS_PER_BLOCK) -> AdaTADVideoMAELayer:
     config = AdaTADConfig(
         backbone_config=dict(hidden_size=16, num_attention_heads=2, intermediate_size=64, num_hidden_layers=1),
     )
     config.backbone_config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     layer = AdaTADVideoMAELayer(
-        config.backbone_config, drop_path_rate=0.0, adapter=AdaTADTemporalAdapter(16, 4) if adapter else None
+        config.backbone_config,
+        drop_path_rate=0.0,
+        adapter=AdaTADTemporalAdapter(16, 4) if adapter else None,
+        mlp_row_block_size=mlp_row_block_size,
     )
     if adapter:
         nn.init.normal_(layer.adapter.up_proj.weight)
@@ -148,10 +157,8 @@ def test_frozen_block_keeps_no_mlp_wide_tensor_for_backward():
     widths = saved_activation_widths(vit_layer(adapter=True))
     assert 16 in widths
     assert 64 not in widths
-    # The check itself: the module-by-module MLP (taken when a linear is replaced) keeps it.
-    plain = vit_layer(adapter=True)
-    plain.exact_gelu = False
-    assert 64 in saved_activation_widths(plain)
+    # The check itself: VideoMAE's own MLP (`mlp_row_block_size=None`) keeps it.
+    assert 64 in saved_activation_widths(vit_layer(adapter=True, mlp_row_block_size=None))
 
 
 def test_replaced_mlp_linear_runs_as_its_own_module():
@@ -184,3 +191,48 @@ def test_partitioned_mlp_parameters_run_module_by_module():
     layer.intermediate.dense.weight.ds_id = 0
     torch.testing.assert_close(layer(hidden, (1, 4, 2, 3)), expected, rtol=1e-6, atol=1e-6)
     assert calls == ["fc1"]
+
+
+@pytest.mark.parametrize("mlp_row_block_size", [None, ROWS_PER_BLOCK, "auto"])
+def test_layer_without_adapter_is_videomae_layer(mlp_row_block_size):
+    # No adapter, no drop path: transformers' VideoMAELayer on the same weights, values and input gradients.
+    layer = vit_layer(adapter=False, mlp_row_block_size=mlp_row_block_size)
+    reference = VideoMAELayer(layer.attention.attention.config).eval()
+    reference.load_state_dict(layer.state_dict())
+    layer.eval()
+    hidden = torch.randn(2, 12, 16, requires_grad=True)
+    output = layer(hidden, video_grid=(1, 4, 2, 3))
+    expected = reference(hidden)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    grad_output = torch.randn_like(output)
+    (grad,) = torch.autograd.grad(output, hidden, grad_output)
+    (expected_grad,) = torch.autograd.grad(expected, hidden, grad_output)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
+
+
+def test_mlp_row_block_size_reaches_every_layer_and_changes_what_is_kept():
+    def model(mlp_row_block_size):
+        config = AdaTADConfig(
+            backbone_config=dict(
+                hidden_size=16, num_attention_heads=2, intermediate_size=64, num_hidden_layers=2, image_size=32,
+                patch_size=16, num_frames=4,
+            ),
+            mlp_row_block_size=mlp_row_block_size, num_frames=8, image_size=32, feature_length=8, max_seq_len=8,
+            projection_hidden_size=16, head_hidden_size=16, projection_arch=[1, 1, 1], fpn_strides=[1, 2],
+            fpn_regression_ranges=[[0, 4], [4, 10000]], num_labels=2,
+        )
+        torch.manual_seed(0)
+        return AdaTADForTemporalDetection(config)
+
+    row_blocked, plain = model(ROWS_PER_BLOCK), model(None)
+    assert {layer.mlp_row_block_size for layer in row_blocked.model.backbone.layers} == {ROWS_PER_BLOCK}
+    assert 64 not in saved_activation_widths(row_blocked.model.backbone.layers[0])
+    assert 64 in saved_activation_widths(plain.model.backbone.layers[0])
+    pixel_values = torch.randn(1, 8, 3, 32, 32)
+    torch.testing.assert_close(row_blocked(pixel_values).logits[0], plain(pixel_values).logits[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, "fast", True])
+def test_mlp_row_block_size_is_checked(value):
+    with pytest.raises(ValueError, match="mlp_row_block_size"):
+        AdaTADConfig(mlp_row_block_size=value)
