@@ -32,9 +32,11 @@ skipped video's result is an empty list, a warning names it, and `skipped_videos
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -316,7 +318,12 @@ class TemporalActionDetectionPipeline(Pipeline):
         return results[0].detections if single else [r.detections for r in results]
 
     def detect(
-        self, videos: Iterable[str | os.PathLike], batch_size: int | None = None, progress=None, **kwargs
+        self,
+        videos: Iterable[str | os.PathLike],
+        batch_size: int | None = None,
+        progress=None,
+        timings=None,
+        **kwargs,
     ) -> Iterator[VideoDetections]:
         """Stream `VideoDetections`, one per video and in input order, as soon as each video is finished.
 
@@ -325,6 +332,9 @@ class TemporalActionDetectionPipeline(Pipeline):
             batch_size: windows per model call (default: the pipeline's `batch_size`, else 1).
             progress: optional tqdm-like bar: its `total` grows by each video's window count when the video is
                 opened and `update(n)` is called after each model batch.
+            timings: optional object with `add(stage, seconds)` (e.g. `adatad.detect.StageTimer`), given the
+                seconds of every stage: decoding (decode thread), waiting for decoded windows, model, window
+                post-processing, merging windows (post-processing thread).
             kwargs: `threshold`, `top_k`, `on_error`, `precision`, `prefetch_batches` (see the class docstring).
         """
         preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
@@ -347,23 +357,32 @@ class TemporalActionDetectionPipeline(Pipeline):
                 )
             jobs.append(_VideoJob(index, str(video), Path(video).stem))
 
-        batches = _BatchProducer(self, jobs, batch_size, prefetch_batches, progress)
+        timings = timings if timings is not None else _NoTimings()
+        batches = _BatchProducer(self, jobs, batch_size, prefetch_batches, progress, timings)
         pending: dict[int, Future | _VideoJob] = {}  # job index -> merge future, or the failed job
         next_index = 0
+
+        def merge(job: _VideoJob) -> list[dict]:
+            start = time.perf_counter()
+            try:
+                return self.postprocess(job.window_results, job, threshold, top_k)
+            finally:
+                timings.add("merging windows (NMS)", time.perf_counter() - start)
+
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adatad-postprocess") as merger, batches:
-            for item in batches:
+            for item in _timed_iteration(batches, timings, "waiting for decoded windows"):
                 if isinstance(item, _VideoJob):  # a video that failed to decode
                     if on_error == "raise":
                         raise item.error
                     pending[item.index] = item
                 else:
-                    finished, failed = self._run_batch(item, forward_params)
+                    finished, failed = self._run_batch(item, forward_params, timings)
                     for job in failed:
                         if on_error == "raise":
                             raise job.error
                         pending[job.index] = job
                     for job in finished:
-                        pending[job.index] = merger.submit(self.postprocess, job.window_results, job, threshold, top_k)
+                        pending[job.index] = merger.submit(merge, job)
                     if progress is not None:
                         progress.update(len(item))
                 while next_index in pending and _is_ready(pending[next_index]):
@@ -372,7 +391,9 @@ class TemporalActionDetectionPipeline(Pipeline):
             for index in range(next_index, len(jobs)):
                 yield self._finish(jobs[index], pending.pop(index))
 
-    def _run_batch(self, windows: list[dict], forward_params: dict) -> tuple[list[_VideoJob], list[_VideoJob]]:
+    def _run_batch(
+        self, windows: list[dict], forward_params: dict, timings=None
+    ) -> tuple[list[_VideoJob], list[_VideoJob]]:
         """Model + per-window candidate decoding for one batch.
 
         Returns the videos whose last window was in it, and the videos that failed in it: a window whose detector
@@ -382,7 +403,18 @@ class TemporalActionDetectionPipeline(Pipeline):
             "pixel_values": torch.stack([w["pixel_values"] for w in windows]),
             "masks": torch.stack([w["masks"] for w in windows]),
         }
+        timings = timings if timings is not None else _NoTimings()
+        start = time.perf_counter()
         outputs = self.forward(model_inputs, **forward_params)
+        timings.add("model", time.perf_counter() - start)
+        start = time.perf_counter()
+        try:
+            return self._window_candidates(windows, outputs)
+        finally:
+            timings.add("window post-processing", time.perf_counter() - start)
+
+    def _window_candidates(self, windows: list[dict], outputs) -> tuple[list[_VideoJob], list[_VideoJob]]:
+        """Per-window candidates in seconds (no NMS) appended to each window's job; see `_run_batch`."""
         proposals, scores = decode_candidates(
             outputs.logits, outputs.pred_offsets, outputs.points, outputs.feature_mask
         )
@@ -437,6 +469,27 @@ def _is_ready(outcome: Future | _VideoJob) -> bool:
     return not isinstance(outcome, Future) or outcome.done()
 
 
+class _NoTimings:
+    """Stands in for a `timings` object when none is given."""
+
+    def add(self, stage: str, seconds: float) -> None:
+        pass
+
+
+def _timed_iteration(iterable, timings, stage: str):
+    """Yields the items of `iterable`, adding the time spent waiting for each to `stage`."""
+    iterator = iter(iterable)
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            timings.add(stage, time.perf_counter() - start)
+        yield item
+
+
 class _BatchProducer:
     """Iterates over model batches (lists of window dicts) and failed videos (`_VideoJob` with `error`).
 
@@ -452,8 +505,10 @@ class _BatchProducer:
         batch_size: int,
         prefetch_batches: int,
         progress,
+        timings,
     ):
         self.pipe = pipe
+        self.timings = timings
         self.jobs = jobs
         self.batch_size = batch_size
         self.prefetch_batches = prefetch_batches
@@ -470,7 +525,9 @@ class _BatchProducer:
                 while job.window_starts is None or first_window < len(job.window_starts):
                     # Decode the windows the current batch still has room for (a whole batch for the next video).
                     group = self.batch_size - len(batch)
+                    start = time.perf_counter()
                     windows = self.pipe.preprocess(job, first_window, group)
+                    self.timings.add("decoding", time.perf_counter() - start)
                     if first_window == 0 and self.progress is not None:
                         self.progress.total = (self.progress.total or 0) + len(job.window_starts)
                         self.progress.refresh()
