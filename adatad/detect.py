@@ -675,6 +675,104 @@ def _report_skipped(skipped: list[tuple[Path, str]], num_videos: int) -> None:
         print(f"  {video}: {reason}", file=sys.stderr)
 
 
+# -- --follow: a file still being written ---------------------------------------------------------------------
+
+FOLLOW_POLL_SECONDS = 0.5
+FOLLOW_CHUNK_FRAMES = 64
+
+
+def read_growing_video(path: Path, timeout: float, poll_seconds: float = FOLLOW_POLL_SECONDS):
+    """Yields `(fps, frames)`, uint8 `(T, H, W, 3)` chunks of a video file that is still being written (a container
+    readable while it grows: MKV, MPEG-TS, WebM, ...), until the file has not grown for `timeout` seconds.
+
+    Each pass reopens the file, seeks to the key frame before the last frame read and decodes on from there. The
+    last frame of a pass is held back while the file grows (it may come from a packet still being written)."""
+    import av
+    import numpy as np
+    import torch
+
+    last_pts, size, last_growth = None, -1, time.monotonic()
+    while True:
+        current_size = path.stat().st_size if path.exists() else 0
+        if current_size != size:
+            size, last_growth = current_size, time.monotonic()
+        settled = time.monotonic() - last_growth >= timeout
+        frames, pts_list, fps = [], [], None
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                fps = float(stream.average_rate or stream.guessed_rate or 0)
+                if last_pts is not None:
+                    container.seek(last_pts, stream=stream, backward=True, any_frame=False)
+                for frame in container.decode(stream):
+                    if last_pts is not None and frame.pts is not None and frame.pts <= last_pts:
+                        continue
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                    pts_list.append(frame.pts)
+        except (av.error.FFmpegError, IndexError, OSError):
+            pass  # not readable yet (no header, or a stream still being set up): try again
+        if frames and not settled:
+            frames, pts_list = frames[:-1], pts_list[:-1]
+        for first in range(0, len(frames), FOLLOW_CHUNK_FRAMES):
+            yield fps, torch.from_numpy(np.stack(frames[first : first + FOLLOW_CHUNK_FRAMES]))
+        if pts_list:
+            last_pts = pts_list[-1]
+        if settled:
+            return
+        if not frames:
+            time.sleep(poll_seconds)
+
+
+def _follow(args, parser: argparse.ArgumentParser, videos: list[Path], threshold: float) -> int:
+    """`--follow`: near-online detection on one growing file; final detections go to standard output as JSON lines
+    as they become final, the whole result to --output (in its format) at the end."""
+    if len(videos) != 1:
+        parser.error(f"--follow takes one video file, got {len(videos)}")
+    if args.resume or args.plot:
+        parser.error("--follow writes its result at the end; --resume and --plot do not apply")
+    (video,) = videos
+    fmt = output_format(args)
+    to_stdout = args.output == STDOUT
+    if not to_stdout:
+        check_outputs([("--output", Path(args.output))], [video], parser)
+    detector = _load_detector(args, parser)
+    stream, detections = None, []
+    started = time.perf_counter()
+
+    def emit(found: list[dict], video_seconds: float) -> None:
+        for detection in found:
+            start, end = detection["segment"]
+            line = {"video": video.stem, "start": start, "end": end, "label": detection["label"],
+                    "score": detection["score"], "emitted_at_video_second": round(video_seconds, 3)}
+            print(json.dumps(line), flush=True)
+        detections.extend(found)
+
+    for fps, frames in read_growing_video(video, args.follow_timeout):
+        if stream is None:
+            if not fps > 0:
+                print(f"adatad-detect: error: '{video}' reports no frame rate", file=sys.stderr)
+                return 1
+            stream = detector.stream(fps=fps, threshold=threshold, precision=args.precision)
+        emit(stream.push(frames), stream.num_frames / fps)
+    if stream is None:
+        print(f"adatad-detect: error: no frame of '{video}' could be decoded", file=sys.stderr)
+        return 1
+    emit(stream.finish(), stream.num_frames / stream.fps)
+    detections.sort(key=lambda d: -d["score"])
+    if args.top_k is not None:
+        detections = detections[: args.top_k]
+    if not to_stdout:
+        write_text_atomically(args.output, render({video.stem: detections}, fmt, None))
+    print(
+        f"followed {stream.num_frames} frames of '{video}' in {time.perf_counter() - started:.1f} s: "
+        f"{len(detections)} detections" + ("" if to_stdout else f", written to {args.output}"),
+        file=sys.stderr,
+    )
+    if stream.late_candidates:
+        print(f"warning: {stream.late_candidates} candidates started before settled detections", file=sys.stderr)
+    return 0
+
+
 def read_ground_truth(path: str, parser: argparse.ArgumentParser) -> dict:
     """`{video_id: {"annotations": [...], ...}}` from an ActivityNet-style JSON (with or without `database`)."""
     try:
