@@ -370,6 +370,7 @@ class PartFiles:
     @contextmanager
     def writer(self, process_index: int, num_processes: int):
         """Appends records to this process's part file; each one is on disk (flush + fsync) when `write` returns."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"part-{process_index:05d}-of-{num_processes:05d}.jsonl"
         with open(path, "a+b") as handle:
             # A line torn by a kill would swallow the next record: cut the file back to its last whole line.
@@ -520,6 +521,10 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
     report = sys.stderr if to_stdout else sys.stdout
 
     state = _distributed_state()
+    timer = StageTimer() if args.profile else None
+    # Loading problems are usage errors: before anything is written.
+    with timer("loading the model") if timer is not None else nullcontext():
+        detector = _load_detector(args, parser, device=state.device if state.num_processes > 1 else None)
     # What shapes the detections: a resumed run must not mix parts made with other settings.
     run_settings = {
         "model": str(args.model), "threshold": threshold, "top_k": args.top_k, "precision": args.precision,
@@ -532,7 +537,7 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
     else:
         parts = PartFiles(Path(args.output).with_name(Path(args.output).name + PARTS_SUFFIX))
         earlier = parts.read_settings() if parts.folder.exists() else None
-        if parts.folder.exists() and not args.resume:
+        if parts.folder.exists() and not args.resume and parts.records():
             parser.error(
                 f"'{parts.folder}' holds the finished videos of an earlier run of this command that did not end: "
                 "add --resume to go on with it, or remove the folder to start again"
@@ -558,9 +563,6 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
 
     from .pipeline_adatad import NonFiniteDetectorOutputError, is_decode_error
 
-    timer = StageTimer() if args.profile else None
-    with timer("loading the model") if timer is not None else nullcontext():
-        detector = _load_detector(args, parser, device=state.device if state.num_processes > 1 else None)
     process_name = f"process {state.process_index}/{state.num_processes}: " if state.num_processes > 1 else ""
     my_skipped = 0
     try:
