@@ -28,6 +28,9 @@ the decoder's reason) with `on_error="raise"` (the default); with `on_error="ski
 skipped video's result is an empty list, a warning names it, and `skipped_videos` lists it after the call.
 `detect(...)` yields one `VideoDetections` per video with the error attached instead, which is what the
 `adatad-detect` command line uses.
+
+`stream(fps=...)` returns a `DetectionStream` for frames that arrive over time (near-online): `push(frames)` runs
+every window whose frames are in and returns the detections no later frame can change, `finish()` the rest.
 """
 
 from __future__ import annotations
@@ -293,7 +296,7 @@ class TemporalActionDetectionPipeline(Pipeline):
             result = keep_best_detections(result, threshold, top_k)
         else:
             (result,) = processor.merge_window_detections(window_results, threshold=threshold, top_k=top_k)
-        return format_detections(result, job.duration)
+        return _format_detections(result, job.duration)
 
     # -- calling ---------------------------------------------------------------------------------------------
 
@@ -485,7 +488,7 @@ class TemporalActionDetectionPipeline(Pipeline):
         return result
 
 
-def format_detections(result: dict, duration: float) -> list[dict]:
+def _format_detections(result: dict, duration: float) -> list[dict]:
     """A merged post-processing result -> `[{"label", "score", "segment": [start_s, end_s]}]` inside `[0, duration]`."""
     detections = []
     for (start, end), name, score in zip(result["segments"].tolist(), result["label_names"], result["scores"].tolist()):
@@ -899,7 +902,7 @@ class DetectionStream:
         }
         (result,) = self.pipe.video_processor.merge_window_detections([window], threshold=self.threshold)
         # Before the end the length is unknown; settled segments lie before the frames seen so far anyway.
-        return format_detections(result, self.num_frames / self.fps if self._finished else math.inf)
+        return _format_detections(result, self.num_frames / self.fps if self._finished else math.inf)
 
 
 class ModelFolderError(FileNotFoundError):
@@ -975,6 +978,7 @@ if __package__ == "adatad":
 
 __all__ = [
     "TemporalActionDetectionPipeline",
+    "DetectionStream",
     "VideoDetections",
     "ModelFolderError",
     "ModelProcessorMismatchError",

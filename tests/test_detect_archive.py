@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from adatad.detect import PartFiles, main, shard
 from adatad.pipeline_adatad import load_detection_pipeline
@@ -251,3 +252,14 @@ def test_follow_on_a_growing_file_gives_the_offline_result(model_folder, detecto
     expected = json.loads(offline.read_text())["results"]["complete"]
     assert as_set(json.loads(followed.read_text())["results"]["growing"]) == as_set(expected)
     assert sorted((d["label"], d["score"], d["start"], d["end"]) for d in lines) == as_set(expected)
+
+
+def test_window_batches_of_a_long_video_are_the_preprocessed_windows(detector, tests_dir):
+    processor = detector.video_processor
+    video = tests_dir / "data" / "videos" / "demo.mp4"
+    whole = processor([str(video)])
+    batches = list(processor.iter_window_batches(str(video), batch_size=3))
+    assert [len(b["video_metas"]) for b in batches][:-1] == [3] * (len(batches) - 1)
+    assert torch.equal(torch.cat([b["pixel_values"] for b in batches]), whole["pixel_values"])
+    assert torch.equal(torch.cat([b["masks"] for b in batches]), whole["masks"])
+    assert [m for b in batches for m in b["video_metas"]] == whole["video_metas"]
