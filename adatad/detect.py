@@ -61,7 +61,7 @@ import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -521,9 +521,9 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
     report = sys.stderr if to_stdout else sys.stdout
 
     state = _distributed_state()
-    timer = StageTimer() if args.profile else None
+    timer = StageTimer()
     # Loading problems are usage errors: before anything is written.
-    with timer("loading the model") if timer is not None else nullcontext():
+    with timer("loading the model"):
         detector = _load_detector(args, parser, device=state.device if state.num_processes > 1 else None)
     # What shapes the detections: a resumed run must not mix parts made with other settings.
     run_settings = {
@@ -536,12 +536,13 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
         parts = PartFiles(Path(tempfile.mkdtemp(prefix="adatad-detect-")))
     else:
         parts = PartFiles(Path(args.output).with_name(Path(args.output).name + PARTS_SUFFIX))
-        earlier = parts.read_settings() if parts.folder.exists() else None
-        if parts.folder.exists() and not args.resume and parts.records():
+        has_finished_videos = parts.folder.exists() and bool(parts.records())
+        if has_finished_videos and not args.resume:
             parser.error(
                 f"'{parts.folder}' holds the finished videos of an earlier run of this command that did not end: "
                 "add --resume to go on with it, or remove the folder to start again"
             )
+        earlier = parts.read_settings() if has_finished_videos else None
         if earlier is not None and earlier != run_settings:
             changed = ", ".join(
                 f"{key} {earlier.get(key)!r} -> {value!r}" for key, value in run_settings.items()
@@ -581,35 +582,29 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
                     record["error"] = str(getattr(video.error, "reason", video.error))
                 else:
                     record.update(duration=video.duration, detections=video.detections)
-                if timer is not None:
-                    with timer("writing the part line"):
-                        write_record(record)
-                else:
+                with timer("writing the part line"):
                     write_record(record)
-    except KeyboardInterrupt:
-        print(
-            f"adatad-detect: interrupted; the finished videos are kept in '{parts.folder}': run the same command "
-            "with --resume to go on",
-            file=sys.stderr,
-        )
-        return 130
-    except Exception as error:
-        if not (is_decode_error(error) or isinstance(error, NonFiniteDetectorOutputError)):
+    except (KeyboardInterrupt, Exception) as error:
+        stopped_for_a_video = is_decode_error(error) or isinstance(error, NonFiniteDetectorOutputError)
+        if to_stdout or not parts.records():
+            # a temporary folder (nothing can resume from it), or no finished video to keep
+            shutil.rmtree(parts.folder, ignore_errors=True)
+            kept = "nothing written"
+        else:
+            kept = f"the finished videos are kept in '{parts.folder}': run the same command with --resume to go on"
+        if isinstance(error, KeyboardInterrupt):
+            print(f"adatad-detect: interrupted; {kept}", file=sys.stderr)
+            return 130
+        if not stopped_for_a_video:
             raise
-        print(
-            f"adatad-detect: error: {error} (stopped: --on-error raise; the finished videos are kept in "
-            f"'{parts.folder}')",
-            file=sys.stderr,
-        )
+        print(f"adatad-detect: error: {error} (stopped: --on-error raise; {kept})", file=sys.stderr)
         return 1
 
     state.wait_for_everyone()
-    if not state.is_main_process:
-        if timer is not None:
-            print(timer.report(time.perf_counter() - wall_start, prefix=process_name), file=sys.stderr)
-        return 1 if my_skipped else 0
-    status = _assemble(args, parts, videos, targets, fmt, threshold, plot_threshold, ground_truth, report, timer)
-    if timer is not None:
+    status = 1 if my_skipped else 0
+    if state.is_main_process:
+        status = _assemble(args, parts, videos, targets, fmt, threshold, plot_threshold, ground_truth, report, timer)
+    if args.profile:
         print(timer.report(time.perf_counter() - wall_start, prefix=process_name), file=sys.stderr)
     return status
 
@@ -617,7 +612,6 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
 def _assemble(args, parts, videos, targets, fmt, threshold, plot_threshold, ground_truth, report, timer) -> int:
     """Main process, once every process is done: the parts -> the requested output (atomically), then the parts
     folder goes."""
-    timer = timer or StageTimer()
     to_stdout = args.output == STDOUT
     records = parts.records()
     results, durations, skipped = {}, {}, []
