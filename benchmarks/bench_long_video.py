@@ -3,8 +3,8 @@
 Writes a tiny random-init model of the `synthetic-tiny` preset (64x64 frames, 64-frame windows overlapping by half)
 and one synthetic video per `--minutes` value (64x64 at 10 fps, a square moving over noise, the same content
 repeated), then runs `python -m adatad.detect VIDEO --profile` on each in a fresh process, one after the other in
-this one command, and reports wall time, peak resident memory of that process (`wait4`'s `ru_maxrss`), the windows,
-the detections and the stage times `--profile` prints. The goal of the long-video work: the long/short time ratio
+this one command, and reports wall time, CPU time (user + system: the fairer measure on a shared machine), peak
+resident memory of that process (`wait4`'s `ru_maxrss`), the detections and the stage times `--profile` prints. The goal of the long-video work: the long/short time ratio
 at most the length ratio (x1.2 slack: 20 minutes <= 12x 2 minutes) and the peak memory within 1.1x. The machine's
 load average is recorded before and after (ratios are only meaningful from one command on one machine).
 
@@ -86,7 +86,10 @@ def run_detect(video: Path, model: Path, output: Path, threads: int, batch_size:
         raise RuntimeError(f"adatad-detect failed on {video}:\n{stderr_text[-3000:]}")
     results = json.loads(output.read_text())["results"][video.stem]
     stages = [line.strip() for line in stderr_text.splitlines() if line.startswith("  ")]
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "detections": len(results), "stages": stages}
+    return {
+        "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+        "detections": len(results), "stages": stages,
+    }
 
 
 def main(argv=None) -> int:
@@ -110,19 +113,20 @@ def main(argv=None) -> int:
             write_video(video, minutes, args.fps)
         measured = run_detect(video, model, work / f"detections_{minutes:g}min.json", args.threads, args.batch_size)
         rows.append({"minutes": minutes, **measured})
-        print(f"{minutes:g} min: {measured['wall_s']:.1f} s, peak RSS {measured['peak_rss_mb']:.0f} MB, "
+        print(f"{minutes:g} min: {measured['wall_s']:.1f} s wall, {measured['cpu_s']:.1f} s CPU, peak RSS "
+              f"{measured['peak_rss_mb']:.0f} MB, "
               f"{measured['detections']} detections", flush=True)
         for line in measured["stages"]:
             print(f"    {line}", flush=True)
     load_after = os.getloadavg()
     first = rows[0]
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
-    print("| video | wall time | time ratio | length ratio | peak RSS | RSS ratio |")
-    print("|---|---|---|---|---|---|")
+    print("| video | wall time | wall ratio | CPU time | CPU ratio | length ratio | peak RSS | RSS ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['minutes']:g} min | {row['wall_s']:.1f} s | {row['wall_s'] / first['wall_s']:.2f}x | "
-              f"{row['minutes'] / first['minutes']:g}x | {row['peak_rss_mb']:.0f} MB | "
-              f"{row['peak_rss_mb'] / first['peak_rss_mb']:.2f}x |")
+              f"{row['cpu_s']:.1f} s | {row['cpu_s'] / first['cpu_s']:.2f}x | {row['minutes'] / first['minutes']:g}x | "
+              f"{row['peak_rss_mb']:.0f} MB | {row['peak_rss_mb'] / first['peak_rss_mb']:.2f}x |")
     (work / "bench_long_video.json").write_text(
         json.dumps({"rows": rows, "load_before": load_before, "load_after": load_after, "args": vars(args)}, indent=2)
     )
