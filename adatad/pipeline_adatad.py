@@ -28,13 +28,18 @@ the decoder's reason) with `on_error="raise"` (the default); with `on_error="ski
 skipped video's result is an empty list, a warning names it, and `skipped_videos` lists it after the call.
 `detect(...)` yields one `VideoDetections` per video with the error attached instead, which is what the
 `adatad-detect` command line uses.
+
+`stream(fps=...)` returns a `DetectionStream` for frames that arrive over time (near-online): `push(frames)` runs
+every window whose frames are in and returns the detections no later frame can change, `finish()` the rest.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -50,6 +55,7 @@ from transformers.utils import logging
 # classes, not with their own code.
 from .modeling_adatad import PIPELINE_TASK
 from .post_processing import (
+    PostProcessingSettings,
     NonFiniteDetectorOutputError,
     check_finite_candidates,
     check_threshold_and_top_k,
@@ -290,15 +296,7 @@ class TemporalActionDetectionPipeline(Pipeline):
             result = keep_best_detections(result, threshold, top_k)
         else:
             (result,) = processor.merge_window_detections(window_results, threshold=threshold, top_k=top_k)
-        detections = []
-        for (start, end), name, score in zip(
-            result["segments"].tolist(), result["label_names"], result["scores"].tolist()
-        ):
-            # Post-processing rounds like OpenTAD (4 decimals for scores, 2 for seconds) in float32: give back the
-            # decimal values and keep segments inside the video after rounding.
-            start, end = (min(max(round(value, 2), 0.0), job.duration) for value in (start, end))
-            detections.append({"label": name, "score": round(score, 4), "segment": [start, end]})
-        return detections
+        return _format_detections(result, job.duration)
 
     # -- calling ---------------------------------------------------------------------------------------------
 
@@ -316,7 +314,12 @@ class TemporalActionDetectionPipeline(Pipeline):
         return results[0].detections if single else [r.detections for r in results]
 
     def detect(
-        self, videos: Iterable[str | os.PathLike], batch_size: int | None = None, progress=None, **kwargs
+        self,
+        videos: Iterable[str | os.PathLike],
+        batch_size: int | None = None,
+        progress=None,
+        timings=None,
+        **kwargs,
     ) -> Iterator[VideoDetections]:
         """Stream `VideoDetections`, one per video and in input order, as soon as each video is finished.
 
@@ -325,6 +328,9 @@ class TemporalActionDetectionPipeline(Pipeline):
             batch_size: windows per model call (default: the pipeline's `batch_size`, else 1).
             progress: optional tqdm-like bar: its `total` grows by each video's window count when the video is
                 opened and `update(n)` is called after each model batch.
+            timings: optional object with `add(stage, seconds)` (e.g. `adatad.detect.StageTimer`), given the
+                seconds of every stage: decoding (decode thread), waiting for decoded windows, model, window
+                post-processing, merging windows (post-processing thread).
             kwargs: `threshold`, `top_k`, `on_error`, `precision`, `prefetch_batches` (see the class docstring).
         """
         preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
@@ -347,23 +353,32 @@ class TemporalActionDetectionPipeline(Pipeline):
                 )
             jobs.append(_VideoJob(index, str(video), Path(video).stem))
 
-        batches = _BatchProducer(self, jobs, batch_size, prefetch_batches, progress)
+        timings = timings if timings is not None else _NoTimings()
+        batches = _BatchProducer(self, jobs, batch_size, prefetch_batches, progress, timings)
         pending: dict[int, Future | _VideoJob] = {}  # job index -> merge future, or the failed job
         next_index = 0
+
+        def merge(job: _VideoJob) -> list[dict]:
+            start = time.perf_counter()
+            try:
+                return self.postprocess(job.window_results, job, threshold, top_k)
+            finally:
+                timings.add("merging windows (NMS)", time.perf_counter() - start)
+
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adatad-postprocess") as merger, batches:
-            for item in batches:
+            for item in _timed_iteration(batches, timings, "waiting for decoded windows"):
                 if isinstance(item, _VideoJob):  # a video that failed to decode
                     if on_error == "raise":
                         raise item.error
                     pending[item.index] = item
                 else:
-                    finished, failed = self._run_batch(item, forward_params)
+                    finished, failed = self._run_batch(item, forward_params, timings)
                     for job in failed:
                         if on_error == "raise":
                             raise job.error
                         pending[job.index] = job
                     for job in finished:
-                        pending[job.index] = merger.submit(self.postprocess, job.window_results, job, threshold, top_k)
+                        pending[job.index] = merger.submit(merge, job)
                     if progress is not None:
                         progress.update(len(item))
                 while next_index in pending and _is_ready(pending[next_index]):
@@ -372,7 +387,36 @@ class TemporalActionDetectionPipeline(Pipeline):
             for index in range(next_index, len(jobs)):
                 yield self._finish(jobs[index], pending.pop(index))
 
-    def _run_batch(self, windows: list[dict], forward_params: dict) -> tuple[list[_VideoJob], list[_VideoJob]]:
+    def stream(
+        self,
+        fps: float,
+        threshold: float = DEFAULT_THRESHOLD,
+        precision: str = "fp32",
+        batch_size: int | None = None,
+        max_reach: float | None = None,
+    ) -> "DetectionStream":
+        """Near-online detection on frames as they arrive (a camera, a recording being written).
+
+        ```python
+        >>> stream = detector.stream(fps=30.0, threshold=0.0)
+        >>> for chunk in chunks:                # uint8 (T, H, W, 3), any T
+        ...     print(stream.push(chunk))      # detections no later frame can change
+        >>> print(stream.finish())              # the rest, once the video ends
+        ```
+
+        See `DetectionStream` for what "final" means and the latency. Args:
+            fps: frame rate of the pushed frames (places detections in seconds).
+            threshold: keep detections scoring at least this (as in a call).
+            precision: autocast dtype of the model call (`"fp32"`, `"bf16"`, `"fp16"`).
+            batch_size: windows per model call (default: the pipeline's).
+            max_reach: seconds before its window's first frame a window's candidate may start (default: one window
+                length); see `DetectionStream`.
+        """
+        return DetectionStream(self, fps, threshold, precision, batch_size or self._batch_size or 1, max_reach)
+
+    def _run_batch(
+        self, windows: list[dict], forward_params: dict, timings=None
+    ) -> tuple[list[_VideoJob], list[_VideoJob]]:
         """Model + per-window candidate decoding for one batch.
 
         Returns the videos whose last window was in it, and the videos that failed in it: a window whose detector
@@ -382,7 +426,18 @@ class TemporalActionDetectionPipeline(Pipeline):
             "pixel_values": torch.stack([w["pixel_values"] for w in windows]),
             "masks": torch.stack([w["masks"] for w in windows]),
         }
+        timings = timings if timings is not None else _NoTimings()
+        start = time.perf_counter()
         outputs = self.forward(model_inputs, **forward_params)
+        timings.add("model", time.perf_counter() - start)
+        start = time.perf_counter()
+        try:
+            return self._window_candidates(windows, outputs)
+        finally:
+            timings.add("window post-processing", time.perf_counter() - start)
+
+    def _window_candidates(self, windows: list[dict], outputs) -> tuple[list[_VideoJob], list[_VideoJob]]:
+        """Per-window candidates in seconds (no NMS) appended to each window's job; see `_run_batch`."""
         proposals, scores = decode_candidates(
             outputs.logits, outputs.pred_offsets, outputs.points, outputs.feature_mask
         )
@@ -433,8 +488,40 @@ class TemporalActionDetectionPipeline(Pipeline):
         return result
 
 
+def _format_detections(result: dict, duration: float) -> list[dict]:
+    """A merged post-processing result -> `[{"label", "score", "segment": [start_s, end_s]}]` inside `[0, duration]`."""
+    detections = []
+    for (start, end), name, score in zip(result["segments"].tolist(), result["label_names"], result["scores"].tolist()):
+        # Post-processing rounds like OpenTAD (4 decimals for scores, 2 for seconds) in float32: give back the
+        # decimal values and keep segments inside the video after rounding.
+        start, end = (min(max(round(value, 2), 0.0), duration) for value in (start, end))
+        detections.append({"label": name, "score": round(score, 4), "segment": [start, end]})
+    return detections
+
+
 def _is_ready(outcome: Future | _VideoJob) -> bool:
     return not isinstance(outcome, Future) or outcome.done()
+
+
+class _NoTimings:
+    """Stands in for a `timings` object when none is given."""
+
+    def add(self, stage: str, seconds: float) -> None:
+        pass
+
+
+def _timed_iteration(iterable, timings, stage: str):
+    """Yields the items of `iterable`, adding the time spent waiting for each to `stage`."""
+    iterator = iter(iterable)
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            timings.add(stage, time.perf_counter() - start)
+        yield item
 
 
 class _BatchProducer:
@@ -452,8 +539,10 @@ class _BatchProducer:
         batch_size: int,
         prefetch_batches: int,
         progress,
+        timings,
     ):
         self.pipe = pipe
+        self.timings = timings
         self.jobs = jobs
         self.batch_size = batch_size
         self.prefetch_batches = prefetch_batches
@@ -470,7 +559,9 @@ class _BatchProducer:
                 while job.window_starts is None or first_window < len(job.window_starts):
                     # Decode the windows the current batch still has room for (a whole batch for the next video).
                     group = self.batch_size - len(batch)
+                    start = time.perf_counter()
                     windows = self.pipe.preprocess(job, first_window, group)
+                    self.timings.add("decoding", time.perf_counter() - start)
                     if first_window == 0 and self.progress is not None:
                         self.progress.total = (self.progress.total or 0) + len(job.window_starts)
                         self.progress.refresh()
@@ -532,6 +623,286 @@ class _BatchProducer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def _overlaps_are_local(settings: PostProcessingSettings) -> bool:
+    """Whether NMS lets only overlapping candidates change each other: so for every soft method (a zero IoU leaves a
+    score as it is) except vanilla/hard NMS with `iou_threshold <= 0`, which suppress non-overlapping candidates too."""
+    return not (settings.nms_method in ("vanilla", "hard") and settings.nms_iou_threshold <= 0)
+
+
+class DetectionStream:
+    """Detections of a video that arrives in chunks, each returned as soon as no later frame can change it.
+
+    `push(frames)` takes uint8 `(T, H, W, 3)` chunks (any `T`); every sliding window whose frames are all in runs at
+    once (OpenTAD's windows of the whole video: regular windows run as their frames arrive, the last, end-aligned
+    one in `finish()`, when the length is known). `finish()` returns what remains. The union of what `push` and
+    `finish` return equals `detector(video, threshold=...)` on the same frames when the processor's `max_segments`
+    does not cut the result (it is applied to each emitted group here, to the whole video offline).
+
+    When a detection is final: the windows of a video are merged by one NMS over all their candidates, and NMS lets
+    candidates of one class change each other only through overlaps, so a chain of overlapping candidates (one
+    class) is settled once no later window can add a candidate overlapping it. A later window starts at or after
+    `min(next regular window start, end of the frames so far - one window)`; its candidates are taken to start no
+    earlier than `max_reach` seconds (default one window length) before its first frame. A chain that ends before
+    that line is merged, thresholded and returned. `late_candidates` counts candidates that started before a line
+    already used (a model regressing further back than `max_reach`); when it is not 0 the streamed result may differ
+    from the offline one, and a warning says so. Where two candidates of one class and chain have exactly equal
+    scores, OpenTAD's tie-break depends on the order of all the video's candidates; the chain is then merged as if
+    alone.
+
+    Latency: a detection ending at second `e` is returned once the chain around it has closed and the line has
+    passed its end: at the earliest about `max_reach + one window` after `e` (dense candidates that overlap without
+    a gap delay it further; `docs/inference.md` gives measured figures).
+    """
+
+    def __init__(self, pipe: TemporalActionDetectionPipeline, fps: float, threshold, precision, batch_size, max_reach):
+        processor = pipe.video_processor
+        if processor.sampling_method != "sliding_window":
+            raise ValueError(
+                f"streaming needs a sliding-window processor; this one samples '{processor.sampling_method}' (one "
+                "input per whole video): call the pipeline on the finished video instead"
+            )
+        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+            raise ValueError(f"`fps` must be a number > 0, got {fps!r}.")
+        check_threshold_and_top_k(threshold, None)
+        if precision not in PRECISIONS:
+            raise ValueError(f"`precision` must be one of {sorted(PRECISIONS)}, got {precision!r}.")
+        self.pipe = pipe
+        self.fps = float(fps)
+        self.threshold = float(threshold)
+        self.precision = precision
+        self.batch_size = int(batch_size)
+        self.settings = processor.post_processing_settings()
+        self.window_frames = processor.window_size * processor.snippet_stride
+        self.max_reach = self.window_frames / self.fps if max_reach is None else float(max_reach)
+        self.late_candidates = 0
+        self.num_frames = 0
+        self._chunks: list[torch.Tensor] = []
+        self._buffer_start = 0  # frame index of the first buffered frame
+        self._windows_run = 0  # regular windows already through the model
+        self._line = -math.inf  # candidates ending before this (seconds) were settled
+        self._job = _VideoJob(0, "<stream>", "stream", fps=self.fps)
+        # Candidates not yet settled, in the order the offline merge concatenates them (window, then candidate).
+        self._segments = torch.zeros(0, 2)
+        self._scores = torch.zeros(0)
+        self._labels = torch.zeros(0, dtype=torch.long)
+        self._label_names: list[str] = []
+        # Chains whose best score is below `min_score`, held until their class is known to have a better one.
+        self._below_min: list[dict] = []
+        self._groups_above_min: set[int] = set()
+        self._finished = False
+
+    # -- public -------------------------------------------------------------------------------------------------
+
+    def push(self, frames) -> list[dict]:
+        """Adds frames (uint8 `(T, H, W, 3)`, numpy or torch); returns the detections that became final,
+        `[{"label", "score", "segment": [start_s, end_s]}]` by descending score."""
+        if self._finished:
+            raise RuntimeError("this stream is finished; start a new one with `detector.stream(...)`")
+        chunk = torch.as_tensor(frames)
+        if chunk.ndim != 4 or chunk.dtype != torch.uint8 or chunk.shape[-1] != 3:
+            raise ValueError(f"expected uint8 frames (T, H, W, 3), got {tuple(chunk.shape)} {chunk.dtype}")
+        if chunk.shape[0] == 0:
+            return []
+        self._chunks.append(chunk)
+        self.num_frames += chunk.shape[0]
+        processor = self.pipe.video_processor
+        window_stride_frames = max(1, int(processor.window_size * (1 - processor.window_overlap)))
+        window_stride_frames *= processor.snippet_stride
+        ready = []
+        while self._windows_run * window_stride_frames + self.window_frames <= self.num_frames:
+            ready.append(self._windows_run * window_stride_frames)
+            self._windows_run += 1
+        self._run_windows(ready, duration=math.inf)
+        # The first frame a later window can start at: the next regular window, or the end-aligned last one.
+        num_snippets = len(range(0, self.num_frames, processor.snippet_stride))
+        last_window_start = max(0, num_snippets - processor.window_size) * processor.snippet_stride
+        next_start = min(self._windows_run * window_stride_frames, last_window_start)
+        self._drop_frames_before(next_start)
+        if not _overlaps_are_local(self.settings):
+            return []
+        # Seconds are rounded to 2 decimals before NMS: keep one step of margin below the line.
+        return self._settle(next_start / self.fps - self.max_reach - 0.01)
+
+    def finish(self) -> list[dict]:
+        """Runs the windows that need the video's length (the end-aligned last one); returns every detection not
+        returned yet."""
+        if self._finished:
+            raise RuntimeError("this stream is already finished")
+        self._finished = True
+        if self.num_frames == 0:
+            raise ValueError("no frames were pushed: a video needs at least one frame")
+        processor = self.pipe.video_processor
+        duration = self.num_frames / self.fps
+        starts = processor.window_start_frames(self.num_frames)
+        self._run_windows(starts[self._windows_run :], duration=duration)
+        self._chunks = []
+        # Windows that ran before the length was known were not clipped to the video's end: clip them now, as the
+        # offline run does (min and 2-decimal rounding commute, both being monotonic).
+        end = torch.tensor(round(float(torch.tensor(duration, dtype=torch.float32)), 2), dtype=torch.float32)
+        self._segments = torch.minimum(self._segments, end)
+        detections = self._settle(math.inf)
+        held = [chain for chain in self._below_min if chain["group"] not in self._groups_above_min]
+        if held:
+            # These classes never had a candidate scoring at least `min_score`: NMS keeps its first pick among all
+            # of the class's candidates, so they are merged together.
+            detections += self._merge(
+                torch.cat([c["segments"] for c in held]), torch.cat([c["scores"] for c in held]),
+                torch.cat([c["labels"] for c in held]), [n for c in held for n in c["label_names"]],
+                torch.cat([c["order"] for c in held]),
+            )
+        return sorted(detections, key=lambda d: -d["score"])
+
+    # -- windows -----------------------------------------------------------------------------------------------
+
+    def _frames(self) -> torch.Tensor:
+        if len(self._chunks) > 1:
+            self._chunks = [torch.cat(self._chunks)]
+        return self._chunks[0]
+
+    def _drop_frames_before(self, frame: int) -> None:
+        if frame > self._buffer_start and self._chunks:
+            self._chunks = [self._frames()[frame - self._buffer_start :]]
+            self._buffer_start = frame
+
+    def _run_windows(self, starts: Sequence[int], duration: float) -> None:
+        processor = self.pipe.video_processor
+        for first in range(0, len(starts), self.batch_size):
+            windows = []
+            for start in starts[first : first + self.batch_size]:
+                sample = processor.sample_frames(self.num_frames, window_start_frame=start)
+                indices = torch.from_numpy(sample.frame_indices - self._buffer_start)
+                windows.append(
+                    {
+                        "pixel_values": processor.transform_frames(self._frames()[indices]),
+                        "masks": torch.from_numpy(sample.mask),
+                        "video_meta": processor.video_meta(self._job.key, self.fps, duration, start),
+                    }
+                )
+            self._add_candidates(windows)
+
+    def _add_candidates(self, windows: list[dict]) -> None:
+        """Model + per-window candidates in seconds (no NMS), appended to the unsettled ones."""
+        pipe = self.pipe
+        outputs = pipe.forward(
+            {"pixel_values": torch.stack([w["pixel_values"] for w in windows]),
+             "masks": torch.stack([w["masks"] for w in windows])},
+            precision=self.precision,
+        )
+        proposals, scores = decode_candidates(
+            outputs.logits, outputs.pred_offsets, outputs.points, outputs.feature_mask
+        )
+        metas = [w["video_meta"] for w in windows]
+        for row, meta in enumerate(metas):
+            check_finite_candidates(proposals[row], scores[row], self._job.path, meta)
+        results = pipe.video_processor.post_process_temporal_detection(
+            {"proposals": proposals, "scores": scores}, metas, class_names=pipe.class_names, merge_windows=False
+        )
+        for result in results:
+            segments = result["segments"].reshape(-1, 2)
+            late = int((segments[:, 0] < self._line).sum())
+            if late:
+                if not self.late_candidates:
+                    logger.warning(
+                        f"a window's candidates start before a line already settled ({self._line:.2f} s): the "
+                        "streamed detections may differ from the offline ones; pass a larger `max_reach`"
+                    )
+                self.late_candidates += late
+            self._segments = torch.cat((self._segments, segments))
+            self._scores = torch.cat((self._scores, result["scores"].reshape(-1)))
+            self._labels = torch.cat((self._labels, result["labels"].reshape(-1).long()))
+            self._label_names += result["label_names"]
+
+    # -- settling ----------------------------------------------------------------------------------------------
+
+    def _groups(self) -> torch.Tensor:
+        """NMS group of each unsettled candidate: its class (per-class NMS) or one group."""
+        return self._labels if self.settings.multiclass else torch.zeros_like(self._labels)
+
+    def _settle(self, line: float) -> list[dict]:
+        """Merges and returns the chains of overlapping candidates (per NMS group) that end at or before `line`."""
+        self._line = max(self._line, line)
+        if self._scores.numel() == 0:
+            return []
+        groups = self._groups()
+        # Sort by (group, start); a chain starts where a start reaches the running end of its group.
+        order = self._segments[:, 0].sort(stable=True).indices
+        order = order[groups[order].sort(stable=True).indices]
+        sorted_groups, starts, ends = groups[order], self._segments[order, 0], self._segments[order, 1]
+        new_group = torch.ones_like(sorted_groups, dtype=torch.bool)
+        new_group[1:] = sorted_groups[1:] != sorted_groups[:-1]
+        chain_start = new_group.clone()
+        chain_ends = torch.empty_like(ends)
+        running = -math.inf
+        # Running end inside each group (a loop over the unsettled candidates only: a few windows' worth).
+        for position, (start, end, first) in enumerate(zip(starts.tolist(), ends.tolist(), new_group.tolist())):
+            if first or start >= running:
+                chain_start[position] = True
+                running = end
+            else:
+                running = max(running, end)
+            chain_ends[position] = running
+        chain_id = torch.cumsum(chain_start.long(), 0) - 1
+        num_chains = int(chain_id[-1]) + 1
+        chain_end = torch.full((num_chains,), -math.inf).scatter_reduce(0, chain_id, chain_ends, "amax")
+        settled_chain = chain_end <= line
+        settled_sorted = settled_chain[chain_id]
+        if not bool(settled_sorted.any()):
+            return []
+        settled = torch.zeros_like(self._scores, dtype=torch.bool)
+        settled[order[settled_sorted]] = True
+        chain_of = torch.empty_like(chain_id)
+        chain_of[order] = chain_id
+
+        index = torch.where(settled)[0]  # offline order
+        segments, scores, labels = self._segments[index], self._scores[index], self._labels[index]
+        names = [self._label_names[i] for i in index.tolist()]
+        chain_of_settled, groups_of_settled = chain_of[index], groups[index]
+        keep = self._keep_above_min(chain_of_settled, groups_of_settled, segments, scores, labels, names, index)
+
+        remaining = torch.where(~settled)[0]
+        self._label_names = [self._label_names[i] for i in remaining.tolist()]
+        self._segments, self._scores, self._labels = (
+            self._segments[remaining], self._scores[remaining], self._labels[remaining]
+        )
+        if not bool(keep.any()):
+            return []
+        kept = torch.where(keep)[0]
+        return self._merge(segments[kept], scores[kept], labels[kept], [names[i] for i in kept.tolist()], kept)
+
+    def _keep_above_min(self, chains, groups, segments, scores, labels, names, index) -> torch.Tensor:
+        """Which settled candidates go to NMS now. NMS drops every candidate below `min_score` except the first
+        pick of a group whose best score is below it: a chain without a candidate at `min_score` is held until its
+        group is known to have one (then it contributes nothing) or the video ends."""
+        min_score = self.settings.min_score
+        keep = torch.ones_like(scores, dtype=torch.bool)
+        self._groups_above_min.update(groups[scores >= min_score].unique().tolist())
+        if not bool((scores < min_score).any()):
+            return keep
+        best = torch.full((int(chains.max()) + 1,), -math.inf).scatter_reduce(0, chains, scores, "amax")
+        for chain in torch.unique(chains[best[chains] < min_score]).tolist():
+            members = torch.where(chains == chain)[0]
+            keep[members] = False
+            group = int(groups[members[0]])
+            if group not in self._groups_above_min:
+                self._below_min.append(
+                    {"group": group, "segments": segments[members], "scores": scores[members],
+                     "labels": labels[members], "label_names": [names[i] for i in members.tolist()],
+                     "order": index[members]}
+                )
+        return keep
+
+    def _merge(self, segments, scores, labels, names, order) -> list[dict]:
+        """One offline-style merge (NMS, rounding, threshold, clipping) of settled chains, in offline order."""
+        position = order.argsort()
+        window = {
+            "video_id": self._job.key, "segments": segments[position], "scores": scores[position],
+            "labels": labels[position], "label_names": [names[i] for i in position.tolist()],
+        }
+        (result,) = self.pipe.video_processor.merge_window_detections([window], threshold=self.threshold)
+        # Before the end the length is unknown; settled segments lie before the frames seen so far anyway.
+        return _format_detections(result, self.num_frames / self.fps if self._finished else math.inf)
 
 
 class ModelFolderError(FileNotFoundError):
@@ -607,6 +978,7 @@ if __package__ == "adatad":
 
 __all__ = [
     "TemporalActionDetectionPipeline",
+    "DetectionStream",
     "VideoDetections",
     "ModelFolderError",
     "ModelProcessorMismatchError",

@@ -936,6 +936,51 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             data={"pixel_values": torch.stack(pixel_values), "masks": torch.stack(masks), "video_metas": metas}
         )
 
+    def iter_window_batches(
+        self,
+        video,
+        batch_size: int = 1,
+        video_id: str | None = None,
+        fps: float | None = None,
+        decode_backend: str | None = None,
+    ):
+        """What `preprocess(video)` returns for one video, `batch_size` windows at a time: for long videos, whose
+        windows together would not fit in memory. Each batch decodes only its own windows' frames.
+
+        Post-process each batch with `post_process_temporal_detection(outputs, batch["video_metas"],
+        merge_windows=False)`, collect the per-window results and merge them once with `merge_window_detections`.
+
+        Yields:
+            `BatchFeature`s with `pixel_values`, `masks` and `video_metas` as `preprocess` (at most `batch_size` rows).
+        """
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+        is_path = isinstance(video, (str, os.PathLike))
+        video_id = video_id or (Path(video).stem if is_path else "video_0")
+        starts: list[int] | None = None
+        first = 0
+        while starts is None or first < len(starts):
+
+            def select_samples(info, first=first):
+                nonlocal starts
+                if starts is None:
+                    starts = self.window_start_frames(info.num_frames)
+                batch_starts = starts[first : first + batch_size]
+                return [self.sample_frames(info.num_frames, window_start_frame=start) for start in batch_starts]
+
+            info, windows = self.decode_windows(video, select_samples, fps=fps, backend=decode_backend)
+            yield BatchFeature(
+                data={
+                    "pixel_values": torch.stack([clip for _, clip in windows]),
+                    "masks": torch.stack([torch.from_numpy(sample.mask) for sample, _ in windows]),
+                    "video_metas": [
+                        self.video_meta(video_id, info.fps, info.duration, sample.window_start_frame)
+                        for sample, _ in windows
+                    ],
+                }
+            )
+            first += batch_size
+
     def video_meta(self, video_id: str, fps: float, duration: float, window_start_frame: int = 0) -> dict:
         """What post-processing needs to map one row's predictions back to seconds in its video."""
         meta = {

@@ -17,7 +17,7 @@ import srt
 import torch
 
 from adatad import AdaTADForTemporalDetection
-from adatad.cli import detect_main
+from adatad.detect import main as detect_main
 from adatad.pipeline_adatad import load_detection_pipeline
 from adatad.post_processing import NonFiniteDetectorOutputError
 from test_pipeline import DURATIONS, assert_valid_detections, save_tiny_model, tiny_config, tiny_processor
@@ -41,7 +41,7 @@ def videos(tests_dir):
 
 def run_cli(*arguments, env=None, cwd=None):
     """`adatad-detect` in a fresh interpreter (what a user runs)."""
-    command = [sys.executable, "-m", "adatad.cli", *map(str, arguments)]
+    command = [sys.executable, "-m", "adatad.detect", *map(str, arguments)]
     environment = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=environment)
 

@@ -85,9 +85,9 @@ def setup_extras() -> set[str]:
 
 
 def split_launch(tokens: list[str]) -> tuple[list[str], list[str]]:
-    """`accelerate launch [launcher options] script.py [script options]` -> (launcher options, script + options)."""
+    """`accelerate launch [launcher options] script.py|-m module [options]` -> (launcher options, script + options)."""
     for position, token in enumerate(tokens[2:], 2):
-        if token.endswith(".py"):
+        if token.endswith(".py") or token == "-m":
             return tokens[2:position], tokens[position:]
     raise AssertionError(f"`{shlex.join(tokens)}` names no script")
 
@@ -102,6 +102,8 @@ def help_invocation(tokens: list[str]) -> tuple[tuple[str, ...], list[str]] | No
         return (sys.executable, "-c", code, "--help"), tokens[1:]
     if tokens[:2] == ["accelerate", "launch"]:
         _, tokens = split_launch(tokens)
+        if tokens[0] == "-m":
+            return (sys.executable, "-m", tokens[1], "--help"), tokens[2:]
         return (sys.executable, tokens[0], "--help"), tokens[1:]
     if tokens[0] in PYTHONS and tokens[1:2] == ["-m"] and tokens[2] != "pytest":
         # `python -m module [subcommand] ...`: the help of the subcommand when one is given
@@ -144,7 +146,10 @@ def check_command(tokens: list[str]) -> list[str]:
         pass
     elif tokens[:2] == ["accelerate", "launch"]:
         launcher, script = split_launch(tokens)
-        if not (REPO / script[0]).is_file():
+        if script[0] == "-m":
+            if not (REPO / f"{script[1].replace('.', '/')}.py").is_file():
+                problems.append(f"`{text}`: no module {script[1]} in the repository")
+        elif not (REPO / script[0]).is_file():
             problems.append(f"`{text}`: no script {script[0]}")
     elif tokens[0] in PYTHONS and tokens[1:3] == ["-m", "pytest"]:
         files = [token.split("::")[0] for token in tokens[3:] if token.split("::")[0].endswith(".py")]

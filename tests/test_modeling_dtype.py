@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModel, pipeline
 
 from adatad import AdaTADForTemporalDetection
-from adatad.cli import detect_main
+from adatad.detect import main as detect_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_modeling_adatad import AdaTADModelTester  # noqa: E402
