@@ -83,6 +83,25 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def check_not_an_input(
+    option: str, output: Union[str, os.PathLike], inputs: Iterable[Tuple[str, Union[str, os.PathLike]]]
+) -> Path:
+    """Refuses `output` when it is one of `inputs` ((what, path) pairs, None paths skipped) in any spelling (symbolic
+    links, `..`, hard links); creates nothing.
+
+    Raises:
+        OutputPathError: naming the option, the path and the input.
+    """
+    target = Path(output)
+    for what, source in inputs:
+        if source is not None and _same_file(target, Path(source)):
+            raise OutputPathError(
+                f"{option} '{output}' is the {what} file '{source}', which writing would destroy; "
+                "choose another output path"
+            )
+    return target
+
+
 def check_output_path(
     option: str, output: Union[str, os.PathLike], inputs: Iterable[Tuple[str, Union[str, os.PathLike]]]
 ) -> Path:
@@ -94,13 +113,7 @@ def check_output_path(
     Raises:
         OutputPathError: naming the option, the path and what to do.
     """
-    target = Path(output)
-    for what, source in inputs:
-        if _same_file(target, Path(source)):
-            raise OutputPathError(
-                f"{option} '{output}' is the {what} file '{source}', which writing would destroy; "
-                "choose another output path"
-            )
+    target = check_not_an_input(option, output, inputs)
     if target.is_dir():
         raise OutputPathError(f"{option} '{output}' is a folder; give a file path")
     _refuse_special(target, option)

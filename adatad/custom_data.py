@@ -41,7 +41,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import data as annotation_tables
-from .atomic_files import write_text_atomically
+from .atomic_files import OutputPathError, check_not_an_input, write_text_atomically
 
 
 PathLike = Union[str, os.PathLike]
@@ -828,6 +828,12 @@ def convert_annotations(
     report = ValidationReport(str(source))
     records = read_annotations(source, default_subset=default_subset, report=report)
     report.source = records.source
+    inputs = [("source annotation", records.source), ("--class-map", class_map)]
+    try:
+        for name in (CLASS_MAP_FILENAME, ANNOTATION_FILENAME):
+            check_not_an_input("--output-dir", output_dir / name, inputs)
+    except OutputPathError as error:
+        raise CustomDataError(str(error).replace("output path", "--output-dir")) from None
     class_names = _class_names_for(class_map)
     folder = Path(video_dir) if video_dir is not None else records.video_dir
     if folder is not None:
@@ -1165,6 +1171,14 @@ def suggest_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override preset fields")
     args = parser.parse_args(argv)
     output = Path(args.output)
+    try:
+        shipped = sorted(_presets_module().PRESETS_DIR.glob("*.json"))
+        class_map = Path(args.annotations).with_name(CLASS_MAP_FILENAME)
+        inputs = [("annotations", args.annotations), ("class map", class_map)]
+        check_not_an_input("--output", output, inputs + [("shipped preset", path) for path in shipped])
+    except OutputPathError as error:
+        print(f"adatad-suggest-preset: error: {error}", file=sys.stderr)
+        return 1
     try:
         report = ValidationReport(args.annotations)
         records = read_annotations(args.annotations, report=report)
