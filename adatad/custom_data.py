@@ -1168,7 +1168,8 @@ def suggest_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--test-subset", default=None, help="evaluation subset (default: the other labelled subset)")
     parser.add_argument("--unlabelled-subset", action="append", default=[], help="subset allowed to have no labels")
     parser.add_argument("--max-window-size", type=int, default=768, help="cap on the window in features (768)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override preset fields")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override preset fields; repeatable (every --set adds its overrides)")
     args = parser.parse_args(argv)
     output = Path(args.output)
     try:

@@ -61,6 +61,7 @@ from adatad.atomic_files import write_text_atomically  # noqa: E402
 from adatad.custom_data import DataValidationError, check_training_data  # noqa: E402
 from adatad.evaluation import evaluate_detection, evaluate_topk_recall  # noqa: E402
 from adatad.memory_estimation import limit_cpu_heap_fragmentation  # noqa: E402
+from adatad.model_loading import BACKBONE_MODEL_NEW_PARTS, MissingWeightsError, load_complete_model  # noqa: E402
 from adatad.modeling_adatad import AdaTADForTemporalDetection  # noqa: E402
 from adatad.model_card import build_model_card  # noqa: E402
 from adatad.post_processing import ExternalVideoClassifier, to_activitynet_submission  # noqa: E402
@@ -97,6 +98,7 @@ USER_ERRORS = (
     FileNotFoundError,
     FloatingPointError,
     DataValidationError,
+    MissingWeightsError,
 )
 
 
@@ -116,15 +118,18 @@ def resolve_preset(args) -> tuple[dict, dict]:
 
 
 def check_output_dir(output_dir: Path, args):
-    """Refuses a folder that holds files unless the run resumes or `--overwrite_output_dir` is given."""
-    if args.resume_from_checkpoint or not output_dir.is_dir() or not any(output_dir.iterdir()):
+    """Refuses a folder that holds files unless the run resumes or `--overwrite_output_dir` is given (for
+    `--eval_only` too: its predictions would replace those of the run in the folder)."""
+    resuming = args.resume_from_checkpoint and not args.eval_only
+    if resuming or not output_dir.is_dir() or not any(output_dir.iterdir()):
         return
     if not args.overwrite_output_dir:
-        raise RunError(
-            f"--output_dir {output_dir} already holds files; "
-            "pass --resume_from_checkpoint latest to continue that run, "
-            "--overwrite_output_dir to train over it, or choose an empty folder."
+        what = (
+            "pass --overwrite_output_dir to replace its predictions.json and eval_results.json"
+            if args.eval_only
+            else "pass --resume_from_checkpoint latest to continue that run, --overwrite_output_dir to train over it"
         )
+        raise RunError(f"--output_dir {output_dir} already holds files; {what}, or choose an empty folder.")
 
 
 def clear_previous_run(output_dir: Path):
@@ -488,8 +493,15 @@ def build_model(preset: dict, args, class_names: list, accelerator: Accelerator)
         )
     if args.pretrained_model:
         # A converted VideoMAE (conversion_scripts/convert_videomae_to_adatad.py): its backbone weights, the preset's
-        # adapters and detector, freshly initialised.
-        model = AdaTADForTemporalDetection.from_pretrained(args.pretrained_model, config=config)
+        # adapters and detector, freshly initialised where the folder lacks them; a missing backbone tensor is an error.
+        model, new_keys = load_complete_model(
+            AdaTADForTemporalDetection, args.pretrained_model, new_parts=BACKBONE_MODEL_NEW_PARTS, config=config
+        )
+        if new_keys:
+            accelerator.print(
+                f"--pretrained_model {args.pretrained_model}: {len(new_keys)} detector/adapter tensors start from "
+                f"their initial values (expected new parts: {', '.join(BACKBONE_MODEL_NEW_PARTS)})"
+            )
     else:
         model = AdaTADForTemporalDetection(config)
     if config.num_labels != len(class_names):
@@ -1141,6 +1153,7 @@ def evaluation_function(args) -> dict:
     same data, post-processing and scoring as evaluation during training; writes `OUTPUT_DIR/eval_results.json` (the
     layout of a training run's) and `OUTPUT_DIR/predictions.json`."""
     preset, _ = resolve_preset(args)
+    check_output_dir(Path(args.output_dir), args)
     accelerator = Accelerator(mixed_precision=args.mixed_precision or preset["training"]["mixed_precision"])
     paths = resolve_data_paths(preset)
     generate_missing_synthetic_data(preset, paths, accelerator)
@@ -1150,7 +1163,8 @@ def evaluation_function(args) -> dict:
     processor.class_names = AdaTADVideoProcessor.from_pretrained(model_dir).class_names
     with accelerator.main_process_first():
         eval_dataset, evaluation = build_evaluation_data(preset, paths, processor)
-    model = AdaTADForTemporalDetection.from_pretrained(model_dir).to(accelerator.device)
+    model, _ = load_complete_model(AdaTADForTemporalDetection, model_dir)
+    model.to(accelerator.device)
     training = preset["training"]
     # Training's evaluation batch by default, so that the numbers match those of the training run.
     batch_size = args.eval_batch_size or training["global_batch_size"] // (
@@ -1176,7 +1190,12 @@ def parse_args(argv=None):
     parser.add_argument("--preset", help="preset name (see --list-presets) or path to a preset JSON file")
     parser.add_argument("--list-presets", action="store_true", help="print every preset and exit")
     parser.add_argument(
-        "--set", nargs="*", metavar="KEY=VALUE", help="override preset fields, e.g. training.adapter_lr=1e-4"
+        "--set",
+        nargs="*",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="override preset fields, e.g. training.adapter_lr=1e-4; repeatable: every --set adds its overrides (for "
+        "a key given twice the last value wins)",
     )
     parser.add_argument(
         "--data_dir", help="dataset root (the preset's `data.root`): annotation file, class map, videos"
