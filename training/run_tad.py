@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -586,12 +587,15 @@ def evaluation_model(accelerator: Accelerator, model, ema):
 
 @dataclasses.dataclass
 class TrainerState:
-    """What a checkpoint holds besides accelerate's state: position, best evaluation so far, non-finite step counts,
-    and the process layout the position is counted in."""
+    """What a checkpoint holds besides accelerate's state: position, best evaluation so far, an evaluation still to
+    do, non-finite step counts, and the process layout the position is counted in."""
 
     global_step: int = 0
     best_average_mAP: float | None = None
     best_epoch: int | None = None
+    # The epoch (from 1) whose evaluation had not finished writing its results when this checkpoint was saved: a
+    # resumed run evaluates it again before training on.
+    pending_evaluation_epoch: int | None = None
     skipped_steps: int = 0
     consecutive_skipped_steps: int = 0
     num_processes: int = 1
@@ -657,6 +661,19 @@ def save_checkpoint(accelerator: Accelerator, model, ema, state: TrainerState, o
             for old in checkpoints[:-total_limit]:
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def remove_incomplete_saves(output_dir: Path):
+    """What an interrupt left behind: checkpoints and model folders still under their temporary names. A model folder
+    caught between its two renames (`save_model`) gets its earlier version back."""
+    for leftover in (output_dir / "checkpoints").glob(f"step_*{INCOMPLETE_SUFFIX}"):
+        shutil.rmtree(leftover)
+    for name in ("best", "last"):
+        target, previous = output_dir / name, output_dir / f".{name}.previous"
+        if previous.is_dir() and not target.exists():
+            previous.rename(target)
+        shutil.rmtree(previous, ignore_errors=True)
+        shutil.rmtree(output_dir / f".{name}{INCOMPLETE_SUFFIX}", ignore_errors=True)
 
 
 def load_checkpoint(accelerator: Accelerator, ema, checkpoint: Path, num_processes: int, steps_per_epoch: int):
@@ -782,9 +799,24 @@ def evaluate(model, dataloader, processor, accelerator, evaluation: EvaluationDa
         # OpenTAD's evaluator (behind AdaTAD's published numbers) drops zero-length and duplicate ground truth.
         remove_duplicate_instances=True,
     )
+    # Classes of the model with no ground truth in the evaluation subset (a small validation split may lack one): their
+    # detections cannot be scored and leave the mAP, as in OpenTAD's evaluator, with a count. Labels the model does not
+    # have (a video classifier's) count against MAX_DROPPED_SHARE below.
+    scored = set(metrics["ap_per_class"])
+    without_ground_truth = {} if evaluation.video_classifier is not None else Counter(
+        d["label"] for video in predictions.values() for d in video if d["label"] not in scored
+    )
+    expected_drops = sum(without_ground_truth.values()) if scored & set(processor.class_names) else 0
+    if expected_drops:
+        logger.warning(
+            f"{sum(without_ground_truth.values())} predictions of {len(without_ground_truth)} class(es) without "
+            f"ground truth in the evaluation subset {config['subset']!r} ({sorted(without_ground_truth)}) left out of "
+            f"the mAP, which averages the {len(scored)} classes that have ground truth (as OpenTAD's evaluator does)",
+            main_process_only=True,
+        )
     num_predictions = metrics["num_predictions"] + metrics["num_predictions_ignored"]
-    if metrics["num_predictions_ignored"] > MAX_DROPPED_SHARE * num_predictions:
-        labels = sorted({d["label"] for video in predictions.values() for d in video} - set(metrics["ap_per_class"]))
+    if metrics["num_predictions_ignored"] - expected_drops > MAX_DROPPED_SHARE * num_predictions:
+        labels = sorted({d["label"] for video in predictions.values() for d in video} - scored)
         hint = (
             " The detector is class-agnostic (`data.class_agnostic`) and no `evaluation.external_classifier_file` "
             "names its detections."
@@ -1014,11 +1046,53 @@ def training_function(args) -> dict:
     log_path = output_dir / LOG_NAME
     if accelerator.is_main_process:
         truncate_log(log_path, state.global_step)
+        if args.resume_from_checkpoint:
+            remove_incomplete_saves(output_dir)
     starting_epoch = state.global_step // steps_per_epoch
     resume_batches = (state.global_step % steps_per_epoch) * accumulation
 
+    # The last optimizer step of this run (at the end of epoch `end_epoch`, or --max_train_steps).
+    last_step = min(end_epoch * steps_per_epoch, args.max_train_steps or end_epoch * steps_per_epoch)
+
+    def run_evaluation(epoch: int, last_epoch: bool) -> dict:
+        """Evaluates after `epoch` (from 0) and keeps `best/` (and after the last epoch `last/` and the predictions).
+        The epoch's checkpoint is saved first, marking the evaluation pending, and the mark is cleared once every
+        result is written: an evaluation error or an interrupt never loses trained epochs, and a resumed run
+        evaluates again instead of going on without results."""
+        state.pending_evaluation_epoch = epoch + 1
+        save_checkpoint(accelerator, model, ema, state, output_dir, args.checkpoints_total_limit)
+        try:
+            metrics = evaluate(
+                evaluation_model(accelerator, model, ema), eval_dataloader, processor, accelerator, evaluation
+            )
+        except FloatingPointError as error:
+            raise FloatingPointError(
+                f"{error} [evaluation after epoch {epoch + 1}, step {state.global_step}; the checkpoint of that step "
+                f"is {find_checkpoint(output_dir, 'latest')}]"
+            ) from error
+        weights = "EMA" if ema is not None else "live"
+        accelerator.print(f"epoch {epoch + 1} ({weights} weights):\n{format_metrics(metrics)}")
+        if args.report_to:
+            accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=state.global_step)
+        if state.best_average_mAP is None or metrics["average_mAP"] > state.best_average_mAP:
+            state.best_average_mAP, state.best_epoch = metrics["average_mAP"], epoch + 1
+            save_model(accelerator, model, ema, processor, preset, args, output_dir / "best", metrics, epoch)
+        if last_epoch:
+            save_model(accelerator, model, ema, processor, preset, args, output_dir / "last", metrics, epoch)
+            save_predictions(accelerator, args, output_dir, metrics, evaluation.ground_truth)
+        state.pending_evaluation_epoch = None
+        save_checkpoint(accelerator, model, ema, state, output_dir, args.checkpoints_total_limit)
+        return metrics
+
+    metrics = None
+    if state.pending_evaluation_epoch is not None:
+        epoch = state.pending_evaluation_epoch - 1
+        accelerator.print(f"the evaluation after epoch {epoch + 1} did not finish; evaluating again")
+        metrics = run_evaluation(epoch, last_epoch=state.global_step >= last_step)
+    if state.global_step >= last_step:
+        starting_epoch = end_epoch  # nothing left to train
+
     # Train.
-    metrics, epoch = None, starting_epoch - 1
     progress = tqdm(
         total=end_epoch * steps_per_epoch,
         initial=state.global_step,
@@ -1092,36 +1166,16 @@ def training_function(args) -> dict:
                 save_checkpoint(accelerator, model, ema, state, output_dir, args.checkpoints_total_limit)
             if args.max_train_steps and state.global_step >= args.max_train_steps:
                 break
-        last_epoch = epoch + 1 == end_epoch or bool(args.max_train_steps and state.global_step >= args.max_train_steps)
+        last_epoch = state.global_step >= last_step
         # OpenTAD's rule: evaluate after epoch `epoch` (from 0) when epoch >= val_start_epoch and (epoch + 1) % N == 0.
         if last_epoch or (epoch >= training["val_start_epoch"] and (epoch + 1) % training["val_interval"] == 0):
-            try:
-                metrics = evaluate(
-                    evaluation_model(accelerator, model, ema), eval_dataloader, processor, accelerator, evaluation
-                )
-            except FloatingPointError as error:
-                raise FloatingPointError(
-                    f"{error} [evaluation after epoch {epoch + 1}, step {state.global_step}; the last good checkpoint "
-                    f"is {find_checkpoint(output_dir, 'latest')}]"
-                ) from error
-            weights = "EMA" if ema is not None else "live"
-            accelerator.print(f"epoch {epoch + 1} ({weights} weights):\n{format_metrics(metrics)}")
-            if args.report_to:
-                accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=state.global_step)
-            if state.best_average_mAP is None or metrics["average_mAP"] > state.best_average_mAP:
-                state.best_average_mAP, state.best_epoch = metrics["average_mAP"], epoch + 1
-                save_model(accelerator, model, ema, processor, preset, args, output_dir / "best", metrics, epoch)
-        # After the evaluation, so that the checkpoint carries the best score so far.
-        if last_epoch or (training["checkpoint_interval"] and (epoch + 1) % training["checkpoint_interval"] == 0):
+            metrics = run_evaluation(epoch, last_epoch)
+        elif training["checkpoint_interval"] and (epoch + 1) % training["checkpoint_interval"] == 0:
             save_checkpoint(accelerator, model, ema, state, output_dir, args.checkpoints_total_limit)
         if last_epoch:
             break
     progress.close()
 
-    # Save and push.
-    save_model(accelerator, model, ema, processor, preset, args, output_dir / "last", metrics, epoch)
-    if metrics is not None:
-        save_predictions(accelerator, args, output_dir, metrics, evaluation.ground_truth)
     if args.push_to_hub and accelerator.is_main_process:
         push_folder(output_dir / ("best" if state.best_average_mAP is not None else "last"), args.hub_model_id)
     accelerator.end_training()
