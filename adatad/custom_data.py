@@ -77,7 +77,7 @@ PROBLEMS = {
     "missing_timing": ("error", "a video without duration/fps/frame count that no video file can provide"),
     "no_videos": ("error", "the annotation file holds no video"),
     "label_missing_from_subset": ("warning", "a training label absent from an evaluation subset (its AP cannot "
-                                             "be measured there)"),
+                                             "be measured there; evaluation leaves its predictions out, counted)"),
     "unused_class": ("warning", "a class-map name that no segment uses"),
     "duplicate_segment": ("warning", "the same (start, end, label) twice in one video (the loaders drop one)"),
     "video_without_segments": ("warning", "a video without segments in a subset that has ground truth"),
