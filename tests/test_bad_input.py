@@ -609,3 +609,27 @@ def test_eval_output_to_a_fifo_is_written_into(tmp_path, capsys):
     assert code == 0, err
     assert json.loads(received)["average_mAP"] == 0.5
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_detect_and_the_pipeline_loader_refuse_a_model_without_its_classification_head(tmp_path, tests_dir, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from adatad.cli import detect_main
+    from adatad.pipeline_adatad import ModelFolderError, load_detection_pipeline
+    from test_pipeline import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "model")
+    weights = load_file(folder / "model.safetensors")
+    removed = sorted(key for key in weights if "classification_head" in key)
+    assert removed == ["detector.head.classification_head.bias", "detector.head.classification_head.weight"]
+    save_file({k: v for k, v in weights.items() if k not in removed}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(ModelFolderError, match="lack 2 tensor"):
+        load_detection_pipeline(folder, device="cpu")
+    output = tmp_path / "detections.json"
+    with pytest.raises(SystemExit) as exit_status:
+        detect_main([str(tests_dir / "data" / "videos" / "test.avi"), "--model", str(folder), "--output", str(output)])
+    assert exit_status.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert all(name in error for name in removed) and "refused" in error
+    assert not output.exists()

@@ -806,7 +806,7 @@ def evaluate(model, dataloader, processor, accelerator, evaluation: EvaluationDa
     without_ground_truth = {} if evaluation.video_classifier is not None else Counter(
         d["label"] for video in predictions.values() for d in video if d["label"] not in scored
     )
-    expected_drops = sum(without_ground_truth.values()) if scored & set(processor.class_names) else 0
+    expected_drops = sum(without_ground_truth.values()) if scored & set(processor.class_names or ()) else 0
     if expected_drops:
         logger.warning(
             f"{sum(without_ground_truth.values())} predictions of {len(without_ground_truth)} class(es) without "
