@@ -42,7 +42,7 @@ import numpy as np
 
 from . import data as annotation_tables
 from . import presets
-from .atomic_files import write_text_atomically
+from .atomic_files import OutputPathError, check_not_an_input, write_text_atomically
 
 
 PathLike = Union[str, os.PathLike]
@@ -78,7 +78,7 @@ PROBLEMS = {
     "missing_timing": ("error", "a video without duration/fps/frame count that no video file can provide"),
     "no_videos": ("error", "the annotation file holds no video"),
     "label_missing_from_subset": ("warning", "a training label absent from an evaluation subset (its AP cannot "
-                                             "be measured there)"),
+                                             "be measured there; evaluation leaves its predictions out, counted)"),
     "unused_class": ("warning", "a class-map name that no segment uses"),
     "duplicate_segment": ("warning", "the same (start, end, label) twice in one video (the loaders drop one)"),
     "video_without_segments": ("warning", "a video without segments in a subset that has ground truth"),
@@ -829,6 +829,12 @@ def convert_annotations(
     report = ValidationReport(str(source))
     records = read_annotations(source, default_subset=default_subset, report=report)
     report.source = records.source
+    inputs = [("source annotation", records.source), ("--class-map", class_map)]
+    try:
+        for name in (CLASS_MAP_FILENAME, ANNOTATION_FILENAME):
+            check_not_an_input("--output-dir", output_dir / name, inputs)
+    except OutputPathError as error:
+        raise CustomDataError(str(error).replace("output path", "--output-dir")) from None
     class_names = _class_names_for(class_map)
     folder = Path(video_dir) if video_dir is not None else records.video_dir
     if folder is not None:
@@ -1145,9 +1151,18 @@ def suggest_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--test-subset", default=None, help="evaluation subset (default: the other labelled subset)")
     parser.add_argument("--unlabelled-subset", action="append", default=[], help="subset allowed to have no labels")
     parser.add_argument("--max-window-size", type=int, default=768, help="cap on the window in features (768)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override preset fields")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override preset fields; repeatable (every --set adds its overrides)")
     args = parser.parse_args(argv)
     output = Path(args.output)
+    try:
+        shipped = [Path(str(path)) for path in presets.SHIPPED_PRESETS.iterdir() if path.name.endswith(".json")]
+        class_map = Path(args.annotations).with_name(CLASS_MAP_FILENAME)
+        inputs = [("annotations", args.annotations), ("class map", class_map)]
+        check_not_an_input("--output", output, inputs + [("shipped preset", path) for path in shipped])
+    except OutputPathError as error:
+        print(f"adatad-suggest-preset: error: {error}", file=sys.stderr)
+        return 1
     try:
         report = ValidationReport(args.annotations)
         records = read_annotations(args.annotations, report=report)

@@ -1294,7 +1294,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--subset", default=DEFAULT_SUBSET, help="ground-truth subset to evaluate (default: validation)"
     )
     subset_group.add_argument("--all-subsets", action="store_true", help="evaluate every ground-truth video")
-    parser.add_argument("--output", help="write the metrics as JSON to this file")
+    parser.add_argument(
+        "--output", help="write the metrics as JSON to this file; '-' writes them to standard output (the table then "
+        "goes to standard error)"
+    )
     parser.add_argument(
         "--ignore-unknown-labels",
         action="store_true",
@@ -1325,7 +1328,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.setLevel(logging.ERROR)
     subset = None if args.all_subsets else args.subset
     try:
-        if args.output:
+        to_stdout = args.output == "-"
+        if args.output and not to_stdout:
             inputs = [("ground-truth", args.ground_truth), ("predictions", args.predictions)]
             if args.blocked_videos:
                 inputs.append(("blocked-videos", args.blocked_videos))
@@ -1352,7 +1356,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 blocked_videos=blocked,
             )
             table = _format_proposal_table(result)
-        if args.output:
+        if to_stdout:
+            sys.stdout.write(json.dumps(_json_ready(result), indent=1) + "\n")
+        elif args.output:
             try:
                 write_text_atomically(output, json.dumps(_json_ready(result), indent=1))
             except OSError as error:
@@ -1367,7 +1373,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.propagate = True
         logger.setLevel(level)
     if not args.quiet:
-        print(table)
+        print(table, file=sys.stderr if to_stdout else sys.stdout)
     return 0
 
 

@@ -35,6 +35,7 @@ every window whose frames are in and returns the detections no later frame can c
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import queue
@@ -953,6 +954,10 @@ def load_detection_pipeline(
     """
     from transformers import pipeline
 
+    # Imported by name: transformers scans this file's import statements when a saved folder's copy of it loads, and
+    # the folder does not carry model_loading.py (only the installed loader below uses it).
+    model_loading = importlib.import_module(f"{__package__}.model_loading")
+
     folder = resolve_model_folder(model)
     missing = [name for name in ("config.json", "video_preprocessor_config.json") if not (folder / name).is_file()]
     if missing:
@@ -960,9 +965,17 @@ def load_detection_pipeline(
             f"model folder '{folder}' lacks {', '.join(missing)}: it must hold the model (config.json + weights) and "
             "its AdaTADVideoProcessor (video_preprocessor_config.json), both saved with save_pretrained"
         )
+    # Loaded here rather than by `pipeline`, which would initialise missing weights at random and only log it.
+    try:
+        detection_model, _ = model_loading.load_complete_model(
+            AutoModel, folder, trust_remote_code=trust_remote_code, dtype=kwargs.pop("dtype", "auto")
+        )
+    except model_loading.MissingWeightsError as error:
+        raise ModelFolderError(str(error)) from error
     return pipeline(
         TASK,
-        model=str(folder),
+        model=detection_model,
+        video_processor=str(folder),
         trust_remote_code=trust_remote_code,
         pipeline_class=TemporalActionDetectionPipeline,
         **kwargs,

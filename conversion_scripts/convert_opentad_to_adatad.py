@@ -51,7 +51,9 @@ from convert_videomae_to_adatad import (
     load_checkpoint_file,
     load_converted_weights,
     matches_any,
-    save_verified,
+    OVERWRITE_HELP,
+    check_output_folder,
+    save_model_folder,
     strip_prefix,
 )
 
@@ -313,6 +315,7 @@ def convert_opentad_checkpoint(
     dataset: str | None = None,
     eval_results: dict | None = None,
     model_id: str | None = None,
+    overwrite: bool = False,
 ) -> tuple[AdaTADForTemporalDetection, AdaTADVideoProcessor, ConversionReport]:
     """Convert an OpenTAD AdaTAD checkpoint + config into an AdaTAD model and processor folder.
 
@@ -327,11 +330,14 @@ def convert_opentad_checkpoint(
         verify: reload the written folder and compare it with the converted weights.
         dataset, eval_results, model_id: for the model card: the dataset, the metrics `adatad-eval` measured with
             this model (`read_eval_results`), and the repo id used in its loading snippets (default: `output_dir`).
+        overwrite: replace an `output_dir` that holds files, e.g. an earlier model (see `check_output_folder`).
 
     Returns:
         The model, the processor and the conversion report.
     """
     checkpoint = Path(checkpoint)
+    inputs = [("checkpoint", checkpoint), ("config", config_file), ("class map", class_map)]
+    check_output_folder(output_dir, inputs, overwrite)
     config, processor, notes = adatad_from_opentad_config(config_file, class_map)
 
     wrapper = "state_dict_ema" if use_ema else "state_dict"
@@ -375,11 +381,7 @@ def convert_opentad_checkpoint(
             raise ConversionError("the saved video processor reads back with different settings.")
         card.save(Path(folder) / "README.md")
 
-    if verify:
-        save_verified(model, output_dir, save_extra=save_processor_and_card)
-    else:
-        model.save_pretrained(output_dir)
-        save_processor_and_card(output_dir)
+    save_model_folder(model, output_dir, save_processor_and_card, verify=verify)
     print(report.summary())
     for note in notes:
         print(f"note: {note}")
@@ -399,6 +401,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--allow-unused", nargs="*", default=[], metavar="PATTERN", help="checkpoint keys to skip")
     parser.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
     parser.add_argument("--dataset", help="dataset the checkpoint was trained on, for the model card (e.g. thumos-14)")
     parser.add_argument(
@@ -430,6 +433,7 @@ def main(argv=None):
             dataset=args.dataset,
             eval_results=eval_results,
             model_id=args.push_to_hub,
+            overwrite=args.overwrite,
         )
     except (ConversionError, OSError, ValueError) as error:
         exit_with_error(error, args.debug)

@@ -34,6 +34,7 @@ import argparse
 import copy
 import fnmatch
 import json
+import os
 import pickle
 import traceback
 import re
@@ -47,6 +48,7 @@ import torch
 
 from adatad.configuration_adatad import AdaTADConfig
 from adatad.model_card import build_model_card, push_folder_to_hub
+from adatad.model_loading import BACKBONE_MODEL_NEW_PARTS
 from adatad.modeling_adatad import AdaTADForTemporalDetection
 from adatad.processing_adatad import AdaTADVideoProcessor
 from adatad.opentad import OPENTAD_BACKBONE_PREFIX, convert_opentad_backbone_keys
@@ -88,8 +90,12 @@ UNUSED_SOURCE_KEYS = re.compile(
     r"(head|cls_head|classifier|fc_norm|norm|layernorm|decoder|encoder_to_decoder|mask_token|pos_embed"
     r"|embeddings\.position_embeddings)(\..*)?"
 )
-# A new AdaTAD model from a pretrained ViT: the detector and the adapters are initialised, not loaded.
-FRESH_PARTS = ["detector.*", "*adapter*"]
+
+
+OVERWRITE_HELP = (
+    "replace an --output folder that already holds files (a model): the new folder is built beside it and swapped in "
+    "whole, so none of the old files stay"
+)
 
 
 class ConversionError(ValueError):
@@ -273,76 +279,111 @@ def shrunk_config(config: AdaTADConfig) -> AdaTADConfig:
     return small
 
 
-def save_verified(model, output_dir: str | Path, save_extra=None, atol: float = 1e-5) -> None:
-    """`save_pretrained` into a temporary folder, reload it and check it, then move the files into `output_dir`.
+def check_output_folder(output_dir: str | Path, inputs, overwrite: bool) -> Path:
+    """Before any work: refuses an `--output` that is a file, or a folder holding files (a model, say) unless
+    `overwrite`, and always one holding an input (`(what, path)` pairs), which replacing the folder would delete."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConversionError(f"--output {output_dir} is a file; give a folder for the model.")
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return output_dir
+    folder = output_dir.resolve()
+    for what, path in inputs:
+        if path is not None and folder in (Path(path).resolve(), *Path(path).resolve().parents):
+            raise ConversionError(
+                f"--output {output_dir} holds the {what} {path}, which replacing the folder would delete; choose "
+                "another folder."
+            )
+    if not overwrite:
+        holds = "a model (config.json)" if (output_dir / "config.json").is_file() else "files"
+        raise ConversionError(
+            f"--output {output_dir} already holds {holds}; pass --overwrite to replace the whole folder, or choose a "
+            "new or empty folder."
+        )
+    return output_dir
+
+
+def save_model_folder(model, output_dir: str | Path, save_extra, verify: bool = True) -> None:
+    """Writes the model folder beside `output_dir` (`save_pretrained`, then `save_extra(folder)` for the processor
+    and card), checks it (`verify_saved_model`) and swaps it in whole: an earlier folder of that name is replaced
+    with none of its files left, and a failed or interrupted conversion leaves it as it was."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".incomplete"))
+    previous = output_dir.with_name(f".{output_dir.name}.previous")
+    try:
+        # mkdtemp makes the folder private; give it the permissions of a plain mkdir.
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
+        model.save_pretrained(staging)
+        save_extra(staging)
+        if verify:
+            verify_saved_model(model, staging)
+        shutil.rmtree(previous, ignore_errors=True)
+        if output_dir.exists():
+            output_dir.rename(previous)
+        staging.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def verify_saved_model(model, folder: str | Path, atol: float = 1e-5) -> None:
+    """Reloads the model saved in `folder` and checks it against `model`.
 
     Checks: the config reads back unchanged; every tensor of the reloaded model equals the in-memory one (so no
     weight is dropped or renamed on the way, e.g. VideoMAE's q/v biases); and, on a fixed small input, the reloaded
-    model's backbone features, logits and offsets equal those of the in-memory weights. `save_extra(folder)` writes
-    further files (e.g. the video processor) before the check.
+    model's backbone features, logits and offsets equal those of the in-memory weights.
     """
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
     config = model.config
-    state = model.state_dict()  # not modified below: saving and reloading only read it
-    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=f".{output_dir.name}.") as staging:
-        model.save_pretrained(staging)
-        if save_extra is not None:
-            save_extra(staging)
+    state = model.state_dict()  # not modified below: reloading only reads it
+    reloaded_config = AdaTADConfig.from_pretrained(folder)
+    saved_fields, read_fields = config.to_dict(), reloaded_config.to_dict()
+    changed = {
+        key: (value, read_fields.get(key))
+        for key, value in saved_fields.items()
+        if read_fields.get(key) != value and key not in ("transformers_version", "auto_map")
+    }
+    if changed:
+        raise ConversionError(f"the saved config reads back differently (saved, read): {changed}")
 
-        reloaded_config = AdaTADConfig.from_pretrained(staging)
-        saved_fields, read_fields = config.to_dict(), reloaded_config.to_dict()
-        changed = {
-            key: (value, read_fields.get(key))
-            for key, value in saved_fields.items()
-            if read_fields.get(key) != value and key not in ("transformers_version", "auto_map")
-        }
-        if changed:
-            raise ConversionError(f"the saved config reads back differently (saved, read): {changed}")
-
-        small_config = shrunk_config(reloaded_config)
-        reloaded, loading_info = AdaTADForTemporalDetection.from_pretrained(
-            staging, config=small_config, output_loading_info=True
+    small_config = shrunk_config(reloaded_config)
+    reloaded, loading_info = AdaTADForTemporalDetection.from_pretrained(
+        folder, config=small_config, output_loading_info=True
+    )
+    problems = {name: keys for name, keys in loading_info.items() if keys and name != "error_msgs"}
+    if problems:
+        raise ConversionError(f"reloading the saved model reported {problems}")
+    reloaded_state = reloaded.state_dict()
+    differing = [
+        key
+        for key, tensor in state.items()
+        if key not in reloaded_state or not torch.equal(reloaded_state[key], tensor)
+    ]
+    if differing:
+        raise ConversionError(
+            "after save_pretrained/from_pretrained these tensors are missing or changed (not saved):\n"
+            f"{format_keys(differing)}"
         )
-        problems = {name: keys for name, keys in loading_info.items() if keys and name != "error_msgs"}
-        if problems:
-            raise ConversionError(f"reloading the saved model reported {problems}")
-        reloaded_state = reloaded.state_dict()
-        differing = [
-            key
-            for key, tensor in state.items()
-            if key not in reloaded_state or not torch.equal(reloaded_state[key], tensor)
-        ]
-        if differing:
-            raise ConversionError(
-                "after save_pretrained/from_pretrained these tensors are missing or changed (not saved):\n"
-                f"{format_keys(differing)}"
-            )
 
-        reference = AdaTADForTemporalDetection(shrunk_config(config))
-        reference.load_state_dict(state)
-        generator = torch.Generator().manual_seed(0)
-        pixel_values = torch.randn(
-            1, small_config.num_frames, 3, small_config.image_size, small_config.image_size, generator=generator
-        )
-        with torch.no_grad():
-            expected = reference.eval()(pixel_values)
-            actual = reloaded.eval()(pixel_values)
-        for name in ("backbone_features", "logits", "pred_offsets"):
-            for index, (want, got) in enumerate(zip(_as_list(expected[name]), _as_list(actual[name]))):
-                if not torch.isfinite(want).all():
-                    raise ConversionError(f"the converted model gives non-finite `{name}` on a fixed input.")
-                if not torch.allclose(got, want, atol=atol, rtol=atol):
-                    difference = (got - want).abs().max().item()
-                    raise ConversionError(f"the reloaded model's `{name}`[{index}] differs by {difference:.3g}.")
-
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for item in Path(staging).iterdir():
-            target = output_dir / item.name
-            if item.is_dir():
-                shutil.copytree(item, target, dirs_exist_ok=True)
-            else:
-                shutil.copy2(item, target)
+    reference = AdaTADForTemporalDetection(shrunk_config(config))
+    reference.load_state_dict(state)
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(
+        1, small_config.num_frames, 3, small_config.image_size, small_config.image_size, generator=generator
+    )
+    with torch.no_grad():
+        expected = reference.eval()(pixel_values)
+        actual = reloaded.eval()(pixel_values)
+    for name in ("backbone_features", "logits", "pred_offsets"):
+        for index, (want, got) in enumerate(zip(_as_list(expected[name]), _as_list(actual[name]))):
+            if not torch.isfinite(want).all():
+                raise ConversionError(f"the converted model gives non-finite `{name}` on a fixed input.")
+            if not torch.allclose(got, want, atol=atol, rtol=atol):
+                difference = (got - want).abs().max().item()
+                raise ConversionError(f"the reloaded model's `{name}`[{index}] differs by {difference:.3g}.")
 
 
 def _as_list(value):
@@ -496,6 +537,7 @@ def convert_videomae_checkpoint(
     verify: bool = True,
     base_model: str | None = None,
     model_id: str | None = None,
+    overwrite: bool = False,
 ) -> tuple[AdaTADForTemporalDetection, ConversionReport]:
     """Convert a VideoMAE checkpoint into an AdaTAD model folder (see the module docstring).
 
@@ -509,14 +551,16 @@ def convert_videomae_checkpoint(
         allow_missing: extra fnmatch patterns of AdaTAD tensors that may stay at their initial values (the
             detector and the adapters always do).
         allow_unused: fnmatch patterns of source keys that no rule knows but that may be ignored.
-        verify: reload the written folder and compare (see `save_verified`).
+        verify: reload the written folder and compare (see `verify_saved_model`).
         base_model: Hub repo id of the source weights, for the model card.
         model_id: the repo id used in the card's loading snippets (default: `output_dir`).
+        overwrite: replace an `output_dir` that holds files (see `check_output_folder`).
 
     Returns:
         The converted model and the report of loaded / initialised / unused tensors.
     """
     checkpoint = Path(checkpoint)
+    check_output_folder(output_dir, [("checkpoint", checkpoint)], overwrite)
     state_dict, where = find_state_dict(load_checkpoint_file(checkpoint), checkpoint)
     state_dict = strip_prefix(state_dict, "module.")
     layout = detect_layout(state_dict)
@@ -539,7 +583,7 @@ def convert_videomae_checkpoint(
     model = AdaTADForTemporalDetection(config)
 
     report = ConversionReport(unused=unused)
-    load_converted_weights(model, converted, [*FRESH_PARTS, *allow_missing], report, checkpoint)
+    load_converted_weights(model, converted, [*BACKBONE_MODEL_NEW_PARTS, *allow_missing], report, checkpoint)
     del state_dict, converted  # the model holds its own copy; the verification needs the memory
     processor = processor_for(config)
     card = build_model_card(
@@ -559,11 +603,7 @@ def convert_videomae_checkpoint(
         processor.save_pretrained(folder)
         card.save(Path(folder) / "README.md")
 
-    if verify:
-        save_verified(model, output_dir, save_extra=save_processor_and_card)
-    else:
-        model.save_pretrained(output_dir)
-        save_processor_and_card(output_dir)
+    save_model_folder(model, output_dir, save_processor_and_card, verify=verify)
     print(report.summary())
     print(
         f"saved AdaTAD model ({backbone['hidden_size']}-wide, {backbone['num_hidden_layers']} blocks) to {output_dir}"
@@ -615,6 +655,7 @@ def parse_args(argv=None):
         "--allow-unused", nargs="*", default=[], metavar="PATTERN", help="unknown source keys to ignore"
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
     parser.add_argument("--base-model", help="Hub repo id of the source weights, for the model card")
     parser.add_argument("--push-to-hub", "--push_to_hub", dest="push_to_hub", metavar="REPO",
@@ -653,6 +694,7 @@ def main(argv=None):
             verify=not args.no_verify,
             base_model=args.base_model,
             model_id=args.push_to_hub,
+            overwrite=args.overwrite,
         )
     except (ConversionError, OSError) as error:
         exit_with_error(error, args.debug)

@@ -299,11 +299,8 @@ def test_eval_only_takes_a_classifier_override(trained, anet_data, tmp_path):
     classifier["results"] = {v: [1.0 - s for s in scores] for v, scores in classifier["results"].items()}
     path = tmp_path / "inverted.json"
     path.write_text(json.dumps(classifier))
-    metrics = run_tad.evaluation_function(
-        run_tad.parse_args(
-            [*eval_only(anet_data, output_dir / "last", tmp_path), f"evaluation.external_classifier_file={path}"]
-        )
-    )
+    argv = eval_only(anet_data, output_dir / "last", tmp_path / "eval")
+    metrics = run_tad.evaluation_function(run_tad.parse_args([*argv, f"evaluation.external_classifier_file={path}"]))
     assert metrics["average_mAP"] == 0.0 and metrics["num_predictions"] > 0
 
 

@@ -574,3 +574,62 @@ def test_converters_end_with_one_error_line_and_exit_1(tmp_path, script):
     help_text = subprocess.run([sys.executable, str(REPO_ROOT / "conversion_scripts" / script), "--help"],
                                env=env, capture_output=True, text=True, timeout=300).stdout
     assert "exit status: 0" in " ".join(help_text.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 22: outputs never replace devices or pipes; `-` is standard output in every command
+# ---------------------------------------------------------------------------------------------
+
+
+def test_eval_output_dash_writes_the_metrics_to_standard_output(tmp_path, capsys, monkeypatch):
+    gt = write_json(tmp_path / "gt.json", GROUND_TRUTH)
+    predictions = write_json(tmp_path / "pred.json", PREDICTIONS)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_eval(capsys, "--ground-truth", gt, "--predictions", predictions, "--output", "-")
+    assert code == 0
+    # v1 found at every threshold, v2 missed: AP 0.5 (hand-computed), the JSON alone on standard output.
+    assert json.loads(out)["average_mAP"] == 0.5
+    assert "mAP" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gt.json", "pred.json"]
+
+
+def test_eval_output_to_a_fifo_is_written_into(tmp_path, capsys):
+    import stat
+
+    gt = write_json(tmp_path / "gt.json", GROUND_TRUTH)
+    predictions = write_json(tmp_path / "pred.json", PREDICTIONS)
+    fifo = tmp_path / "metrics.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        code, _, err = run_eval(capsys, "--ground-truth", gt, "--predictions", predictions, "--output", fifo, "--quiet")
+        received = os.read(reader, 1 << 16)
+    finally:
+        os.close(reader)
+    assert code == 0, err
+    assert json.loads(received)["average_mAP"] == 0.5
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_detect_and_the_pipeline_loader_refuse_a_model_without_its_classification_head(tmp_path, tests_dir, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from adatad.cli import detect_main
+    from adatad.pipeline_adatad import ModelFolderError, load_detection_pipeline
+    from test_pipeline import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "model")
+    weights = load_file(folder / "model.safetensors")
+    removed = sorted(key for key in weights if "classification_head" in key)
+    assert removed == ["detector.head.classification_head.bias", "detector.head.classification_head.weight"]
+    save_file({k: v for k, v in weights.items() if k not in removed}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(ModelFolderError, match="lack 2 tensor"):
+        load_detection_pipeline(folder, device="cpu")
+    output = tmp_path / "detections.json"
+    with pytest.raises(SystemExit) as exit_status:
+        detect_main([str(tests_dir / "data" / "videos" / "test.avi"), "--model", str(folder), "--output", str(output)])
+    assert exit_status.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert all(name in error for name in removed) and "refused" in error
+    assert not output.exists()

@@ -572,7 +572,7 @@ def test_opentad_conversion_cli_and_key_checks(tests_dir, tmp_path):
     assert "rpn_head.extra.weight" in report.unused
 
     with pytest.raises(ConversionError, match="no `state_dict_ema`"):
-        convert_opentad_checkpoint(broken, config_file, tmp_path / "bad", use_ema=True)
+        convert_opentad_checkpoint(broken, config_file, tmp_path / "bad_ema", use_ema=True)
 
 
 def thumos_like_pipelines(method: str, frame_size: int, scale_factor: int, train_method: str):
@@ -666,3 +666,35 @@ def test_processor_settings_from_opentad_config(dataset, tests_dir, tmp_path):
     )
     with pytest.raises(ConversionError, match="the model expects 64 frames"):
         adatad_from_opentad_config(bad)
+
+
+def test_opentad_conversion_never_mixes_into_an_existing_model_folder(tests_dir, tmp_path, capsys):
+    fixture = tests_dir / "fixtures" / "opentad_public"
+    config_file = write_fixture_config(fixture, tmp_path / "opentad")
+    checkpoint = tmp_path / "best.pth"
+    write_opentad_checkpoint(fixture, checkpoint)
+    # A model folder as training leaves it: weights, config, its evaluation and preset.
+    output = tmp_path / "model"
+    output.mkdir()
+    earlier = {"config.json": '{"model_type": "adatad"}', "model.safetensors": "weights",
+               "eval_results.json": '{"average_mAP": 0.61}', "preset.json": "{}"}
+    for name, text in earlier.items():
+        (output / name).write_text(text)
+    argv = ["--checkpoint", str(checkpoint), "--config", str(config_file), "--output", str(output), "--use-ema"]
+    with pytest.raises(SystemExit, match=r"already holds a model \(config.json\); pass --overwrite"):
+        convert_opentad_main(argv)
+    assert {path.name: path.read_text() for path in output.iterdir()} == earlier
+
+    convert_opentad_main([*argv, "--overwrite"])
+    # The new folder replaced the old one whole: no earlier file is left beside the new weights.
+    assert not {"eval_results.json", "preset.json"} & {path.name for path in output.iterdir()}
+    assert_matches_fixture(output, fixture)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.pth", "model", "opentad"]
+
+    # A folder holding an input is refused even with --overwrite: replacing it would delete the checkpoint.
+    inside = tmp_path / "model" / "best.pth"
+    inside.write_bytes(checkpoint.read_bytes())
+    with pytest.raises(SystemExit, match="holds the checkpoint"):
+        convert_opentad_main(["--checkpoint", str(inside), "--config", str(config_file), "--output", str(output),
+                              "--use-ema", "--overwrite"])
+    assert inside.is_file()

@@ -309,6 +309,42 @@ def test_interrupted_conversion_writes_nothing(clips, tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_output_dir_equal_to_the_source_folder_never_rewrites_an_input(tmp_path, capsys):
+    # An ActivityNet-style annotations.json with a segment past its video's end, converted into its own folder
+    # with --clip-segments: the original bounds would be lost.
+    database = {"database": {"a": {"subset": "training", "duration": 8.0, "fps": 10,
+                                   "annotations": [{"segment": [6.0, 9.5], "label": "run"}]},
+                             "b": {"subset": "validation", "duration": 6.0, "fps": 10,
+                                   "annotations": [{"segment": [1.0, 2.0], "label": "run"}]}}}
+    source = tmp_path / "annotations.json"
+    source.write_text(json.dumps(database))
+    class_map = tmp_path / "category_idx.txt"
+    class_map.write_text("run\nwalk\n")
+    before = {path: path.read_bytes() for path in (source, class_map)}
+    assert convert_main([str(source), "--output-dir", str(tmp_path), "--clip-segments"]) == 1
+    assert "is the source annotation file" in capsys.readouterr().err
+    (tmp_path / "elsewhere").mkdir()
+    labels = write_csv(tmp_path / "elsewhere" / "labels.csv", GOOD_ROWS, GOOD_HEADER)
+    # The class map given with --class-map, in the output folder under the name the output takes.
+    assert convert_main([str(labels), "--output-dir", str(tmp_path), "--class-map", str(class_map)]) == 1
+    assert "is the --class-map file" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in (source, class_map)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotations.json", "category_idx.txt", "elsewhere"]
+
+
+def test_suggest_preset_never_writes_over_its_input_or_a_shipped_preset(clips, tmp_path, capsys):
+    root, _ = clips
+    written, _ = convert_annotations(root / "videos", tmp_path / "data")
+    source = written["annotation_file"]
+    shipped = Path(str(presets.SHIPPED_PRESETS / "synthetic-tiny.json"))
+    before = {path: path.read_bytes() for path in (source, shipped)}
+    for output, what in ((source, "annotations"), (shipped, "shipped preset")):
+        argv = [str(source), "--video-dir", str(root / "videos"), "--backbone", "videomae-s", "--output", str(output)]
+        assert custom_data.suggest_main(argv) == 1
+        assert f"is the {what} file" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in (source, shipped)} == before
+
+
 # ------------------------------------------------------------------------------------------------
 # Suggested settings and the custom preset
 # ------------------------------------------------------------------------------------------------

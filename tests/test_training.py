@@ -647,3 +647,130 @@ def test_start_up_check_stops_on_data_errors_with_the_report(synthetic_data, tmp
     )
     report = check_training_data(preset, presets.resolve_data_paths(preset))
     assert report.warnings["missing_video"] == 1
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Nothing lost: --eval_only's output folder, missing weights, an evaluation interrupted or failing, a class missing
+# from the validation split
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def drop_tensors(source, target, dropped):
+    """A copy of the model folder `source` whose weights lack the tensors whose names contain any of `dropped`."""
+    from safetensors.torch import save_file
+
+    shutil.copytree(source, target)
+    weights = model_weights(target)
+    removed = sorted(key for key in weights if any(part in key for part in dropped))
+    save_file({k: v for k, v in weights.items() if k not in removed}, target / "model.safetensors",
+              metadata={"format": "pt"})
+    return removed
+
+
+@pytest.mark.slow
+def test_eval_only_and_pretrained_model_refuse_what_would_lose_or_fake_results(synthetic_data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run(synthetic_data, run_dir, "--max_train_steps", "1")
+    before = {p: p.read_bytes() for p in run_dir.glob("*.json")}
+    assert {"predictions.json", "ground_truth.json"} <= {p.name for p in before}
+    capsys.readouterr()
+    # --eval_only into the folder of a finished run would replace its predictions.
+    assert run_tad.main(main_args(synthetic_data, run_dir, "--eval_only", "--model", str(run_dir / "last"))) == 2
+    error = last_error_line(capsys)
+    assert "already holds files" in error and "--overwrite_output_dir" in error
+    assert {p: p.read_bytes() for p in run_dir.glob("*.json")} == before
+
+    # A model folder without its classification head: refused, naming the tensors, nothing written.
+    removed = drop_tensors(run_dir / "last", tmp_path / "headless", ["classification_head"])
+    assert removed == ["detector.head.classification_head.bias", "detector.head.classification_head.weight"]
+    evaluation = tmp_path / "eval"
+    headless = ["--eval_only", "--model", str(tmp_path / "headless")]
+    assert run_tad.main(main_args(synthetic_data, evaluation, *headless)) == 2
+    error = last_error_line(capsys)
+    assert all(name in error for name in removed) and "lack 2 tensor(s)" in error
+    assert not evaluation.exists() or not any(evaluation.iterdir())
+
+    # --pretrained_model: a folder without a detector is a backbone to train on (its detector is new); one without a
+    # backbone tensor is refused, naming only that tensor.
+    drop_tensors(run_dir / "last", tmp_path / "backbone-only", ["detector."])
+    flags = ["--max_train_steps", "1", "--pretrained_model", str(tmp_path / "backbone-only")]
+    assert run_tad.main(main_args(synthetic_data, tmp_path / "from-backbone", *flags)) == 0
+    assert "detector/adapter tensors start from their initial values" in capsys.readouterr().out
+    (broken,) = drop_tensors(run_dir / "last", tmp_path / "broken-backbone", ["patch_embeddings.projection.weight"])
+    flags = ["--max_train_steps", "1", "--pretrained_model", str(tmp_path / "broken-backbone")]
+    assert run_tad.main(main_args(synthetic_data, tmp_path / "from-broken", *flags)) == 2
+    error = last_error_line(capsys)
+    assert f"lack 1 tensor(s) of the model (only detector.*, *adapter* may be new): {broken};" in error
+
+
+def test_repeated_set_flags_keep_every_override():
+    args = run_tad.parse_args(["--preset", "synthetic-tiny", "--set", "training.seed=7", "data.num_workers=0",
+                               "--set", "training.detector_lr=0.5", "--set", "training.seed=8"])
+    preset, _ = run_tad.resolve_preset(args)
+    assert (preset["training"]["seed"], preset["data"]["num_workers"], preset["training"]["detector_lr"]) == (8, 0, 0.5)
+
+
+class Interrupted(BaseException):
+    """Stands for a kill (Ctrl-C, a preempted job): not an error any code path catches."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["evaluation", "best", "error"])
+def test_an_evaluation_cut_short_is_done_again_on_resume(synthetic_data, tmp_path, monkeypatch, where):
+    real_evaluate, real_save_preset = run_tad.evaluate, run_tad.save_preset
+
+    def evaluate(*args, **kwargs):
+        if where == "error":
+            raise ValueError("the evaluation failed")
+        raise Interrupted
+
+    def save_preset(preset, path):
+        real_save_preset(preset, path)
+        if ".best.incomplete" in str(path):  # best/ half written: weights and processor, not yet renamed
+            raise Interrupted
+
+    monkeypatch.setattr(run_tad, *("save_preset", save_preset) if where == "best" else ("evaluate", evaluate))
+    # A checkpoint every step, so that the step's checkpoint exists before its evaluation starts.
+    with pytest.raises(ValueError if where == "error" else Interrupted):
+        run(synthetic_data, tmp_path, "--num_epochs", "1", "--checkpointing_steps", "1")
+    (checkpoint,) = [p for p in (tmp_path / "checkpoints").iterdir() if p.name == "step_2"]
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["pending_evaluation_epoch"] == 1
+    assert not (tmp_path / "best").exists() and not (tmp_path / "predictions.json").exists()
+
+    monkeypatch.setattr(run_tad, "evaluate", real_evaluate)
+    monkeypatch.setattr(run_tad, "save_preset", real_save_preset)
+    resumed = run(synthetic_data, tmp_path, "--num_epochs", "1", "--resume_from_checkpoint", "latest")
+    assert resumed["global_step"] == 2 and resumed["last"] is not None
+    for folder in ("best", "last"):
+        assert json.loads((tmp_path / folder / "eval_results.json").read_text())["epoch"] == 1
+    predictions = json.loads((tmp_path / "predictions.json").read_text())["results"]
+    assert predictions == resumed["last"]["predictions"]
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["pending_evaluation_epoch"] is None
+    assert not [p.name for p in tmp_path.rglob("*") if "incomplete" in p.name or "previous" in p.name]
+
+
+@pytest.mark.slow
+def test_a_class_missing_from_the_validation_split_is_left_out_with_a_count(synthetic_data, tmp_path, caplog):
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data, data_dir)
+    annotation_file = data_dir / "annotations.json"
+    content = json.loads(annotation_file.read_text())
+    missing = "shrinking"
+    for video in content["database"].values():
+        if video["subset"] == "validation":
+            video["annotations"] = [a for a in video["annotations"] if a["label"] != missing]
+    annotation_file.write_text(json.dumps(content))
+    validation_labels = {a["label"] for v in content["database"].values() if v["subset"] == "validation"
+                         for a in v["annotations"]}
+    assert missing not in validation_labels and validation_labels
+
+    with caplog.at_level("WARNING"):
+        result = run(data_dir, tmp_path / "run", "--num_epochs", "1")
+    metrics = result["last"]
+    assert set(metrics["ap_per_class"]) == validation_labels
+    # The warning counts exactly the predictions of the missing class (counted here from the written predictions).
+    predictions = json.loads((tmp_path / "run" / "predictions.json").read_text())["results"]
+    dropped = sum(d["label"] == missing for video in predictions.values() for d in video)
+    assert dropped > 0
+    assert f"{dropped} predictions of 1 class(es) without ground truth" in caplog.text and missing in caplog.text
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,7 @@ from adatad.atomic_files import write_text_atomically  # noqa: E402
 from adatad.custom_data import DataValidationError, check_training_data  # noqa: E402
 from adatad.evaluation import evaluate_detection, evaluate_topk_recall  # noqa: E402
 from adatad.memory_estimation import limit_cpu_heap_fragmentation  # noqa: E402
+from adatad.model_loading import BACKBONE_MODEL_NEW_PARTS, MissingWeightsError, load_complete_model  # noqa: E402
 from adatad.modeling_adatad import AdaTADForTemporalDetection  # noqa: E402
 from adatad.model_card import build_model_card  # noqa: E402
 from adatad.post_processing import ExternalVideoClassifier, to_activitynet_submission  # noqa: E402
@@ -96,6 +98,7 @@ USER_ERRORS = (
     FileNotFoundError,
     FloatingPointError,
     DataValidationError,
+    MissingWeightsError,
 )
 
 
@@ -115,15 +118,18 @@ def resolve_preset(args) -> tuple[dict, dict]:
 
 
 def check_output_dir(output_dir: Path, args):
-    """Refuses a folder that holds files unless the run resumes or `--overwrite_output_dir` is given."""
-    if args.resume_from_checkpoint or not output_dir.is_dir() or not any(output_dir.iterdir()):
+    """Refuses a folder that holds files unless the run resumes or `--overwrite_output_dir` is given (for
+    `--eval_only` too: its predictions would replace those of the run in the folder)."""
+    resuming = args.resume_from_checkpoint and not args.eval_only
+    if resuming or not output_dir.is_dir() or not any(output_dir.iterdir()):
         return
     if not args.overwrite_output_dir:
-        raise RunError(
-            f"--output_dir {output_dir} already holds files; "
-            "pass --resume_from_checkpoint latest to continue that run, "
-            "--overwrite_output_dir to train over it, or choose an empty folder."
+        what = (
+            "pass --overwrite_output_dir to replace its predictions.json and eval_results.json"
+            if args.eval_only
+            else "pass --resume_from_checkpoint latest to continue that run, --overwrite_output_dir to train over it"
         )
+        raise RunError(f"--output_dir {output_dir} already holds files; {what}, or choose an empty folder.")
 
 
 def clear_previous_run(output_dir: Path):
@@ -487,8 +493,15 @@ def build_model(preset: dict, args, class_names: list, accelerator: Accelerator)
         )
     if args.pretrained_model:
         # A converted VideoMAE (conversion_scripts/convert_videomae_to_adatad.py): its backbone weights, the preset's
-        # adapters and detector, freshly initialised.
-        model = AdaTADForTemporalDetection.from_pretrained(args.pretrained_model, config=config)
+        # adapters and detector, freshly initialised where the folder lacks them; a missing backbone tensor is an error.
+        model, new_keys = load_complete_model(
+            AdaTADForTemporalDetection, args.pretrained_model, new_parts=BACKBONE_MODEL_NEW_PARTS, config=config
+        )
+        if new_keys:
+            accelerator.print(
+                f"--pretrained_model {args.pretrained_model}: {len(new_keys)} detector/adapter tensors start from "
+                f"their initial values (expected new parts: {', '.join(BACKBONE_MODEL_NEW_PARTS)})"
+            )
     else:
         model = AdaTADForTemporalDetection(config)
     if config.num_labels != len(class_names):
@@ -573,12 +586,15 @@ def evaluation_model(accelerator: Accelerator, model, ema):
 
 @dataclasses.dataclass
 class TrainerState:
-    """What a checkpoint holds besides accelerate's state: position, best evaluation so far, non-finite step counts,
-    and the process layout the position is counted in."""
+    """What a checkpoint holds besides accelerate's state: position, best evaluation so far, an evaluation still to
+    do, non-finite step counts, and the process layout the position is counted in."""
 
     global_step: int = 0
     best_average_mAP: float | None = None
     best_epoch: int | None = None
+    # The epoch (from 1) whose evaluation had not finished writing its results when this checkpoint was saved: a
+    # resumed run evaluates it again before training on.
+    pending_evaluation_epoch: int | None = None
     skipped_steps: int = 0
     consecutive_skipped_steps: int = 0
     num_processes: int = 1
@@ -644,6 +660,19 @@ def save_checkpoint(accelerator: Accelerator, model, ema, state: TrainerState, o
             for old in checkpoints[:-total_limit]:
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def remove_incomplete_saves(output_dir: Path):
+    """What an interrupt left behind: checkpoints and model folders still under their temporary names. A model folder
+    caught between its two renames (`save_model`) gets its earlier version back."""
+    for leftover in (output_dir / "checkpoints").glob(f"step_*{INCOMPLETE_SUFFIX}"):
+        shutil.rmtree(leftover)
+    for name in ("best", "last"):
+        target, previous = output_dir / name, output_dir / f".{name}.previous"
+        if previous.is_dir() and not target.exists():
+            previous.rename(target)
+        shutil.rmtree(previous, ignore_errors=True)
+        shutil.rmtree(output_dir / f".{name}{INCOMPLETE_SUFFIX}", ignore_errors=True)
 
 
 def load_checkpoint(accelerator: Accelerator, ema, checkpoint: Path, num_processes: int, steps_per_epoch: int):
@@ -769,9 +798,24 @@ def evaluate(model, dataloader, processor, accelerator, evaluation: EvaluationDa
         # OpenTAD's evaluator (behind AdaTAD's published numbers) drops zero-length and duplicate ground truth.
         remove_duplicate_instances=True,
     )
+    # Classes of the model with no ground truth in the evaluation subset (a small validation split may lack one): their
+    # detections cannot be scored and leave the mAP, as in OpenTAD's evaluator, with a count. Labels the model does not
+    # have (a video classifier's) count against MAX_DROPPED_SHARE below.
+    scored = set(metrics["ap_per_class"])
+    without_ground_truth = {} if evaluation.video_classifier is not None else Counter(
+        d["label"] for video in predictions.values() for d in video if d["label"] not in scored
+    )
+    expected_drops = sum(without_ground_truth.values()) if scored & set(processor.class_names or ()) else 0
+    if expected_drops:
+        logger.warning(
+            f"{sum(without_ground_truth.values())} predictions of {len(without_ground_truth)} class(es) without "
+            f"ground truth in the evaluation subset {config['subset']!r} ({sorted(without_ground_truth)}) left out of "
+            f"the mAP, which averages the {len(scored)} classes that have ground truth (as OpenTAD's evaluator does)",
+            main_process_only=True,
+        )
     num_predictions = metrics["num_predictions"] + metrics["num_predictions_ignored"]
-    if metrics["num_predictions_ignored"] > MAX_DROPPED_SHARE * num_predictions:
-        labels = sorted({d["label"] for video in predictions.values() for d in video} - set(metrics["ap_per_class"]))
+    if metrics["num_predictions_ignored"] - expected_drops > MAX_DROPPED_SHARE * num_predictions:
+        labels = sorted({d["label"] for video in predictions.values() for d in video} - scored)
         hint = (
             " The detector is class-agnostic (`data.class_agnostic`) and no `evaluation.external_classifier_file` "
             "names its detections."
@@ -1001,11 +1045,53 @@ def training_function(args) -> dict:
     log_path = output_dir / LOG_NAME
     if accelerator.is_main_process:
         truncate_log(log_path, state.global_step)
+        if args.resume_from_checkpoint:
+            remove_incomplete_saves(output_dir)
     starting_epoch = state.global_step // steps_per_epoch
     resume_batches = (state.global_step % steps_per_epoch) * accumulation
 
+    # The last optimizer step of this run (at the end of epoch `end_epoch`, or --max_train_steps).
+    last_step = min(end_epoch * steps_per_epoch, args.max_train_steps or end_epoch * steps_per_epoch)
+
+    def run_evaluation(epoch: int, last_epoch: bool) -> dict:
+        """Evaluates after `epoch` (from 0) and keeps `best/` (and after the last epoch `last/` and the predictions).
+        The epoch's checkpoint is saved first, marking the evaluation pending, and the mark is cleared once every
+        result is written: an evaluation error or an interrupt never loses trained epochs, and a resumed run
+        evaluates again instead of going on without results."""
+        state.pending_evaluation_epoch = epoch + 1
+        save_checkpoint(accelerator, model, ema, state, output_dir, args.checkpoints_total_limit)
+        try:
+            metrics = evaluate(
+                evaluation_model(accelerator, model, ema), eval_dataloader, processor, accelerator, evaluation
+            )
+        except FloatingPointError as error:
+            raise FloatingPointError(
+                f"{error} [evaluation after epoch {epoch + 1}, step {state.global_step}; the checkpoint of that step "
+                f"is {find_checkpoint(output_dir, 'latest')}]"
+            ) from error
+        weights = "EMA" if ema is not None else "live"
+        accelerator.print(f"epoch {epoch + 1} ({weights} weights):\n{format_metrics(metrics)}")
+        if args.report_to:
+            accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=state.global_step)
+        if state.best_average_mAP is None or metrics["average_mAP"] > state.best_average_mAP:
+            state.best_average_mAP, state.best_epoch = metrics["average_mAP"], epoch + 1
+            save_model(accelerator, model, ema, processor, preset, args, output_dir / "best", metrics, epoch)
+        if last_epoch:
+            save_model(accelerator, model, ema, processor, preset, args, output_dir / "last", metrics, epoch)
+            save_predictions(accelerator, args, output_dir, metrics, evaluation.ground_truth)
+        state.pending_evaluation_epoch = None
+        save_checkpoint(accelerator, model, ema, state, output_dir, args.checkpoints_total_limit)
+        return metrics
+
+    metrics = None
+    if state.pending_evaluation_epoch is not None:
+        epoch = state.pending_evaluation_epoch - 1
+        accelerator.print(f"the evaluation after epoch {epoch + 1} did not finish; evaluating again")
+        metrics = run_evaluation(epoch, last_epoch=state.global_step >= last_step)
+    if state.global_step >= last_step:
+        starting_epoch = end_epoch  # nothing left to train
+
     # Train.
-    metrics, epoch = None, starting_epoch - 1
     progress = tqdm(
         total=end_epoch * steps_per_epoch,
         initial=state.global_step,
@@ -1079,36 +1165,16 @@ def training_function(args) -> dict:
                 save_checkpoint(accelerator, model, ema, state, output_dir, args.checkpoints_total_limit)
             if args.max_train_steps and state.global_step >= args.max_train_steps:
                 break
-        last_epoch = epoch + 1 == end_epoch or bool(args.max_train_steps and state.global_step >= args.max_train_steps)
+        last_epoch = state.global_step >= last_step
         # OpenTAD's rule: evaluate after epoch `epoch` (from 0) when epoch >= val_start_epoch and (epoch + 1) % N == 0.
         if last_epoch or (epoch >= training["val_start_epoch"] and (epoch + 1) % training["val_interval"] == 0):
-            try:
-                metrics = evaluate(
-                    evaluation_model(accelerator, model, ema), eval_dataloader, processor, accelerator, evaluation
-                )
-            except FloatingPointError as error:
-                raise FloatingPointError(
-                    f"{error} [evaluation after epoch {epoch + 1}, step {state.global_step}; the last good checkpoint "
-                    f"is {find_checkpoint(output_dir, 'latest')}]"
-                ) from error
-            weights = "EMA" if ema is not None else "live"
-            accelerator.print(f"epoch {epoch + 1} ({weights} weights):\n{format_metrics(metrics)}")
-            if args.report_to:
-                accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=state.global_step)
-            if state.best_average_mAP is None or metrics["average_mAP"] > state.best_average_mAP:
-                state.best_average_mAP, state.best_epoch = metrics["average_mAP"], epoch + 1
-                save_model(accelerator, model, ema, processor, preset, args, output_dir / "best", metrics, epoch)
-        # After the evaluation, so that the checkpoint carries the best score so far.
-        if last_epoch or (training["checkpoint_interval"] and (epoch + 1) % training["checkpoint_interval"] == 0):
+            metrics = run_evaluation(epoch, last_epoch)
+        elif training["checkpoint_interval"] and (epoch + 1) % training["checkpoint_interval"] == 0:
             save_checkpoint(accelerator, model, ema, state, output_dir, args.checkpoints_total_limit)
         if last_epoch:
             break
     progress.close()
 
-    # Save and push.
-    save_model(accelerator, model, ema, processor, preset, args, output_dir / "last", metrics, epoch)
-    if metrics is not None:
-        save_predictions(accelerator, args, output_dir, metrics, evaluation.ground_truth)
     if args.push_to_hub and accelerator.is_main_process:
         push_folder(output_dir / ("best" if state.best_average_mAP is not None else "last"), args.hub_model_id)
     accelerator.end_training()
@@ -1140,6 +1206,7 @@ def evaluation_function(args) -> dict:
     same data, post-processing and scoring as evaluation during training; writes `OUTPUT_DIR/eval_results.json` (the
     layout of a training run's) and `OUTPUT_DIR/predictions.json`."""
     preset, _ = resolve_preset(args)
+    check_output_dir(Path(args.output_dir), args)
     accelerator = Accelerator(mixed_precision=args.mixed_precision or preset["training"]["mixed_precision"])
     paths = resolve_data_paths(preset)
     generate_missing_synthetic_data(preset, paths, accelerator)
@@ -1149,7 +1216,8 @@ def evaluation_function(args) -> dict:
     processor.class_names = AdaTADVideoProcessor.from_pretrained(model_dir).class_names
     with accelerator.main_process_first():
         eval_dataset, evaluation = build_evaluation_data(preset, paths, processor)
-    model = AdaTADForTemporalDetection.from_pretrained(model_dir).to(accelerator.device)
+    model, _ = load_complete_model(AdaTADForTemporalDetection, model_dir)
+    model.to(accelerator.device)
     training = preset["training"]
     # Training's evaluation batch by default, so that the numbers match those of the training run.
     batch_size = args.eval_batch_size or training["global_batch_size"] // (
@@ -1175,7 +1243,12 @@ def parse_args(argv=None):
     parser.add_argument("--preset", help="preset name (see --list-presets) or path to a preset JSON file")
     parser.add_argument("--list-presets", action="store_true", help="print every preset and exit")
     parser.add_argument(
-        "--set", nargs="*", metavar="KEY=VALUE", help="override preset fields, e.g. training.adapter_lr=1e-4"
+        "--set",
+        nargs="*",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="override preset fields, e.g. training.adapter_lr=1e-4; repeatable: every --set adds its overrides (for "
+        "a key given twice the last value wins)",
     )
     parser.add_argument(
         "--data_dir", help="dataset root (the preset's `data.root`): annotation file, class map, videos"

@@ -1,0 +1,56 @@
+"""`from_pretrained` that refuses incomplete weights: transformers initialises every tensor a weights file lacks at
+random and only logs it, so a folder missing (say) the classification head would give detections and an mAP from a
+random head. Every loader of the package (the detection pipeline, `adatad-detect`, `run_tad.py --eval_only --model`
+and `--pretrained_model`) goes through `load_complete_model`.
+
+Not part of a saved model folder's code: the folder's own modules never import it.
+"""
+
+import fnmatch
+import os
+from typing import Sequence, Union
+
+# The parts a model converted from a pretrained VideoMAE backbone initialises instead of loading: the detector and
+# the adapters (fnmatch patterns of tensor names).
+BACKBONE_MODEL_NEW_PARTS = ("detector.*", "*adapter*")
+# How many missing tensor names an error shows before counting the rest.
+MAX_NAMES_SHOWN = 8
+
+
+class MissingWeightsError(ValueError):
+    """A model folder whose weights lack tensors the model needs; the message names them."""
+
+
+def _names(keys: Sequence[str]) -> str:
+    shown = ", ".join(keys[:MAX_NAMES_SHOWN])
+    return shown + (f" and {len(keys) - MAX_NAMES_SHOWN} more" if len(keys) > MAX_NAMES_SHOWN else "")
+
+
+def load_complete_model(model_class, folder: Union[str, os.PathLike], *, new_parts: Sequence[str] = (), **kwargs):
+    """`model_class.from_pretrained(folder, **kwargs)` that raises when the weights lack a tensor of the model.
+
+    Args:
+        model_class: a transformers model class or auto class (`AdaTADForTemporalDetection`, `AutoModel`).
+        folder: the model folder.
+        new_parts: fnmatch patterns of tensors expected to be new (initialised, not loaded), e.g. `"detector.*"` for
+            a converted backbone that has no detector yet; any other missing tensor is an error.
+        kwargs: passed to `from_pretrained` (`config`, `dtype`, `trust_remote_code`, ...).
+
+    Returns:
+        `(model, new_keys)`: the model and the names of the tensors it initialised because they are new.
+
+    Raises:
+        MissingWeightsError: naming the folder, the missing tensors and, when some were expected, which parts are.
+    """
+    model, info = model_class.from_pretrained(folder, output_loading_info=True, **kwargs)
+    missing = sorted(info["missing_keys"])
+    new_keys = [key for key in missing if any(fnmatch.fnmatchcase(key, pattern) for pattern in new_parts)]
+    unexpected = [key for key in missing if key not in new_keys]
+    if unexpected:
+        expected = f" (only {', '.join(new_parts)} may be new)" if new_parts else ""
+        raise MissingWeightsError(
+            f"the weights in '{folder}' lack {len(unexpected)} tensor(s) of the model{expected}: {_names(unexpected)}; "
+            "they would be random, so the model is refused. Save the folder again with save_pretrained, or convert "
+            "the checkpoint again."
+        )
+    return model, new_keys
