@@ -218,7 +218,8 @@ def parse_tiou_thresholds(text: Union[str, Sequence[float], np.ndarray]) -> np.n
         thresholds = np.asarray(text, dtype=np.float64).reshape(-1)
     if thresholds.size > MAX_TIOU_THRESHOLDS:
         raise EvaluationInputError(
-            f"{thresholds.size} tIoU thresholds given; at most {MAX_TIOU_THRESHOLDS} are allowed (0.001 apart on [0, 1])"
+            f"{thresholds.size} tIoU thresholds given; at most {MAX_TIOU_THRESHOLDS} are allowed "
+            "(0.001 apart on [0, 1])"
         )
     if thresholds.size == 0 or not np.all(np.isfinite(thresholds)):
         raise EvaluationInputError(

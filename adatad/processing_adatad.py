@@ -549,7 +549,8 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         decode_num_threads (`int`, defaults to 4): decoder threads.
 
     Spatial (evaluation: `size` short side, then `crop_size` center crop; training: `train_size` short side,
-    random resized crop, resize to `crop_size`, flip, `augmentation`, colour jitter):
+    random resized crop and resize to `crop_size` (or, without `do_random_resized_crop`, a `crop_size` center
+    crop, as OpenTAD's frozen-backbone pipelines), flip, `augmentation`, colour jitter):
         size (`dict`, defaults to `{"shortest_edge": 160}`), crop_size (`dict`, defaults to 160x160),
         train_size (`dict`, defaults to `{"shortest_edge": 182}`),
         do_random_resized_crop (`bool`, defaults to `True`), random_resized_crop_area (defaults to
@@ -656,6 +657,12 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             raise ValueError(
                 f"`size['shortest_edge']` ({self.size.shortest_edge}) is smaller than `crop_size` "
                 f"({crop.height}x{crop.width}); the center crop would not fit."
+            )
+        if not self.do_random_resized_crop and self.train_size["shortest_edge"] < min(crop.height, crop.width):
+            raise ValueError(
+                f"`train_size['shortest_edge']` ({self.train_size['shortest_edge']}) is smaller than `crop_size` "
+                f"({crop.height}x{crop.width}); without `do_random_resized_crop` training crops the center, which "
+                "would not fit."
             )
 
     # -- sizes ---------------------------------------------------------------------------------------------
@@ -806,6 +813,11 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         if frames.shape[1] != 3 and frames.shape[-1] == 3:
             # (num_frames, height, width, 3) -> (num_frames, 3, height, width)
             frames = frames.permute(0, 3, 1, 2)
+        if frames.shape[1] != 3:
+            raise ValueError(
+                f"expected RGB frames with 3 channels, (num_frames, 3, H, W) or (num_frames, H, W, 3), got a clip "
+                f"of shape {tuple(frames.shape)}"
+            )
         if frames.dtype != torch.uint8:
             raise ValueError(f"expected uint8 RGB frames (0..255), got dtype {frames.dtype}")
         crop_height, crop_width = self.crop_size.height, self.crop_size.width
@@ -814,13 +826,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             if self.do_resize:
                 frames = resize_frames(frames, *short_side_size(height, width, self.size.shortest_edge))
             if self.do_center_crop:
-                height, width = frames.shape[-2:]
-                top, left = (height - crop_height) // 2, (width - crop_width) // 2
-                if top < 0 or left < 0:
-                    raise ValueError(
-                        f"frames of {height}x{width} are smaller than crop_size {crop_height}x{crop_width}"
-                    )
-                frames = frames[..., top : top + crop_height, left : left + crop_width]
+                frames = self._center_crop(frames)
             return self._normalize(frames)
 
         generator = generator if generator is not None else torch.Generator().manual_seed(random.getrandbits(63))
@@ -830,7 +836,10 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
                 *frames.shape[-2:], self.random_resized_crop_area, self.random_resized_crop_aspect_ratio, generator
             )
             frames = frames[..., top : top + box_height, left : left + box_width]
-        frames = resize_frames(frames, crop_height, crop_width)
+            frames = resize_frames(frames, crop_height, crop_width)
+        else:
+            # OpenTAD's pipelines without a random crop (the frozen-backbone baselines) centre-crop, never squash.
+            frames = self._center_crop(frames)
         if self.do_flip and float(torch.rand(1, generator=generator)) < self.flip_ratio:
             frames = frames.flip(-1)
         if self.augmentation is not None:
@@ -842,6 +851,15 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
                 self.color_jitter_saturation, self.color_jitter_hue, generator,
             )
         return self._normalize(frames)
+
+    def _center_crop(self, frames: torch.Tensor) -> torch.Tensor:
+        """The `crop_size` box at the center (mmaction2's `CenterCrop`: offsets rounded down)."""
+        crop_height, crop_width = self.crop_size.height, self.crop_size.width
+        height, width = frames.shape[-2:]
+        top, left = (height - crop_height) // 2, (width - crop_width) // 2
+        if top < 0 or left < 0:
+            raise ValueError(f"frames of {height}x{width} are smaller than crop_size {crop_height}x{crop_width}")
+        return frames[..., top : top + crop_height, left : left + crop_width]
 
     def build_augmentation(
         self, generator: torch.Generator | None = None

@@ -266,3 +266,17 @@ def test_presets_name_opentad_augmentation():
     with pytest.raises(presets.PresetError, match="processor.augmentation"):
         overridden = presets.apply_overrides(preset, ["processor.augmentation=imgaug"])
         presets.validate_preset(overridden, check_model_config=False)
+
+
+def test_training_without_random_resized_crop_center_crops_as_opentad_frozen_pipelines():
+    # OpenTAD's frozen-backbone configs train on Resize(short side 160) -> CenterCrop(160). A frame already at
+    # the training short side is only cropped: the middle columns, untouched, never the whole frame squashed.
+    columns = torch.arange(64, dtype=torch.uint8).expand(2, 3, 40, 64)
+    center = processor(train_size={"shortest_edge": 40}, do_random_resized_crop=False, do_flip=False,
+                       augmentation=None, do_color_jitter=False, do_normalize=False, do_rescale=False)
+    output = center.transform_frames(columns.clone(), train=True, generator=torch.Generator().manual_seed(0))
+    assert output.shape == (2, 3, 32, 32)
+    assert output[0, 0, 0].tolist() == list(range(16, 48))  # (64 - 32) // 2 = 16: mmaction2 CenterCrop offsets
+    assert output[0, 0, :, 0].tolist() == [16.0] * 32
+    with pytest.raises(ValueError, match="train_size"):
+        processor(train_size={"shortest_edge": 20}, do_random_resized_crop=False)
