@@ -81,6 +81,9 @@ EMA_WEIGHTS_NAME = "ema.safetensors"
 LOG_NAME = "log.jsonl"
 # GradScaler skips a step or two whenever it lowers its scale; a run that stays non-finite this long has diverged.
 MAX_CONSECUTIVE_NON_FINITE_STEPS = 20
+# OpenTAD's training `DistributedSampler` keeps torch's default seed (0) whatever `--seed` says, so its data order is
+# the same in every run; the run seed fixes everything else (initialisation, drop path, augmentation).
+OPENTAD_SAMPLER_SEED = 0
 
 
 class RunError(Exception):
@@ -327,7 +330,8 @@ class OpenTADTrainBatchSampler:
     """The training batches of OpenTAD's per-rank loaders, in the order accelerate hands them out.
 
     OpenTAD gives each of `num_processes` ranks a `DistributedSampler(shuffle=True, drop_last=True, seed)` (the
-    permutation of epoch `e` drawn from `seed + e`, cut to a multiple of the ranks) read in batches of
+    permutation of epoch `e` drawn from `seed + e`, cut to a multiple of the ranks; OpenTAD leaves `seed` at torch's
+    default 0, `OPENTAD_SAMPLER_SEED`, which the training loop passes) read in batches of
     `batch_size` that keep the last, smaller batch. This sampler yields, step by step, the batch of rank 0, then
     rank 1, ...; accelerate's sharding gives batch `i` to process `i % num_processes`, so every process trains on
     exactly its OpenTAD batches and the prepared loader has OpenTAD's per-rank length.
@@ -417,7 +421,9 @@ def build_dataloaders(preset: dict, args, accelerator: Accelerator, train_datase
             f"the training subset has {len(train_dataset)} videos, fewer than one global batch ({global_batch_size}); "
             "lower `training.global_batch_size` with --set."
         )
-    batch_sampler = OpenTADTrainBatchSampler(len(train_dataset), num_processes, per_device_batch_size, seed)
+    batch_sampler = OpenTADTrainBatchSampler(
+        len(train_dataset), num_processes, per_device_batch_size, OPENTAD_SAMPLER_SEED
+    )
     # Own generators: creating a loader iterator must not draw from the global RNG, or a resumed run would shift the
     # drop-path randomness of every later step.
     train_dataloader = DataLoader(

@@ -1,0 +1,26 @@
+"""Where the training recipe used to differ from OpenTAD's: data order, GradScaler back-off, paper presets."""
+
+import sys
+from types import SimpleNamespace
+
+import torch
+from conftest import REPO_ROOT
+from torch.utils.data import DataLoader, DistributedSampler
+
+sys.path.insert(0, str(REPO_ROOT / "training"))
+import presets  # noqa: E402
+import run_tad  # noqa: E402
+
+
+def test_training_order_is_opentads_default_sampler_seed_whatever_the_run_seed():
+    # OpenTAD's build_dataloader never passes `seed` to DistributedSampler: torch's default 0 in every run.
+    preset = presets.apply_overrides(presets.load_preset("synthetic-tiny"), ["training.global_batch_size=2"])
+    args = SimpleNamespace(num_workers=0, eval_batch_size=1)
+    accelerator = SimpleNamespace(num_processes=1, device=torch.device("cpu"))
+    videos = list(range(9))
+    _, _, batch_sampler = run_tad.build_dataloaders(preset, args, accelerator, videos, videos, seed=42)
+    for epoch in (0, 2):
+        batch_sampler.set_epoch(epoch)
+        reference = DistributedSampler(videos, num_replicas=1, rank=0, shuffle=True, drop_last=True)
+        reference.set_epoch(epoch)
+        assert list(batch_sampler) == [batch.tolist() for batch in DataLoader(videos, 2, sampler=reference)]
