@@ -715,6 +715,17 @@ def train_step(accelerator: Accelerator, model, optimizer, batch: dict, clip_gra
     return {"loss": outputs.loss.detach().item(), **{k: float(v.detach()) for k, v in outputs.loss_dict.items()}}
 
 
+def back_off_loss_scale(accelerator: Accelerator):
+    """Lowers the fp16 loss scale after a step skipped for a non-finite loss, as torch's GradScaler does when it
+    finds non-finite gradients (scale times `backoff_factor`, growth count back to 0). OpenTAD backpropagates such a
+    loss and lets its GradScaler skip the step; here backward is skipped, so the scaler never sees it."""
+    scaler = accelerator.scaler
+    if scaler is None or not scaler.is_enabled():
+        return
+    state = scaler.state_dict()
+    scaler.load_state_dict({**state, "scale": state["scale"] * state["backoff_factor"], "_growth_tracker": 0})
+
+
 def step_losses(accelerator: Accelerator, micro_batch_losses: list) -> dict:
     """Mean over this step's micro-batches and all processes (every process calls it at the same steps)."""
     names = list(micro_batch_losses[0])
@@ -1043,6 +1054,8 @@ def training_function(args) -> dict:
                 continue
             # One optimizer step done (or skipped: a non-finite loss, or the GradScaler found non-finite gradients).
             skipped = error is not None or accelerator.optimizer_step_was_skipped
+            if error is not None:
+                back_off_loss_scale(accelerator)
             learning_rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
             scheduler.step()
             if ema is not None:
