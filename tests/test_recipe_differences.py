@@ -47,3 +47,12 @@ def test_a_non_finite_loss_lowers_the_fp16_loss_scale_as_gradscaler_does():
     assert ours.get_scale() == 512.0 and ours.state_dict()["_growth_tracker"] == 0
     # A run without fp16 has no scaler: nothing to do.
     run_tad.back_off_loss_scale(SimpleNamespace(scaler=None))
+
+
+def test_paper_preset_without_pretrained_model_is_one_line_and_exit_2(tmp_path, capsys):
+    argv = ["--preset", "e2e_thumos_videomae_s_768x1_160_adapter", "--data_dir", str(tmp_path),
+            "--output_dir", str(tmp_path / "run")]
+    assert run_tad.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: preset e2e_thumos_videomae_s_768x1_160_adapter starts from")
+    assert "--pretrained_model" in err[0] and not (tmp_path / "run").exists()

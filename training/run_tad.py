@@ -911,12 +911,11 @@ def check_backbone_source(preset: dict, args):
         return
     arch = CONVERSION_ARCH_BY_WIDTH.get(preset["model"]["backbone_config"]["hidden_size"])
     arch_flag = f" --arch {arch}" if arch else ""
-    raise ValueError(
+    raise RunError(
         f"preset {preset['name']} starts from the pretrained VideoMAE {checkpoint}, "
-        "but no --pretrained_model was given. "
-        "Convert the checkpoint once:\n"
-        f"    python conversion_scripts/convert_videomae_to_adatad.py --checkpoint pretrained/{checkpoint}{arch_flag} "
-        f"--output pretrained/{Path(checkpoint).stem}-adatad\n"
+        "but no --pretrained_model was given. Convert the checkpoint once with "
+        f"`python conversion_scripts/convert_videomae_to_adatad.py --checkpoint pretrained/{checkpoint}{arch_flag} "
+        f"--output pretrained/{Path(checkpoint).stem}-adatad`, "
         f"then pass --pretrained_model pretrained/{Path(checkpoint).stem}-adatad "
         "(or --allow_random_backbone to train on a randomly initialised backbone on purpose)."
     )
