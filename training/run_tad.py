@@ -818,11 +818,28 @@ def evaluate(model, dataloader, processor, accelerator, evaluation: EvaluationDa
 
 def metrics_summary(metrics: dict) -> dict:
     """The part of `evaluate`'s metrics written to `eval_results.json`."""
-    keys = ("mAP_per_tiou", "average_mAP", "ap_per_class", "recall_per_tiou", "average_recall")
+    keys = (
+        "mAP_per_tiou", "average_mAP", "ap_per_class", "recall_per_tiou", "average_recall",
+        "opentad_evaluates_this_epoch",
+    )
     return {key: metrics[key] for key in keys if key in metrics}
 
 
-def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
+def checkpoint_note(folder: str, preset: dict) -> str:
+    """What a training run's `best/` or `last/` holds, for its `eval_results.json` and model card. `best/` is chosen by
+    average mAP on the evaluation subset, the one its metrics are measured on (THUMOS-14 and ActivityNet have no other
+    held-out split); OpenTAD never selects a checkpoint by mAP, so `last/` is the one to compare with the paper."""
+    subset = preset["evaluation"]["subset"]
+    if folder == "best":
+        return (
+            f"This folder (best/) holds the evaluated epoch with the highest average mAP on the {subset!r} subset, the "
+            "subset its metrics are measured on, so they are an optimistic estimate; OpenTAD does not select by mAP: "
+            "compare last/ with the paper."
+        )
+    return f"This folder ({folder}/) holds the model after the last trained epoch, the one to compare with the paper."
+
+
+def model_card(preset: dict, metrics: dict | None, model_id: str, note: str = "") -> str:
     """A Hugging Face model card: what was trained on what, the measured mAP and how to load it."""
     command = f"`accelerate launch training/run_tad.py --preset {preset['name']}`"
     if preset["opentad_config"]:
@@ -832,7 +849,7 @@ def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
             model_id=model_id,
             title=f"AdaTAD: {preset['name']}",
             description=preset["description"],
-            how_made=f"Trained with {command}; the resolved preset is below.",
+            how_made=f"Trained with {command}; the resolved preset is below. {note}".strip(),
             dataset=preset["dataset"],
             metrics=metrics,
             eval_split=preset["evaluation"]["subset"],
@@ -873,10 +890,11 @@ def save_model(accelerator: Accelerator, model, ema, processor, preset: dict, ar
     evaluation_model(accelerator, model, ema).save_pretrained(temporary, state_dict=state_dict)
     processor.save_pretrained(temporary)
     save_preset(preset, temporary / "preset.json")
+    note = checkpoint_note(target.name, preset)
     if metrics is not None:
-        summary = {"epoch": epoch + 1, **metrics_summary(metrics)}
+        summary = {"epoch": epoch + 1, "checkpoint": note, **metrics_summary(metrics)}
         (temporary / "eval_results.json").write_text(json.dumps(summary, indent=2))
-    (temporary / "README.md").write_text(model_card(preset, metrics, args.hub_model_id or str(target)))
+    (temporary / "README.md").write_text(model_card(preset, metrics, args.hub_model_id or str(target), note))
     previous = target.with_name(f".{target.name}.previous")
     if target.exists():
         target.rename(previous)
@@ -1100,7 +1118,9 @@ def training_function(args) -> dict:
                 break
         last_epoch = epoch + 1 == end_epoch or bool(args.max_train_steps and state.global_step >= args.max_train_steps)
         # OpenTAD's rule: evaluate after epoch `epoch` (from 0) when epoch >= val_start_epoch and (epoch + 1) % N == 0.
-        if last_epoch or (epoch >= training["val_start_epoch"] and (epoch + 1) % training["val_interval"] == 0):
+        # The last epoch is evaluated too, for last/; where OpenTAD would not score it (EPIC), that is labelled.
+        scheduled = epoch >= training["val_start_epoch"] and (epoch + 1) % training["val_interval"] == 0
+        if last_epoch or scheduled:
             try:
                 metrics = evaluate(
                     evaluation_model(accelerator, model, ema), eval_dataloader, processor, accelerator, evaluation
@@ -1110,8 +1130,10 @@ def training_function(args) -> dict:
                     f"{error} [evaluation after epoch {epoch + 1}, step {state.global_step}; the last good checkpoint "
                     f"is {find_checkpoint(output_dir, 'latest')}]"
                 ) from error
+            metrics["opentad_evaluates_this_epoch"] = scheduled
             weights = "EMA" if ema is not None else "live"
-            accelerator.print(f"epoch {epoch + 1} ({weights} weights):\n{format_metrics(metrics)}")
+            extra = "" if scheduled else "; an extra evaluation after the last epoch, which OpenTAD's schedule skips"
+            accelerator.print(f"epoch {epoch + 1} ({weights} weights{extra}):\n{format_metrics(metrics)}")
             if args.report_to:
                 accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=state.global_step)
             if state.best_average_mAP is None or metrics["average_mAP"] > state.best_average_mAP:
