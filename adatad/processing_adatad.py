@@ -434,7 +434,8 @@ def color_jitter(
 
     Differences from mmaction2 (documented, cheap on whole clips): the hue shift is a rotation of the YIQ
     chroma plane instead of OpenCV's HSV round trip (which also clips to uint8 in the middle of the chain),
-    and the op order is drawn per clip (mmaction2 draws it once per worker).
+    and the op order is drawn per clip (mmaction2 draws it once per pipeline). Without clipping in between the
+    four ops commute, so the order does not change the result beyond float rounding (docs/augmentation.md).
 
     Args:
         frames: `(num_frames, 3, height, width)` uint8 or float in 0..255.
@@ -862,12 +863,15 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         return frames[..., top : top + crop_height, left : left + crop_width]
 
     def build_augmentation(
-        self, generator: torch.Generator | None = None
+        self, generator: torch.Generator | None = None, seed: int | None = None
     ) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
         """The training augmentation named by `augmentation`, a callable `(uint8 clip, generator) -> clip`, or
-        `None`. Build it once per data pipeline: `"imgaug_default"` draws its geometric signs here, from
-        `generator` (fresh randomness when `None`)."""
+        `None`. Build it once per data pipeline: `"imgaug_default"` draws its geometric signs here, as an OpenTAD
+        run started with the run `seed` draws them (`ImgAugDefault.for_seed`), else from `generator` (fresh
+        randomness when both are `None`)."""
         if self.augmentation == "imgaug_default":
+            if seed is not None:
+                return ImgAugDefault.for_seed(seed)
             generator = generator if generator is not None else torch.Generator().manual_seed(random.getrandbits(63))
             return ImgAugDefault.create(generator)
         if self.augmentation == "randaugment":
@@ -1077,12 +1081,8 @@ class TemporalDetectionTransform:
         self.on_error = on_error
         self.epoch = 0
         # Built once per pipeline, as mmaction2 builds `ImgAug`: its geometric signs stay fixed for the run
-        # (the same on every process and data-loader worker for a given seed).
-        self.augmentation = None
-        if mode == "train":
-            entropy = None if seed is None else [seed, zlib.crc32(b"augmentation")]
-            state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)
-            self.augmentation = processor.build_augmentation(torch.Generator().manual_seed(int(state[0]) & (2**63 - 1)))
+        # (the same on every process and data-loader worker for a given seed, and OpenTAD's for that seed).
+        self.augmentation = processor.build_augmentation(seed=seed) if mode == "train" else None
 
     def set_epoch(self, epoch: int):
         """Change the augmentation draws per epoch (call before each epoch, like a `DistributedSampler`)."""
