@@ -73,3 +73,32 @@ def test_adatad_eval_cases_are_valid_without_the_change(tmp_path, capsys):
             "--predictions", _write(tmp_path / "pred.json", PREDICTIONS), "--subset", "test"]
     assert evaluation.main(argv) == 0
     assert evaluation.main(argv + ["--task", "proposal", "--max-avg-proposals", "2"]) == 0
+
+
+MEMORY_CASES = {
+    "negative frames": (["--num-frames", "-768"], "--num-frames must be a positive multiple"),
+    "zero frames": (["--num-frames", "0"], "--num-frames must be a positive multiple"),
+    "huge batch": (["--batch-size", str(10**12)], "--batch-size (videos per device) must be in [1, 1024]"),
+}
+
+
+@pytest.mark.parametrize("case", list(MEMORY_CASES))
+def test_estimate_memory_refuses_values_out_of_range(case, capsys):
+    from adatad.memory_estimation import main
+
+    flags, fragment = MEMORY_CASES[case]
+    with pytest.raises(SystemExit) as exit_status:
+        main(["--preset", "synthetic-tiny", *flags])
+    assert exit_status.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_opentad_config_reader_bounds_a_range_too_long_for_len(tmp_path):
+    from adatad.opentad_config import OpenTADConfigError, load_opentad_config
+
+    config = tmp_path / "config.py"
+    config.write_text("x = len(range(10**30))\n")
+    with pytest.raises(OpenTADConfigError, match=r"config\.py:1: `range\(10 \*\* 30\)` gives a value of 10{30} items"):
+        load_opentad_config(config)
+    config.write_text("x = list(range(10, 0, -3))\n")
+    assert load_opentad_config(config)["x"] == [10, 7, 4, 1]
