@@ -194,6 +194,29 @@ def output_paths(output: str, fmt: str, video_ids: list[str]) -> dict[str | None
     return {video_id: path.with_name(f"{path.stem}.{video_id}.{fmt}") for video_id in video_ids}
 
 
+# Device types that hold real tensors and run a model; `meta` and the like hold shapes only.
+RUNNING_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "npu", "hpu")
+
+
+def check_device(name: str, parser: argparse.ArgumentParser) -> str:
+    """`--device` as torch reads it, refused by name unless it is a device of this machine that can run a model."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        parser.error(f"--device '{name}' is not a torch device name; use cpu, cuda or cuda:N")
+    if device.type not in RUNNING_DEVICE_TYPES:
+        parser.error(f"--device '{name}' is a '{device.type}' device, which cannot run a model; use cpu or cuda")
+    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    if backend is not None and not (hasattr(backend, "is_available") and backend.is_available()):
+        parser.error(f"--device '{name}': no {device.type} device is available on this machine; use cpu")
+    if backend is not None and device.index is not None and hasattr(backend, "device_count"):
+        if device.index >= backend.device_count():
+            parser.error(f"--device '{name}': this machine has {backend.device_count()} {device.type} device(s)")
+    return name
+
+
 def check_outputs(targets: list[tuple[str, Path]], inputs: list[Path], parser: argparse.ArgumentParser) -> None:
     """Refuses a target (`(option, path)`) that is an input or another target, or that cannot be written; before any
     model work."""
@@ -246,6 +269,12 @@ def _timestamp(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{milliseconds:03d}"
 
 
+def _cue_text(label) -> str:
+    """A label as one line of cue text: a line break would end the cue early and `-->` would start a new one, so
+    whitespace runs become one space and `-->` becomes `->` (json, csv and jsonl keep labels as they are)."""
+    return " ".join(str(label).split()).replace("-->", "->")
+
+
 def to_subtitles(detections: list[dict], fmt: str) -> str:
     """SRT or WebVTT cues in time order, each showing `label (score)` over its segment."""
     separator = "," if fmt == "srt" else "."
@@ -254,7 +283,7 @@ def to_subtitles(detections: list[dict], fmt: str) -> str:
     for number, detection in enumerate(ordered, start=1):
         start, end = detection["segment"]
         timing = f"{_timestamp(start, separator)} --> {_timestamp(end, separator)}"
-        text = f"{detection['label']} ({detection['score']:.2f})"
+        text = f"{_cue_text(detection['label'])} ({detection['score']:.2f})"
         cues.append(f"{number}\n{timing}\n{text}\n" if fmt == "srt" else f"{timing}\n{text}\n")
     body = "\n".join(cues)
     return body if fmt == "srt" else "WEBVTT\n\n" + body
@@ -303,6 +332,8 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
     if args.plot:
         import importlib.util
 
+        if Path(args.plot).suffix.lower() != ".png":
+            parser.error(f"--plot '{args.plot}' must end in .png: the timeline is written as a PNG picture")
         if importlib.util.find_spec("matplotlib") is None:
             parser.error("--plot needs matplotlib: pip install 'adatad[plot]'")
     ground_truth = read_ground_truth(args.ground_truth, parser) if args.ground_truth else {}
@@ -337,7 +368,7 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
         limit_cpu_heap_fragmentation()
     pipeline_kwargs = {"batch_size": args.batch_size, "dtype": PRECISIONS[args.dtype] or torch.float32}
     if args.device is not None:
-        pipeline_kwargs["device"] = args.device
+        pipeline_kwargs["device"] = check_device(args.device, parser)
     try:
         detector = load_detection_pipeline(args.model, trust_remote_code=args.trust_remote_code, **pipeline_kwargs)
     except (ModelFolderError, ModelProcessorMismatchError) as error:

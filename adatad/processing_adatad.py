@@ -15,6 +15,7 @@ builds model batches. `AdaTADVideoProcessor.post_process_temporal_detection` tur
 segments in seconds with the post-processing settings saved in the processor's JSON.
 """
 
+import difflib
 import math
 import os
 import random
@@ -480,6 +481,12 @@ def color_jitter(
 # ----------------------------------------------------------------------------------------------------------
 
 
+# Keys transformers writes into video_preprocessor_config.json beside the settings.
+_SAVED_METADATA_KEYS = frozenset({"auto_map", "video_processor_type", "processor_class", "image_processor_type"})
+# Frames larger than this on a side are a typo (a 100,000-pixel short side would need terabytes per clip).
+MAX_FRAME_SIDE = 4096
+
+
 class AdaTADVideoProcessorKwargs(VideosKwargs, total=False):
     """Settings of `AdaTADVideoProcessor` beyond transformers' `VideosKwargs` (all saved in its JSON)."""
 
@@ -631,10 +638,59 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
                 "`do_rand_augment` was replaced by `augmentation`: 'imgaug_default' (OpenTAD's ImgAug, the default), "
                 "'randaugment' (torchvision's RandAugment) or None (none)."
             )
+        known = set(self.valid_kwargs.__annotations__)
+        unknown = sorted(set(kwargs) - known - _SAVED_METADATA_KEYS)
+        if unknown:
+            # transformers would drop them without a word, so a misspelt setting would keep its default.
+            hints = [
+                f"{close[0]!r} for {name!r}" for name in unknown if (close := difflib.get_close_matches(name, known, 1))
+            ]
+            raise ValueError(
+                f"unknown AdaTADVideoProcessor setting(s) {unknown}"
+                + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+                + "; the settings are listed in the class docstring."
+            )
         super().__init__(**kwargs)
         self._check_settings()
 
+    def _check_values(self):
+        """Ranges of the numeric settings, checked when the processor is built rather than deep in decoding,
+        normalisation or post-processing."""
+        for name in ("scale_factor", "window_size", "resize_length", "rand_augment_num_ops"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        threads = self.decode_num_threads
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ValueError(f"`decode_num_threads` must be an integer >= 0 (0: the decoder decides), got {threads!r}.")
+        sides = [("size['shortest_edge']", (self.size or {}).get("shortest_edge")),
+                 ("train_size['shortest_edge']", (self.train_size or {}).get("shortest_edge")),
+                 ("crop_size['height']", (self.crop_size or {}).get("height")),
+                 ("crop_size['width']", (self.crop_size or {}).get("width"))]
+        for name, value in sides:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 1 <= value <= MAX_FRAME_SIDE):
+                raise ValueError(f"`{name}` must be a whole number of pixels in [1, {MAX_FRAME_SIDE}], got {value!r}.")
+        if not (isinstance(self.rescale_factor, (int, float)) and math.isfinite(self.rescale_factor)
+                and self.rescale_factor > 0):
+            raise ValueError(f"`rescale_factor` must be a positive finite number (1/255), got {self.rescale_factor!r}.")
+        for name, positive in (("image_mean", False), ("image_std", True)):
+            values = getattr(self, name)
+            if (not isinstance(values, (list, tuple)) or len(values) != 3
+                    or not all(isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or not positive)
+                               for v in values)):
+                wanted = "3 positive finite numbers (dividing by 0 gives infinite pixels)" if positive else (
+                    "3 finite numbers")
+                raise ValueError(f"`{name}` must be {wanted}, one per RGB channel, got {values!r}.")
+        for name in ("flip_ratio", "trunc_thresh"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
+        # The post-processing fields are checked here, before any video is decoded or any model runs.
+        self.post_processing_settings()
+
     def _check_settings(self):
+        self._check_values()
         if self.augmentation is not None and self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"`augmentation` must be one of {AUGMENTATIONS} or None, got {self.augmentation!r}.")
         if self.sampling_method not in EVAL_SAMPLING_METHODS:
@@ -925,9 +981,15 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         if return_tensors not in ("pt", None):
             raise ValueError(f"only PyTorch tensors are produced (return_tensors='pt'), got {return_tensors!r}")
         single = isinstance(videos, (str, os.PathLike, np.ndarray, torch.Tensor))
+        if not single and not isinstance(videos, (list, tuple)):
+            raise TypeError(
+                "`videos` must be a video path, a decoded clip (numpy array or torch tensor) or a list of them, got "
+                f"{type(videos).__name__}"
+            )
         videos = [videos] if single else list(videos)
-        if window_start_frames is not None and len(window_start_frames) != len(videos):
-            raise ValueError(f"{len(window_start_frames)} window starts for {len(videos)} videos")
+        for name, values in (("window_start_frames", window_start_frames), ("video_ids", video_ids), ("fps", fps)):
+            if values is not None and len(values) != len(videos):
+                raise ValueError(f"`{name}` has {len(values)} entries for {len(videos)} video(s); give one per video")
 
         pixel_values, masks, metas = [], [], []
         for index, video in enumerate(videos):

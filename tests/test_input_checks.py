@@ -102,3 +102,97 @@ def test_opentad_config_reader_bounds_a_range_too_long_for_len(tmp_path):
         load_opentad_config(config)
     config.write_text("x = list(range(10, 0, -3))\n")
     assert load_opentad_config(config)["x"] == [10, 7, 4, 1]
+
+
+PROCESSOR_CASES = {
+    "scale_factor 0": ({"scale_factor": 0}, "`scale_factor` must be a positive integer, got 0"),
+    "huge short side": ({"size": {"shortest_edge": 100000}}, "`size['shortest_edge']` must be a whole number"),
+    "zero std": ({"image_std": [0, 0, 0]}, "`image_std` must be 3 positive finite numbers"),
+    "NaN rescale": ({"rescale_factor": float("nan")}, "`rescale_factor` must be a positive finite number"),
+    "negative threads": ({"decode_num_threads": -1}, "`decode_num_threads` must be an integer >= 0"),
+    "nms_sigma 0": ({"nms_sigma": 0}, "`nms_sigma` must be > 0"),
+    "unknown field": ({"windw_size": 5}, "unknown AdaTADVideoProcessor setting(s) ['windw_size'] (did you mean "
+                                         "'window_size' for 'windw_size'?)"),
+    "zero crop": ({"crop_size": {"height": 0, "width": 160}}, "`crop_size['height']` must be a whole number"),
+    "two means": ({"image_mean": [0.5, 0.5]}, "`image_mean` must be 3 finite numbers"),
+    "flip ratio": ({"flip_ratio": 2}, "`flip_ratio` must be in [0, 1]"),
+}
+
+
+@pytest.mark.parametrize("case", list(PROCESSOR_CASES))
+def test_processor_refuses_bad_settings_when_built(case, tmp_path):
+    from adatad.processing_adatad import AdaTADVideoProcessor
+
+    settings, fragment = PROCESSOR_CASES[case]
+    with pytest.raises(ValueError) as error:
+        AdaTADVideoProcessor(**settings)
+    assert fragment in str(error.value)
+    # The same from a saved folder (a hand-edited video_preprocessor_config.json).
+    AdaTADVideoProcessor().save_pretrained(tmp_path)
+    config = tmp_path / "video_preprocessor_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **settings}))
+    with pytest.raises(ValueError) as error:
+        AdaTADVideoProcessor.from_pretrained(tmp_path)
+    assert fragment in str(error.value)
+
+
+def test_processor_refuses_bad_clips_and_argument_lists():
+    import numpy as np
+    import torch
+
+    from adatad.processing_adatad import AdaTADVideoProcessor
+
+    processor = AdaTADVideoProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                     sampling_method="resize", resize_length=4)
+    with pytest.raises(ValueError, match=r"3 channels.*\(16, 2, 32, 32\)"):
+        processor.transform_frames(torch.zeros(16, 2, 32, 32, dtype=torch.uint8))
+    clips = [np.zeros((16, 32, 32, 3), np.uint8)] * 2
+    with pytest.raises(ValueError, match=r"`video_ids` has 1 entries for 2 video\(s\)"):
+        processor.preprocess(clips, video_ids=["a"], fps=[30, 30])
+    with pytest.raises(ValueError, match=r"`fps` has 1 entries for 2 video\(s\)"):
+        processor.preprocess(clips, video_ids=["a", "b"], fps=[30])
+    for bad in (5, None):
+        with pytest.raises(TypeError, match=f"got {type(bad).__name__}"):
+            processor.preprocess(bad)
+    # resize mode: resize_length 4 features x scale_factor 1 frame, one row per video
+    assert processor.preprocess(clips, video_ids=["a", "b"], fps=[30, 30])["pixel_values"].shape[:2] == (2, 4)
+
+
+def test_pipeline_refuses_what_is_not_a_path_or_a_list_of_paths():
+    from adatad.pipeline_adatad import TemporalActionDetectionPipeline
+
+    for bad in (5, None):
+        with pytest.raises(TypeError, match=f"a video file path .* or a list of them, got {type(bad).__name__}"):
+            TemporalActionDetectionPipeline.__call__(object.__new__(TemporalActionDetectionPipeline), bad)
+
+
+def test_subtitle_cues_keep_a_label_on_one_line():
+    from adatad.cli import to_subtitles
+
+    detections = [{"label": "jump\n\n99\n00:00:00,000 --> 00:09:00,000\nfake", "score": 0.9, "segment": [1.0, 2.0]}]
+    for fmt in ("srt", "vtt"):
+        text = to_subtitles(detections, fmt)
+        assert text.count("-->") == 1  # the cue's own timing line only
+        assert "jump 99 00:00:00,000 -> 00:09:00,000 fake (0.90)" in text
+        assert text.rstrip("\n").split("\n\n")[-1].count("\n") == (2 if fmt == "srt" else 1)
+
+
+DETECT_CASES = {
+    "meta device": (["--device", "meta"], "--device 'meta' is a 'meta' device, which cannot run a model"),
+    "unknown device": (["--device", "gpu0"], "--device 'gpu0' is not a torch device name"),
+    "plot not png": (["--plot", "{tmp}/x.json"], "--plot '{tmp}/x.json' must end in .png"),
+}
+
+
+@pytest.mark.parametrize("case", list(DETECT_CASES))
+def test_adatad_detect_refuses_bad_flags_before_loading_the_model(case, tests_dir, tmp_path, capsys):
+    from adatad.cli import detect_main
+
+    flags, fragment = DETECT_CASES[case]
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
+    with pytest.raises(SystemExit) as exit_status:
+        detect_main([str(tests_dir / "data" / "videos" / "demo.mp4"), "--model", str(tmp_path / "no-model"),
+                     "--output", str(tmp_path / "out.json"), *flags])
+    assert exit_status.value.code == 2
+    assert fragment.format(tmp=tmp_path) in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists() and not (tmp_path / "x.json").exists()
