@@ -332,8 +332,6 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
     if args.plot:
         import importlib.util
 
-        if Path(args.plot).suffix.lower() != ".png":
-            parser.error(f"--plot '{args.plot}' must end in .png: the timeline is written as a PNG picture")
         if importlib.util.find_spec("matplotlib") is None:
             parser.error("--plot needs matplotlib: pip install 'adatad[plot]'")
     ground_truth = read_ground_truth(args.ground_truth, parser) if args.ground_truth else {}
@@ -345,6 +343,8 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
     if model_path.is_dir():
         inputs += [p for p in model_path.iterdir() if p.is_file()]
     check_outputs(outputs, inputs, parser)
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        parser.error(f"--plot '{args.plot}' must end in .png: the timeline is written as a PNG picture")
     report = sys.stderr if to_stdout else sys.stdout
 
     # Heavy imports only once the arguments are known to be usable (keeps `--help` and usage errors fast).

@@ -4,6 +4,7 @@ Each case is one row: the input, the fragment the one error line must contain, a
 """
 
 import json
+import shutil
 
 import pytest
 
@@ -196,3 +197,127 @@ def test_adatad_detect_refuses_bad_flags_before_loading_the_model(case, tests_di
     assert exit_status.value.code == 2
     assert fragment.format(tmp=tmp_path) in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists() and not (tmp_path / "x.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# training/run_tad.py: checkpoints, trainer state, output folder, preset values
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _run_tad():
+    import sys
+
+    from conftest import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "training"))
+    import run_tad
+
+    return run_tad
+
+
+TRAINER_STATE_CASES = {
+    "global_step 1e30": ({"global_step": 1e30}, "`global_step` must be an integer >= 0, got 1e+30"),
+    "negative skipped": ({"skipped_steps": -1}, "`skipped_steps` must be an integer >= 0, got -1"),
+    "step of another folder": ({"global_step": 7}, "`global_step` is 7 in the folder of step 1"),
+    "more skipped than steps": ({"skipped_steps": 5}, "consecutive <= skipped <= global_step"),
+    "best mAP 3": ({"best_average_mAP": 3}, "`best_average_mAP` must be null or in [0, 1], got 3"),
+    "unknown key": ({"epoch": 3}, "is not a trainer state written by run_tad.py"),
+    "text step": ({"global_step": "1"}, "`global_step` must be an integer >= 0, got '1'"),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint_run(tmp_path_factory):
+    from adatad.synthetic import generate_synthetic_dataset
+    from tiny_run_overrides import TINY_RUN_OVERRIDES
+
+    run_tad = _run_tad()
+    root = tmp_path_factory.mktemp("tiny_run")
+    generate_synthetic_dataset(root / "data", num_train_videos=4, num_val_videos=2, num_frames=48, frame_size=32,
+                               seed=3)
+    overrides = [*TINY_RUN_OVERRIDES, "data.window_size=32", "training.max_epoch=4", "training.end_epoch=4",
+                 "training.val_start_epoch=100", "training.global_batch_size=2", "model.adapter_layer_indices=[0,1]"]
+    argv = ["--preset", "synthetic-tiny", "--data_dir", str(root / "data"), "--output_dir", str(root / "run"),
+            "--max_train_steps", "1", "--checkpointing_steps", "1", "--set", *overrides]
+    run_tad.training_function(run_tad.parse_args(argv))
+    return root, argv
+
+
+def _resume(run_tad, argv, output_dir):
+    argv = list(argv)
+    argv[argv.index("--output_dir") + 1] = str(output_dir)
+    argv[argv.index("--max_train_steps") + 1] = "2"
+    flags = argv.index("--set")
+    return run_tad.main([*argv[:flags], "--resume_from_checkpoint", "latest", *argv[flags:]])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(TRAINER_STATE_CASES))
+def test_tampered_trainer_state_is_refused_by_field(case, tiny_checkpoint_run, tmp_path):
+    run_tad = _run_tad()
+    root, _ = tiny_checkpoint_run
+    checkpoint = tmp_path / "step_1"
+    shutil.copytree(root / "run" / "checkpoints" / "step_1", checkpoint)
+    state_file = checkpoint / "trainer_state.json"
+    change, fragment = TRAINER_STATE_CASES[case]
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), **change}))
+    with pytest.raises(run_tad.RunError) as error:
+        run_tad.read_trainer_state(checkpoint)
+    assert fragment in str(error.value)
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_broken_checkpoint_with_one_line(tiny_checkpoint_run, tmp_path, capsys):
+    run_tad = _run_tad()
+    root, argv = tiny_checkpoint_run
+    cases = {
+        "global_step": ("trainer_state.json", lambda path: path.write_text(
+            json.dumps({**json.loads(path.read_text()), "global_step": 1e30}))),
+        "weights": ("model.safetensors", lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])),
+        "random states": ("random_states_0.pkl", lambda path: path.write_bytes(b"not a torch file")),
+    }
+    fragments = {
+        "global_step": "`global_step` must be an integer >= 0, got 1e+30",
+        "weights": "cannot be loaded (",
+        "random states": "random_states_0.pkl is not the random-state file accelerate writes",
+    }
+    for name, (file_name, damage) in cases.items():
+        output_dir = tmp_path / name.replace(" ", "_")
+        shutil.copytree(root / "run", output_dir)
+        damage(output_dir / "checkpoints" / "step_1" / file_name)
+        before = sorted(p.name for p in output_dir.iterdir())
+        assert _resume(run_tad, argv, output_dir) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and fragments[name] in err[-1], (name, err[-3:])
+        assert "weights_only=False" not in "\n".join(err)
+        assert sorted(p.name for p in output_dir.iterdir()) == before
+
+
+@pytest.mark.slow
+def test_overwrite_output_dir_keeps_the_earlier_run_when_the_data_check_fails(tiny_checkpoint_run, tmp_path, capsys):
+    run_tad = _run_tad()
+    root, argv = tiny_checkpoint_run
+    output_dir = tmp_path / "earlier"
+    shutil.copytree(root / "run", output_dir)
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    annotation = next(data.glob("*.json"))
+    broken = json.loads(annotation.read_text())
+    first = next(iter(broken["database"].values()))
+    first["annotations"][0]["segment"] = [5.0, 1.0]  # inverted: the data check refuses it
+    annotation.write_text(json.dumps(broken))
+    argv = list(argv)
+    argv[argv.index("--output_dir") + 1] = str(output_dir)
+    argv[argv.index("--data_dir") + 1] = str(data)
+    before = {p.relative_to(output_dir): p.read_bytes() for p in output_dir.rglob("*") if p.is_file()}
+    assert run_tad.main([*argv[:argv.index("--set")], "--overwrite_output_dir", *argv[argv.index("--set"):]]) == 2
+    assert "the data has errors" in capsys.readouterr().err
+    assert {p.relative_to(output_dir): p.read_bytes() for p in output_dir.rglob("*") if p.is_file()} == before
+
+
+def test_negative_num_labels_is_reported_as_given(capsys, tmp_path):
+    run_tad = _run_tad()
+    argv = ["--preset", "synthetic-tiny", "--output_dir", str(tmp_path / "run"), "--data_dir", str(tmp_path / "data"),
+            "--set", "model.num_labels=-3"]
+    assert run_tad.main(argv) == 2
+    assert "`num_labels` must be at least 1, got -3." in capsys.readouterr().err

@@ -22,6 +22,7 @@ import importlib.util
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import sys
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 from torch.utils.data import DataLoader, DistributedSampler
@@ -37,11 +39,13 @@ from tqdm.auto import tqdm
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import (
+    RNG_STATE_NAME,
     DDPCommunicationHookType,
     DistributedDataParallelKwargs,
     ProjectConfiguration,
     set_seed,
 )
+from accelerate.utils import load as load_weights_only
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from presets import (  # noqa: E402
@@ -669,7 +673,7 @@ def load_checkpoint(accelerator: Accelerator, ema, checkpoint: Path, num_process
             "to load this checkpoint. Resume from a checkpoint written by this version, or delete those files if you "
             "trust their origin."
         )
-    state = TrainerState(**json.loads((checkpoint / TRAINER_STATE_NAME).read_text()))
+    state = read_trainer_state(checkpoint)
     if (state.num_processes, state.steps_per_epoch) != (num_processes, steps_per_epoch):
         raise RunError(
             f"{checkpoint} was written by {state.num_processes} process(es) with {state.steps_per_epoch} steps per "
@@ -678,10 +682,71 @@ def load_checkpoint(accelerator: Accelerator, ema, checkpoint: Path, num_process
         )
     if ema is not None and not (checkpoint / EMA_WEIGHTS_NAME).is_file():
         raise RunError(f"{checkpoint} has no {EMA_WEIGHTS_NAME} but the preset uses an EMA (`training.ema_decay`).")
-    accelerator.load_state(str(checkpoint))
-    if ema is not None:
-        ema.load(checkpoint / EMA_WEIGHTS_NAME)
+    check_random_states(checkpoint, accelerator.process_index)
+    try:
+        accelerator.load_state(str(checkpoint))
+        if ema is not None:
+            ema.load(checkpoint / EMA_WEIGHTS_NAME)
+    except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError) as error:
+        # torch's own message on a refused pickle advises weights_only=False, which would run the file's code.
+        reason = "not a weights-only PyTorch file" if isinstance(error, pickle.UnpicklingError) else (
+            str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise RunError(
+            f"{checkpoint} cannot be loaded ({reason}): a file of it is truncated, corrupt or not written by "
+            "run_tad.py. Resume from another checkpoints/step_N folder (or `latest` after removing this one)."
+        ) from error
     return state
+
+
+def read_trainer_state(checkpoint: Path) -> TrainerState:
+    """The checkpoint's `trainer_state.json`, refused by field when a value cannot be one a run wrote: a tampered
+    `global_step` would otherwise move the run past its last epoch and end it, exit status 0, without training."""
+    path = checkpoint / TRAINER_STATE_NAME
+    try:
+        values = json.loads(path.read_text())
+        state = TrainerState(**values)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, RecursionError) as error:
+        raise RunError(f"{path} is not a trainer state written by run_tad.py ({error}).") from None
+
+    def natural(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    problems = [
+        f"`{name}` must be an integer >= 0, got {getattr(state, name)!r}"
+        for name in ("global_step", "skipped_steps", "consecutive_skipped_steps", "num_processes", "steps_per_epoch")
+        if not natural(getattr(state, name))
+    ]
+    step = CHECKPOINT_PATTERN.search(checkpoint.name)
+    if not problems and step and state.global_step != int(step.group(1)):
+        problems.append(f"`global_step` is {state.global_step} in the folder of step {step.group(1)}")
+    if not problems and not state.consecutive_skipped_steps <= state.skipped_steps <= state.global_step:
+        problems.append("the skipped-step counts must satisfy consecutive <= skipped <= global_step")
+    if not (state.best_average_mAP is None or (isinstance(state.best_average_mAP, (int, float))
+                                               and 0 <= state.best_average_mAP <= 1)):
+        problems.append(f"`best_average_mAP` must be null or in [0, 1], got {state.best_average_mAP!r}")
+    if not (state.best_epoch is None or (natural(state.best_epoch) and state.best_epoch >= 1)):
+        problems.append(f"`best_epoch` must be null or a positive integer, got {state.best_epoch!r}")
+    if problems:
+        raise RunError(f"{path}: {'; '.join(problems)}. This file was not written by run_tad.py as it is.")
+    return state
+
+
+def check_random_states(checkpoint: Path, process_index: int):
+    """accelerate skips random states it cannot read with a log line at INFO level, and the resumed run then
+    differs from an uninterrupted one without a word; refuse such a checkpoint instead."""
+    path = checkpoint / f"{RNG_STATE_NAME}_{process_index}.pkl"
+    if not path.is_file():
+        raise RunError(f"{checkpoint} has no {path.name}: the resumed run would not repeat the uninterrupted one.")
+    try:
+        # accelerate's weights-only loader, which allows the numpy random state it writes.
+        states = load_weights_only(path, map_location="cpu")
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError):
+        states = None
+    if not isinstance(states, dict) or not {"random_state", "numpy_random_seed", "torch_manual_seed"} <= set(states):
+        raise RunError(
+            f"{path} is not the random-state file accelerate writes (random, numpy and torch states, weights-only); "
+            "the resumed run would not repeat the uninterrupted one. Resume from another checkpoint."
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -972,10 +1037,7 @@ def training_function(args) -> dict:
     # Every process has looked at the folder before the main process writes into it.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if args.overwrite_output_dir and not args.resume_from_checkpoint:
-            clear_previous_run(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        save_preset(preset, output_dir / "preset.json")
     if args.report_to:
         accelerator.init_trackers("adatad", config={"preset": preset["name"], **training})
     end_epoch = training["end_epoch"] if args.num_epochs is None else args.num_epochs
@@ -992,6 +1054,12 @@ def training_function(args) -> dict:
     paths = resolve_data_paths(preset)
     generate_missing_synthetic_data(preset, paths, accelerator)
     check_data(preset, paths, accelerator)
+    # Only now that the data passed its check: an error above leaves an earlier run in the folder untouched.
+    if accelerator.is_main_process:
+        if args.overwrite_output_dir and not args.resume_from_checkpoint:
+            clear_previous_run(output_dir)
+        save_preset(preset, output_dir / "preset.json")
+    accelerator.wait_for_everyone()
     processor = AdaTADVideoProcessor(**processor_kwargs(preset))
     with accelerator.main_process_first():
         train_dataset, eval_dataset, evaluation, train_transform = build_datasets(preset, paths, processor, seed)
