@@ -10,7 +10,8 @@ Every AdaTAD training pipeline in OpenTAD applies mmaction2 1.1.0's `ImgAug(tran
   factor 1.8 * 0.9 + 0.1 = 1.72, Autocontrast (cutoff 0), Equalize, Invert, Cutout (one square of side
   0.2 * 0.9 of the height, filled with 128, centred uniformly in the image);
 - the sign of each geometric op is drawn once, when the pipeline is built (mmaction2 calls `random.choice`
-  in `default_transforms`), not per clip;
+  in `default_transforms`), not per clip; `ImgAugDefault.for_seed` makes those calls as an OpenTAD run with
+  the same seed does;
 - `SomeOf(n=2)` picks 2 distinct ops uniformly and applies them in list order (`random_order=False`);
 - one draw per clip (mmaction2's `to_deterministic()`), applied to every frame.
 
@@ -31,6 +32,7 @@ Each op follows what imgaug 0.4.0 runs for uint8 RGB images, so that outputs mat
 
 import functools
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -471,6 +473,14 @@ class ImgAugDefault:
     def __post_init__(self):
         if set(self.signs) != set(SIGNED_OPS) or any(sign not in (-1, 1) for sign in self.signs.values()):
             raise ValueError(f"`signs` must map each of {SIGNED_OPS} to +1 or -1, got {self.signs}")
+
+    @classmethod
+    def for_seed(cls, seed: int) -> "ImgAugDefault":
+        """The signs of an OpenTAD run started with `--seed seed`: OpenTAD's `set_seed` seeds Python's `random`,
+        and the first draws from it are mmaction2's `random.choice([-1, 1])` calls, one per geometric op in
+        `SIGNED_OPS` order, when the training dataset builds its pipeline."""
+        rng = random.Random(seed)
+        return cls(signs={op: rng.choice((-1, 1)) for op in SIGNED_OPS})
 
     @classmethod
     def create(cls, generator: torch.Generator) -> "ImgAugDefault":

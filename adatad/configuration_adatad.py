@@ -188,6 +188,10 @@ class AdaTADConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if kwargs.get("num_labels") is None and kwargs.get("id2label") is None and self.id2label is None:
             kwargs["num_labels"] = 20
+        num_labels = kwargs.get("num_labels")
+        if num_labels is not None and (type(num_labels) is not int or num_labels < 1):
+            # Checked here: transformers turns num_labels into range(num_labels) labels, so -3 would read as 0.
+            raise ValueError(f"`num_labels` must be at least 1, got {num_labels!r}.")
         if self.backbone_config is None:
             self.backbone_config = VideoMAEConfig(**VIDEOMAE_SMALL)
         elif isinstance(self.backbone_config, dict):

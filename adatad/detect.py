@@ -256,6 +256,29 @@ def output_paths(output: str, fmt: str, video_ids: list[str]) -> dict[str | None
     return {video_id: path.with_name(f"{path.stem}.{video_id}.{fmt}") for video_id in video_ids}
 
 
+# Device types that hold real tensors and run a model; `meta` and the like hold shapes only.
+RUNNING_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "npu", "hpu")
+
+
+def check_device(name: str, parser: argparse.ArgumentParser) -> str:
+    """`--device` as torch reads it, refused by name unless it is a device of this machine that can run a model."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        parser.error(f"--device '{name}' is not a torch device name; use cpu, cuda or cuda:N")
+    if device.type not in RUNNING_DEVICE_TYPES:
+        parser.error(f"--device '{name}' is a '{device.type}' device, which cannot run a model; use cpu or cuda")
+    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    if backend is not None and not (hasattr(backend, "is_available") and backend.is_available()):
+        parser.error(f"--device '{name}': no {device.type} device is available on this machine; use cpu")
+    if backend is not None and device.index is not None and hasattr(backend, "device_count"):
+        if device.index >= backend.device_count():
+            parser.error(f"--device '{name}': this machine has {backend.device_count()} {device.type} device(s)")
+    return name
+
+
 def check_outputs(targets: list[tuple[str, Path]], inputs: list[Path], parser: argparse.ArgumentParser) -> None:
     """Refuses a target (`(option, path)`) that is an input or another target, or that cannot be written; before any
     model work."""
@@ -308,6 +331,12 @@ def _timestamp(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{milliseconds:03d}"
 
 
+def _cue_text(label) -> str:
+    """A label as one line of cue text: a line break would end the cue early and `-->` would start a new one, so
+    whitespace runs become one space and `-->` becomes `->` (json, csv and jsonl keep labels as they are)."""
+    return " ".join(str(label).split()).replace("-->", "->")
+
+
 def to_subtitles(detections: list[dict], fmt: str) -> str:
     """SRT or WebVTT cues in time order, each showing `label (score)` over its segment."""
     separator = "," if fmt == "srt" else "."
@@ -316,7 +345,7 @@ def to_subtitles(detections: list[dict], fmt: str) -> str:
     for number, detection in enumerate(ordered, start=1):
         start, end = detection["segment"]
         timing = f"{_timestamp(start, separator)} --> {_timestamp(end, separator)}"
-        text = f"{detection['label']} ({detection['score']:.2f})"
+        text = f"{_cue_text(detection['label'])} ({detection['score']:.2f})"
         cues.append(f"{number}\n{timing}\n{text}\n" if fmt == "srt" else f"{timing}\n{text}\n")
     body = "\n".join(cues)
     return body if fmt == "srt" else "WEBVTT\n\n" + body
@@ -466,7 +495,7 @@ def _load_detector(args, parser: argparse.ArgumentParser, device=None):
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = args.device or device
+    device = check_device(args.device, parser) if args.device is not None else device
     if str(device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cpu"):
         # On CPU, freed activations go back to the system instead of fragmenting the heap.
         limit_cpu_heap_fragmentation()
@@ -518,6 +547,8 @@ def _detect(args, parser: argparse.ArgumentParser) -> int:
     if model_path.is_dir():
         inputs += [p for p in model_path.iterdir() if p.is_file()]
     check_outputs(outputs, inputs, parser)
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        parser.error(f"--plot '{args.plot}' must end in .png: the timeline is written as a PNG picture")
     report = sys.stderr if to_stdout else sys.stdout
 
     state = _distributed_state()

@@ -44,6 +44,9 @@ _MAX_NAMES_IN_MESSAGE = 10
 # a table row costs about `_TIOU_TEMPORARIES` float64 values plus a few bools per threshold per instance.
 _MATCHING_CHUNK_BYTES = 64 * 2**20
 _TIOU_TEMPORARIES = 8
+# More thresholds than this are finer than 0.001 apart on [0, 1]; the (detections, thresholds) tables of
+# the matching would then grow without bound.
+MAX_TIOU_THRESHOLDS = 1000
 
 
 class EvaluationInputError(ValueError):
@@ -168,6 +171,11 @@ def _read_json(source: Union[str, os.PathLike, Mapping, list], what: str):
             raise EvaluationInputError(
                 f"{what} file {path!r} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
             ) from None
+        except RecursionError:
+            raise EvaluationInputError(
+                f"{what} file {path!r} nests JSON arrays or objects too deeply to read; neither layout nests more "
+                "than five levels"
+            ) from None
     return source, f"<in-memory {what}>"
 
 
@@ -193,6 +201,8 @@ def parse_tiou_thresholds(text: Union[str, Sequence[float], np.ndarray]) -> np.n
                 if step <= 0 or stop < start:
                     raise ValueError("need step > 0 and stop >= start")
                 intervals = (stop - start) / step
+                if intervals >= MAX_TIOU_THRESHOLDS:
+                    raise ValueError(f"it gives {intervals + 1:.0f} thresholds, more than {MAX_TIOU_THRESHOLDS}")
                 num = int(round(intervals)) + 1
                 if abs(intervals - round(intervals)) > 1e-6:
                     raise ValueError(f"(stop - start) / step = {intervals:g} is not a whole number")
@@ -206,6 +216,11 @@ def parse_tiou_thresholds(text: Union[str, Sequence[float], np.ndarray]) -> np.n
             ) from None
     else:
         thresholds = np.asarray(text, dtype=np.float64).reshape(-1)
+    if thresholds.size > MAX_TIOU_THRESHOLDS:
+        raise EvaluationInputError(
+            f"{thresholds.size} tIoU thresholds given; at most {MAX_TIOU_THRESHOLDS} are allowed "
+            "(0.001 apart on [0, 1])"
+        )
     if thresholds.size == 0 or not np.all(np.isfinite(thresholds)):
         raise EvaluationInputError(
             f"tIoU thresholds must be a non-empty list of finite numbers in [0, 1], got {text!r}"
@@ -301,6 +316,11 @@ def load_ground_truth(
             if "subset" not in entry:
                 raise EvaluationInputError(
                     f"{where} has no 'subset' key; add one, or evaluate every video (subset=None / --all-subsets)"
+                )
+            if not isinstance(entry["subset"], str):
+                raise EvaluationInputError(
+                    f"{where}['subset'] must be a string such as 'training', 'validation' or 'test', got "
+                    f"{entry['subset']!r}; a video with another value would be left out of every subset"
                 )
             subsets_seen.add(entry["subset"])
             if entry["subset"] != subset:
@@ -584,6 +604,7 @@ def load_predictions(
             f"predictions {name}: segments must be [start, end] pairs and scores numbers"
         ) from None
     video_index = np.repeat(np.arange(len(video_ids), dtype=np.int64), counts)
+    _check_score_types(all_scores, video_index, video_ids, counts, name)
     _check_finite_detections(segments, scores, video_index, video_ids, counts, name)
 
     num_ignored, unknown = 0, []
@@ -603,6 +624,20 @@ def load_predictions(
         source=name,
         num_unknown_label_ignored=num_ignored,
         unknown_labels=unknown,
+    )
+
+
+def _check_score_types(scores: list, video_index, video_ids, counts, name: str) -> None:
+    """Refuses scores written as text or as true/false: numpy would read "0.9" and true as numbers, so a
+    file written by a broken exporter would be ranked as if its scores were real."""
+    first = next((i for i, score in enumerate(scores) if isinstance(score, (str, bytes, bool, np.bool_))), None)
+    if first is None:
+        return
+    video = int(video_index[first])
+    position = first - int(np.sum(counts[:video]))
+    raise EvaluationInputError(
+        f"predictions {name}: video {video_ids[video]!r}, detection {position} has score {scores[first]!r}; "
+        "scores must be JSON numbers, not strings or true/false"
     )
 
 
@@ -1065,6 +1100,13 @@ def evaluate_proposals(
         raise EvaluationInputError(f"proposals {detections.source} contain no proposal; AR@AN is undefined")
     if max_avg_nr_proposals is None:
         max_avg_nr_proposals = float(num_proposals_total) / num_videos
+    elif max_avg_nr_proposals > num_proposals_total:
+        # An average above the file's total count of proposals is no average of this file; values this large
+        # also overflow the official proportion (max * videos / proposals) to infinity.
+        raise EvaluationInputError(
+            f"the maximum average number of proposals per video must be at most the number of proposals in "
+            f"{detections.source} ({num_proposals_total}), got {max_avg_nr_proposals!r}"
+        )
     ratio = max_avg_nr_proposals * float(num_videos) / num_proposals_total
 
     position_of_video = {gt.video_ids[v]: row for row, v in enumerate(gt_videos_with_instances)}

@@ -293,6 +293,12 @@ def format_estimate(name: str, estimate: MemoryEstimate, settings: dict) -> str:
     return "\n".join(lines)
 
 
+# Bounds of the command-line values: far beyond any device (a 768-frame sample of VideoMAE-S already needs
+# gigabytes), so anything larger is a typo, not a plan.
+MAX_NUM_FRAMES = 1_000_000
+MAX_BATCH_SIZE = 1024
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="adatad-estimate-memory",
@@ -318,14 +324,18 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     model = preset["model"]
-    settings["num_frames"] = args.num_frames or model.get("num_frames", CONFIG_DEFAULTS["num_frames"])
+    if args.num_frames is not None:
+        settings["num_frames"] = args.num_frames
+    else:
+        settings["num_frames"] = model.get("num_frames", CONFIG_DEFAULTS["num_frames"])
     frames_per_chunk = (model.get("backbone_config") or {}).get("num_frames", BACKBONE_DEFAULTS["num_frames"])
-    if settings["num_frames"] % frames_per_chunk:
+    if not frames_per_chunk <= settings["num_frames"] <= MAX_NUM_FRAMES or settings["num_frames"] % frames_per_chunk:
         parser.error(
-            f"--num-frames must be a multiple of the chunk length {frames_per_chunk}, got {settings['num_frames']}"
+            f"--num-frames must be a positive multiple of the chunk length {frames_per_chunk}, at most "
+            f"{MAX_NUM_FRAMES}, got {settings['num_frames']}"
         )
-    if settings["batch_size"] < 1:
-        parser.error(f"--batch-size must be >= 1, got {settings['batch_size']}")
+    if not 1 <= settings["batch_size"] <= MAX_BATCH_SIZE:
+        parser.error(f"--batch-size (videos per device) must be in [1, {MAX_BATCH_SIZE}], got {settings['batch_size']}")
     estimate = estimate_training_memory(
         model, settings["batch_size"], settings["precision"], settings["gradient_checkpointing"], settings["num_frames"]
     )

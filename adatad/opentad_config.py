@@ -296,9 +296,12 @@ class _ConfigEvaluator:
         if _is_int(value) and value.bit_length() > MAX_INT_BITS:
             self.fail(node, f"`{ast.unparse(node)}` gives an integer of {value.bit_length()} bits; config values are "
                       f"limited to {MAX_INT_BITS} bits.")
-        if isinstance(value, (str, list, tuple, range)) and len(value) > MAX_SEQUENCE_LENGTH:
-            self.fail(node, f"`{ast.unparse(node)}` gives a value of {len(value)} items; config values are limited "
-                      f"to {MAX_SEQUENCE_LENGTH}.")
+        if isinstance(value, (str, list, tuple, range)):
+            # `len` of a range past sys.maxsize items raises OverflowError; its item count is plain arithmetic.
+            size = len(value) if not isinstance(value, range) else max(0, -((value.start - value.stop) // value.step))
+            if size > MAX_SEQUENCE_LENGTH:
+                self.fail(node, f"`{ast.unparse(node)}` gives a value of {size} items; config values are limited "
+                          f"to {MAX_SEQUENCE_LENGTH}.")
         return value
 
     def call(self, node: ast.Call):

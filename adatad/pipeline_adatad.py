@@ -308,6 +308,10 @@ class TemporalActionDetectionPipeline(Pipeline):
         `{"video", "reason"}` of the videos skipped by this call.
         """
         single = isinstance(videos, (str, os.PathLike))
+        if not single and not isinstance(videos, (list, tuple)):
+            raise TypeError(
+                f"videos must be a video file path (str or os.PathLike) or a list of them, got {type(videos).__name__}"
+            )
         results = list(self.detect([videos] if single else videos, **kwargs))
         self.skipped_videos = [{"video": r.video, "reason": str(r.error)} for r in results if r.error is not None]
         for skipped in self.skipped_videos:

@@ -15,6 +15,7 @@ builds model batches. `AdaTADVideoProcessor.post_process_temporal_detection` tur
 segments in seconds with the post-processing settings saved in the processor's JSON.
 """
 
+import difflib
 import math
 import os
 import random
@@ -434,7 +435,8 @@ def color_jitter(
 
     Differences from mmaction2 (documented, cheap on whole clips): the hue shift is a rotation of the YIQ
     chroma plane instead of OpenCV's HSV round trip (which also clips to uint8 in the middle of the chain),
-    and the op order is drawn per clip (mmaction2 draws it once per worker).
+    and the op order is drawn per clip (mmaction2 draws it once per pipeline). Without clipping in between the
+    four ops commute, so the order does not change the result beyond float rounding (docs/augmentation.md).
 
     Args:
         frames: `(num_frames, 3, height, width)` uint8 or float in 0..255.
@@ -477,6 +479,12 @@ def color_jitter(
 # ----------------------------------------------------------------------------------------------------------
 # The processor
 # ----------------------------------------------------------------------------------------------------------
+
+
+# Keys transformers writes into video_preprocessor_config.json beside the settings.
+_SAVED_METADATA_KEYS = frozenset({"auto_map", "video_processor_type", "processor_class", "image_processor_type"})
+# Frames larger than this on a side are a typo (a 100,000-pixel short side would need terabytes per clip).
+MAX_FRAME_SIDE = 4096
 
 
 class AdaTADVideoProcessorKwargs(VideosKwargs, total=False):
@@ -549,7 +557,8 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         decode_num_threads (`int`, defaults to 4): decoder threads.
 
     Spatial (evaluation: `size` short side, then `crop_size` center crop; training: `train_size` short side,
-    random resized crop, resize to `crop_size`, flip, `augmentation`, colour jitter):
+    random resized crop and resize to `crop_size` (or, without `do_random_resized_crop`, a `crop_size` center
+    crop, as OpenTAD's frozen-backbone pipelines), flip, `augmentation`, colour jitter):
         size (`dict`, defaults to `{"shortest_edge": 160}`), crop_size (`dict`, defaults to 160x160),
         train_size (`dict`, defaults to `{"shortest_edge": 182}`),
         do_random_resized_crop (`bool`, defaults to `True`), random_resized_crop_area (defaults to
@@ -629,10 +638,59 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
                 "`do_rand_augment` was replaced by `augmentation`: 'imgaug_default' (OpenTAD's ImgAug, the default), "
                 "'randaugment' (torchvision's RandAugment) or None (none)."
             )
+        known = set(self.valid_kwargs.__annotations__)
+        unknown = sorted(set(kwargs) - known - _SAVED_METADATA_KEYS)
+        if unknown:
+            # transformers would drop them without a word, so a misspelt setting would keep its default.
+            hints = [
+                f"{close[0]!r} for {name!r}" for name in unknown if (close := difflib.get_close_matches(name, known, 1))
+            ]
+            raise ValueError(
+                f"unknown AdaTADVideoProcessor setting(s) {unknown}"
+                + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+                + "; the settings are listed in the class docstring."
+            )
         super().__init__(**kwargs)
         self._check_settings()
 
+    def _check_values(self):
+        """Ranges of the numeric settings, checked when the processor is built rather than deep in decoding,
+        normalisation or post-processing."""
+        for name in ("scale_factor", "window_size", "resize_length", "rand_augment_num_ops"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        threads = self.decode_num_threads
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ValueError(f"`decode_num_threads` must be an integer >= 0 (0: the decoder decides), got {threads!r}.")
+        sides = [("size['shortest_edge']", (self.size or {}).get("shortest_edge")),
+                 ("train_size['shortest_edge']", (self.train_size or {}).get("shortest_edge")),
+                 ("crop_size['height']", (self.crop_size or {}).get("height")),
+                 ("crop_size['width']", (self.crop_size or {}).get("width"))]
+        for name, value in sides:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 1 <= value <= MAX_FRAME_SIDE):
+                raise ValueError(f"`{name}` must be a whole number of pixels in [1, {MAX_FRAME_SIDE}], got {value!r}.")
+        if not (isinstance(self.rescale_factor, (int, float)) and math.isfinite(self.rescale_factor)
+                and self.rescale_factor > 0):
+            raise ValueError(f"`rescale_factor` must be a positive finite number (1/255), got {self.rescale_factor!r}.")
+        for name, positive in (("image_mean", False), ("image_std", True)):
+            values = getattr(self, name)
+            if (not isinstance(values, (list, tuple)) or len(values) != 3
+                    or not all(isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or not positive)
+                               for v in values)):
+                wanted = "3 positive finite numbers (dividing by 0 gives infinite pixels)" if positive else (
+                    "3 finite numbers")
+                raise ValueError(f"`{name}` must be {wanted}, one per RGB channel, got {values!r}.")
+        for name in ("flip_ratio", "trunc_thresh"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
+        # The post-processing fields are checked here, before any video is decoded or any model runs.
+        self.post_processing_settings()
+
     def _check_settings(self):
+        self._check_values()
         if self.augmentation is not None and self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"`augmentation` must be one of {AUGMENTATIONS} or None, got {self.augmentation!r}.")
         if self.sampling_method not in EVAL_SAMPLING_METHODS:
@@ -656,6 +714,12 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             raise ValueError(
                 f"`size['shortest_edge']` ({self.size.shortest_edge}) is smaller than `crop_size` "
                 f"({crop.height}x{crop.width}); the center crop would not fit."
+            )
+        if not self.do_random_resized_crop and self.train_size["shortest_edge"] < min(crop.height, crop.width):
+            raise ValueError(
+                f"`train_size['shortest_edge']` ({self.train_size['shortest_edge']}) is smaller than `crop_size` "
+                f"({crop.height}x{crop.width}); without `do_random_resized_crop` training crops the center, which "
+                "would not fit."
             )
 
     # -- sizes ---------------------------------------------------------------------------------------------
@@ -806,6 +870,11 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         if frames.shape[1] != 3 and frames.shape[-1] == 3:
             # (num_frames, height, width, 3) -> (num_frames, 3, height, width)
             frames = frames.permute(0, 3, 1, 2)
+        if frames.shape[1] != 3:
+            raise ValueError(
+                f"expected RGB frames with 3 channels, (num_frames, 3, H, W) or (num_frames, H, W, 3), got a clip "
+                f"of shape {tuple(frames.shape)}"
+            )
         if frames.dtype != torch.uint8:
             raise ValueError(f"expected uint8 RGB frames (0..255), got dtype {frames.dtype}")
         crop_height, crop_width = self.crop_size.height, self.crop_size.width
@@ -814,13 +883,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             if self.do_resize:
                 frames = resize_frames(frames, *short_side_size(height, width, self.size.shortest_edge))
             if self.do_center_crop:
-                height, width = frames.shape[-2:]
-                top, left = (height - crop_height) // 2, (width - crop_width) // 2
-                if top < 0 or left < 0:
-                    raise ValueError(
-                        f"frames of {height}x{width} are smaller than crop_size {crop_height}x{crop_width}"
-                    )
-                frames = frames[..., top : top + crop_height, left : left + crop_width]
+                frames = self._center_crop(frames)
             return self._normalize(frames)
 
         generator = generator if generator is not None else torch.Generator().manual_seed(random.getrandbits(63))
@@ -830,7 +893,10 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
                 *frames.shape[-2:], self.random_resized_crop_area, self.random_resized_crop_aspect_ratio, generator
             )
             frames = frames[..., top : top + box_height, left : left + box_width]
-        frames = resize_frames(frames, crop_height, crop_width)
+            frames = resize_frames(frames, crop_height, crop_width)
+        else:
+            # OpenTAD's pipelines without a random crop (the frozen-backbone baselines) centre-crop, never squash.
+            frames = self._center_crop(frames)
         if self.do_flip and float(torch.rand(1, generator=generator)) < self.flip_ratio:
             frames = frames.flip(-1)
         if self.augmentation is not None:
@@ -843,13 +909,25 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             )
         return self._normalize(frames)
 
+    def _center_crop(self, frames: torch.Tensor) -> torch.Tensor:
+        """The `crop_size` box at the center (mmaction2's `CenterCrop`: offsets rounded down)."""
+        crop_height, crop_width = self.crop_size.height, self.crop_size.width
+        height, width = frames.shape[-2:]
+        top, left = (height - crop_height) // 2, (width - crop_width) // 2
+        if top < 0 or left < 0:
+            raise ValueError(f"frames of {height}x{width} are smaller than crop_size {crop_height}x{crop_width}")
+        return frames[..., top : top + crop_height, left : left + crop_width]
+
     def build_augmentation(
-        self, generator: torch.Generator | None = None
+        self, generator: torch.Generator | None = None, seed: int | None = None
     ) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
         """The training augmentation named by `augmentation`, a callable `(uint8 clip, generator) -> clip`, or
-        `None`. Build it once per data pipeline: `"imgaug_default"` draws its geometric signs here, from
-        `generator` (fresh randomness when `None`)."""
+        `None`. Build it once per data pipeline: `"imgaug_default"` draws its geometric signs here, as an OpenTAD
+        run started with the run `seed` draws them (`ImgAugDefault.for_seed`), else from `generator` (fresh
+        randomness when both are `None`)."""
         if self.augmentation == "imgaug_default":
+            if seed is not None:
+                return ImgAugDefault.for_seed(seed)
             generator = generator if generator is not None else torch.Generator().manual_seed(random.getrandbits(63))
             return ImgAugDefault.create(generator)
         if self.augmentation == "randaugment":
@@ -903,9 +981,15 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         if return_tensors not in ("pt", None):
             raise ValueError(f"only PyTorch tensors are produced (return_tensors='pt'), got {return_tensors!r}")
         single = isinstance(videos, (str, os.PathLike, np.ndarray, torch.Tensor))
+        if not single and not isinstance(videos, (list, tuple)):
+            raise TypeError(
+                "`videos` must be a video path, a decoded clip (numpy array or torch tensor) or a list of them, got "
+                f"{type(videos).__name__}"
+            )
         videos = [videos] if single else list(videos)
-        if window_start_frames is not None and len(window_start_frames) != len(videos):
-            raise ValueError(f"{len(window_start_frames)} window starts for {len(videos)} videos")
+        for name, values in (("window_start_frames", window_start_frames), ("video_ids", video_ids), ("fps", fps)):
+            if values is not None and len(values) != len(videos):
+                raise ValueError(f"`{name}` has {len(values)} entries for {len(videos)} video(s); give one per video")
 
         pixel_values, masks, metas = [], [], []
         for index, video in enumerate(videos):
@@ -1104,12 +1188,8 @@ class TemporalDetectionTransform:
         self.on_error = on_error
         self.epoch = 0
         # Built once per pipeline, as mmaction2 builds `ImgAug`: its geometric signs stay fixed for the run
-        # (the same on every process and data-loader worker for a given seed).
-        self.augmentation = None
-        if mode == "train":
-            entropy = None if seed is None else [seed, zlib.crc32(b"augmentation")]
-            state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)
-            self.augmentation = processor.build_augmentation(torch.Generator().manual_seed(int(state[0]) & (2**63 - 1)))
+        # (the same on every process and data-loader worker for a given seed, and OpenTAD's for that seed).
+        self.augmentation = processor.build_augmentation(seed=seed) if mode == "train" else None
 
     def set_epoch(self, epoch: int):
         """Change the augmentation draws per epoch (call before each epoch, like a `DistributedSampler`)."""

@@ -238,9 +238,10 @@ def test_filter_gt_outside_resize_mode_drops_empty_and_outside_segments(tmp_path
 def test_paper_preset_without_a_pretrained_backbone_stops_with_the_conversion_command():
     preset = presets.load_preset("e2e_anet_videomae_b_192x4_160_adapter")
     args = run_tad.parse_args(["--preset", preset["name"]])
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(run_tad.RunError) as error:
         run_tad.check_backbone_source(preset, args)
     message = str(error.value)
+    assert "\n" not in message  # printed as the one `error:` line, exit status 2
     assert "convert_videomae_to_adatad.py --checkpoint pretrained/" + preset["backbone_checkpoint"] in message
     assert "--arch b" in message and "--allow_random_backbone" in message
     run_tad.check_backbone_source(preset, run_tad.parse_args(["--preset", preset["name"], "--allow_random_backbone"]))

@@ -260,3 +260,50 @@ def test_presets_name_opentad_augmentation():
     with pytest.raises(presets.PresetError, match="processor.augmentation"):
         overridden = presets.apply_overrides(preset, ["processor.augmentation=imgaug"])
         presets.validate_preset(overridden, check_model_config=False)
+
+
+def test_training_without_random_resized_crop_center_crops_as_opentad_frozen_pipelines():
+    # OpenTAD's frozen-backbone configs train on Resize(short side 160) -> CenterCrop(160). A frame already at
+    # the training short side is only cropped: the middle columns, untouched, never the whole frame squashed.
+    columns = torch.arange(64, dtype=torch.uint8).expand(2, 3, 40, 64)
+    center = processor(train_size={"shortest_edge": 40}, do_random_resized_crop=False, do_flip=False,
+                       augmentation=None, do_color_jitter=False, do_normalize=False, do_rescale=False)
+    output = center.transform_frames(columns.clone(), train=True, generator=torch.Generator().manual_seed(0))
+    assert output.shape == (2, 3, 32, 32)
+    assert output[0, 0, 0].tolist() == list(range(16, 48))  # (64 - 32) // 2 = 16: mmaction2 CenterCrop offsets
+    assert output[0, 0, :, 0].tolist() == [16.0] * 32
+    with pytest.raises(ValueError, match="train_size"):
+        processor(train_size={"shortest_edge": 20}, do_random_resized_crop=False)
+
+
+def test_run_seed_gives_the_signs_mmaction2_draws_in_an_opentad_run_with_that_seed():
+    import random
+
+    for seed in (0, 42, 7):
+        # OpenTAD's set_seed, then mmaction2's default_transforms: random.choice([-1, 1]) for ShearX, ShearY,
+        # TranslateX, TranslateY, Rotate, in that order (the first draws from Python's global generator).
+        random.seed(seed)
+        expected = dict(zip(("shear_x", "shear_y", "translate_x", "translate_y", "rotate"),
+                            (random.choice([-1, 1]) for _ in range(5))))
+        assert ImgAugDefault.for_seed(seed).signs == expected
+        assert TemporalDetectionTransform(processor(), mode="train", seed=seed).augmentation.signs == expected
+
+
+def test_color_jitter_op_order_does_not_change_the_clip(monkeypatch):
+    # mmaction2 draws ColorJitter's op order once per pipeline, here once per clip. Here the four ops are folded
+    # into one affine map without clipping in between, and brightness, contrast, saturation and the luma-preserving
+    # hue rotation commute, so every one of the 24 orders gives the same clip: the different draw has no effect.
+    import itertools
+
+    from adatad.processing_adatad import color_jitter
+
+    clip = torch.from_numpy(np.stack([RECORDED["input/large"]] * 2)).permute(0, 3, 1, 2)
+    for seed in range(5):
+        outputs = []
+        for order in itertools.permutations(range(4)):
+            monkeypatch.setattr(torch, "randperm", lambda n, generator=None, order=order: torch.tensor(order))
+            outputs.append(color_jitter(clip, 0.5, 0.5, 0.5, 0.1, torch.Generator().manual_seed(seed)))
+        monkeypatch.undo()
+        assert not torch.equal(outputs[0], clip.float())
+        for output in outputs[1:]:
+            assert (output - outputs[0]).abs().max() <= 1  # truncation to whole levels after float rounding

@@ -462,6 +462,13 @@ def test_non_finite_steps_are_skipped_and_counted(synthetic_data, tmp_path, monk
     assert [record["skipped"] for record in records] == [False, True, True, False, False, False]
     assert [record["skipped_steps"] for record in records] == [0, 1, 2, 2, 2, 2]
     assert records[2]["loss"] is None and math.isfinite(records[1]["loss"])
+    # Both kinds of skipped step halve the fp16 loss scale, as OpenTAD's GradScaler does (it sees both as non-finite
+    # gradients); growth needs 2,000 good steps in a row.
+    scales = [
+        torch.load(tmp_path / "checkpoints" / f"step_{step}" / "scaler.pt", weights_only=True)["scale"]
+        for step in (1, 2, 3, 4)
+    ]
+    assert scales == [2.0**8, 2.0**7, 2.0**6, 2.0**6]
     # A skipped step leaves the weights as they were; the schedule still advances, as OpenTAD's does. (The loss
     # normaliser, a running count of positives updated by every training forward as in OpenTAD, moves on step 2.)
     after_1, after_3 = model_weights_of_checkpoint(tmp_path, 1), model_weights_of_checkpoint(tmp_path, 3)

@@ -22,6 +22,7 @@ import importlib.util
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import sys
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 from torch.utils.data import DataLoader, DistributedSampler
@@ -38,11 +40,13 @@ from tqdm.auto import tqdm
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import (
+    RNG_STATE_NAME,
     DDPCommunicationHookType,
     DistributedDataParallelKwargs,
     ProjectConfiguration,
     set_seed,
 )
+from accelerate.utils import load as load_weights_only
 
 from adatad.presets import (
     DATASETS,
@@ -82,6 +86,9 @@ EMA_WEIGHTS_NAME = "ema.safetensors"
 LOG_NAME = "log.jsonl"
 # GradScaler skips a step or two whenever it lowers its scale; a run that stays non-finite this long has diverged.
 MAX_CONSECUTIVE_NON_FINITE_STEPS = 20
+# OpenTAD's training `DistributedSampler` keeps torch's default seed (0) whatever `--seed` says, so its data order is
+# the same in every run; the run seed fixes everything else (initialisation, drop path, augmentation).
+OPENTAD_SAMPLER_SEED = 0
 
 
 class RunError(Exception):
@@ -332,7 +339,8 @@ class OpenTADTrainBatchSampler:
     """The training batches of OpenTAD's per-rank loaders, in the order accelerate hands them out.
 
     OpenTAD gives each of `num_processes` ranks a `DistributedSampler(shuffle=True, drop_last=True, seed)` (the
-    permutation of epoch `e` drawn from `seed + e`, cut to a multiple of the ranks) read in batches of
+    permutation of epoch `e` drawn from `seed + e`, cut to a multiple of the ranks; OpenTAD leaves `seed` at torch's
+    default 0, `OPENTAD_SAMPLER_SEED`, which the training loop passes) read in batches of
     `batch_size` that keep the last, smaller batch. This sampler yields, step by step, the batch of rank 0, then
     rank 1, ...; accelerate's sharding gives batch `i` to process `i % num_processes`, so every process trains on
     exactly its OpenTAD batches and the prepared loader has OpenTAD's per-rank length.
@@ -422,7 +430,9 @@ def build_dataloaders(preset: dict, args, accelerator: Accelerator, train_datase
             f"the training subset has {len(train_dataset)} videos, fewer than one global batch ({global_batch_size}); "
             "lower `training.global_batch_size` with --set."
         )
-    batch_sampler = OpenTADTrainBatchSampler(len(train_dataset), num_processes, per_device_batch_size, seed)
+    batch_sampler = OpenTADTrainBatchSampler(
+        len(train_dataset), num_processes, per_device_batch_size, OPENTAD_SAMPLER_SEED
+    )
     # Own generators: creating a loader iterator must not draw from the global RNG, or a resumed run would shift the
     # drop-path randomness of every later step.
     train_dataloader = DataLoader(
@@ -691,7 +701,7 @@ def load_checkpoint(accelerator: Accelerator, ema, checkpoint: Path, num_process
             "to load this checkpoint. Resume from a checkpoint written by this version, or delete those files if you "
             "trust their origin."
         )
-    state = TrainerState(**json.loads((checkpoint / TRAINER_STATE_NAME).read_text()))
+    state = read_trainer_state(checkpoint)
     if (state.num_processes, state.steps_per_epoch) != (num_processes, steps_per_epoch):
         raise RunError(
             f"{checkpoint} was written by {state.num_processes} process(es) with {state.steps_per_epoch} steps per "
@@ -700,10 +710,71 @@ def load_checkpoint(accelerator: Accelerator, ema, checkpoint: Path, num_process
         )
     if ema is not None and not (checkpoint / EMA_WEIGHTS_NAME).is_file():
         raise RunError(f"{checkpoint} has no {EMA_WEIGHTS_NAME} but the preset uses an EMA (`training.ema_decay`).")
-    accelerator.load_state(str(checkpoint))
-    if ema is not None:
-        ema.load(checkpoint / EMA_WEIGHTS_NAME)
+    check_random_states(checkpoint, accelerator.process_index)
+    try:
+        accelerator.load_state(str(checkpoint))
+        if ema is not None:
+            ema.load(checkpoint / EMA_WEIGHTS_NAME)
+    except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError) as error:
+        # torch's own message on a refused pickle advises weights_only=False, which would run the file's code.
+        reason = "not a weights-only PyTorch file" if isinstance(error, pickle.UnpicklingError) else (
+            str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise RunError(
+            f"{checkpoint} cannot be loaded ({reason}): a file of it is truncated, corrupt or not written by "
+            "run_tad.py. Resume from another checkpoints/step_N folder (or `latest` after removing this one)."
+        ) from error
     return state
+
+
+def read_trainer_state(checkpoint: Path) -> TrainerState:
+    """The checkpoint's `trainer_state.json`, refused by field when a value cannot be one a run wrote: a tampered
+    `global_step` would otherwise move the run past its last epoch and end it, exit status 0, without training."""
+    path = checkpoint / TRAINER_STATE_NAME
+    try:
+        values = json.loads(path.read_text())
+        state = TrainerState(**values)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, RecursionError) as error:
+        raise RunError(f"{path} is not a trainer state written by run_tad.py ({error}).") from None
+
+    def natural(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    problems = [
+        f"`{name}` must be an integer >= 0, got {getattr(state, name)!r}"
+        for name in ("global_step", "skipped_steps", "consecutive_skipped_steps", "num_processes", "steps_per_epoch")
+        if not natural(getattr(state, name))
+    ]
+    step = CHECKPOINT_PATTERN.search(checkpoint.name)
+    if not problems and step and state.global_step != int(step.group(1)):
+        problems.append(f"`global_step` is {state.global_step} in the folder of step {step.group(1)}")
+    if not problems and not state.consecutive_skipped_steps <= state.skipped_steps <= state.global_step:
+        problems.append("the skipped-step counts must satisfy consecutive <= skipped <= global_step")
+    if not (state.best_average_mAP is None or (isinstance(state.best_average_mAP, (int, float))
+                                               and 0 <= state.best_average_mAP <= 1)):
+        problems.append(f"`best_average_mAP` must be null or in [0, 1], got {state.best_average_mAP!r}")
+    if not (state.best_epoch is None or (natural(state.best_epoch) and state.best_epoch >= 1)):
+        problems.append(f"`best_epoch` must be null or a positive integer, got {state.best_epoch!r}")
+    if problems:
+        raise RunError(f"{path}: {'; '.join(problems)}. This file was not written by run_tad.py as it is.")
+    return state
+
+
+def check_random_states(checkpoint: Path, process_index: int):
+    """accelerate skips random states it cannot read with a log line at INFO level, and the resumed run then
+    differs from an uninterrupted one without a word; refuse such a checkpoint instead."""
+    path = checkpoint / f"{RNG_STATE_NAME}_{process_index}.pkl"
+    if not path.is_file():
+        raise RunError(f"{checkpoint} has no {path.name}: the resumed run would not repeat the uninterrupted one.")
+    try:
+        # accelerate's weights-only loader, which allows the numpy random state it writes.
+        states = load_weights_only(path, map_location="cpu")
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError):
+        states = None
+    if not isinstance(states, dict) or not {"random_state", "numpy_random_seed", "torch_manual_seed"} <= set(states):
+        raise RunError(
+            f"{path} is not the random-state file accelerate writes (random, numpy and torch states, weights-only); "
+            "the resumed run would not repeat the uninterrupted one. Resume from another checkpoint."
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -735,6 +806,17 @@ def train_step(accelerator: Accelerator, model, optimizer, batch: dict, clip_gra
     if not finite:
         return error or FloatingPointError("the loss of another process was not finite")
     return {"loss": outputs.loss.detach().item(), **{k: float(v.detach()) for k, v in outputs.loss_dict.items()}}
+
+
+def back_off_loss_scale(accelerator: Accelerator):
+    """Lowers the fp16 loss scale after a step skipped for a non-finite loss, as torch's GradScaler does when it
+    finds non-finite gradients (scale times `backoff_factor`, growth count back to 0). OpenTAD backpropagates such a
+    loss and lets its GradScaler skip the step; here backward is skipped, so the scaler never sees it."""
+    scaler = accelerator.scaler
+    if scaler is None or not scaler.is_enabled():
+        return
+    state = scaler.state_dict()
+    scaler.load_state_dict({**state, "scale": state["scale"] * state["backoff_factor"], "_growth_tracker": 0})
 
 
 def step_losses(accelerator: Accelerator, micro_batch_losses: list) -> dict:
@@ -844,11 +926,28 @@ def evaluate(model, dataloader, processor, accelerator, evaluation: EvaluationDa
 
 def metrics_summary(metrics: dict) -> dict:
     """The part of `evaluate`'s metrics written to `eval_results.json`."""
-    keys = ("mAP_per_tiou", "average_mAP", "ap_per_class", "recall_per_tiou", "average_recall")
+    keys = (
+        "mAP_per_tiou", "average_mAP", "ap_per_class", "recall_per_tiou", "average_recall",
+        "opentad_evaluates_this_epoch",
+    )
     return {key: metrics[key] for key in keys if key in metrics}
 
 
-def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
+def checkpoint_note(folder: str, preset: dict) -> str:
+    """What a training run's `best/` or `last/` holds, for its `eval_results.json` and model card. `best/` is chosen by
+    average mAP on the evaluation subset, the one its metrics are measured on (THUMOS-14 and ActivityNet have no other
+    held-out split); OpenTAD never selects a checkpoint by mAP, so `last/` is the one to compare with the paper."""
+    subset = preset["evaluation"]["subset"]
+    if folder == "best":
+        return (
+            f"This folder (best/) holds the evaluated epoch with the highest average mAP on the {subset!r} subset, the "
+            "subset its metrics are measured on, so they are an optimistic estimate; OpenTAD does not select by mAP: "
+            "compare last/ with the paper."
+        )
+    return f"This folder ({folder}/) holds the model after the last trained epoch, the one to compare with the paper."
+
+
+def model_card(preset: dict, metrics: dict | None, model_id: str, note: str = "") -> str:
     """A Hugging Face model card: what was trained on what, the measured mAP and how to load it."""
     command = f"`accelerate launch training/run_tad.py --preset {preset['name']}`"
     if preset["opentad_config"]:
@@ -858,7 +957,7 @@ def model_card(preset: dict, metrics: dict | None, model_id: str) -> str:
             model_id=model_id,
             title=f"AdaTAD: {preset['name']}",
             description=preset["description"],
-            how_made=f"Trained with {command}; the resolved preset is below.",
+            how_made=f"Trained with {command}; the resolved preset is below. {note}".strip(),
             dataset=preset["dataset"],
             metrics=metrics,
             eval_split=preset["evaluation"]["subset"],
@@ -899,10 +998,11 @@ def save_model(accelerator: Accelerator, model, ema, processor, preset: dict, ar
     evaluation_model(accelerator, model, ema).save_pretrained(temporary, state_dict=state_dict)
     processor.save_pretrained(temporary)
     save_preset(preset, temporary / "preset.json")
+    note = checkpoint_note(target.name, preset)
     if metrics is not None:
-        summary = {"epoch": epoch + 1, **metrics_summary(metrics)}
+        summary = {"epoch": epoch + 1, "checkpoint": note, **metrics_summary(metrics)}
         (temporary / "eval_results.json").write_text(json.dumps(summary, indent=2))
-    (temporary / "README.md").write_text(model_card(preset, metrics, args.hub_model_id or str(target)))
+    (temporary / "README.md").write_text(model_card(preset, metrics, args.hub_model_id or str(target), note))
     previous = target.with_name(f".{target.name}.previous")
     if target.exists():
         target.rename(previous)
@@ -937,12 +1037,11 @@ def check_backbone_source(preset: dict, args):
         return
     arch = CONVERSION_ARCH_BY_WIDTH.get(preset["model"]["backbone_config"]["hidden_size"])
     arch_flag = f" --arch {arch}" if arch else ""
-    raise ValueError(
+    raise RunError(
         f"preset {preset['name']} starts from the pretrained VideoMAE {checkpoint}, "
-        "but no --pretrained_model was given. "
-        "Convert the checkpoint once:\n"
-        f"    python conversion_scripts/convert_videomae_to_adatad.py --checkpoint pretrained/{checkpoint}{arch_flag} "
-        f"--output pretrained/{Path(checkpoint).stem}-adatad\n"
+        "but no --pretrained_model was given. Convert the checkpoint once with "
+        f"`python conversion_scripts/convert_videomae_to_adatad.py --checkpoint pretrained/{checkpoint}{arch_flag} "
+        f"--output pretrained/{Path(checkpoint).stem}-adatad`, "
         f"then pass --pretrained_model pretrained/{Path(checkpoint).stem}-adatad "
         "(or --allow_random_backbone to train on a randomly initialised backbone on purpose)."
     )
@@ -981,10 +1080,7 @@ def training_function(args) -> dict:
     # Every process has looked at the folder before the main process writes into it.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if args.overwrite_output_dir and not args.resume_from_checkpoint:
-            clear_previous_run(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        save_preset(preset, output_dir / "preset.json")
     if args.report_to:
         accelerator.init_trackers("adatad", config={"preset": preset["name"], **training})
     end_epoch = training["end_epoch"] if args.num_epochs is None else args.num_epochs
@@ -1001,6 +1097,12 @@ def training_function(args) -> dict:
     paths = resolve_data_paths(preset)
     generate_missing_synthetic_data(preset, paths, accelerator)
     check_data(preset, paths, accelerator)
+    # Only now that the data passed its check: an error above leaves an earlier run in the folder untouched.
+    if accelerator.is_main_process:
+        if args.overwrite_output_dir and not args.resume_from_checkpoint:
+            clear_previous_run(output_dir)
+        save_preset(preset, output_dir / "preset.json")
+    accelerator.wait_for_everyone()
     processor = AdaTADVideoProcessor(**processor_kwargs(preset))
     with accelerator.main_process_first():
         train_dataset, eval_dataset, evaluation, train_transform = build_datasets(preset, paths, processor, seed)
@@ -1069,8 +1171,12 @@ def training_function(args) -> dict:
                 f"{error} [evaluation after epoch {epoch + 1}, step {state.global_step}; the checkpoint of that step "
                 f"is {find_checkpoint(output_dir, 'latest')}]"
             ) from error
+        # The last epoch is evaluated too, for last/; where OpenTAD would not score it (EPIC), that is labelled.
+        scheduled = epoch >= training["val_start_epoch"] and (epoch + 1) % training["val_interval"] == 0
+        metrics["opentad_evaluates_this_epoch"] = scheduled
         weights = "EMA" if ema is not None else "live"
-        accelerator.print(f"epoch {epoch + 1} ({weights} weights):\n{format_metrics(metrics)}")
+        extra = "" if scheduled else "; an extra evaluation after the last epoch, which OpenTAD's schedule skips"
+        accelerator.print(f"epoch {epoch + 1} ({weights} weights{extra}):\n{format_metrics(metrics)}")
         if args.report_to:
             accelerator.log({"eval/average_mAP": metrics["average_mAP"]}, step=state.global_step)
         if state.best_average_mAP is None or metrics["average_mAP"] > state.best_average_mAP:
@@ -1122,6 +1228,8 @@ def training_function(args) -> dict:
                 continue
             # One optimizer step done (or skipped: a non-finite loss, or the GradScaler found non-finite gradients).
             skipped = error is not None or accelerator.optimizer_step_was_skipped
+            if error is not None:
+                back_off_loss_scale(accelerator)
             learning_rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
             scheduler.step()
             if ema is not None:
