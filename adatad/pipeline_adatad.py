@@ -254,7 +254,8 @@ class TemporalActionDetectionPipeline(Pipeline):
         decoder pass serves the whole group, so frames shared by overlapping windows are decoded once.
 
         Returns:
-            one dict per window: `pixel_values` float32 `(num_frames, 3, H, W)`, `masks` bool `(feature_length,)`,
+            one dict per window: `pixel_values` `(num_frames, 3, H, W)` (float32, uint8 on an accelerator),
+            `masks` bool `(feature_length,)`,
             `video_meta` (for post-processing) and the `job`.
         """
         processor = self.video_processor
@@ -269,7 +270,10 @@ class TemporalActionDetectionPipeline(Pipeline):
             starts = job.window_starts[first_window : first_window + num_windows]
             return [processor.sample_frames(info.num_frames, window_start_frame=start) for start in starts]
 
-        _, decoded_windows = processor.decode_windows(job.path, select_samples)
+        # On an accelerator the frames travel as uint8 (a quarter of the bytes) and `_forward` normalises them there.
+        _, decoded_windows = processor.decode_windows(
+            job.path, select_samples, return_uint8=self.device.type != "cpu"
+        )
         return [
             {
                 "pixel_values": pixel_values,
@@ -281,7 +285,10 @@ class TemporalActionDetectionPipeline(Pipeline):
         ]
 
     def _forward(self, model_inputs: dict, precision: str = "fp32"):
-        pixel_values = model_inputs["pixel_values"].to(self.model.dtype)
+        pixel_values = model_inputs["pixel_values"]
+        if pixel_values.dtype == torch.uint8:
+            pixel_values = self.video_processor.normalize_pixel_values(pixel_values)
+        pixel_values = pixel_values.to(self.model.dtype)
         autocast_dtype = PRECISIONS[precision]
         context = torch.autocast(self.device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
         with context:

@@ -16,6 +16,7 @@ segments in seconds with the post-processing settings saved in the processor's J
 """
 
 import difflib
+import functools
 import math
 import os
 import random
@@ -135,8 +136,21 @@ def _stream_types(path: Path) -> set[str] | None:
         return None
 
 
+def _file_version(path: str) -> tuple[str, int, int]:
+    """(path, modification time, size): what tells a file's cached facts from a rewritten file's."""
+    stat = os.stat(path)
+    return path, stat.st_mtime_ns, stat.st_size
+
+
 def _read_header_frame_count(path: str) -> int:
-    """Frame count written in the container header (PyAV, no decoding); 0 if unknown or unreadable."""
+    """Frame count written in the container header (PyAV, no decoding); 0 if unknown or unreadable.
+
+    Read once per file version: a data loader opens the same video for every window and epoch."""
+    return _header_frame_count(*_file_version(path))
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_frame_count(path: str, mtime_ns: int, size: int) -> int:
     try:
         import av
     except ImportError:
@@ -276,11 +290,16 @@ def _frame_indices_of(sample) -> np.ndarray:
     return np.asarray(getattr(sample, "frame_indices", sample), dtype=np.int64).reshape(-1)
 
 
+class _DecoderError(Exception):
+    """A backend failed while decoding frames (raised through a `read_frames` hook of `decode_video`)."""
+
+
 def decode_video(
     path: str | os.PathLike,
     select_frames: Callable[[VideoInfo], Any],
     backend: str = "auto",
     num_threads: int = 4,
+    read_frames: Callable[[Callable[[np.ndarray], torch.Tensor], np.ndarray, VideoInfo], torch.Tensor] | None = None,
 ) -> DecodedVideo:
     """Open a video, choose frame indices from its info, and decode only those frames.
 
@@ -291,6 +310,10 @@ def decode_video(
         backend: `"auto"` (decord, then PyAV if decord is missing or fails on this file), `"decord"`,
             `"pyav"` or `"torchcodec"`.
         num_threads: decoder threads.
+        read_frames: optional `(decode, unique_indices, info) -> frames`, called instead of `decode(unique_indices)`
+            with the sorted distinct indices; it may transform the frames or decode only some of them (the
+            evaluation loader reuses the frames that consecutive windows share). Its first dimension must follow
+            `unique_indices`.
 
     Returns:
         `DecodedVideo` with frames in the order of the requested indices (duplicates allowed).
@@ -338,15 +361,58 @@ def decode_video(
                 f"frame indices {int(indices.min())}..{int(indices.max())} are outside video '{path_str}' "
                 f"({info.num_frames} frames, backend {name})"
             )
-        # Decode each distinct frame once (edge padding and tiled benchmarks repeat indices), in file order.
-        unique_indices, inverse = np.unique(indices, return_inverse=True)
+        # Decode each distinct frame once (edge padding and overlapping windows repeat indices), in file order.
+        in_order = bool(np.all(indices[1:] > indices[:-1]))
+        unique_indices, inverse = (indices, None) if in_order else np.unique(indices, return_inverse=True)
+
+        def decode(wanted: np.ndarray, reader=reader) -> torch.Tensor:
+            try:
+                return reader.read(wanted)
+            except Exception as error:  # every backend raises its own exception types for undecodable data
+                raise _DecoderError(f"{type(error).__name__}: {str(error).strip()[:200]}") from error
+
         try:
-            frames = reader.read(unique_indices)
-        except Exception as error:
-            attempts.append((name, f"decoding failed ({type(error).__name__}: {str(error).strip()[:200]})"))
+            frames = decode(unique_indices) if read_frames is None else read_frames(decode, unique_indices, info)
+        except _DecoderError as error:
+            attempts.append((name, f"decoding failed ({error})"))
             continue
-        return DecodedVideo(frames[torch.from_numpy(inverse)], info, sample)
+        return DecodedVideo(frames if inverse is None else frames[torch.from_numpy(inverse)], info, sample)
     raise VideoDecodeError(path, _diagnose_file(path, attempts), attempts)
+
+
+class WindowFrameCache:
+    """The frames of the previous evaluation window, resized and cropped, by frame index.
+
+    Consecutive evaluation windows of a video overlap (by half in AdaTAD's test settings) and a frame's evaluation
+    transform does not depend on its window, so a window read right after its neighbour decodes and transforms only
+    its new frames; OpenTAD decodes every window whole. It holds one window (uint8, the size of one model input)
+    and is keyed by the file's path, modification time and size, the backend and the transform settings.
+    `TemporalDetectionTransform` keeps one per data-loader worker for evaluation.
+    """
+
+    def __init__(self):
+        self.key = None
+        self.indices = np.empty(0, dtype=np.int64)
+        self.frames: torch.Tensor | None = None
+
+    def read(self, key, indices: np.ndarray, make: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
+        """Frames of the sorted distinct `indices`: cached ones reused, the others from `make(missing_indices)`."""
+        if key == self.key and self.frames is not None:
+            positions = np.minimum(np.searchsorted(self.indices, indices), len(self.indices) - 1)
+            cached = self.indices[positions] == indices
+        else:
+            positions, cached = None, np.zeros(len(indices), dtype=bool)
+        if cached.all():
+            frames = self.frames[torch.from_numpy(positions)]
+        elif not cached.any():
+            frames = make(indices)
+        else:
+            new = make(indices[~cached])
+            frames = torch.empty((len(indices), *new.shape[1:]), dtype=new.dtype)
+            frames[torch.from_numpy(~cached)] = new
+            frames[torch.from_numpy(cached)] = self.frames[torch.from_numpy(positions[cached])]
+        self.key, self.indices, self.frames = key, indices, frames
+        return frames
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -442,7 +508,7 @@ def color_jitter(
         frames: `(num_frames, 3, height, width)` uint8 or float in 0..255.
 
     Returns:
-        float32 `(num_frames, 3, height, width)` with whole values in 0..255.
+        uint8 `(num_frames, 3, height, width)` (mmaction2's whole levels: clipped to 0..255, then truncated).
     """
     factors = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
     b = 1 - brightness + 2 * brightness * factors[0]
@@ -470,10 +536,12 @@ def color_jitter(
             # OpenCV stores hue in 0..180 for uint8, so a shift of k units is k/180 of the colour circle.
             rotation = _hue_rotation(int(h * 255) / 180)
             matrix, offset = rotation @ matrix, offset @ rotation.T
-    # (3, 3) @ (num_frames, 3, H * W) -> (num_frames, 3, H, W): out[t, i] = sum_j matrix[i, j] * frames[t, j]
-    output = (matrix.float() @ frames.view(frames.shape[0], 3, -1)).view(frames.shape)
-    output += offset.float()[:, :, None, None]
-    return output.clamp_(0, 255).floor_()
+    # out[t] = offset[t] + matrix @ frames[t] over (3, H * W), in one pass; truncating to uint8 after clipping to
+    # 0..255 is mmaction2's floor.
+    output = torch.baddbmm(
+        offset.float()[:, :, None], matrix.float().expand(frames.shape[0], 3, 3), frames.view(frames.shape[0], 3, -1)
+    )
+    return output.clamp_(0, 255).to(torch.uint8).view(frames.shape)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -799,26 +867,45 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         fps: float | None = None,
         backend: str | None = None,
         augmentation: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        return_uint8: bool = False,
+        frame_cache: WindowFrameCache | None = None,
     ) -> tuple[VideoInfo, list[tuple[FrameSample, torch.Tensor]]]:
         """Model inputs of one video: decode the frames of every sample in one pass, then transform each.
 
         The one place that turns a video into windows: `preprocess`, the detection pipeline and
-        `TemporalDetectionTransform` all call it. Frames shared by overlapping samples are decoded once.
+        `TemporalDetectionTransform` all call it. Frames shared by overlapping samples are decoded once, and in
+        evaluation (where a frame's transform does not depend on its window) resized and cropped once.
 
         Args:
             video: a path, or a decoded uint8 clip `(T, H, W, 3)` / `(T, 3, H, W)` (numpy or torch; needs `fps`).
             select_samples: called with the video's `VideoInfo`; returns the `FrameSample`s to build (e.g. from
                 `sample_frames` for each of `window_start_frames(info.num_frames)`).
-            train / generator / augmentation: passed to `transform_frames`.
+            train / generator / augmentation / return_uint8: passed to `transform_frames`.
             fps: frame rate of a decoded clip (paths use the decoder's average rate).
             backend: override of `decode_backend`.
+            frame_cache: evaluation only: a `WindowFrameCache` that keeps the transformed frames of the previous
+                call, so that a window overlapping the previous one of the same file decodes only its new frames.
 
         Returns:
-            the `VideoInfo` and, per sample, `(sample, pixel_values)` with `pixel_values` float32
-            `(len(sample.frame_indices), 3, H, W)`.
+            the `VideoInfo` and, per sample, `(sample, pixel_values)` with `pixel_values` float32 (uint8 with
+            `return_uint8`) `(len(sample.frame_indices), 3, H, W)`.
         """
         if isinstance(video, (str, os.PathLike)):
-            decoded = self.decode(video, select_samples, backend)
+            read_frames = None
+            if not train:
+
+                def read_frames(decode, unique_indices, info):
+                    if frame_cache is None:
+                        return self._evaluation_frames(decode(unique_indices))
+                    key = (*_file_version(info.path), info.backend, self._evaluation_settings())
+                    return frame_cache.read(
+                        key, unique_indices, lambda missing: self._evaluation_frames(decode(missing))
+                    )
+
+            decoded = decode_video(
+                video, select_samples, backend=backend or self.decode_backend,
+                num_threads=self.decode_num_threads, read_frames=read_frames,
+            )
             info, samples, frames = decoded.info, decoded.sample, decoded.frames
         else:
             clip = torch.as_tensor(video)
@@ -828,19 +915,26 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
                 )
             if fps is None:
                 raise ValueError("`fps` is needed for decoded clips (to convert predictions to seconds)")
+            if clip.shape[1] != 3 and clip.shape[-1] == 3:
+                clip = clip.permute(0, 3, 1, 2)
             info = VideoInfo("<decoded clip>", "none", clip.shape[0], float(fps))
             samples = select_samples(info)
-            frames = clip[torch.from_numpy(_frame_indices_of(samples))]
+            unique_indices, inverse = np.unique(_frame_indices_of(samples), return_inverse=True)
+            frames = clip[torch.from_numpy(unique_indices)]
+            if not train:
+                frames = self._evaluation_frames(frames)
+            frames = frames[torch.from_numpy(inverse)]
         windows, offset = [], 0
         for sample in samples:
             count = len(sample.frame_indices)
             clip_frames = frames[offset : offset + count]
-            windows.append(
-                (
-                    sample,
-                    self.transform_frames(clip_frames, train=train, generator=generator, augmentation=augmentation),
+            if train:
+                pixel_values = self.transform_frames(
+                    clip_frames, train=True, generator=generator, augmentation=augmentation, return_uint8=return_uint8
                 )
-            )
+            else:
+                pixel_values = clip_frames.contiguous() if return_uint8 else self.normalize_pixel_values(clip_frames)
+            windows.append((sample, pixel_values))
             offset += count
         return info, windows
 
@@ -852,6 +946,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         train: bool = False,
         generator: torch.Generator | None = None,
         augmentation: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        return_uint8: bool = False,
     ) -> torch.Tensor:
         """Spatial pipeline + normalisation of one clip.
 
@@ -861,9 +956,11 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             generator: random source of the training draws (one draw per clip, shared by all its frames).
             augmentation: the pipeline's augmentation from `build_augmentation` (its geometric signs are drawn
                 once per pipeline, as in mmaction2); by default one is built for this clip from `generator`.
+            return_uint8: stop before normalisation and return the uint8 frames (a quarter of the bytes to stack
+                and copy to the model's device; `normalize_pixel_values` then runs there).
 
         Returns:
-            float32 `(num_frames, 3, crop_height, crop_width)`, normalised.
+            float32 `(num_frames, 3, crop_height, crop_width)`, normalised (contiguous uint8 with `return_uint8`).
         """
         if frames.ndim != 4:
             raise ValueError(f"expected a clip of shape (num_frames, 3, H, W), got {tuple(frames.shape)}")
@@ -877,15 +974,33 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             )
         if frames.dtype != torch.uint8:
             raise ValueError(f"expected uint8 RGB frames (0..255), got dtype {frames.dtype}")
+        if train:
+            frames = self._training_frames(frames, generator, augmentation)
+        else:
+            frames = self._evaluation_frames(frames)
+        return frames.contiguous() if return_uint8 else self.normalize_pixel_values(frames)
+
+    def _evaluation_settings(self) -> tuple:
+        """What the evaluation transform of a frame depends on (the key of a `WindowFrameCache`)."""
+        return self.do_resize, self.size.shortest_edge, self.do_center_crop, self.crop_size.height, self.crop_size.width
+
+    def _evaluation_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Short-side resize + center crop of uint8 frames `(n, 3, H, W)` (a strided view: no copy for the crop)."""
+        if self.do_resize:
+            frames = resize_frames(frames, *short_side_size(*frames.shape[-2:], self.size.shortest_edge))
+        if self.do_center_crop:
+            frames = self._center_crop(frames)
+        return frames
+
+    def _training_frames(
+        self,
+        frames: torch.Tensor,
+        generator: torch.Generator | None,
+        augmentation: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """Resize, random resized crop, resize to `crop_size`, flip, augmentation, colour jitter; uint8 throughout."""
         crop_height, crop_width = self.crop_size.height, self.crop_size.width
         height, width = frames.shape[-2:]
-        if not train:
-            if self.do_resize:
-                frames = resize_frames(frames, *short_side_size(height, width, self.size.shortest_edge))
-            if self.do_center_crop:
-                frames = self._center_crop(frames)
-            return self._normalize(frames)
-
         generator = generator if generator is not None else torch.Generator().manual_seed(random.getrandbits(63))
         frames = resize_frames(frames, *short_side_size(height, width, self.train_size["shortest_edge"]))
         if self.do_random_resized_crop:
@@ -907,7 +1022,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
                 frames, self.color_jitter_brightness, self.color_jitter_contrast,
                 self.color_jitter_saturation, self.color_jitter_hue, generator,
             )
-        return self._normalize(frames)
+        return frames
 
     def _center_crop(self, frames: torch.Tensor) -> torch.Tensor:
         """The `crop_size` box at the center (mmaction2's `CenterCrop`: offsets rounded down)."""
@@ -934,11 +1049,14 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             return TorchvisionRandAugment(self.rand_augment_num_ops, self.rand_augment_magnitude)
         return None
 
-    def _normalize(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8/float 0..255 -> contiguous float32 `(x * rescale_factor - mean) / std`."""
-        # Casting into a contiguous buffer also turns decoders' channels-last views into the model's layout.
-        output = torch.empty(frames.shape, dtype=torch.float32)
-        output.copy_(frames)
+    def normalize_pixel_values(self, pixel_values: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 frames `(..., 3, H, W)` (0..255) -> contiguous `(x * rescale_factor - mean) / std` in `dtype`, on the
+        tensor's device: the last step of `transform_frames`, or the first one on the model's device for frames
+        left uint8 (`return_uint8=True`), where it costs a fraction of the model's time and the copy to the device
+        moves a quarter of the bytes."""
+        # Casting into a contiguous buffer also turns channels-last views (decoders, crops) into the model's layout.
+        output = torch.empty(pixel_values.shape, dtype=dtype, device=pixel_values.device)
+        output.copy_(pixel_values)
         scale = torch.ones(3)
         shift = torch.zeros(3)
         if self.do_rescale:
@@ -947,7 +1065,9 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             mean = torch.tensor(self.image_mean, dtype=torch.float32)
             std = torch.tensor(self.image_std, dtype=torch.float32)
             scale, shift = scale / std, -mean / std
-        return output.mul_(scale.view(1, 3, 1, 1)).add_(shift.view(1, 3, 1, 1))
+        view = (3, 1, 1)
+        output.mul_(scale.to(dtype=dtype, device=output.device).view(view))
+        return output.add_(shift.to(dtype=dtype, device=output.device).view(view))
 
     # -- end-to-end ----------------------------------------------------------------------------------------
 
@@ -959,6 +1079,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         fps: Sequence[float] | None = None,
         decode_backend: str | None = None,
         return_tensors: str | None = "pt",
+        return_uint8: bool = False,
         **kwargs,
     ) -> BatchFeature:
         """Evaluation inputs for whole videos (no augmentation).
@@ -971,10 +1092,12 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             fps: frame rate per video for decoded clips (paths use the decoder's average rate).
             decode_backend: override of `decode_backend`.
             return_tensors: `"pt"` (tensors are always built with torch).
+            return_uint8: leave `pixel_values` uint8, to be normalised on the model's device with
+                `normalize_pixel_values` (a quarter of the bytes to copy there).
 
         Returns:
-            `BatchFeature` with `pixel_values` float32 `(num_rows, num_frames, 3, H, W)`, `masks` bool
-            `(num_rows, feature_length)` and `video_metas` (one dict per row, for post-processing).
+            `BatchFeature` with `pixel_values` float32 (uint8 with `return_uint8`) `(num_rows, num_frames, 3, H, W)`,
+            `masks` bool `(num_rows, feature_length)` and `video_metas` (one dict per row, for post-processing).
         """
         if kwargs:
             raise TypeError(f"unexpected arguments {sorted(kwargs)}; settings are processor attributes")
@@ -1006,7 +1129,8 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
 
             try:
                 info, windows = self.decode_windows(
-                    video, select_samples, fps=None if fps is None else fps[index], backend=decode_backend
+                    video, select_samples, fps=None if fps is None else fps[index], backend=decode_backend,
+                    return_uint8=True,
                 )
             except ValueError as error:
                 if is_path:
@@ -1016,9 +1140,11 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
                 pixel_values.append(clip)
                 masks.append(torch.from_numpy(sample.mask))
                 metas.append(self.video_meta(video_id, info.fps, info.duration, sample.window_start_frame))
-        return BatchFeature(
-            data={"pixel_values": torch.stack(pixel_values), "masks": torch.stack(masks), "video_metas": metas}
-        )
+        # Stacked as uint8 and normalised once: no float copy of every window.
+        pixel_values = torch.stack(pixel_values)
+        if not return_uint8:
+            pixel_values = self.normalize_pixel_values(pixel_values)
+        return BatchFeature(data={"pixel_values": pixel_values, "masks": torch.stack(masks), "video_metas": metas})
 
     def iter_window_batches(
         self,
@@ -1163,6 +1289,11 @@ class TemporalDetectionTransform:
         on_error: `"raise"` (default): a video that cannot be decoded raises `VideoDecodeError` naming the
             video id and file; `"skip"`: the row is marked (`skip_reason`) and `collate_temporal_detection`
             drops it and reports it in the batch's `skipped_videos` (also logged).
+        return_uint8: rows carry uint8 `pixel_values`, normalised on the model's device with the processor's
+            `normalize_pixel_values` (what `run_tad.py` does on a GPU: a quarter of the bytes to collate and copy).
+
+    In evaluation, each transform (one per data-loader worker) keeps the frames of the window it read last
+    (`WindowFrameCache`), so that the next window of the same video decodes only the frames it does not share.
     """
 
     def __init__(
@@ -1173,6 +1304,7 @@ class TemporalDetectionTransform:
         conversion_fps: float | None = None,
         seed: int | None = None,
         on_error: str = "raise",
+        return_uint8: bool = False,
     ):
         if mode not in ("train", "eval"):
             raise ValueError(f"`mode` must be 'train' or 'eval', got {mode!r}.")
@@ -1186,6 +1318,8 @@ class TemporalDetectionTransform:
         self.conversion_fps = conversion_fps
         self.seed = seed
         self.on_error = on_error
+        self.return_uint8 = return_uint8
+        self.frame_cache = WindowFrameCache() if mode == "eval" else None
         self.epoch = 0
         # Built once per pipeline, as mmaction2 builds `ImgAug`: its geometric signs stay fixed for the run
         # (the same on every process and data-loader worker for a given seed, and OpenTAD's for that seed).
@@ -1245,7 +1379,8 @@ class TemporalDetectionTransform:
             )
         info, [(sample, pixel_values)] = processor.decode_windows(
             row["video_path"], lambda info: [self._sample(row, info, rng)], train=self.mode == "train",
-            generator=generator, augmentation=self.augmentation,
+            generator=generator, augmentation=self.augmentation, return_uint8=self.return_uint8,
+            frame_cache=self.frame_cache,
         )
         fps = row.get("fps") or info.fps
         duration = row.get("duration") or info.duration
@@ -1284,7 +1419,8 @@ def collate_temporal_detection(features: list[dict]) -> dict:
     """Collate rows of `TemporalDetectionTransform` into a model batch.
 
     Returns:
-        dict with `pixel_values` float32 `(batch_size, num_frames, 3, H, W)`, `masks` bool
+        dict with `pixel_values` `(batch_size, num_frames, 3, H, W)` (float32, or uint8 from rows made with
+        `return_uint8`), `masks` bool
         `(batch_size, feature_length)`, `labels` (list of `{"segments": (N, 2) feature-grid float32,
         "labels": (N,) int64}`, or None when the rows carry no ground truth), `video_metas` (list of dicts for
         `post_process_temporal_detection`) and `skipped_videos` (list of `{"video_id", "reason"}` for rows
@@ -1328,5 +1464,6 @@ __all__ = [
     "DecodedVideo",
     "VideoDecodeError",
     "VideoInfo",
+    "WindowFrameCache",
     "decode_video",
 ]

@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from transformers import AutoVideoProcessor
 
 from adatad.data import expand_sliding_windows
+from adatad import processing_adatad
 from adatad.processing_adatad import (
     AdaTADVideoProcessor,
     TemporalDetectionTransform,
     VideoDecodeError,
+    WindowFrameCache,
     collate_temporal_detection,
     color_jitter,
     decode_video,
@@ -368,6 +370,93 @@ def test_train_flip_and_crop_only():
     torch.testing.assert_close(flipped, processor.transform_frames(frames.flip(-1)))
 
 
+def test_uint8_output_normalised_later_equals_the_float_output():
+    frames = torch.randint(0, 256, (4, 3, 40, 60), dtype=torch.uint8)
+    processor = small_processor()
+    for train in (False, True):
+        uint8 = processor.transform_frames(frames, train=train, generator=torch.Generator().manual_seed(2),
+                                           return_uint8=True)
+        assert uint8.dtype == torch.uint8 and uint8.is_contiguous() and uint8.shape == (4, 3, 32, 32)
+        expected = (uint8.float() / 255 - MEAN) / STD  # the model's normalisation, computed here by hand
+        torch.testing.assert_close(processor.normalize_pixel_values(uint8), expected)
+        torch.testing.assert_close(
+            processor.transform_frames(frames, train=train, generator=torch.Generator().manual_seed(2)), expected
+        )
+    # A batch (..., 3, H, W) and another dtype.
+    batch = processor.normalize_pixel_values(uint8[None], dtype=torch.bfloat16)
+    assert batch.dtype == torch.bfloat16 and batch.shape == (1, 4, 3, 32, 32)
+
+
+def test_evaluation_frames_match_opentad_within_one_level(tests_dir):
+    """OpenTAD's test transforms (decord, mmaction2 Resize(-1, 160) with OpenCV, CenterCrop 160) recorded on real
+    clips; torch's uint8 bilinear rounds differently from OpenCV's fixed point by at most one level."""
+    recorded = np.load(tests_dir / "data" / "opentad_eval_frames.npz")
+    processor = small_processor(size={"shortest_edge": 160}, crop_size={"height": 160, "width": 160},
+                                decode_backend="decord")
+    for name, indices in (("demo.mp4", [0, 140, 279]), ("test.avi", [80])):
+        expected = torch.from_numpy(recorded[name.replace(".", "_")]).permute(0, 3, 1, 2).int()
+        decoded = decode_video(tests_dir / "data" / "videos" / name, lambda info, i=indices: np.array(i))
+        uint8 = processor.transform_frames(decoded.frames, return_uint8=True)
+        difference = (uint8.int() - expected).abs()
+        assert difference.max() <= 1, name
+        assert (difference > 0).float().mean() < 0.3, name
+        # The float output is the same frames normalised.
+        levels = processor.transform_frames(decoded.frames) * STD * 255 + MEAN * 255
+        assert (levels - expected).abs().max() <= 1 + 1e-3, name
+
+
+def test_window_frame_cache_makes_only_the_frames_it_does_not_hold():
+    requested = []
+
+    def make(indices):
+        requested.append(indices.tolist())
+        return torch.from_numpy(indices).view(-1, 1, 1, 1).expand(-1, 3, 2, 2).to(torch.uint8)
+
+    cache = WindowFrameCache()
+    first = cache.read("key", np.arange(0, 16, 2), make)
+    second = cache.read("key", np.arange(8, 24, 2), make)
+    assert requested == [list(range(0, 16, 2)), list(range(16, 24, 2))]
+    assert first[:, 0, 0, 0].tolist() == list(range(0, 16, 2))
+    assert second[:, 0, 0, 0].tolist() == list(range(8, 24, 2))
+    cache.read("key", np.arange(8, 24, 2), make)  # everything held: nothing made
+    cache.read("other file", np.arange(8, 12, 2), make)  # another key: nothing reused
+    assert requested[2:] == [[8, 10]]
+
+
+def test_overlapping_evaluation_windows_decode_only_their_new_frames(tests_dir, monkeypatch):
+    decoded_counts = []
+    original_read = processing_adatad._DecordReader.read
+
+    def counting_read(self, indices):
+        decoded_counts.append(len(indices))
+        return original_read(self, indices)
+
+    monkeypatch.setattr(processing_adatad._DecordReader, "read", counting_read)
+    rows = video_rows(tests_dir).select([0])
+    windows = expand_sliding_windows(rows, window_size=32, snippet_stride=4, mode="frame_count", overlap=0.5,
+                                     test_mode=True)
+    processor = small_processor(window_size=32, window_overlap=0.5, decode_backend="decord")
+    dataset = windows.with_transform(TemporalDetectionTransform(processor, mode="eval", return_uint8=True))
+    rows_uint8 = [dataset[index]["pixel_values"] for index in range(len(dataset))]
+    # Windows of 32 snippets starting at snippets 0, 16, 32, 38 (the last right-aligned): 32, then 16, 16 and 6 new.
+    assert decoded_counts == [32, 16, 16, 6]
+    reference = small_processor(window_size=32, window_overlap=0.5).preprocess(rows[0]["video_path"], return_uint8=True)
+    assert all(row.dtype == torch.uint8 for row in rows_uint8)
+    assert torch.equal(torch.stack(rows_uint8), reference["pixel_values"])
+
+
+def test_header_frame_count_is_read_once_per_file_version(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_video(path, patterned_frames(8, 32, 32))
+    processing_adatad._header_frame_count.cache_clear()
+    for _ in range(3):
+        decode_video(path, lambda info: np.arange(2))
+    assert processing_adatad._header_frame_count.cache_info().misses == 1
+    write_video(path, patterned_frames(12, 32, 32))  # rewritten: a new size (and modification time)
+    assert decode_video(path, lambda info: np.arange(2)).info.header_num_frames == 12
+    assert processing_adatad._header_frame_count.cache_info().misses == 2
+
+
 def test_random_resized_crop_box_stays_inside_and_falls_back_to_center():
     generator = torch.Generator().manual_seed(0)
     for _ in range(50):
@@ -507,7 +596,7 @@ def test_color_jitter_folds_the_mmaction_ops_exactly():
 def test_hue_shift_keeps_grey_and_luma():
     grey = torch.full((2, 3, 4, 4), 120, dtype=torch.uint8)
     shifted = color_jitter(grey, 0.0, 0.0, 0.0, 0.1, torch.Generator().manual_seed(0))
-    assert torch.equal(shifted, grey.float())
+    assert torch.equal(shifted, grey)
     colour = torch.tensor([150, 100, 90], dtype=torch.uint8).view(1, 3, 1, 1).expand(1, 3, 2, 2).clone()
     for seed in range(5):
         out = color_jitter(colour, 0.0, 0.0, 0.0, 0.1, torch.Generator().manual_seed(seed))
