@@ -30,7 +30,7 @@ FRAME_SIZE = 64
 def write_model(folder: Path) -> None:
     sys.path.insert(0, str(REPO_ROOT / "training"))
     import torch
-    from presets import build_model_config, load_preset, processor_kwargs
+    from adatad.presets import build_model_config, load_preset, processor_kwargs
 
     from adatad import AdaTADForTemporalDetection, AdaTADVideoProcessor
 

@@ -231,7 +231,7 @@ class Adatad:
         sys.path.insert(0, root)
         sys.path.insert(0, os.path.join(root, "training"))
         import datasets
-        from presets import load_preset, processor_kwargs
+        from adatad.presets import load_preset, processor_kwargs
 
         from adatad.data import annotation_features, expand_sliding_windows
         from adatad.processing_adatad import (

@@ -9,8 +9,9 @@ import torch
 from conftest import REPO_ROOT
 from torch.utils.data import DataLoader, DistributedSampler
 
+from adatad import presets
+
 sys.path.insert(0, str(REPO_ROOT / "training"))
-import presets  # noqa: E402
 import run_tad  # noqa: E402
 from tiny_run_overrides import TINY_RUN_OVERRIDES  # noqa: E402
 
@@ -27,29 +28,6 @@ def test_training_order_is_opentads_default_sampler_seed_whatever_the_run_seed()
         reference = DistributedSampler(videos, num_replicas=1, rank=0, shuffle=True, drop_last=True)
         reference.set_epoch(epoch)
         assert list(batch_sampler) == [batch.tolist() for batch in DataLoader(videos, 2, sampler=reference)]
-
-
-def test_a_non_finite_loss_lowers_the_fp16_loss_scale_as_gradscaler_does():
-    # Reference: torch's own GradScaler stepping on non-finite gradients (what OpenTAD's loop does with such a loss).
-    parameter = torch.nn.Parameter(torch.ones(3))
-    reference = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
-    optimizer = torch.optim.SGD([parameter], lr=0.1)
-    ours = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
-    for scaler in (reference, ours):  # two good steps: the growth count is 2 of 3
-        for _ in range(2):
-            scaler.scale(parameter.sum()).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad()
-    assert reference.state_dict() == ours.state_dict() and reference.state_dict()["_growth_tracker"] == 2
-    reference.scale(parameter.sum() * float("nan")).backward()
-    reference.step(optimizer)
-    reference.update()
-    run_tad.back_off_loss_scale(SimpleNamespace(scaler=ours))
-    assert reference.state_dict() == ours.state_dict()
-    assert ours.get_scale() == 512.0 and ours.state_dict()["_growth_tracker"] == 0
-    # A run without fp16 has no scaler: nothing to do.
-    run_tad.back_off_loss_scale(SimpleNamespace(scaler=None))
 
 
 def test_paper_preset_without_pretrained_model_is_one_line_and_exit_2(tmp_path, capsys):

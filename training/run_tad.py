@@ -795,51 +795,47 @@ def check_random_states(checkpoint: Path, process_index: int):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def train_step(accelerator: Accelerator, model, optimizer, batch: dict, clip_grad_norm, apply_update: bool):
+def train_step(accelerator: Accelerator, model, optimizer, batch: dict, clip_grad_norm) -> tuple[dict, bool]:
     """One micro-batch: forward, backward and, at the end of an accumulation cycle, the optimizer step.
 
-    A non-finite loss (the model raises FloatingPointError) skips backward on every process, and the cycle's update
-    when `apply_update` is False (an earlier micro-batch of the cycle was non-finite). Returns the loss parts as
-    floats, or the error of a non-finite loss (another process's: a FloatingPointError naming it).
+    Returns the loss parts as tensors on the device (read only at logging steps: reading one waits for the device)
+    and whether this cycle's update was skipped. A non-finite loss is backpropagated like any other: its non-finite
+    gradients, summed over the processes by DDP, make every process skip the cycle's update, as OpenTAD's loop does
+    (the GradScaler's check under fp16, which also lowers the scale; the gradient norm's otherwise).
     """
+    update_skipped = False
     with accelerator.accumulate(model):
-        try:
-            outputs, error = model(batch["pixel_values"], masks=batch["masks"], labels=batch["labels"]), None
-        except FloatingPointError as caught:
-            outputs, error = None, caught
-        # Every process must take the same path, or DDP's gradient all-reduce would wait forever.
-        finite = bool(accelerator.gather(torch.tensor([int(error is None)], device=accelerator.device)).all())
-        if finite:
-            accelerator.backward(outputs.loss)
-            if accelerator.sync_gradients and apply_update:
-                if clip_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        outputs = model(batch["pixel_values"], masks=batch["masks"], labels=batch["labels"])
+        accelerator.backward(outputs.loss)
+        if accelerator.sync_gradients:
+            gradient_norm = accelerator.clip_grad_norm_(model.parameters(), clip_grad_norm or math.inf)
+            scaler = accelerator.scaler
+            update_skipped = (
+                gradient_norm is not None
+                and not (scaler is not None and scaler.is_enabled())
+                and not bool(torch.isfinite(gradient_norm))
+            )
+            if not update_skipped:
                 optimizer.step()
         optimizer.zero_grad()
-    if not finite:
-        return error or FloatingPointError("the loss of another process was not finite")
-    return {"loss": outputs.loss.detach().item(), **{k: float(v.detach()) for k, v in outputs.loss_dict.items()}}
-
-
-def back_off_loss_scale(accelerator: Accelerator):
-    """Lowers the fp16 loss scale after a step skipped for a non-finite loss, as torch's GradScaler does when it
-    finds non-finite gradients (scale times `backoff_factor`, growth count back to 0). OpenTAD backpropagates such a
-    loss and lets its GradScaler skip the step; here backward is skipped, so the scaler never sees it."""
-    scaler = accelerator.scaler
-    if scaler is None or not scaler.is_enabled():
-        return
-    state = scaler.state_dict()
-    scaler.load_state_dict({**state, "scale": state["scale"] * state["backoff_factor"], "_growth_tracker": 0})
+    losses = {"loss": outputs.loss.detach(), **{k: v.detach() for k, v in outputs.loss_dict.items()}}
+    return losses, update_skipped
 
 
 def step_losses(accelerator: Accelerator, micro_batch_losses: list) -> dict:
-    """Mean over this step's micro-batches and all processes (every process calls it at the same steps)."""
+    """Mean over this step's micro-batches and all processes (every process calls it at the same steps); a
+    non-finite loss is logged as None."""
     names = list(micro_batch_losses[0])
-    values = torch.tensor(
-        [[losses[name] for name in names] for losses in micro_batch_losses], device=accelerator.device
+    values = torch.stack([torch.stack([losses[name].float() for name in names]) for losses in micro_batch_losses])
+    means = dict(zip(names, accelerator.reduce(values.mean(dim=0), reduction="mean").tolist()))
+    return means if math.isfinite(means["loss"]) else {"loss": None}
+
+
+def describe_losses(micro_batch_losses: list) -> str:
+    """This process's loss parts of a skipped step, for the warning and the error that name it."""
+    return "; ".join(
+        ", ".join(f"{name} {float(value):.4g}" for name, value in losses.items()) for losses in micro_batch_losses
     )
-    means = accelerator.reduce(values.mean(dim=0), reduction="mean")
-    return dict(zip(names, means.tolist()))
 
 
 def truncate_log(path: Path, last_step: int):
@@ -1226,25 +1222,18 @@ def training_function(args) -> dict:
         batches = train_dataloader
         if epoch == starting_epoch and resume_batches:
             batches = accelerator.skip_first_batches(train_dataloader, resume_batches)
-        micro_batch_losses, error, step_videos = [], None, []
+        micro_batch_losses, step_videos = [], []
         for batch in batches:
             batch = on_device(batch, processor)
             if batch["skipped_videos"]:
                 logger.warning(f"skipped undecodable videos: {batch['skipped_videos']}")
-            result = train_step(
-                accelerator, model, optimizer, batch, training["clip_grad_norm"], apply_update=error is None
-            )
+            losses, update_skipped = train_step(accelerator, model, optimizer, batch, training["clip_grad_norm"])
             step_videos += [meta["video_id"] for meta in batch["video_metas"]]
-            if isinstance(result, FloatingPointError):
-                error = result
-            else:
-                micro_batch_losses.append(result)
+            micro_batch_losses.append(losses)
             if not accelerator.sync_gradients:
                 continue
-            # One optimizer step done (or skipped: a non-finite loss, or the GradScaler found non-finite gradients).
-            skipped = error is not None or accelerator.optimizer_step_was_skipped
-            if error is not None:
-                back_off_loss_scale(accelerator)
+            # One optimizer step done, or skipped for non-finite gradients (a non-finite loss gives them).
+            skipped = update_skipped or accelerator.optimizer_step_was_skipped
             learning_rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
             scheduler.step()
             if ema is not None:
@@ -1253,21 +1242,20 @@ def training_function(args) -> dict:
             state.skipped_steps += int(skipped)
             state.consecutive_skipped_steps = state.consecutive_skipped_steps + 1 if skipped else 0
             if state.consecutive_skipped_steps >= MAX_CONSECUTIVE_NON_FINITE_STEPS:
-                cause = error or "the GradScaler found non-finite gradients"
                 raise FloatingPointError(
-                    f"{cause} [{state.consecutive_skipped_steps} non-finite steps in a row; epoch {epoch}, step "
+                    f"non-finite loss or gradients ({describe_losses(micro_batch_losses)}) "
+                    f"[{state.consecutive_skipped_steps} non-finite steps in a row; epoch {epoch}, step "
                     f"{state.global_step}, videos {step_videos}; the last good checkpoint is "
                     f"{find_checkpoint(output_dir, 'latest')}]"
                 )
             if skipped:
                 logger.warning(
-                    f"step {state.global_step}: non-finite loss or gradients ({error or 'GradScaler'}), update "
-                    f"skipped ({state.skipped_steps} skipped so far)"
+                    f"step {state.global_step}: non-finite loss or gradients ({describe_losses(micro_batch_losses)}), "
+                    f"update skipped ({state.skipped_steps} skipped so far)"
                 )
             progress.update(1)
             if state.global_step == 1 or state.global_step % training["logging_steps"] == 0:
-                # A step the GradScaler skipped had a finite loss; a non-finite one has none to report.
-                losses = {"loss": None} if error is not None else step_losses(accelerator, micro_batch_losses)
+                losses = step_losses(accelerator, micro_batch_losses)
                 record = {
                     "step": state.global_step,
                     "epoch": epoch,
@@ -1283,7 +1271,7 @@ def training_function(args) -> dict:
                     scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
                     scalars.update({f"lr/{name}": lr for name, lr in learning_rates.items()})
                     accelerator.log(scalars, step=state.global_step)
-            micro_batch_losses, error, step_videos = [], None, []
+            micro_batch_losses, step_videos = [], []
             if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, model, ema, state, output_dir, args.checkpoints_total_limit)
             if args.max_train_steps and state.global_step >= args.max_train_steps:
