@@ -1,5 +1,5 @@
 """Tests of the `temporal-action-detection` pipeline and the `adatad-detect` command line, on real clips from
-`shared/data/videos` with a tiny random AdaTAD model."""
+`tests/data/videos` with a tiny random AdaTAD model."""
 
 import json
 import os
