@@ -129,7 +129,9 @@ class AdaTADConfig(PreTrainedConfig):
         loss_normalizer_init (`float`, defaults to 100): initial value of the positive-count normaliser EMA.
         loss_normalizer_momentum (`float`, defaults to 0.9): momentum of that EMA.
         loss_focal_alpha (`float`, defaults to 0.25), loss_focal_gamma (`float`, defaults to 2.0): focal loss.
-        loss_filter_similar_gt (`bool`, defaults to `True`): drop ground truth whose boundaries coincide.
+        loss_filter_similar_gt (`bool`, defaults to `True`): a point inside several matching ground-truth segments
+            takes the classes of the shortest and of those within 1e-3 of its length (OpenTAD's `filter_similar_gt`);
+            `False`: the classes of every matching segment. The regression target is the shortest segment's either way.
 
     Post-processing settings are not part of the model: the video processor carries them
     (`adatad.post_processing.PostProcessingSettings`).

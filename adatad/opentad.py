@@ -1,4 +1,4 @@
-"""Reading OpenTAD models: its config dicts and its checkpoints' key layout, mapped onto AdaTAD's.
+"""Reading OpenTAD models: its config dicts, its checkpoints' key layout and its video metas, mapped onto AdaTAD's.
 
 Used by the parity tests and by `conversion_scripts/convert_opentad_to_adatad.py`. Pure tensor/dict code.
 """
@@ -404,3 +404,20 @@ def convert_opentad_state_dict(state_dict: dict) -> tuple[dict, list[str]]:
     """
     backbone, dropped = convert_opentad_backbone_keys(state_dict)
     return {**backbone, **convert_opentad_detector_keys(state_dict)}, dropped
+
+
+# Keys of an OpenTAD video meta that AdaTAD's post-processing reads under the same name.
+OPENTAD_META_KEYS = ("duration", "resize_length", "snippet_stride", "offset_frames", "window_start_frame")
+
+
+def meta_from_opentad(meta: dict) -> dict:
+    """An OpenTAD video meta as `AdaTADVideoProcessor.video_meta` writes it: `video_name` -> `video_id`, and OpenTAD's
+    `fps == -1` (resize mode) -> `sampling_method="resize"` (else `"sliding_window"`, the video's `fps` kept)."""
+    if "video_name" not in meta or "fps" not in meta:
+        raise ValueError(f"an OpenTAD video meta needs 'video_name' and 'fps', got keys {sorted(meta)}.")
+    resize = meta["fps"] == -1
+    converted = {"video_id": meta["video_name"], "sampling_method": "resize" if resize else "sliding_window"}
+    if not resize:
+        converted["fps"] = meta["fps"]
+    converted.update({key: meta[key] for key in OPENTAD_META_KEYS if key in meta})
+    return converted

@@ -1,16 +1,16 @@
 """`temporal-action-detection` pipeline: video files in, action segments in seconds out.
 
 ```python
->>> import adatad.pipeline_adatad  # registers the task with transformers
->>> from transformers import pipeline
->>> detector = pipeline("temporal-action-detection", model="path/to/adatad-folder", trust_remote_code=True)
+>>> from adatad import load_detection_pipeline  # `import adatad` registers the task with transformers
+>>> detector = load_detection_pipeline("path/to/adatad-model")
 >>> detector("video.mp4", threshold=0.3)
 [{"label": "CliffDiving", "score": 0.91, "segment": [12.4, 15.83]}, ...]
 ```
 
-A folder written by `TemporalActionDetectionPipeline.save_pretrained` carries the task in its `config.json`
-(`custom_pipelines`) and this file beside the model code, so `pipeline(model=folder, trust_remote_code=True)`
-works there without importing `adatad` at all.
+`load_detection_pipeline` checks the folder and builds the pipeline from the installed classes. Every folder the
+project writes (training runs, the converters, `save_pretrained` of the model, the processor or this pipeline)
+carries the task in its `config.json` (`custom_pipelines`) and this file beside the model code, so
+`pipeline(model=folder, trust_remote_code=True)` works there without `adatad` installed.
 
 How a call runs (three stages that overlap):
 

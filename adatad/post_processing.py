@@ -1,15 +1,15 @@
 """Post-processing of AdaTAD detector outputs: candidate segments -> action segments in seconds.
 
 The pipeline reproduces OpenTAD's (`SingleStageDetector.post_processing`, `batched_nms` and its C++
-soft-NMS, `convert_to_seconds`, the external classifiers and the sliding-window merge of the test
-engine) in plain, vectorised PyTorch:
+soft-NMS, `convert_to_seconds` (here `time_grid.video_meta_to_seconds`), the external classifiers and the
+sliding-window merge of the test engine) in plain, vectorised PyTorch:
 
 1. `decode_candidates`: per-level logits / offsets / points / masks -> per video `proposals`
    `(num_candidates, 2)` in feature-grid units and `scores` `(num_candidates, num_classes)`.
 2. `select_pre_nms_candidates`: score threshold + top-k over the flattened `(candidate, class)` scores.
 3. `batched_nms`: soft-NMS (Gaussian by default) per class or class-agnostic, segment voting,
    `max_segments` cap.
-4. `convert_to_seconds`, then labels (class names, or fusion with an `ExternalVideoClassifier`),
+4. `video_meta_to_seconds`, then labels (class names, or fusion with an `ExternalVideoClassifier`),
    then OpenTAD's rounding (2 decimals for seconds, 4 for scores).
 5. Sliding windows: windows are not NMS'd on their own; all windows of a video are concatenated and
    one `batched_nms` runs on the rounded seconds (`merge_sliding_windows`).
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .nms import SOFT_NMS_METHODS, hard_nms_groups, soft_nms_groups
+from .time_grid import video_meta_to_seconds
 
 NMSMethod = Literal["gaussian", "linear", "improved_gaussian", "vanilla", "hard", "none"]
 # Votes are computed in row blocks so that memory stays bounded for many thousand candidates.
@@ -435,37 +436,6 @@ def _video_id(meta: Mapping[str, Any], index: int) -> str:
     return str(video_id)
 
 
-def convert_to_seconds(segments: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
-    """Feature-grid segments -> seconds, clipped to `[0, duration]` (OpenTAD `convert_to_seconds`).
-
-    `meta` keys: `duration` (seconds) and `fps`. Resize mode (`fps == -1`, ActivityNet): `seconds =
-    grid / resize_length * duration`. Otherwise: `seconds = (grid * snippet_stride +
-    window_start_frame + offset_frames) / fps` (`window_start_frame` and `offset_frames` default to 0).
-    """
-    name = meta.get("video_id", meta.get("video_name", "<unnamed video>"))
-    for key in ("duration", "fps"):
-        if key not in meta:
-            raise ValueError(f"video meta of {name!r} lacks {key!r}, needed to convert segments to seconds.")
-    duration = float(meta["duration"])
-    if not duration > 0:
-        raise ValueError(f"video meta of {name!r} has duration {meta['duration']!r}; it must be > 0 seconds.")
-    if meta["fps"] == -1:
-        if "resize_length" not in meta:
-            raise ValueError(f"video meta of {name!r} has fps == -1 (resize mode) but no 'resize_length'.")
-        seconds = segments / meta["resize_length"] * duration
-    else:
-        if "snippet_stride" not in meta:
-            raise ValueError(f"video meta of {name!r} lacks 'snippet_stride' (frames between feature steps).")
-        if not meta["fps"] > 0:
-            raise ValueError(
-                f"video meta of {name!r} has fps {meta['fps']!r}; use a positive fps, or -1 for resize mode."
-            )
-        seconds = (
-            segments * meta["snippet_stride"] + meta.get("window_start_frame", 0) + meta.get("offset_frames", 0)
-        ) / meta["fps"]
-    return seconds.clamp(min=0.0, max=duration)
-
-
 def _round_like_opentad(segments: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Python `round` (exact decimal rounding of the float32 value), 2 decimals for seconds and 4 for
     scores, as OpenTAD stores its results; returned as float32 like OpenTAD's sliding-window merge reads them."""
@@ -583,7 +553,7 @@ def _finish_entry(
     video_classifier: ExternalVideoClassifier | None,
 ) -> dict:
     """Grid segments of one video or window -> seconds, labels (or classifier fusion), OpenTAD rounding."""
-    seconds = convert_to_seconds(segments, meta)
+    seconds = video_meta_to_seconds(segments, meta)
     if video_classifier is not None:
         seconds, labels, scores = video_classifier.fuse(video_id, seconds, scores)
         names = video_classifier.class_names
@@ -710,9 +680,9 @@ def post_process_temporal_detection(
             per-level `logits`, `pred_offsets`, `points`, `feature_mask`), or a mapping/object with
             per-video `proposals` (list of `(K_b, 2)`, grid units) and `scores` (list of
             `(K_b, num_classes)` probabilities), i.e. already decoded candidates.
-        video_metas: one dict per batch entry: `video_id` (or OpenTAD's `video_name`), `duration`
-            (s), `fps` (-1 = resize mode, then `resize_length`), `snippet_stride`,
-            `window_start_frame` (default 0), `offset_frames` (default 0).
+        video_metas: one dict per batch entry (`AdaTADVideoProcessor.video_meta`): `video_id`, `duration` (s),
+            `sampling_method` (`"resize"`: with `resize_length`; else with `fps`, `snippet_stride`,
+            `window_start_frame` (default 0) and `offset_frames` (default 0)).
         class_names: names of the detector's classes: a list (index = label id) or a mapping
             `{label_id: name}` such as `config.id2label`. Required unless `video_classifier` provides
             the labels.
@@ -829,7 +799,7 @@ def check_finite_candidates(
     NaN or infinity (the score threshold would otherwise drop them silently and report no detections)."""
     finite = torch.cat([torch.isfinite(proposals).reshape(-1), torch.isfinite(scores).reshape(-1)])
     if not bool(finite.all()):
-        window = meta.get("window_start_frame") if meta.get("fps", -1) != -1 else None
+        window = meta.get("window_start_frame") if meta.get("sampling_method") != "resize" else None
         raise NonFiniteDetectorOutputError(video_id, window, int((~finite).sum()), finite.numel())
 
 

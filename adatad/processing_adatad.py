@@ -1195,8 +1195,8 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         """What post-processing needs to map one row's predictions back to seconds in its video."""
         meta = {
             "video_id": video_id,
-            # OpenTAD's convention: fps -1 marks resize mode (seconds = grid / resize_length * duration).
-            "fps": -1.0 if self.sampling_method == "resize" else float(fps),
+            "sampling_method": self.sampling_method,
+            "fps": float(fps),
             "duration": float(duration),
             "snippet_stride": int(self.snippet_stride),
             "window_start_frame": int(window_start_frame),

@@ -5,7 +5,7 @@ with these functions, and a saved model folder carries this module instead of th
 
 - `seconds_to_frames`, `seconds_to_grid`, `grid_to_seconds`: OpenTAD's three conversions between seconds and
   the feature grid (`"frame_count"`: THUMOS-14, Multi-THUMOS, Ego4D; `"fixed_fps"`: EPIC-Kitchens, Charades;
-  `"resize"`: ActivityNet);
+  `"resize"`: ActivityNet); `video_meta_to_seconds`: `grid_to_seconds` for one model input's video meta;
 - `window_bounds`: the snippet ranges of OpenTAD's sliding windows; `read_stride`: frames between two decoded frames;
 - `sample_resize`, `sample_sliding_window`, `sample_random_trunc`: frame indices, padding mask and ground truth
   on the grid for one model input (OpenTAD's `LoadFrames`), returned as a `FrameSample`.
@@ -90,7 +90,7 @@ def grid_to_seconds(
     grid_segments, *, mode: ConversionMode, duration: float, num_frames: int | None = None,
     fps: float | None = None, snippet_stride: int | None = None, window_start_frame: int = 0,
     offset_frames: int = 0, resize_length: int | None = None,
-) -> np.ndarray:
+):
     """Feature-grid segments -> seconds, clipped to [0, duration] (OpenTAD's `convert_to_seconds`).
 
     `mode="resize"`: `grid / resize_length * duration`; otherwise
@@ -99,9 +99,12 @@ def grid_to_seconds(
     Takes the same arguments as `seconds_to_grid`.
 
     Returns:
-        float64 array (num_segments, 2).
+        (num_segments, 2) seconds: a torch tensor of the input's dtype for a tensor (post-processing computes in
+        float32, as OpenTAD does), else a float64 array.
     """
-    grid_segments = _as_segments(grid_segments)
+    # Tensors keep their type: this module imports no torch, and tensors and arrays share the arithmetic and `clip`.
+    is_tensor = not isinstance(grid_segments, np.ndarray) and hasattr(grid_segments, "clamp")
+    grid_segments = grid_segments.reshape(-1, 2) if is_tensor else _as_segments(grid_segments)
     if mode == "resize":
         if resize_length is None or not duration:
             raise ValueError("mode 'resize' needs resize_length and a positive duration.")
@@ -111,7 +114,30 @@ def grid_to_seconds(
             raise ValueError(f"mode {mode!r} needs snippet_stride (frames between two features).")
         frame_rate = _frame_rate(mode, duration, num_frames, fps)
         seconds = (grid_segments * snippet_stride + window_start_frame + offset_frames) / frame_rate
-    return np.clip(seconds, 0.0, duration)
+    return seconds.clip(0.0, duration)
+
+
+def video_meta_to_seconds(grid_segments, meta: dict):
+    """`grid_to_seconds` with the arguments of one video meta (`AdaTADVideoProcessor.video_meta`): `video_id`,
+    `duration` (s), `sampling_method` (`"resize"`: with `resize_length`; otherwise, or when absent, with the video's
+    `fps` and `snippet_stride`, `window_start_frame` and `offset_frames` (0 when absent)). Errors name the video."""
+    name = meta.get("video_id", "<unnamed video>")
+    if "duration" not in meta or not meta["duration"] > 0:
+        raise ValueError(f"video meta of {name!r} has duration {meta.get('duration')!r}; it must be > 0 seconds.")
+    if meta.get("sampling_method") != "resize" and meta.get("fps") == -1:
+        raise ValueError(f"video meta of {name!r} has fps -1, OpenTAD's mark of resize mode: set sampling_method "
+                         "'resize' instead (`adatad.opentad.meta_from_opentad` converts OpenTAD's metas).")
+    try:
+        if meta.get("sampling_method") == "resize":
+            return grid_to_seconds(grid_segments, mode="resize", duration=float(meta["duration"]),
+                                   resize_length=meta.get("resize_length"))
+        return grid_to_seconds(
+            grid_segments, mode="fixed_fps", duration=float(meta["duration"]), fps=meta.get("fps"),
+            snippet_stride=meta.get("snippet_stride"), window_start_frame=meta.get("window_start_frame", 0),
+            offset_frames=meta.get("offset_frames", 0),
+        )
+    except ValueError as error:
+        raise ValueError(f"video meta of {name!r}: {error}") from None
 
 
 def window_bounds(num_snippets: int, window_size: int, window_stride: int) -> list[tuple[int, int]]:

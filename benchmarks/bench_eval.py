@@ -1,7 +1,7 @@
 """Speed of `adatad-eval` against a straightforward loop of the official ActivityNet algorithm.
 
 Case: the 4,728 ActivityNet-1.3 validation videos (real ground truth from
-`shared/data/annotations/activitynet`, `v_` prefix dropped as in the official files) and
+`tests/data/annotations/activitynet`, `v_` prefix dropped as in the official files) and
 ~60k generated, noisy detections (fixed seed), 10 tIoU thresholds 0.5:0.95:0.05.
 
 Timed in one run:

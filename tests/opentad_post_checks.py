@@ -40,15 +40,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from adatad.opentad import meta_from_opentad
 from adatad.post_processing import (
     NMSSettings,
     batched_nms,
-    convert_to_seconds,
     post_process_temporal_detection,
     select_pre_nms_candidates,
     soft_nms,
     to_activitynet_submission,
 )
+from adatad.time_grid import video_meta_to_seconds
 
 SCORE_ATOL = 1e-4
 SEGMENT_ATOL = 1e-3  # feature-grid units
@@ -70,7 +71,7 @@ NMS_DEFAULTS = {
     "t2": 0.0,
 }
 SOFT_METHODS = {0: "vanilla", 1: "linear", 2: "gaussian", 3: "improved_gaussian"}
-# Meta keys OpenTAD's post-processing reads (`video_name`, and `convert_to_seconds`'s); it ignores the rest.
+# Meta keys OpenTAD's post-processing reads (`video_name`, and those of its `convert_to_seconds`); it ignores the rest.
 META_KEYS = ("fps", "duration", "resize_length", "snippet_stride", "offset_frames", "window_start_frame")
 
 
@@ -118,11 +119,11 @@ def read_post_processing_config(fixture_dir: Path) -> tuple[dict, NMSSettings | 
 def adatad_meta(meta: dict, index: int, config_path: Path) -> dict:
     if "video_name" not in meta:
         raise AssertionError(f"{config_path}: post_processing.metas[{index}] has no 'video_name'")
-    return {"video_id": meta["video_name"], **{key: meta[key] for key in META_KEYS if key in meta}}
+    return meta_from_opentad({key: meta[key] for key in ("video_name", *META_KEYS) if key in meta})
 
 
 def seconds_per_grid_unit(meta: dict) -> float:
-    if meta["fps"] == -1:
+    if meta["sampling_method"] == "resize":
         return meta["duration"] / meta["resize_length"]
     return meta["snippet_stride"] / meta["fps"]
 
@@ -394,7 +395,7 @@ def check_post_processing(fixture_dir: Path) -> None:
                 "segments": nms_segments,
                 "scores": nms_scores,
                 "labels": nms_labels.long(),
-                "seconds": convert_to_seconds(nms_segments, metas[b]),
+                "seconds": video_meta_to_seconds(nms_segments, metas[b]),
             }
             reference["seconds"] = outputs[f"post.seconds_segments.{b}"]
             pairs = compare_nms_outputs(where, mine, reference, fragile_from, settings, seconds_atol)
@@ -402,7 +403,7 @@ def check_post_processing(fixture_dir: Path) -> None:
 
         reference_seconds = outputs[f"post.seconds_segments.{b}"]
         if sliding or settings is None:
-            my_seconds = convert_to_seconds(segments, metas[b])
+            my_seconds = video_meta_to_seconds(segments, metas[b])
             if (
                 my_seconds.shape != reference_seconds.shape
                 or (my_seconds - reference_seconds).abs().max() > seconds_atol

@@ -1,6 +1,6 @@
 """Tests of the `adatad-detect` command line: formats, thresholds, output safety, model loading without the folder's
 code, Hub repo ids from the cache, non-finite detector outputs and exit statuses. Real clips from
-`shared/data/videos`, a tiny random AdaTAD model."""
+`tests/data/videos`, a tiny random AdaTAD model."""
 
 import csv
 import io

@@ -217,6 +217,29 @@ def test_python_blocks_compile(page):
         compile(block, f"{page.relative_to(REPO)}:{line}", "exec")
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_readme_python_runs_on_a_tiny_saved_model(tmp_path, tests_dir):
+    from test_pipeline import DURATIONS, save_tiny_model
+
+    # The README's placeholders -> a tiny random model saved here and a 10-second clip.
+    stand_ins = {
+        '"path/to/adatad-model"': repr(str(save_tiny_model(tmp_path / "model"))),
+        '"video.mp4"': repr(str(tests_dir / "data" / "videos" / "demo.mp4")),
+    }
+    blocks = fenced_blocks((REPO / "README.md").read_text(), "python")
+    assert blocks
+    for line, block in blocks:
+        code = block
+        for placeholder, stand_in in stand_ins.items():
+            code = code.replace(placeholder, stand_in)
+        assert "path/to/" not in code, f"README.md:{line}: a placeholder without a stand-in in this test"
+        namespace = {}
+        exec(compile(code, f"README.md:{line}", "exec"), namespace)
+        for detections in namespace.get("detections", []):
+            assert len(detections["scores"]) > 0
+            assert 0 <= detections["segments"].min() and detections["segments"].max() <= DURATIONS["demo.mp4"]
+
+
 def github_anchor(heading: str) -> str:
     """The anchor GitHub gives a heading: lower case, punctuation other than - and _ dropped, spaces -> -."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")

@@ -1,6 +1,6 @@
 """AdaTAD vs OpenTAD on the reference fixtures: every recorded tensor, the losses and one training step's gradients.
 
-Each fixture folder (every `opentad_*` under shared/fixtures plus those in ADATAD_PARITY_FIXTURES) is driven only by
+Each fixture folder (every `opentad_*` under tests/fixtures plus those in ADATAD_PARITY_FIXTURES) is driven only by
 its own config.json; see the folder's README for what each tensor means and the tolerances used here.
 """
 

@@ -1,5 +1,5 @@
 """Tests of the `temporal-action-detection` pipeline and the `adatad-detect` command line, on real clips from
-`shared/data/videos` with a tiny random AdaTAD model."""
+`tests/data/videos` with a tiny random AdaTAD model."""
 
 import json
 import os
@@ -425,3 +425,23 @@ def test_loading_a_folder_with_its_own_code_leaves_the_installed_classes_registe
     built = pipeline("temporal-action-detection", model=AdaTADForTemporalDetection(tiny_config()),
                      video_processor=tiny_processor(), device="cpu")
     assert type(built) is TemporalActionDetectionPipeline
+
+
+def test_pipeline_gives_the_detections_of_processor_model_and_post_processing(detector, model_folder, videos):
+    """The two ways the README shows, on one video: the pipeline, and processor -> model ->
+    `post_process_temporal_detection` by hand."""
+    video = str(videos / "demo.mp4")
+    model = AdaTADForTemporalDetection.from_pretrained(model_folder).eval()
+    processor = AdaTADVideoProcessor.from_pretrained(model_folder)
+    inputs = processor([video], return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(inputs["pixel_values"], masks=inputs["masks"])
+    (by_hand,) = processor.post_process_temporal_detection(outputs, inputs["video_metas"], threshold=0.0, top_k=None)
+    by_pipeline = detector(video, threshold=0.0)
+    assert len(by_pipeline) == len(by_hand["scores"]) > 0
+    for detection, segment, score, name in zip(
+        by_pipeline, by_hand["segments"].tolist(), by_hand["scores"].tolist(), by_hand["label_names"]
+    ):
+        assert detection["label"] == name
+        assert detection["score"] == pytest.approx(score, abs=1e-6)
+        assert detection["segment"] == pytest.approx(segment, abs=1e-6)

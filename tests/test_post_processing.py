@@ -15,7 +15,6 @@ from adatad.post_processing import (
     PostProcessingSettings,
     batched_nms,
     batched_nms_videos,
-    convert_to_seconds,
     decode_candidates,
     hard_nms,
     merge_sliding_windows,
@@ -25,8 +24,8 @@ from adatad.post_processing import (
     soft_nms,
     to_activitynet_submission,
 )
-
 from adatad.nms import _soft_nms_rounds, expf
+from adatad.time_grid import video_meta_to_seconds
 from opentad_post_checks import check_post_processing
 
 METHOD_CODES = {"vanilla": 0, "linear": 1, "gaussian": 2, "improved_gaussian": 3}
@@ -463,23 +462,23 @@ def test_convert_to_seconds_sliding_and_padding():
         "offset_frames": 2,
         "duration": 20.0,
     }
-    seconds = convert_to_seconds(torch.tensor([[10.0, 20.0], [-5.0, 200.0]]), meta)
+    seconds = video_meta_to_seconds(torch.tensor([[10.0, 20.0], [-5.0, 200.0]]), meta)
     assert seconds[0].tolist() == pytest.approx([(40 + 122) / 30, (80 + 122) / 30])
     assert seconds[1].tolist() == pytest.approx([(-20 + 122) / 30, 20.0])  # end clipped to the duration
-    seconds = convert_to_seconds(
+    seconds = video_meta_to_seconds(
         torch.tensor([[-40.0, 1.0]]), {"video_id": "v", "fps": 10, "snippet_stride": 1, "duration": 5}
     )
     assert seconds.tolist() == [[0.0, pytest.approx(0.1)]]  # window_start_frame / offset_frames default to 0
 
 
 def test_convert_to_seconds_resize_mode():
-    meta = {"video_id": "v", "fps": -1, "resize_length": 128, "duration": 64.0}
-    seconds = convert_to_seconds(torch.tensor([[32.0, 64.0], [-1.0, 130.0]]), meta)
+    meta = {"video_id": "v", "sampling_method": "resize", "resize_length": 128, "duration": 64.0}
+    seconds = video_meta_to_seconds(torch.tensor([[32.0, 64.0], [-1.0, 130.0]]), meta)
     assert seconds.tolist() == [[16.0, 32.0], [0.0, 64.0]]
     with pytest.raises(ValueError, match="resize_length"):
-        convert_to_seconds(torch.zeros(1, 2), {"video_id": "v", "fps": -1, "duration": 1.0})
+        video_meta_to_seconds(torch.zeros(1, 2), {"video_id": "v", "sampling_method": "resize", "duration": 1.0})
     with pytest.raises(ValueError, match="'v'.*duration"):
-        convert_to_seconds(torch.zeros(1, 2), {"video_id": "v", "fps": 30, "snippet_stride": 1, "duration": 0})
+        video_meta_to_seconds(torch.zeros(1, 2), {"video_id": "v", "fps": 30, "snippet_stride": 1, "duration": 0})
 
 
 def simple_outputs():
@@ -618,7 +617,8 @@ def test_non_finite_detector_outputs_name_the_video_and_window():
     outputs["proposals"][0][0, 1] = float("inf")
     with pytest.raises(NonFiniteDetectorOutputError, match=r"video 'vid':"):
         post_process_temporal_detection(
-            outputs, [{"video_id": "vid", "fps": -1, "resize_length": 32, "duration": 10.0}], class_names=["a", "b"]
+            outputs, [{"video_id": "vid", "sampling_method": "resize", "resize_length": 32, "duration": 10.0}],
+            class_names=["a", "b"],
         )
 
 
@@ -746,7 +746,7 @@ def test_cuhk_classifier_fusion(tmp_path):
     path = tmp_path / "cuhk.json"
     path.write_text(json.dumps({"results": {"vid": [0.1, 0.6, 0.3]}, "class": ["Archery", "Bowling", "Cooking"]}))
     classifier = ExternalVideoClassifier.from_json(path, topk=2, style="cuhk")
-    meta = [{"video_id": "vid", "fps": -1, "resize_length": 10, "duration": 20.0}]
+    meta = [{"video_id": "vid", "sampling_method": "resize", "resize_length": 10, "duration": 20.0}]
     outputs = {"proposals": [torch.tensor([[0.0, 5.0], [6.0, 8.0]])], "scores": [torch.tensor([[0.8], [0.4]])]}
     result = post_process_temporal_detection(
         outputs, meta, video_classifier=classifier, multiclass=False, nms_sigma=0.5

@@ -266,8 +266,6 @@ def test_every_schema_key_is_documented():
 # Every preset key has a reader
 # ---------------------------------------------------------------------------------------------------------
 
-# Keys whose readers come with the `anet` branch (ActivityNet evaluation, ground-truth filtering, the backbone
-# checkpoint check), merged separately.
 def _reader(dotted: str):
     module_name, function_name = dotted.split(".")
     if module_name == "presets":

@@ -480,8 +480,9 @@ def test_real_clip_through_processor_has_model_layout(tests_dir):
     assert starts == [0, 64, 128, 152]  # window stride 16 snippets; the last one right-aligned (70 - 32)
     assert batch["pixel_values"].shape == (4, 32, 3, 32, 32) and batch["pixel_values"].dtype == torch.float32
     assert batch["masks"].dtype == torch.bool and batch["masks"].all()
-    assert batch["video_metas"][0] == {"video_id": "demo", "fps": 28.0, "duration": 10.0, "snippet_stride": 4,
-                                      "window_start_frame": 0, "offset_frames": 0}
+    assert batch["video_metas"][0] == {"video_id": "demo", "sampling_method": "sliding_window", "fps": 28.0,
+                                      "duration": 10.0, "snippet_stride": 4, "window_start_frame": 0,
+                                      "offset_frames": 0}
     # A decoded array gives the same as the file.
     decoded = decode_video(path, lambda info: np.arange(info.num_frames)).frames
     from_array = processor(decoded.permute(0, 2, 3, 1).numpy(), fps=[28.0])
@@ -490,7 +491,7 @@ def test_real_clip_through_processor_has_model_layout(tests_dir):
     resize = small_processor(sampling_method="resize", resize_length=8, scale_factor=2)
     resized = resize(str(path))
     assert resized["pixel_values"].shape == (1, 16, 3, 32, 32) and resized["masks"].all()
-    assert resized["video_metas"][0]["fps"] == -1 and resized["video_metas"][0]["resize_length"] == 8
+    assert resized["video_metas"][0]["sampling_method"] == "resize" and resized["video_metas"][0]["resize_length"] == 8
 
 
 def video_rows(tests_dir):

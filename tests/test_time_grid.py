@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from adatad.time_grid import grid_to_seconds, seconds_to_frames, seconds_to_grid, window_bounds
+from adatad.opentad import meta_from_opentad
+from adatad.time_grid import grid_to_seconds, seconds_to_frames, seconds_to_grid, video_meta_to_seconds, window_bounds
 
 
 @pytest.mark.slow
@@ -150,3 +151,17 @@ def test_saved_folder_carries_the_time_grid_not_the_annotation_loaders(tmp_path)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "AdaTADForTemporalDetection" in result.stdout
+
+
+def test_video_metas_name_resize_mode_and_opentad_metas_convert_to_it():
+    opentad = {"video_name": "v", "fps": -1, "resize_length": 128, "duration": 64.0, "snippet_stride": 1}
+    meta = meta_from_opentad(opentad)
+    assert meta == {"video_id": "v", "sampling_method": "resize", "resize_length": 128, "duration": 64.0,
+                    "snippet_stride": 1}
+    assert video_meta_to_seconds(np.array([[32.0, 64.0]]), meta).tolist() == [[16.0, 32.0]]  # 64 s / 128 steps
+    with pytest.raises(ValueError, match=r"'v'.*fps -1.*sampling_method 'resize'"):
+        video_meta_to_seconds(np.array([[32.0, 64.0]]), {**meta, "sampling_method": "sliding_window", "fps": -1})
+    sliding = meta_from_opentad({"video_name": "w", "fps": 10.0, "snippet_stride": 4, "window_start_frame": 8,
+                                 "offset_frames": 2, "duration": 30.0})
+    assert sliding["sampling_method"] == "sliding_window"
+    assert video_meta_to_seconds(np.array([[5.0, 7.0]]), sliding).tolist() == [[3.0, 3.8]]  # (5 * 4 + 10) / 10
