@@ -144,7 +144,7 @@ class _NeighbourMax:
         blocks = np.concatenate((self.query_left, self.query_right))
         self.block_order = np.argsort(blocks, kind="stable")
         sorted_blocks = blocks[self.block_order]
-        self.block_starts = np.flatnonzero(np.concatenate(([True], sorted_blocks[1:] != sorted_blocks[:-1])))
+        self.block_starts, _ = _runs(sorted_blocks)
         self.block_ids = sorted_blocks[self.block_starts]
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
@@ -162,7 +162,8 @@ class _NeighbourMax:
         covering = np.full((levels, n), -np.inf, dtype=np.float32)
         run_scores = scores[self.has_run]
         contributions = np.concatenate((run_scores, run_scores))[self.block_order]
-        covering.reshape(-1)[self.block_ids] = np.maximum.reduceat(contributions, self.block_starts)
+        if contributions.shape[0]:
+            covering.reshape(-1)[self.block_ids] = np.maximum.reduceat(contributions, self.block_starts)
         for k in range(levels - 1, 0, -1):
             half = 1 << (k - 1)
             np.maximum(covering[k - 1], covering[k], out=covering[k - 1])
@@ -266,8 +267,7 @@ def _soft_nms_rounds(
     counts = np.maximum(stop - np.arange(n) - 1, 0)
     first = np.repeat(np.arange(n, dtype=np.int32), counts)
     second = first + 1 + (np.arange(first.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
-    positive = np.minimum(end[first], end[second]) > np.maximum(start[first], start[second])
-    first, second = first[positive], second[positive]
+    # (pairs that only touch have overlap 0, weight 1, and leave with the weights of 1 below)
     length = (end - start) + f32(1e-6)
     ovr = pair_overlaps(start, end, length, first, second)
     weight_first = decay_weights(ovr, length[first], method, sigma, iou_threshold, t1, t2)  # first picked
