@@ -353,15 +353,19 @@ class _DecayLog:
             grow = max(int(slot.max()) + 1, 2 * self.weight.shape[1]) - self.weight.shape[1]
             self.pick_score = np.pad(self.pick_score, ((0, 0), (0, grow)), constant_values=-np.inf)
             self.weight = np.pad(self.weight, ((0, 0), (0, grow)), constant_values=1)
-        self.pick_score[target, slot] = pick_score
-        self.weight[target, slot] = w
+        flat = target * self.weight.shape[1] + slot
+        self.pick_score.reshape(-1)[flat] = pick_score
+        self.weight.reshape(-1)[flat] = w
         self.count[target[run_start]] += run_length
 
     def replay(self, initial: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Scores of `rows`: initial score times their decays in descending pick score, one multiply at a time
         (empty slots hold weight 1, which changes nothing)."""
+        width = self.weight.shape[1]
         order = np.argsort(-self.pick_score[rows], axis=1, kind="stable")
-        factors = np.concatenate((initial[rows, None], np.take_along_axis(self.weight[rows], order, axis=1)), axis=1)
+        factors = np.empty((rows.shape[0], width + 1), dtype=np.float32)
+        factors[:, 0] = initial[rows]
+        factors[:, 1:] = self.weight.reshape(-1)[order + (rows * width)[:, None]]
         return np.multiply.reduce(factors, axis=1)
 
 
