@@ -16,7 +16,8 @@ Usage:
         [--sizes 2000 20000 200000] [--repeats 5] [--opentad-max-seconds 60] [--output results.json]
 
 `--opentad-max-seconds`: after one OpenTAD run longer than this, that size is not repeated for OpenTAD
-(its cost grows with the square of the candidates; 200,000 take minutes).
+(its cost grows with the square of the candidates; 200,000 take minutes). `--round-like-merge`: seconds
+rounded to 2 decimals and scores to 4 first, as the sliding-window merge sees them (many exact ties).
 """
 
 import argparse
@@ -59,7 +60,7 @@ def load_opentad_batched_nms(opentad_root: Path, build_dir: Path):
     return module.batched_nms
 
 
-def long_video_candidates(num: int, seed: int = 0):
+def long_video_candidates(num: int, seed: int = 0, round_like_merge: bool = False):
     """Random candidates of a video of `num * 0.06` seconds: float32 segments, scores, int64 labels."""
     generator = torch.Generator().manual_seed(seed)
     video_seconds = num * SECONDS_PER_CANDIDATE
@@ -68,6 +69,9 @@ def long_video_candidates(num: int, seed: int = 0):
     segments = torch.stack((starts, starts + lengths), 1).float()
     scores = torch.rand(num, generator=generator)
     labels = torch.randint(0, NUM_CLASSES, (num,), generator=generator)
+    if round_like_merge:
+        segments = torch.tensor([[round(v, 2) for v in pair] for pair in segments.tolist()], dtype=torch.float32)
+        scores = torch.tensor([round(v, 4) for v in scores.tolist()], dtype=torch.float32)
     return segments, scores, labels
 
 
@@ -78,6 +82,7 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 200000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--opentad-max-seconds", type=float, default=60.0)
+    parser.add_argument("--round-like-merge", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/bench_nms_vs_opentad.json"))
     args = parser.parse_args(argv)
     if args.opentad_root is None:
@@ -88,7 +93,7 @@ def main(argv=None):
     load_before = os.getloadavg()
     rows = []
     for num in args.sizes:
-        segments, scores, labels = long_video_candidates(num)
+        segments, scores, labels = long_video_candidates(num, round_like_merge=args.round_like_merge)
         settings = NMSSettings(method="gaussian", sigma=SIGMA, min_score=MIN_SCORE, max_segments=num)
         times = {"opentad": [], "adatad": []}
         identical = True
@@ -138,6 +143,7 @@ def main(argv=None):
             "sigma": SIGMA,
             "min_score": MIN_SCORE,
             "method": "gaussian, per class",
+            "rounded_like_merge": args.round_like_merge,
         },
         "rows": rows,
         "all_identical": all(row["identical"] for row in rows),
