@@ -12,11 +12,13 @@ Every candidate's score is the product of its decays taken in the global pick or
 score), as OpenTAD multiplies them, so scores are bit-identical. A round costs the live overlaps; the
 number of rounds follows the local density of candidates, not the length of the video.
 
-Exact ties decide OpenTAD's pick order through its memory layout (in-place swaps and drops). A group
-(class) in which two picks end with the same score, or two overlapping candidates meet at the top with
-the same score, is therefore run through the plain step loop (`_sequential_soft_nms`), which reproduces
-the layout; so are inputs the rounds do not cover (negative scores, reversed segments, vanilla soft-NMS
-with `iou_threshold <= 0`, where a zero overlap still zeroes a score).
+Exact ties decide OpenTAD's pick order through its memory layout (in-place swaps and drops). Where equal pick
+scores only decide the order of the output, a replay of that layout along the picks gives it (one step per
+pick). A group (class) in which the layout would also change a score (two overlapping candidates meeting at
+the top with the same score, or two equal-score picks decaying the same candidate) is run through the plain
+step loop (`_sequential_soft_nms`), which reproduces the layout; so are inputs the rounds do not cover
+(negative scores, reversed segments, vanilla soft-NMS with `iou_threshold <= 0`, where a zero overlap still
+zeroes a score).
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ class _NeighbourMax:
         blocks = np.concatenate((self.query_left, self.query_right))
         self.block_order = np.argsort(blocks, kind="stable")
         sorted_blocks = blocks[self.block_order]
-        self.block_starts = np.flatnonzero(np.concatenate(([True], sorted_blocks[1:] != sorted_blocks[:-1])))
+        self.block_starts, _ = _runs(sorted_blocks)
         self.block_ids = sorted_blocks[self.block_starts]
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
@@ -162,7 +164,8 @@ class _NeighbourMax:
         covering = np.full((levels, n), -np.inf, dtype=np.float32)
         run_scores = scores[self.has_run]
         contributions = np.concatenate((run_scores, run_scores))[self.block_order]
-        covering.reshape(-1)[self.block_ids] = np.maximum.reduceat(contributions, self.block_starts)
+        if contributions.shape[0]:
+            covering.reshape(-1)[self.block_ids] = np.maximum.reduceat(contributions, self.block_starts)
         for k in range(levels - 1, 0, -1):
             half = 1 << (k - 1)
             np.maximum(covering[k - 1], covering[k], out=covering[k - 1])
@@ -245,7 +248,7 @@ def _soft_nms_rounds(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Soft-NMS by rounds of local maxima (module docstring). Returns `(keep, kept_scores, groups_left)`:
     the picks of every group the rounds decided, sorted by (group, selection order), and the group ids that
-    need the step loop because an exact tie makes OpenTAD's memory layout decide. `counters`, when given,
+    need the step loop because an exact tie lets OpenTAD's memory layout change a score. `counters`, when given,
     receives the work done (rounds, pair visits), for tests."""
     f32 = np.float32
     unique_ids, group = np.unique(group_ids, return_inverse=True)
@@ -266,8 +269,7 @@ def _soft_nms_rounds(
     counts = np.maximum(stop - np.arange(n) - 1, 0)
     first = np.repeat(np.arange(n, dtype=np.int32), counts)
     second = first + 1 + (np.arange(first.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
-    positive = np.minimum(end[first], end[second]) > np.maximum(start[first], start[second])
-    first, second = first[positive], second[positive]
+    # (pairs that only touch have overlap 0, weight 1, and leave with the weights of 1 below)
     length = (end - start) + f32(1e-6)
     ovr = pair_overlaps(start, end, length, first, second)
     weight_first = decay_weights(ovr, length[first], method, sigma, iou_threshold, t1, t2)  # first picked
@@ -283,6 +285,7 @@ def _soft_nms_rounds(
     by_source = _stable_argsort(sources, n)
     others = np.concatenate((second, first))[by_source]
     out_weight = np.concatenate((weight_first, weight_second))[by_source]
+    in_weight = np.concatenate((weight_second, weight_first))[by_source]  # on the source when the other is picked
     edge_start = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(sources, minlength=n), out=edge_start[1:])
     neighbour_max = _NeighbourMax(stop)
@@ -294,13 +297,11 @@ def _soft_nms_rounds(
     while alive.any():
         rounds += 1
         ready = alive & (current > neighbour_max(np.where(alive, current, f32(-np.inf))))
-        # a group with live candidates and no local maximum: two overlapping candidates tie at its top
-        stalled = (np.bincount(group[alive], minlength=num_groups) > 0) & ~(
-            np.bincount(group[ready], minlength=num_groups) > 0
-        )
-        if stalled.any():
-            failed |= stalled
-            alive &= ~stalled[group]
+        if not ready.any():
+            # live candidates and no local maximum: in each group left, two overlapping candidates tie at the top
+            # (a group that stalls earlier just waits: groups never interact)
+            failed[group[alive]] = True
+            break
         picked |= ready
         alive &= ~ready
 
@@ -324,7 +325,16 @@ def _soft_nms_rounds(
     by_rank = np.lexsort((-kept_scores, kept_group))
     keep, kept_scores, kept_group = keep[by_rank], kept_scores[by_rank], kept_group[by_rank]
     tied = (kept_scores[1:] == kept_scores[:-1]) & (kept_group[1:] == kept_group[:-1])
-    failed[kept_group[1:][tied]] = True
+    for g in np.unique(kept_group[1:][tied]):
+        in_group = np.flatnonzero(kept_group == g)
+        ordered = _order_ties_like_opentad(
+            np.flatnonzero(group == g), keep[in_group], order, initial, current, picked, log, min_score,
+            (edge_start, others, in_weight),
+        )
+        if ordered is None:
+            failed[g] = True
+        else:
+            keep[in_group] = ordered
     keep = order[keep]
     # groups below min_score: their first best candidate in input order (OpenTAD's first step)
     for g in np.flatnonzero(low_groups & ~failed):
@@ -336,6 +346,104 @@ def _soft_nms_rounds(
     if counters is not None:
         counters.update(rounds=rounds, pair_visits=pair_visits, pairs=int(first.shape[0]))
     return keep[decided], kept_scores[decided], unique_ids[failed]
+
+
+def _order_ties_like_opentad(
+    members: np.ndarray,
+    picks: np.ndarray,
+    order: np.ndarray,
+    initial: np.ndarray,
+    current: np.ndarray,
+    picked: np.ndarray,
+    log: "_DecayLog",
+    min_score: float,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> np.ndarray | None:
+    """OpenTAD's pick order for a group whose picks include equal scores, or None where its layout would also
+    change a score (two equal-score picks decaying the same candidate).
+
+    `picks` (sweep indices, by descending pick score) are replayed through OpenTAD's memory layout: the group's
+    candidates start in input order; each step swaps the pick into place and moves dropped candidates out
+    (holes filled from the end); among equal scores the one in the lowest slot goes first."""
+    f32 = np.float32
+    pick_scores = current[picks]
+    # a candidate whose decays include two equal pick scores: OpenTAD's order of those picks sets its bits
+    log_scores = np.sort(log.pick_score[members], axis=1)
+    if ((log_scores[:, 1:] == log_scores[:, :-1]) & np.isfinite(log_scores[:, 1:])).any():
+        return None
+    # drop step of every dropped candidate: the pick after which its decays, in pick order, fall below min_score
+    dropped = members[~picked[members]]
+    initially_low = dropped[initial[dropped] < f32(min_score)]
+    decayed = dropped[initial[dropped] >= f32(min_score)]
+    edge_start, others, in_weight = edges
+    counts = edge_start[decayed + 1] - edge_start[decayed]
+    edge = np.repeat(edge_start[decayed] - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+    row = np.repeat(np.arange(decayed.shape[0]), counts)
+    by_pick = picked[others[edge]]
+    edge, row = edge[by_pick], row[by_pick]
+    sort = np.lexsort((-current[others[edge]], row))
+    edge, row = edge[sort], row[sort]
+    run_start, run_length = _runs(row)
+    width = int(run_length.max()) if run_length.shape[0] else 0
+    column = np.arange(edge.shape[0]) - np.repeat(run_start, run_length)
+    factors = np.ones((decayed.shape[0], width + 1), dtype=np.float32)
+    factors[:, 0] = initial[decayed]
+    factors[row, column + 1] = in_weight[edge]
+    scores_by_column = np.full((decayed.shape[0], width + 2), -np.inf, dtype=np.float32)
+    scores_by_column[row, column + 1] = current[others[edge]]
+    pickers = np.full((decayed.shape[0], width + 1), -1, dtype=np.int64)
+    pickers[row, column + 1] = others[edge]
+    below = np.multiply.accumulate(factors, axis=1) < f32(min_score)
+    if decayed.shape[0] and not below.any(axis=1).all():
+        return None  # not the process the rounds described (cannot happen; refuse rather than guess)
+    crossing = np.argmax(below, axis=1)
+    # equal pick scores up to the crossing (or right after it) make the drop step depend on the layout
+    ahead = np.arange(width + 1)[None] <= crossing[:, None]
+    if (ahead & (scores_by_column[:, 1:] == scores_by_column[:, :-1]) & np.isfinite(scores_by_column[:, 1:])).any():
+        return None
+    drop_pick = pickers[np.arange(decayed.shape[0]), crossing]
+
+    # the replay, in group-local slots (input order)
+    local = np.empty(initial.shape[0], dtype=np.int64)
+    by_input = members[np.argsort(order[members], kind="stable")]
+    local[by_input] = np.arange(by_input.shape[0])
+    drops_at: dict[int, list[int]] = {}
+    for k, j in zip(local[decayed].tolist(), drop_pick.tolist()):
+        drops_at.setdefault(j, []).append(k)
+    slot_of = list(range(by_input.shape[0]))
+    at_slot = list(range(by_input.shape[0]))
+    dropped_now = set()
+    count = len(at_slot)
+    result = []
+    pick_list, score_list = picks.tolist(), pick_scores.tolist()
+    step, i = 0, 0
+    while i < len(pick_list):
+        level_end = i
+        while level_end < len(pick_list) and score_list[level_end] == score_list[i]:
+            level_end += 1
+        level = pick_list[i:level_end]
+        while level:
+            chosen = min(level, key=lambda p: slot_of[local[p]])
+            level.remove(chosen)
+            p = int(local[chosen])
+            result.append(chosen)
+            s, front = slot_of[p], at_slot[step]
+            at_slot[step], slot_of[p] = p, step
+            at_slot[s], slot_of[front] = front, s
+            gone = drops_at.get(chosen, [])
+            if step == 0:
+                gone = gone + local[initially_low].tolist()
+            if gone:
+                dropped_now = set(gone)
+                new_count = count - len(gone)
+                holes = sorted(slot_of[k] for k in gone if slot_of[k] < new_count)
+                fillers = [at_slot[t] for t in range(count - 1, new_count - 1, -1) if at_slot[t] not in dropped_now]
+                for hole, filler in zip(holes, fillers):
+                    at_slot[hole], slot_of[filler] = filler, hole
+                count = new_count
+            step += 1
+        i = level_end
+    return np.array(result, dtype=np.int64)
 
 
 class _DecayLog:
@@ -355,15 +463,19 @@ class _DecayLog:
             grow = max(int(slot.max()) + 1, 2 * self.weight.shape[1]) - self.weight.shape[1]
             self.pick_score = np.pad(self.pick_score, ((0, 0), (0, grow)), constant_values=-np.inf)
             self.weight = np.pad(self.weight, ((0, 0), (0, grow)), constant_values=1)
-        self.pick_score[target, slot] = pick_score
-        self.weight[target, slot] = w
+        flat = target * self.weight.shape[1] + slot
+        self.pick_score.reshape(-1)[flat] = pick_score
+        self.weight.reshape(-1)[flat] = w
         self.count[target[run_start]] += run_length
 
     def replay(self, initial: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Scores of `rows`: initial score times their decays in descending pick score, one multiply at a time
         (empty slots hold weight 1, which changes nothing)."""
+        width = self.weight.shape[1]
         order = np.argsort(-self.pick_score[rows], axis=1, kind="stable")
-        factors = np.concatenate((initial[rows, None], np.take_along_axis(self.weight[rows], order, axis=1)), axis=1)
+        factors = np.empty((rows.shape[0], width + 1), dtype=np.float32)
+        factors[:, 0] = initial[rows]
+        factors[:, 1:] = self.weight.reshape(-1)[order + (rows * width)[:, None]]
         return np.multiply.reduce(factors, axis=1)
 
 
