@@ -637,6 +637,27 @@ class _BatchProducer:
             self._thread.join()
 
 
+def _overlap_chains(segments: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chains of overlapping candidates inside each group: `(chain id per candidate, latest end per chain)`. Sorted by
+    start, a candidate opens a new chain when it starts at or after the latest end so far in its group."""
+    chain_of = torch.empty(segments.shape[0], dtype=torch.long)
+    chain_ends, num_chains = [], 0
+    for group in torch.unique(groups).tolist():
+        members = torch.where(groups == group)[0]
+        order = members[segments[members, 0].sort(stable=True).indices]
+        starts, running_end = segments[order, 0], torch.cummax(segments[order, 1], 0).values
+        opens = torch.ones_like(starts, dtype=torch.bool)
+        opens[1:] = starts[1:] >= running_end[:-1]
+        chain = torch.cumsum(opens.long(), 0) - 1
+        chain_of[order] = chain + num_chains
+        # the running end is largest at each chain's last member
+        last = torch.ones_like(opens)
+        last[:-1] = opens[1:]
+        chain_ends.append(running_end[last])
+        num_chains += int(chain[-1]) + 1
+    return chain_of, torch.cat(chain_ends)
+
+
 def _overlaps_are_local(settings: PostProcessingSettings) -> bool:
     """Whether NMS lets only overlapping candidates change each other: so for every soft method (a zero IoU leaves a
     score as it is) except vanilla/hard NMS with `iou_threshold <= 0`, which suppress non-overlapping candidates too."""
@@ -838,34 +859,10 @@ class DetectionStream:
         if self._scores.numel() == 0:
             return []
         groups = self._groups()
-        # Sort by (group, start); a chain starts where a start reaches the running end of its group.
-        order = self._segments[:, 0].sort(stable=True).indices
-        order = order[groups[order].sort(stable=True).indices]
-        sorted_groups, starts, ends = groups[order], self._segments[order, 0], self._segments[order, 1]
-        new_group = torch.ones_like(sorted_groups, dtype=torch.bool)
-        new_group[1:] = sorted_groups[1:] != sorted_groups[:-1]
-        chain_start = new_group.clone()
-        chain_ends = torch.empty_like(ends)
-        running = -math.inf
-        # Running end inside each group (a loop over the unsettled candidates only: a few windows' worth).
-        for position, (start, end, first) in enumerate(zip(starts.tolist(), ends.tolist(), new_group.tolist())):
-            if first or start >= running:
-                chain_start[position] = True
-                running = end
-            else:
-                running = max(running, end)
-            chain_ends[position] = running
-        chain_id = torch.cumsum(chain_start.long(), 0) - 1
-        num_chains = int(chain_id[-1]) + 1
-        chain_end = torch.full((num_chains,), -math.inf).scatter_reduce(0, chain_id, chain_ends, "amax")
-        settled_chain = chain_end <= line
-        settled_sorted = settled_chain[chain_id]
-        if not bool(settled_sorted.any()):
+        chain_of, chain_end = _overlap_chains(self._segments, groups)
+        settled = chain_end[chain_of] <= line
+        if not bool(settled.any()):
             return []
-        settled = torch.zeros_like(self._scores, dtype=torch.bool)
-        settled[order[settled_sorted]] = True
-        chain_of = torch.empty_like(chain_id)
-        chain_of[order] = chain_id
 
         index = torch.where(settled)[0]  # offline order
         segments, scores, labels = self._segments[index], self._scores[index], self._labels[index]
