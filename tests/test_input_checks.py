@@ -321,3 +321,27 @@ def test_negative_num_labels_is_reported_as_given(capsys, tmp_path):
             "--set", "model.num_labels=-3"]
     assert run_tad.main(argv) == 2
     assert "`num_labels` must be at least 1, got -3." in capsys.readouterr().err
+
+
+def test_weights_of_another_class_count_are_refused_by_name_before_loading(tests_dir, tmp_path, capsys):
+    from test_pipeline import save_tiny_model
+
+    from adatad import AdaTADConfig
+    from adatad.cli import detect_main
+
+    folder = save_tiny_model(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    num_labels = len(config["id2label"])
+    config["id2label"] = {str(i): f"class {i}" for i in range(num_labels + 2)}
+    config["label2id"] = {f"class {i}": i for i in range(num_labels + 2)}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as exit_status:
+        detect_main([str(tests_dir / "data" / "videos" / "demo.mp4"), "--model", str(folder),
+                     "--output", str(tmp_path / "out.json"), "--device", "cpu", "--no-progress"])
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err
+    assert f"detector.head.classification_head.bias ({num_labels},) in model.safetensors vs ({num_labels + 2},)" in err
+    assert "ignore_mismatched_sizes" not in err and "Traceback" not in err
+    run_tad = _run_tad()
+    with pytest.raises(run_tad.RunError, match=r"--model .*2 weight tensor\(s\) do not fit"):
+        run_tad.check_weights_fit(folder, AdaTADConfig.from_pretrained(folder), "--model")

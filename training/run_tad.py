@@ -65,7 +65,8 @@ from adatad.atomic_files import write_text_atomically  # noqa: E402
 from adatad.custom_data import DataValidationError, check_training_data  # noqa: E402
 from adatad.evaluation import evaluate_detection, evaluate_topk_recall  # noqa: E402
 from adatad.memory_estimation import limit_cpu_heap_fragmentation  # noqa: E402
-from adatad.modeling_adatad import AdaTADForTemporalDetection  # noqa: E402
+from adatad.configuration_adatad import AdaTADConfig  # noqa: E402
+from adatad.modeling_adatad import AdaTADForTemporalDetection, mismatched_weight_shapes  # noqa: E402
 from adatad.model_card import build_model_card  # noqa: E402
 from adatad.post_processing import ExternalVideoClassifier, to_activitynet_submission  # noqa: E402
 from adatad.processing_adatad import (  # noqa: E402
@@ -487,6 +488,18 @@ class ModelEma:
         load_safetensors_model(self.module, str(path), device=str(next(self.module.parameters()).device))
 
 
+def check_weights_fit(folder, config: AdaTADConfig, flag: str):
+    """Refuses a model folder whose weights have other shapes than `config` gives them (before `from_pretrained`,
+    which stops with a traceback and suggests loading random tensors in their place)."""
+    mismatched = mismatched_weight_shapes(folder, config)
+    if mismatched:
+        raise RunError(
+            f"{flag} {folder}: {len(mismatched)} weight tensor(s) do not fit the model it is loaded as ("
+            + "; ".join(mismatched[:3]) + (", ..." if len(mismatched) > 3 else "")
+            + "): a checkpoint of another backbone size or class count; convert or train the matching one."
+        )
+
+
 def build_model(preset: dict, args, class_names: list, accelerator: Accelerator):
     """The model (converted VideoMAE weights from `--pretrained_model`, else random) and its EMA copy (or None)."""
     training = preset["training"]
@@ -499,6 +512,7 @@ def build_model(preset: dict, args, class_names: list, accelerator: Accelerator)
     if args.pretrained_model:
         # A converted VideoMAE (conversion_scripts/convert_videomae_to_adatad.py): its backbone weights, the preset's
         # adapters and detector, freshly initialised.
+        check_weights_fit(args.pretrained_model, config, "--pretrained_model")
         model = AdaTADForTemporalDetection.from_pretrained(args.pretrained_model, config=config)
     else:
         model = AdaTADForTemporalDetection(config)
@@ -1258,6 +1272,7 @@ def evaluation_function(args) -> dict:
     processor.class_names = AdaTADVideoProcessor.from_pretrained(model_dir).class_names
     with accelerator.main_process_first():
         eval_dataset, evaluation = build_evaluation_data(preset, paths, processor)
+    check_weights_fit(model_dir, AdaTADConfig.from_pretrained(model_dir), "--model")
     model = AdaTADForTemporalDetection.from_pretrained(model_dir).to(accelerator.device)
     training = preset["training"]
     # Training's evaluation batch by default, so that the numbers match those of the training run.
