@@ -345,3 +345,35 @@ def test_weights_of_another_class_count_are_refused_by_name_before_loading(tests
     run_tad = _run_tad()
     with pytest.raises(run_tad.RunError, match=r"--model .*2 weight tensor\(s\) do not fit"):
         run_tad.check_weights_fit(folder, AdaTADConfig.from_pretrained(folder), "--model")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Annotation files
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _thumos_txt_folder(tmp_path, tests_dir, change):
+    folder = tmp_path / "annotations_val"
+    shutil.copytree(tests_dir / "data" / "annotations" / "thumos14" / "annotations_val", folder)
+    path = folder / "BaseballPitch_val.txt"
+    path.write_bytes(change(path.read_bytes()))
+    return folder
+
+
+def test_thumos_txt_that_is_not_utf8_is_named_with_its_line(tmp_path, tests_dir):
+    from adatad.data import AnnotationError, load_thumos14_txt
+
+    folder = _thumos_txt_folder(tmp_path, tests_dir, lambda data: data.replace(b"\n", b"\nvideo_\xff 1 2\n", 1))
+    with pytest.raises(AnnotationError, match=r"BaseballPitch_val\.txt: line 2 is not UTF-8 text \(byte 0xff\)"):
+        load_thumos14_txt(folder)
+
+
+@pytest.mark.parametrize("video_id", ["../../etc/passwd", "/abs/video", "a/../../b", "..\\\\x"])
+def test_video_ids_that_leave_the_video_folder_are_refused(tmp_path, tests_dir, video_id):
+    from adatad.data import AnnotationError, load_thumos14_txt
+
+    folder = _thumos_txt_folder(tmp_path, tests_dir, lambda data: data + f"{video_id} 1.0 2.0\n".encode())
+    with pytest.raises(AnnotationError, match="may not be an absolute path or contain '..'"):
+        load_thumos14_txt(folder)
+    dataset = load_thumos14_txt(folder, on_error="skip")
+    assert video_id not in dataset["video_id"] and len(dataset) > 0
