@@ -377,3 +377,42 @@ def test_video_ids_that_leave_the_video_folder_are_refused(tmp_path, tests_dir, 
         load_thumos14_txt(folder)
     dataset = load_thumos14_txt(folder, on_error="skip")
     assert video_id not in dataset["video_id"] and len(dataset) > 0
+
+
+NFD_JUMP = "Sauté".replace("é", "e\u0301")
+CONVERTER_CASES = {
+    "1e308 duration": ("big.csv", "video,start,end,label,duration,fps,subset\na.mp4,1,2,jump,1e308,30,training\n"
+                       "b.mp4,1,2,jump,5,30,validation\n", "`duration` must be a positive number of seconds/frames "
+                       "up to 1e+09, got '1e308'"),
+    "repeated CSV column": ("rows.csv", "video,start,end,label,start\na.mp4,1,2,jump,3\n",
+                            "column(s) ['start'] appear more than once in the header"),
+    "JSONL key twice": ("rows.jsonl", '{"video": "a.mp4", "start": 1, "end": 2, "label": "jump", "label": "run"}\n',
+                        "line 1: key(s) ['label'] appear more than once in one JSON object"),
+    "label with a line break": ("rows.jsonl", '{"video": "a.mp4", "start": 1, "end": 2, "label": "jump\\n\\n2"}\n',
+                                "label 'jump\\n\\n2' holds a line break or another control character"),
+    "NFC and NFD label": ("rows.jsonl", json.dumps({"video": "a.mp4", "start": 1, "end": 2, "label": "Sauté"}) + "\n"
+                          + json.dumps({"video": "b.mp4", "start": 1, "end": 2, "label": NFD_JUMP}) + "\n",
+                          "label 'Sauté' is written in 2 Unicode forms"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONVERTER_CASES))
+def test_adatad_convert_annotations_refuses_with_the_row(case, tmp_path, capsys):
+    from adatad.custom_data import convert_main
+
+    name, text, fragment = CONVERTER_CASES[case]
+    (tmp_path / name).write_text(text, encoding="utf8")
+    assert convert_main([str(tmp_path / name), "--output-dir", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert fragment in captured.out + captured.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_adatad_suggest_preset_refuses_a_zero_window(tmp_path, capsys):
+    from adatad.custom_data import suggest_main
+
+    with pytest.raises(SystemExit) as exit_status:
+        suggest_main([str(tmp_path / "annotations.json"), "--video-dir", str(tmp_path), "--backbone",
+                      "videomae-s", "--output", str(tmp_path / "p.json"), "--max-window-size", "0"])
+    assert exit_status.value.code == 2
+    assert "--max-window-size: must be at least 1, got 0" in capsys.readouterr().err
