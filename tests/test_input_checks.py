@@ -416,3 +416,28 @@ def test_adatad_suggest_preset_refuses_a_zero_window(tmp_path, capsys):
                       "videomae-s", "--output", str(tmp_path / "p.json"), "--max-window-size", "0"])
     assert exit_status.value.code == 2
     assert "--max-window-size: must be at least 1, got 0" in capsys.readouterr().err
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this pickle ran code",))
+
+
+def test_a_refused_pickle_never_gets_the_weights_only_false_advice(tests_dir, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+    from test_pipeline import save_tiny_model
+
+    from adatad.cli import detect_main
+
+    folder = save_tiny_model(tmp_path / "model")
+    weights = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save({**weights, "extra": _RunsCode()}, folder / "pytorch_model.bin")
+    with pytest.raises(SystemExit) as exit_status:
+        detect_main([str(tests_dir / "data" / "videos" / "demo.mp4"), "--model", str(folder),
+                     "--output", str(tmp_path / "out.json"), "--device", "cpu", "--no-progress"])
+    assert exit_status.value.code == 2
+    captured = capsys.readouterr()
+    assert "is a pickle holding more than tensors" in captured.err
+    assert "weights_only=False" not in captured.err and "this pickle ran code" not in captured.out
