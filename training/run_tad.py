@@ -702,6 +702,8 @@ def load_checkpoint(accelerator: Accelerator, ema, checkpoint: Path, num_process
         if ema is not None:
             ema.load(checkpoint / EMA_WEIGHTS_NAME)
     except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError) as error:
+        if isinstance(error, torch.OutOfMemoryError):
+            raise
         # torch's own message on a refused pickle advises weights_only=False, which would run the file's code.
         reason = "not a weights-only PyTorch file" if isinstance(error, pickle.UnpicklingError) else (
             str(error).strip().splitlines() or [type(error).__name__])[0]
