@@ -286,6 +286,8 @@ def _rows_from_jsonl(path: Path) -> List[Tuple[str, dict]]:
             row = json.loads(line, object_pairs_hook=_reject_duplicate_keys(path, f"line {number}"))
         except json.JSONDecodeError as error:
             raise CustomDataError(f"{path}: line {number} is not valid JSON ({error.msg}).") from None
+        except RecursionError:
+            raise CustomDataError(f"{path}: line {number} nests JSON too deeply to read.") from None
         if not isinstance(row, dict):
             raise CustomDataError(f"{path}: line {number} must be a JSON object with keys "
                                   f"{', '.join(REQUIRED_COLUMNS)}, got {type(row).__name__}.")
@@ -364,6 +366,9 @@ def _videos_from_database(path: Path, report: ValidationReport) -> Dict[str, Vid
         content = json.loads(_read_text(path), object_pairs_hook=_reject_duplicate_keys(path))
     except json.JSONDecodeError as error:
         raise CustomDataError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}).") \
+            from None
+    except RecursionError:
+        raise CustomDataError(f"{path}: JSON nested too deeply to read; annotation files nest a few levels.") \
             from None
     if not isinstance(content, dict) or not isinstance(content.get("database"), dict):
         raise CustomDataError(f"{path}: expected a JSON object with a 'database' object mapping video ids to "

@@ -471,6 +471,8 @@ def _read_json(path: PathLike):
             return json.load(f, object_pairs_hook=object_without_duplicate_keys)
     except json.JSONDecodeError as error:
         raise AnnotationError(f"{path}: not valid JSON ({error}).") from error
+    except RecursionError:
+        raise AnnotationError(f"{path}: JSON nested too deeply to read; annotation files nest a few levels.") from None
     except DuplicateJSONKeyError as error:
         raise AnnotationError(
             f"{path}: key {error.key!r} appears twice in one JSON object; JSON readers keep only the last one, "

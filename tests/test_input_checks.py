@@ -441,3 +441,17 @@ def test_a_refused_pickle_never_gets_the_weights_only_false_advice(tests_dir, tm
     captured = capsys.readouterr()
     assert "is a pickle holding more than tensors" in captured.err
     assert "weights_only=False" not in captured.err and "this pickle ran code" not in captured.out
+
+
+@pytest.mark.parametrize("name", ["annotations.json", "rows.jsonl"])
+def test_deeply_nested_annotation_json_is_one_error(tmp_path, name):
+    from adatad.custom_data import CustomDataError, read_annotations
+    from adatad.data import AnnotationError, load_database_json
+
+    path = tmp_path / name
+    path.write_text("[" * 100000 + "]" * 100000 + "\n")
+    with pytest.raises(CustomDataError, match="nest"):
+        read_annotations(path)
+    if name.endswith(".json"):
+        with pytest.raises(AnnotationError, match="nested too deeply"):
+            load_database_json(path)
