@@ -33,6 +33,7 @@ import json
 import math
 import os
 import sys
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,11 @@ def _split_video_name(name: str) -> Tuple[str, Optional[str]]:
     return name, None
 
 
+# Times, durations, frame counts and rates beyond this (a year of seconds at 30 fps is 9.5e8 frames) are typos;
+# larger values would overflow when multiplied into frame counts.
+MAX_ANNOTATION_VALUE = 1e9
+
+
 def _number(value, name: str, where: str, report: ValidationReport, *, positive: bool = False) -> Optional[float]:
     """A number from a cell/field; None (and a `bad_row` problem) when it is not one."""
     if isinstance(value, bool):
@@ -229,9 +235,10 @@ def _number(value, name: str, where: str, report: ValidationReport, *, positive:
             number = float(str(value).strip())
         except ValueError:
             number = None
-    if number is None or not math.isfinite(number) or (positive and number <= 0):
+    if number is None or not math.isfinite(number) or (positive and number <= 0) or abs(number) > MAX_ANNOTATION_VALUE:
         kind = "a positive number" if positive else "a number"
-        report.add("bad_row", f"{where}: `{name}` must be {kind} of seconds/frames, got {value!r}")
+        report.add("bad_row", f"{where}: `{name}` must be {kind} of seconds/frames up to {MAX_ANNOTATION_VALUE:g}, "
+                              f"got {value!r}")
         return None
     return number
 
@@ -240,6 +247,12 @@ def _rows_from_csv(path: Path) -> List[Tuple[str, dict]]:
     text = _read_text(path)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [name.strip() for name in (reader.fieldnames or [])]
+    repeated = sorted(name for name, count in Counter(columns).items() if count > 1)
+    if repeated:
+        raise CustomDataError(
+            f"{path}: column(s) {repeated} appear more than once in the header; a CSV reader keeps only the last "
+            "cell of each, so the others would be lost. Name each column once."
+        )
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
         hint = ""
@@ -271,9 +284,11 @@ def _rows_from_jsonl(path: Path) -> List[Tuple[str, dict]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_reject_duplicate_keys(path, f"line {number}"))
         except json.JSONDecodeError as error:
             raise CustomDataError(f"{path}: line {number} is not valid JSON ({error.msg}).") from None
+        except RecursionError:
+            raise CustomDataError(f"{path}: line {number} nests JSON too deeply to read.") from None
         if not isinstance(row, dict):
             raise CustomDataError(f"{path}: line {number} must be a JSON object with keys "
                                   f"{', '.join(REQUIRED_COLUMNS)}, got {type(row).__name__}.")
@@ -334,13 +349,14 @@ def _videos_from_rows(rows: List[Tuple[str, dict]], default_subset: str, report:
     return videos
 
 
-def _reject_duplicate_keys(path: Path):
+def _reject_duplicate_keys(path: Path, where: str = ""):
     def hook(pairs):
         keys = Counter(key for key, _ in pairs)
         repeated = [key for key, count in keys.items() if count > 1]
         if repeated:
-            raise CustomDataError(f"{path}: key(s) {repeated[:5]} appear more than once in one JSON object "
-                                  "(duplicate video ids or fields); JSON keeps only the last, so fix the file.")
+            raise CustomDataError(f"{path}: {where + ': ' if where else ''}key(s) {repeated[:5]} appear more than "
+                                  "once in one JSON object (duplicate video ids or fields); JSON keeps only the last, "
+                                  "so fix the file.")
         return dict(pairs)
 
     return hook
@@ -351,6 +367,9 @@ def _videos_from_database(path: Path, report: ValidationReport) -> Dict[str, Vid
         content = json.loads(_read_text(path), object_pairs_hook=_reject_duplicate_keys(path))
     except json.JSONDecodeError as error:
         raise CustomDataError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}).") \
+            from None
+    except RecursionError:
+        raise CustomDataError(f"{path}: JSON nested too deeply to read; annotation files nest a few levels.") \
             from None
     if not isinstance(content, dict) or not isinstance(content.get("database"), dict):
         raise CustomDataError(f"{path}: expected a JSON object with a 'database' object mapping video ids to "
@@ -438,7 +457,32 @@ def read_annotations(
     else:
         raise CustomDataError(f"{path}: unknown annotation format {suffix!r}; use .csv, .jsonl or .json "
                               "(ActivityNet 'database' layout).")
+    _check_labels(videos, report)
     return CustomAnnotations(str(path), videos, video_dir)
+
+
+def _check_labels(videos: Dict[str, VideoRecord], report: ValidationReport) -> None:
+    """Labels are class names in every output (class map, subtitles, model config): a line break or other control
+    character is refused (the segment is left out), and one name written in two Unicode forms (NFC and NFD look the
+    same but compare different) would become two classes, so that is refused too."""
+    spellings: Dict[str, Dict[str, str]] = {}
+    for video in videos.values():
+        kept = []
+        for segment in video.segments:
+            if any(unicodedata.category(character) == "Cc" for character in segment.label):
+                report.add("bad_row", f"{segment.where}: label {segment.label!r} holds a line break or another "
+                                      "control character; write the class name on one line")
+                continue
+            spellings.setdefault(unicodedata.normalize("NFC", segment.label), {}).setdefault(
+                segment.label, segment.where
+            )
+            kept.append(segment)
+        video.segments = kept
+    for name, forms in spellings.items():
+        if len(forms) > 1:
+            places = " and ".join(f"{form!r} at {where}" for form, where in list(forms.items())[:2])
+            report.add("bad_row", f"label {name!r} is written in {len(forms)} Unicode forms ({places}): they look "
+                                  "the same but would be different classes; save the file in one form (NFC)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1134,6 +1178,17 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
     return 0 if report.ok else 1
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a window of 0 features would hold no frame)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def suggest_main(argv: Optional[Sequence[str]] = None) -> int:
     """`adatad-suggest-preset`: print suggested settings with the reasoning and write a training preset."""
     parser = argparse.ArgumentParser(
@@ -1150,7 +1205,8 @@ def suggest_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--train-subset", default=None, help="training subset (default: 'training' or 'train')")
     parser.add_argument("--test-subset", default=None, help="evaluation subset (default: the other labelled subset)")
     parser.add_argument("--unlabelled-subset", action="append", default=[], help="subset allowed to have no labels")
-    parser.add_argument("--max-window-size", type=int, default=768, help="cap on the window in features (768)")
+    parser.add_argument("--max-window-size", type=_positive_int, default=768,
+                        help="cap on the window in features (768)")
     parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                         help="override preset fields; repeatable (every --set adds its overrides)")
     args = parser.parse_args(argv)

@@ -38,6 +38,7 @@ import csv
 import json
 import logging
 import math
+import io
 import os
 import re
 from collections import Counter
@@ -352,6 +353,11 @@ class _IndexBuilder:
 
     def add(self, video: _RawVideo) -> None:
         vid = video.video_id
+        if isinstance(vid, str) and (vid.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", vid)):
+            # The id names the video file inside the video folder; `..` or an absolute path would leave it.
+            self.error("bad_video_field", vid, "video id",
+                       "a video id may not be an absolute path or contain '..' (it names a file in the video folder)")
+            return
         duration = video.duration
         if duration is None:
             self.report.kept["no_duration"] += 1
@@ -465,6 +471,8 @@ def _read_json(path: PathLike):
             return json.load(f, object_pairs_hook=object_without_duplicate_keys)
     except json.JSONDecodeError as error:
         raise AnnotationError(f"{path}: not valid JSON ({error}).") from error
+    except RecursionError:
+        raise AnnotationError(f"{path}: JSON nested too deeply to read; annotation files nest a few levels.") from None
     except DuplicateJSONKeyError as error:
         raise AnnotationError(
             f"{path}: key {error.key!r} appears twice in one JSON object; JSON readers keep only the last one, "
@@ -752,25 +760,34 @@ def load_thumos14_txt(
                             AnnotationOptions.of(options, option_overrides))
     segments_by_video: Dict[str, List[_RawSegment]] = {}
     for path, class_name in zip(files, file_classes):
-        with open(path, encoding="utf8") as f:
-            for number, line in enumerate(f, start=1):
-                parts = line.split()
-                if not parts:
-                    continue
-                where = f"line {number} of {path.name}"
-                try:
-                    video_id, start, end = parts[0], float(parts[1]), float(parts[2])
-                    if len(parts) != 3:
-                        raise ValueError
-                except (IndexError, ValueError):
-                    builder.error("malformed_segment", parts[0], where,
-                                  f"expected 'video_name start end', got {line.strip()!r}")
-                    continue
-                video_segments = segments_by_video.setdefault(video_id, [])
-                if class_name == THUMOS_AMBIGUOUS_LABEL and ambiguous == "drop":
-                    builder.report.removed["ambiguous"] += 1
-                    continue
-                video_segments.append(_RawSegment(start, end, class_name, where))
+        try:
+            # Read whole (the files are small) so that a bad byte is reported with its line; universal newlines as
+            # when iterating over the open file.
+            lines = io.StringIO(path.read_bytes().decode("utf8"), newline=None)
+        except UnicodeDecodeError as error:
+            line = path.read_bytes()[: error.start].count(b"\n") + 1
+            raise AnnotationError(
+                f"{path}: line {line} is not UTF-8 text (byte {error.object[error.start]:#04x}); the THUMOS "
+                "annotation files are plain ASCII: save the file as UTF-8"
+            ) from None
+        for number, line in enumerate(lines, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            where = f"line {number} of {path.name}"
+            try:
+                video_id, start, end = parts[0], float(parts[1]), float(parts[2])
+                if len(parts) != 3:
+                    raise ValueError
+            except (IndexError, ValueError):
+                builder.error("malformed_segment", parts[0], where,
+                              f"expected 'video_name start end', got {line.strip()!r}")
+                continue
+            video_segments = segments_by_video.setdefault(video_id, [])
+            if class_name == THUMOS_AMBIGUOUS_LABEL and ambiguous == "drop":
+                builder.report.removed["ambiguous"] += 1
+                continue
+            video_segments.append(_RawSegment(start, end, class_name, where))
     for video_id in sorted(segments_by_video):
         duration, fps, num_frames = video_info.get(video_id, (None, None, None))
         builder.add(_RawVideo(video_id, subset_name, duration, fps, num_frames, segments_by_video[video_id]))

@@ -514,6 +514,13 @@ def _load_detector(args, parser: argparse.ArgumentParser, device=None):
                 f"'{args.model}' is not a model the installed adatad can load (its config.json asks for the folder's "
                 "own Python code); read that code, then pass --trust-remote-code to run it"
             )
+        if "weights_only" in str(error):
+            # Never pass on torch's advice to retry with weights_only=False: that would run the file's code.
+            parser.error(
+                f"cannot load the model from '{args.model}': a weights file in it is a pickle holding more than "
+                "tensors, which is refused because loading it would run code; use a folder with model.safetensors "
+                "(what save_pretrained writes)"
+            )
         parser.error(f"cannot load the model from '{args.model}': {error}")
 
 

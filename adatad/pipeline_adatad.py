@@ -36,6 +36,7 @@ every window whose frames are in and returns the detections no later frame can c
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import queue
@@ -54,7 +55,8 @@ from transformers.utils import logging
 
 # Importing the model module also registers the model with AutoModel, so that model folders load with the installed
 # classes, not with their own code.
-from .modeling_adatad import PIPELINE_TASK
+from .configuration_adatad import AdaTADConfig
+from .modeling_adatad import PIPELINE_TASK, mismatched_weight_shapes
 from .post_processing import (
     PostProcessingSettings,
     NonFiniteDetectorOutputError,
@@ -973,6 +975,15 @@ def load_detection_pipeline(
             f"model folder '{folder}' lacks {', '.join(missing)}: it must hold the model (config.json + weights) and "
             "its AdaTADVideoProcessor (video_preprocessor_config.json), both saved with save_pretrained"
         )
+    if json.loads((folder / "config.json").read_text()).get("model_type") == AdaTADConfig.model_type:
+        mismatched = mismatched_weight_shapes(folder, AdaTADConfig.from_pretrained(folder))
+        if mismatched:
+            raise ModelFolderError(
+                f"model folder '{folder}': {len(mismatched)} weight tensor(s) do not fit its config.json ("
+                + "; ".join(mismatched[:3]) + (", ..." if len(mismatched) > 3 else "")
+                + "): the config and the weights belong to different models (e.g. another num_labels or backbone "
+                "size); save them together with save_pretrained"
+            )
     # Loaded here rather than by `pipeline`, which would initialise missing weights at random and only log it.
     try:
         detection_model, _ = model_loading.load_complete_model(

@@ -321,3 +321,137 @@ def test_negative_num_labels_is_reported_as_given(capsys, tmp_path):
             "--set", "model.num_labels=-3"]
     assert run_tad.main(argv) == 2
     assert "`num_labels` must be at least 1, got -3." in capsys.readouterr().err
+
+
+def test_weights_of_another_class_count_are_refused_by_name_before_loading(tests_dir, tmp_path, capsys):
+    from test_pipeline import save_tiny_model
+
+    from adatad import AdaTADConfig
+    from adatad.cli import detect_main
+
+    folder = save_tiny_model(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    num_labels = len(config["id2label"])
+    config["id2label"] = {str(i): f"class {i}" for i in range(num_labels + 2)}
+    config["label2id"] = {f"class {i}": i for i in range(num_labels + 2)}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as exit_status:
+        detect_main([str(tests_dir / "data" / "videos" / "demo.mp4"), "--model", str(folder),
+                     "--output", str(tmp_path / "out.json"), "--device", "cpu", "--no-progress"])
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err
+    assert f"detector.head.classification_head.bias ({num_labels},) in model.safetensors vs ({num_labels + 2},)" in err
+    assert "ignore_mismatched_sizes" not in err and "Traceback" not in err
+    run_tad = _run_tad()
+    with pytest.raises(run_tad.RunError, match=r"--model .*2 weight tensor\(s\) do not fit"):
+        run_tad.check_weights_fit(folder, AdaTADConfig.from_pretrained(folder), "--model")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Annotation files
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _thumos_txt_folder(tmp_path, tests_dir, change):
+    folder = tmp_path / "annotations_val"
+    shutil.copytree(tests_dir / "data" / "annotations" / "thumos14" / "annotations_val", folder)
+    path = folder / "BaseballPitch_val.txt"
+    path.write_bytes(change(path.read_bytes()))
+    return folder
+
+
+def test_thumos_txt_that_is_not_utf8_is_named_with_its_line(tmp_path, tests_dir):
+    from adatad.data import AnnotationError, load_thumos14_txt
+
+    folder = _thumos_txt_folder(tmp_path, tests_dir, lambda data: data.replace(b"\n", b"\nvideo_\xff 1 2\n", 1))
+    with pytest.raises(AnnotationError, match=r"BaseballPitch_val\.txt: line 2 is not UTF-8 text \(byte 0xff\)"):
+        load_thumos14_txt(folder)
+
+
+@pytest.mark.parametrize("video_id", ["../../etc/passwd", "/abs/video", "a/../../b", "..\\\\x"])
+def test_video_ids_that_leave_the_video_folder_are_refused(tmp_path, tests_dir, video_id):
+    from adatad.data import AnnotationError, load_thumos14_txt
+
+    folder = _thumos_txt_folder(tmp_path, tests_dir, lambda data: data + f"{video_id} 1.0 2.0\n".encode())
+    with pytest.raises(AnnotationError, match="may not be an absolute path or contain '..'"):
+        load_thumos14_txt(folder)
+    dataset = load_thumos14_txt(folder, on_error="skip")
+    assert video_id not in dataset["video_id"] and len(dataset) > 0
+
+
+NFD_JUMP = "Sauté".replace("é", "e\u0301")
+CONVERTER_CASES = {
+    "1e308 duration": ("big.csv", "video,start,end,label,duration,fps,subset\na.mp4,1,2,jump,1e308,30,training\n"
+                       "b.mp4,1,2,jump,5,30,validation\n", "`duration` must be a positive number of seconds/frames "
+                       "up to 1e+09, got '1e308'"),
+    "repeated CSV column": ("rows.csv", "video,start,end,label,start\na.mp4,1,2,jump,3\n",
+                            "column(s) ['start'] appear more than once in the header"),
+    "JSONL key twice": ("rows.jsonl", '{"video": "a.mp4", "start": 1, "end": 2, "label": "jump", "label": "run"}\n',
+                        "line 1: key(s) ['label'] appear more than once in one JSON object"),
+    "label with a line break": ("rows.jsonl", '{"video": "a.mp4", "start": 1, "end": 2, "label": "jump\\n\\n2"}\n',
+                                "label 'jump\\n\\n2' holds a line break or another control character"),
+    "NFC and NFD label": ("rows.jsonl", json.dumps({"video": "a.mp4", "start": 1, "end": 2, "label": "Sauté"}) + "\n"
+                          + json.dumps({"video": "b.mp4", "start": 1, "end": 2, "label": NFD_JUMP}) + "\n",
+                          "label 'Sauté' is written in 2 Unicode forms"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONVERTER_CASES))
+def test_adatad_convert_annotations_refuses_with_the_row(case, tmp_path, capsys):
+    from adatad.custom_data import convert_main
+
+    name, text, fragment = CONVERTER_CASES[case]
+    (tmp_path / name).write_text(text, encoding="utf8")
+    assert convert_main([str(tmp_path / name), "--output-dir", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert fragment in captured.out + captured.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_adatad_suggest_preset_refuses_a_zero_window(tmp_path, capsys):
+    from adatad.custom_data import suggest_main
+
+    with pytest.raises(SystemExit) as exit_status:
+        suggest_main([str(tmp_path / "annotations.json"), "--video-dir", str(tmp_path), "--backbone",
+                      "videomae-s", "--output", str(tmp_path / "p.json"), "--max-window-size", "0"])
+    assert exit_status.value.code == 2
+    assert "--max-window-size: must be at least 1, got 0" in capsys.readouterr().err
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this pickle ran code",))
+
+
+def test_a_refused_pickle_never_gets_the_weights_only_false_advice(tests_dir, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+    from test_pipeline import save_tiny_model
+
+    from adatad.cli import detect_main
+
+    folder = save_tiny_model(tmp_path / "model")
+    weights = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save({**weights, "extra": _RunsCode()}, folder / "pytorch_model.bin")
+    with pytest.raises(SystemExit) as exit_status:
+        detect_main([str(tests_dir / "data" / "videos" / "demo.mp4"), "--model", str(folder),
+                     "--output", str(tmp_path / "out.json"), "--device", "cpu", "--no-progress"])
+    assert exit_status.value.code == 2
+    captured = capsys.readouterr()
+    assert "is a pickle holding more than tensors" in captured.err
+    assert "weights_only=False" not in captured.err and "this pickle ran code" not in captured.out
+
+
+@pytest.mark.parametrize("name", ["annotations.json", "rows.jsonl"])
+def test_deeply_nested_annotation_json_is_one_error(tmp_path, name):
+    from adatad.custom_data import CustomDataError, read_annotations
+    from adatad.data import AnnotationError, load_database_json
+
+    path = tmp_path / name
+    path.write_text("[" * 100000 + "]" * 100000 + "\n")
+    with pytest.raises(CustomDataError, match="nest"):
+        read_annotations(path)
+    if name.endswith(".json"):
+        with pytest.raises(AnnotationError, match="nested too deeply"):
+            load_database_json(path)

@@ -65,8 +65,9 @@ from adatad.atomic_files import write_text_atomically  # noqa: E402
 from adatad.custom_data import DataValidationError, check_training_data  # noqa: E402
 from adatad.evaluation import evaluate_detection, evaluate_topk_recall  # noqa: E402
 from adatad.memory_estimation import limit_cpu_heap_fragmentation  # noqa: E402
+from adatad.configuration_adatad import AdaTADConfig  # noqa: E402
 from adatad.model_loading import BACKBONE_MODEL_NEW_PARTS, MissingWeightsError, load_complete_model  # noqa: E402
-from adatad.modeling_adatad import AdaTADForTemporalDetection  # noqa: E402
+from adatad.modeling_adatad import AdaTADForTemporalDetection, mismatched_weight_shapes  # noqa: E402
 from adatad.model_card import build_model_card  # noqa: E402
 from adatad.post_processing import ExternalVideoClassifier, to_activitynet_submission  # noqa: E402
 from adatad.processing_adatad import (  # noqa: E402
@@ -505,6 +506,18 @@ class ModelEma:
         load_safetensors_model(self.module, str(path), device=str(next(self.module.parameters()).device))
 
 
+def check_weights_fit(folder, config: AdaTADConfig, flag: str):
+    """Refuses a model folder whose weights have other shapes than `config` gives them (before `from_pretrained`,
+    which stops with a traceback and suggests loading random tensors in their place)."""
+    mismatched = mismatched_weight_shapes(folder, config)
+    if mismatched:
+        raise RunError(
+            f"{flag} {folder}: {len(mismatched)} weight tensor(s) do not fit the model it is loaded as ("
+            + "; ".join(mismatched[:3]) + (", ..." if len(mismatched) > 3 else "")
+            + "): a checkpoint of another backbone size or class count; convert or train the matching one."
+        )
+
+
 def build_model(preset: dict, args, class_names: list, accelerator: Accelerator):
     """The model (converted VideoMAE weights from `--pretrained_model`, else random) and its EMA copy (or None)."""
     training = preset["training"]
@@ -517,6 +530,7 @@ def build_model(preset: dict, args, class_names: list, accelerator: Accelerator)
     if args.pretrained_model:
         # A converted VideoMAE (conversion_scripts/convert_videomae_to_adatad.py): its backbone weights, the preset's
         # adapters and detector, freshly initialised where the folder lacks them; a missing backbone tensor is an error.
+        check_weights_fit(args.pretrained_model, config, "--pretrained_model")
         model, new_keys = load_complete_model(
             AdaTADForTemporalDetection, args.pretrained_model, new_parts=BACKBONE_MODEL_NEW_PARTS, config=config
         )
@@ -729,6 +743,8 @@ def load_checkpoint(accelerator: Accelerator, ema, checkpoint: Path, num_process
         if ema is not None:
             ema.load(checkpoint / EMA_WEIGHTS_NAME)
     except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError) as error:
+        if isinstance(error, torch.OutOfMemoryError):
+            raise
         # torch's own message on a refused pickle advises weights_only=False, which would run the file's code.
         reason = "not a weights-only PyTorch file" if isinstance(error, pickle.UnpicklingError) else (
             str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -1327,6 +1343,7 @@ def evaluation_function(args) -> dict:
     processor.class_names = AdaTADVideoProcessor.from_pretrained(model_dir).class_names
     with accelerator.main_process_first():
         eval_dataset, evaluation = build_evaluation_data(preset, paths, processor)
+    check_weights_fit(model_dir, AdaTADConfig.from_pretrained(model_dir), "--model")
     model, _ = load_complete_model(AdaTADForTemporalDetection, model_dir)
     model.to(accelerator.device)
     training = preset["training"]
