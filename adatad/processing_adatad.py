@@ -1054,6 +1054,8 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         tensor's device: the last step of `transform_frames`, or the first one on the model's device for frames
         left uint8 (`return_uint8=True`), where it costs a fraction of the model's time and the copy to the device
         moves a quarter of the bytes."""
+        if pixel_values.dtype != torch.uint8:  # normalising twice would go unnoticed until the results were wrong
+            raise ValueError(f"expected uint8 frames (0..255), got dtype {pixel_values.dtype}")
         # Casting into a contiguous buffer also turns channels-last views (decoders, crops) into the model's layout.
         output = torch.empty(pixel_values.shape, dtype=dtype, device=pixel_values.device)
         output.copy_(pixel_values)

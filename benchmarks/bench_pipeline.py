@@ -106,7 +106,11 @@ def load_average(line: str) -> str:
     return line.split("load average:")[-1].strip()
 
 
-def run_worker(args, impl: str, case: str, tag: str, profile: bool = False) -> dict:
+UNSUPPORTED = 3  # the worker's exit status for a case the measured adatad does not have
+
+
+def run_worker(args, impl: str, case: str, tag: str, profile: bool = False) -> dict | None:
+    """One fresh process measuring one case; None when the measured adatad does not have the case."""
     python = args.opentad_python if impl == "opentad" else args.adatad_python
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
@@ -123,6 +127,9 @@ def run_worker(args, impl: str, case: str, tag: str, profile: bool = False) -> d
     before = uptime()
     process = subprocess.run(command, env=env, capture_output=True, text=True)
     after = uptime()
+    if process.returncode == UNSUPPORTED:
+        print(f"{tag}: skipped ({process.stderr.strip()})", flush=True)
+        return None
     if process.returncode != 0:
         sys.stderr.write(process.stdout[-3000:] + process.stderr[-3000:])
         raise SystemExit(f"{tag} failed (exit {process.returncode})")
@@ -234,19 +241,27 @@ def main(argv=None):
         plan = [("opentad", opentad_case) for opentad_case in dict.fromkeys(c[1] for c in COMPARISONS[case])]
         plan += [("adatad", adatad_case) for adatad_case in dict.fromkeys(c[2] for c in COMPARISONS[case])]
         for round_index in range(args.rounds):
-            for impl, worker_case in plan:
+            for impl, worker_case in list(plan):
                 result = run_worker(args, impl, worker_case, f"{worker_case}_{impl}_r{round_index}")
+                if result is None:
+                    plan.remove((impl, worker_case))
+                    continue
                 result.update(group=case, round=round_index)
                 report["runs"].append(result)
+                save(report, out)  # what is finished is kept if a later run fails
         if args.profile:
             for adatad_case in (worker_case for impl, worker_case in plan if impl == "adatad"):
                 run_worker(args, "adatad", adatad_case, f"profile_{adatad_case}", profile=True)
     report["end"] = uptime()
     report["summary"] = summarize(report["runs"])
+    save(report, out)
+    print(markdown(report["summary"]))
+
+
+def save(report: dict, out: Path):
     partial = out.with_name(out.name + ".partial")
     partial.write_text(json.dumps(report, indent=1))
     partial.replace(out)
-    print(markdown(report["summary"]))
 
 
 if __name__ == "__main__":

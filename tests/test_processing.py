@@ -603,3 +603,21 @@ def test_hue_shift_keeps_grey_and_luma():
         out = color_jitter(colour, 0.0, 0.0, 0.0, 0.1, torch.Generator().manual_seed(seed))
         luma = lambda x: 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]  # noqa: E731
         assert (luma(out) - luma(colour.float())).abs().max() <= 1.0
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_mode_runs_every_step_on_cpu(tmp_path, tests_dir):
+    out = tmp_path / "gpu_check.json"
+    script = tests_dir.parent / "benchmarks" / "gpu_check.py"
+    subprocess.run([sys.executable, str(script), "--smoke", "--steps", "1", "--out", str(out)], check=True,
+                   timeout=1200, cwd=tmp_path)
+    report = json.loads(out.read_text())
+    assert report["smoke"] and report["device"] == "cpu"
+    assert report["parity"]["passed"] and len(report["parity"]["tests"]) == 3, report["parity"]
+    step = report["training_step"]
+    assert step["frames"] == 64 and np.isfinite(step["loss"]) and step["step_time_s"] > 0, step
+    assert report["memory_estimate"]["estimate_total_bytes"] > 0
+    assert report["inference"]["frames_per_s"] > 0
+    pipeline = report["data_pipeline"]
+    assert pipeline["frames"] == 2 * pipeline["batch_size"] * 64 and pipeline["frames_per_s"] > 0, pipeline
+    assert isinstance(pipeline["keeps_up"], bool)

@@ -428,7 +428,7 @@ def build_dataloaders(preset: dict, args, accelerator: Accelerator, train_datase
     """Training loader over `OpenTADTrainBatchSampler` and evaluation loader, both still to be prepared; returns them
     with the batch sampler (whose `set_epoch` draws each epoch's order)."""
     num_processes = accelerator.num_processes
-    num_workers = data_workers(preset, args)
+    num_workers = data_workers(preset, args, accelerator)
     on_gpu = accelerator.device.type == "cuda"
     if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # Leave a core to each data-loading worker: oversubscribed CPU threads make a step 10-30x slower.
@@ -473,8 +473,15 @@ def build_eval_dataloader(eval_dataset, batch_size: int, num_workers: int, seed:
     )
 
 
-def data_workers(preset: dict, args) -> int:
-    return preset["data"]["num_workers"] if args.num_workers is None else args.num_workers
+def data_workers(preset: dict, args, accelerator: Accelerator) -> int:
+    """`--num_workers`, else the preset's `data.num_workers`, raised on a GPU to every core this process can have: one
+    worker decodes and augments a few hundred frames a second, a GPU trains on thousands (docs/performance.md)."""
+    if args.num_workers is not None:
+        return args.num_workers
+    workers = preset["data"]["num_workers"]
+    if accelerator.device.type == "cuda":
+        workers = max(workers, (os.cpu_count() or 1) // accelerator.num_processes - 1)
+    return workers
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1352,8 +1359,8 @@ def evaluation_function(args) -> dict:
         accelerator.num_processes * training["gradient_accumulation_steps"]
     )
     eval_dataloader = accelerator.prepare(
-        build_eval_dataloader(eval_dataset, max(1, batch_size), data_workers(preset, args), training["seed"],
-                              on_gpu=accelerator.device.type == "cuda")
+        build_eval_dataloader(eval_dataset, max(1, batch_size), data_workers(preset, args, accelerator),
+                              training["seed"], on_gpu=accelerator.device.type == "cuda")
     )
     metrics = evaluate(model, eval_dataloader, processor, accelerator, evaluation)
     accelerator.print(f"{model_dir}:\n{format_metrics(metrics)}")
