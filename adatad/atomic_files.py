@@ -7,10 +7,10 @@ Torch-free leaf module (evaluation, annotation tools, the command line and train
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Tuple, Union
+from collections.abc import Iterable
 
 
-def write_text_atomically(path: Union[str, os.PathLike], text: str) -> Path:
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     """Writes `text` (UTF-8, verbatim) to a temporary file in `path`'s folder and renames it over `path` when
     complete, so that an interrupted write (a kill, a full disk) leaves the previous file, or none, and never a
     truncated one. The folder must exist."""
@@ -44,7 +44,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output_path(
-    option: str, output: Union[str, os.PathLike], inputs: Iterable[Tuple[str, Union[str, os.PathLike]]]
+    option: str, output: str | os.PathLike, inputs: Iterable[tuple[str, str | os.PathLike]]
 ) -> Path:
     """Refuses `output` (given as `option`, e.g. "--output") when it is one of `inputs` ((what, path) pairs; any
     spelling: symbolic links, `..`, hard links), a folder, or where no file can be created; creates its folder. Call
