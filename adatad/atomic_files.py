@@ -9,7 +9,7 @@ import re
 import stat
 import tempfile
 from pathlib import Path
-from typing import Iterable, Tuple, Union
+from collections.abc import Iterable
 
 # The process's open files by name (/dev/stdout, /dev/fd/3, /proc/self/fd/1): links to whatever the shell opened,
 # possibly a regular file that it holds open, so they are written through, never replaced.
@@ -36,7 +36,7 @@ def _refuse_special(path: Path, option: str) -> None:
         raise OutputPathError(f"{option} '{path}' is {kind}, which is never written; choose a file path")
 
 
-def write_text_atomically(path: Union[str, os.PathLike], text: str) -> Path:
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     """Writes `text` (UTF-8, verbatim) to a temporary file in `path`'s folder, flushes it to disk and renames it over
     `path` when complete, so that an interrupted write (a kill, a full disk, a power cut) leaves the previous file, or
     none, and never a truncated one. A replaced file keeps its permission bits; a new one gets those of a plain
@@ -84,7 +84,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_not_an_input(
-    option: str, output: Union[str, os.PathLike], inputs: Iterable[Tuple[str, Union[str, os.PathLike]]]
+    option: str, output: str | os.PathLike, inputs: Iterable[tuple[str, str | os.PathLike]]
 ) -> Path:
     """Refuses `output` when it is one of `inputs` ((what, path) pairs, None paths skipped) in any spelling (symbolic
     links, `..`, hard links); creates nothing.
@@ -103,7 +103,7 @@ def check_not_an_input(
 
 
 def check_output_path(
-    option: str, output: Union[str, os.PathLike], inputs: Iterable[Tuple[str, Union[str, os.PathLike]]]
+    option: str, output: str | os.PathLike, inputs: Iterable[tuple[str, str | os.PathLike]]
 ) -> Path:
     """Refuses `output` (given as `option`, e.g. "--output") when it is one of `inputs` ((what, path) pairs; any
     spelling: symbolic links, `..`, hard links), a folder, a block device or socket, or where no file can be created;

@@ -44,7 +44,7 @@ def environment_report() -> dict:
         try:
             import av
 
-            report["decoders"]["av (ffmpeg libavcodec)"] = "%d.%d.%d" % av.library_versions["libavcodec"]
+            report["decoders"]["av (ffmpeg libavcodec)"] = ".".join(map(str, av.library_versions["libavcodec"]))
         except Exception as error:  # a broken install is what the report is for: show it, do not stop
             report["decoders"]["av (ffmpeg libavcodec)"] = f"error: {error}"
     devices = {}

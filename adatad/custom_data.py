@@ -37,7 +37,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from . import presets
 from .atomic_files import OutputPathError, check_not_an_input, write_text_atomically
 
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 ANNOTATION_EXTENSIONS = (".csv", ".jsonl", ".json")
@@ -121,12 +121,12 @@ class VideoRecord:
     video_id: str
     subset: str
     where: str
-    duration: Optional[float] = None
-    fps: Optional[float] = None
-    num_frames: Optional[int] = None
-    extension: Optional[str] = None  # from the `video` column when it names a file
-    video_path: Optional[str] = None
-    segments: List[SegmentRecord] = field(default_factory=list)
+    duration: float | None = None
+    fps: float | None = None
+    num_frames: int | None = None
+    extension: str | None = None  # from the `video` column when it names a file
+    video_path: str | None = None
+    segments: list[SegmentRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -134,8 +134,8 @@ class CustomAnnotations:
     """Videos read from one annotation source, before any check (see `read_annotations`)."""
 
     source: str
-    videos: Dict[str, VideoRecord]
-    video_dir: Optional[Path] = None
+    videos: dict[str, VideoRecord]
+    video_dir: Path | None = None
 
 
 @dataclass
@@ -150,10 +150,10 @@ class ValidationReport:
     max_examples: int = 5
     errors: Counter = field(default_factory=Counter)
     warnings: Counter = field(default_factory=Counter)
-    examples: Dict[str, List[str]] = field(default_factory=dict)
-    videos_per_subset: Dict[str, int] = field(default_factory=dict)
-    segments_per_subset: Dict[str, int] = field(default_factory=dict)
-    class_names: List[str] = field(default_factory=list)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    videos_per_subset: dict[str, int] = field(default_factory=dict)
+    segments_per_subset: dict[str, int] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
 
     def add(self, kind: str, message: str) -> None:
         severity = PROBLEMS[kind][0]
@@ -202,7 +202,7 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
-def _video_id_problem(video_id: str) -> Optional[str]:
+def _video_id_problem(video_id: str) -> str | None:
     if not video_id:
         return "the video id is empty"
     if "/" in video_id or "\\" in video_id or "\0" in video_id or video_id in (".", ".."):
@@ -211,7 +211,7 @@ def _video_id_problem(video_id: str) -> Optional[str]:
     return None
 
 
-def _split_video_name(name: str) -> Tuple[str, Optional[str]]:
+def _split_video_name(name: str) -> tuple[str, str | None]:
     """'clip.mp4' -> ('clip', '.mp4'); 'clip' -> ('clip', None)."""
     stem, extension = os.path.splitext(name)
     if extension.lower() in VIDEO_EXTENSIONS:
@@ -224,7 +224,7 @@ def _split_video_name(name: str) -> Tuple[str, Optional[str]]:
 MAX_ANNOTATION_VALUE = 1e9
 
 
-def _number(value, name: str, where: str, report: ValidationReport, *, positive: bool = False) -> Optional[float]:
+def _number(value, name: str, where: str, report: ValidationReport, *, positive: bool = False) -> float | None:
     """A number from a cell/field; None (and a `bad_row` problem) when it is not one."""
     if isinstance(value, bool):
         number = None
@@ -243,7 +243,7 @@ def _number(value, name: str, where: str, report: ValidationReport, *, positive:
     return number
 
 
-def _rows_from_csv(path: Path) -> List[Tuple[str, dict]]:
+def _rows_from_csv(path: Path) -> list[tuple[str, dict]]:
     text = _read_text(path)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [name.strip() for name in (reader.fieldnames or [])]
@@ -278,7 +278,7 @@ def _rows_from_csv(path: Path) -> List[Tuple[str, dict]]:
     return rows
 
 
-def _rows_from_jsonl(path: Path) -> List[Tuple[str, dict]]:
+def _rows_from_jsonl(path: Path) -> list[tuple[str, dict]]:
     rows = []
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
@@ -304,8 +304,8 @@ def _rows_from_jsonl(path: Path) -> List[Tuple[str, dict]]:
     return rows
 
 
-def _videos_from_rows(rows: List[Tuple[str, dict]], default_subset: str, report: ValidationReport):
-    videos: Dict[str, VideoRecord] = {}
+def _videos_from_rows(rows: list[tuple[str, dict]], default_subset: str, report: ValidationReport):
+    videos: dict[str, VideoRecord] = {}
     for where, row in rows:
         if "__extra__" in row:
             report.add("bad_row", f"{where}: more cells than header columns ({row['__extra__']!r}); quote cells "
@@ -362,7 +362,7 @@ def _reject_duplicate_keys(path: Path, where: str = ""):
     return hook
 
 
-def _videos_from_database(path: Path, report: ValidationReport) -> Dict[str, VideoRecord]:
+def _videos_from_database(path: Path, report: ValidationReport) -> dict[str, VideoRecord]:
     try:
         content = json.loads(_read_text(path), object_pairs_hook=_reject_duplicate_keys(path))
     except json.JSONDecodeError as error:
@@ -375,7 +375,7 @@ def _videos_from_database(path: Path, report: ValidationReport) -> Dict[str, Vid
         raise CustomDataError(f"{path}: expected a JSON object with a 'database' object mapping video ids to "
                               "{'subset', 'duration', 'annotations': [{'segment': [start, end], 'label'}]} "
                               "(ActivityNet layout).")
-    videos: Dict[str, VideoRecord] = {}
+    videos: dict[str, VideoRecord] = {}
     for video_id, info in content["database"].items():
         where = f"{path.name} database[{video_id!r}]"
         problem = _video_id_problem(video_id)
@@ -426,7 +426,7 @@ def _find_annotation_file(folder: Path) -> Path:
 
 
 def read_annotations(
-    path: PathLike, *, default_subset: str = DEFAULT_SUBSET, report: Optional[ValidationReport] = None
+    path: PathLike, *, default_subset: str = DEFAULT_SUBSET, report: ValidationReport | None = None
 ) -> CustomAnnotations:
     """Reads videos and segments from a CSV, a JSONL, an ActivityNet-style JSON or a dataset folder.
 
@@ -461,11 +461,11 @@ def read_annotations(
     return CustomAnnotations(str(path), videos, video_dir)
 
 
-def _check_labels(videos: Dict[str, VideoRecord], report: ValidationReport) -> None:
+def _check_labels(videos: dict[str, VideoRecord], report: ValidationReport) -> None:
     """Labels are class names in every output (class map, subtitles, model config): a line break or other control
     character is refused (the segment is left out), and one name written in two Unicode forms (NFC and NFD look the
     same but compare different) would become two classes, so that is refused too."""
-    spellings: Dict[str, Dict[str, str]] = {}
+    spellings: dict[str, dict[str, str]] = {}
     for video in videos.values():
         kept = []
         for segment in video.segments:
@@ -510,7 +510,7 @@ def _locate_videos(annotations: CustomAnnotations, video_dir: Path, report: Vali
     files and video files that no annotation names."""
     if not video_dir.is_dir():
         raise CustomDataError(f"video folder not found: {video_dir}")
-    by_stem: Dict[str, List[str]] = {}
+    by_stem: dict[str, list[str]] = {}
     for name in sorted(os.listdir(video_dir)):
         stem, extension = _split_video_name(name)
         if extension is not None and (video_dir / name).is_file():
@@ -567,7 +567,7 @@ def _probe_all(annotations: CustomAnnotations, report: ValidationReport, *, back
 # ------------------------------------------------------------------------------------------------
 
 
-def _training_subset(subsets: Iterable[str], train_subset: Optional[str]) -> Optional[str]:
+def _training_subset(subsets: Iterable[str], train_subset: str | None) -> str | None:
     if train_subset is not None:
         return train_subset
     return next((name for name in TRAINING_SUBSET_NAMES if name in subsets), None)
@@ -577,10 +577,10 @@ def check_annotations(
     annotations: CustomAnnotations,
     report: ValidationReport,
     *,
-    class_names: Optional[Sequence[str]] = None,
-    train_subset: Optional[str] = None,
+    class_names: Sequence[str] | None = None,
+    train_subset: str | None = None,
     unlabelled_subsets: Sequence[str] = (),
-    num_labels: Optional[int] = None,
+    num_labels: int | None = None,
     require_timing: bool = False,
     ignore_labels: Sequence[str] = (),
     clip_segments: bool = False,
@@ -600,7 +600,7 @@ def check_annotations(
     videos = list(annotations.videos.values())
     if not videos:
         report.add("no_videos", f"{annotations.source}: no video rows")
-    labels_by_subset: Dict[str, Counter] = {}
+    labels_by_subset: dict[str, Counter] = {}
     for video in videos:
         labels_by_subset.setdefault(video.subset, Counter())
         report.videos_per_subset[video.subset] = report.videos_per_subset.get(video.subset, 0) + 1
@@ -687,7 +687,7 @@ def check_annotations(
     return report
 
 
-def _class_names_for(path: Optional[PathLike]) -> Optional[List[str]]:
+def _class_names_for(path: PathLike | None) -> list[str] | None:
     if path is None:
         return None
     try:
@@ -702,9 +702,9 @@ def _class_names_for(path: Optional[PathLike]) -> Optional[List[str]]:
 def validate_annotations(
     annotations: PathLike,
     *,
-    video_dir: Optional[PathLike] = None,
-    class_map: Optional[PathLike] = None,
-    train_subset: Optional[str] = None,
+    video_dir: PathLike | None = None,
+    class_map: PathLike | None = None,
+    train_subset: str | None = None,
     unlabelled_subsets: Sequence[str] = (),
     decode_videos: bool = True,
     decode_backend: str = "auto",
@@ -840,15 +840,15 @@ def convert_annotations(
     source: PathLike,
     output_dir: PathLike,
     *,
-    video_dir: Optional[PathLike] = None,
-    class_map: Optional[PathLike] = None,
+    video_dir: PathLike | None = None,
+    class_map: PathLike | None = None,
     default_subset: str = DEFAULT_SUBSET,
-    train_subset: Optional[str] = None,
+    train_subset: str | None = None,
     unlabelled_subsets: Sequence[str] = (),
     skip_broken_videos: bool = False,
     clip_segments: bool = False,
     decode_backend: str = "auto",
-) -> Tuple[Optional[Dict[str, Path]], ValidationReport]:
+) -> tuple[dict[str, Path] | None, ValidationReport]:
     """Converts a CSV / JSONL / ActivityNet JSON / dataset folder to `annotations.json` + `category_idx.txt`.
 
     Every video is located in `video_dir` (or the dataset folder) and decoded (first and last frame) to fill the
@@ -922,10 +922,10 @@ class SuggestedSettings:
     scale_factor: int
     window_size: int
     max_seq_len: int
-    fpn_strides: List[int]
-    fpn_regression_ranges: List[List[int]]
+    fpn_strides: list[int]
+    fpn_regression_ranges: list[list[int]]
     seconds_per_feature: float
-    reasoning: List[str]
+    reasoning: list[str]
 
 
 def _round_up(value: float, multiple: int) -> int:
@@ -1114,7 +1114,7 @@ def _print_report(report: ValidationReport, stream=None) -> None:
     print(report.summary(), file=stream or sys.stdout)
 
 
-def convert_main(argv: Optional[Sequence[str]] = None) -> int:
+def convert_main(argv: Sequence[str] | None = None) -> int:
     """`adatad-convert-annotations`: exit 0 when written, 1 when the data or a file has errors (nothing written),
     2 on bad arguments."""
     parser = argparse.ArgumentParser(
@@ -1151,7 +1151,7 @@ def convert_main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def validate_main(argv: Optional[Sequence[str]] = None) -> int:
+def validate_main(argv: Sequence[str] | None = None) -> int:
     """`adatad-validate-data`: exit 0 when valid (warnings allowed), 1 on errors (also a file that cannot be read
     at all), 2 on bad arguments."""
     parser = argparse.ArgumentParser(
@@ -1189,7 +1189,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def suggest_main(argv: Optional[Sequence[str]] = None) -> int:
+def suggest_main(argv: Sequence[str] | None = None) -> int:
     """`adatad-suggest-preset`: print suggested settings with the reasoning and write a training preset."""
     parser = argparse.ArgumentParser(
         prog="adatad-suggest-preset",

@@ -44,7 +44,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Literal, Optional
+from collections.abc import Callable, Iterable, Sequence
 
 import datasets
 import numpy as np
@@ -55,8 +56,8 @@ from .evaluation import DuplicateJSONKeyError, object_without_duplicate_keys
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
-ClassMap = Union[PathLike, Sequence[str], None]
+PathLike = str | os.PathLike
+ClassMap = PathLike | Sequence[str] | None
 OnError = Literal["raise", "skip"]
 ZeroLength = Literal["keep", "error"]
 OutOfBounds = Literal["keep", "clip", "error"]
@@ -100,9 +101,9 @@ class AnnotationOptions:
     out_of_bounds: OutOfBounds = "keep"
     allow_empty: bool = True
     deduplicate: bool = True
-    video_dir: Optional[PathLike] = None
-    video_prefix: Optional[str] = None
-    video_extension: Union[str, Sequence[str]] = ".mp4"
+    video_dir: PathLike | None = None
+    video_prefix: str | None = None
+    video_extension: str | Sequence[str] = ".mp4"
     missing_videos: MissingVideos = "raise"
     output_report: bool = False
 
@@ -114,7 +115,7 @@ class AnnotationOptions:
                 raise ValueError(f"{name} must be {choices}, got {getattr(self, name)!r}.")
 
     @classmethod
-    def of(cls, options: Optional["AnnotationOptions"], overrides: Dict[str, object]) -> "AnnotationOptions":
+    def of(cls, options: Optional["AnnotationOptions"], overrides: dict[str, object]) -> "AnnotationOptions":
         """`options` (default: all defaults) with the loader call's keyword `overrides` applied."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - names)
@@ -152,13 +153,13 @@ class AnnotationReport:
     source: str
     num_videos: int = 0
     num_segments: int = 0
-    videos_per_subset: Dict[str, int] = field(default_factory=dict)
+    videos_per_subset: dict[str, int] = field(default_factory=dict)
     skipped: Counter = field(default_factory=Counter)
     clipped: int = 0
     removed: Counter = field(default_factory=Counter)
     kept: Counter = field(default_factory=Counter)
-    missing_videos: List[str] = field(default_factory=list)
-    details: List[str] = field(default_factory=list)
+    missing_videos: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
 
     @property
     def needs_attention(self) -> bool:
@@ -197,7 +198,7 @@ class AnnotationReport:
 _LEADING_ID = re.compile(r"^\s*([A-Za-z]?\d+)\s+(\S.*?)\s*$")
 
 
-def read_class_names(path: PathLike) -> List[str]:
+def read_class_names(path: PathLike) -> list[str]:
     """Reads a class-index file: one class per line, class index = line number (0-based).
 
     Accepted layouts:
@@ -255,7 +256,7 @@ def _check_unique_names(names: Sequence[str], source: str) -> None:
         raise AnnotationError(f"{source}: class names must be unique; repeated: {duplicated[:10]}.")
 
 
-def _class_names_from(class_map: ClassMap, labels_seen: Iterable[str]) -> List[str]:
+def _class_names_from(class_map: ClassMap, labels_seen: Iterable[str]) -> list[str]:
     """Class map from a file or list; if None, every label of the file sorted alphabetically (OpenTAD)."""
     if class_map is None:
         return sorted(set(labels_seen))
@@ -282,7 +283,7 @@ def annotation_features(class_names: Sequence[str]) -> datasets.Features:
     )
 
 
-def class_names_of(dataset: datasets.Dataset) -> List[str]:
+def class_names_of(dataset: datasets.Dataset) -> list[str]:
     """Class names of a video-row or window-row dataset, in class-index order."""
     return list(dataset.features["labels"].feature.names)
 
@@ -305,9 +306,9 @@ class _RawVideo:
     video_id: str
     subset: str
     duration: object  # number, numeric string or None: the builder parses and checks it
-    fps: Optional[float]
-    num_frames: Optional[int]
-    segments: List[_RawSegment]
+    fps: float | None
+    num_frames: int | None
+    segments: list[_RawSegment]
 
 
 class _IndexBuilder:
@@ -334,7 +335,7 @@ class _IndexBuilder:
         self.report.skipped[kind] += 1
         self.report.details.append(f"skipped: {text}")
 
-    def _number(self, value, video_id, where, kind="malformed_segment") -> Optional[float]:
+    def _number(self, value, video_id, where, kind="malformed_segment") -> float | None:
         if isinstance(value, str):
             try:
                 number = float(value)
@@ -436,7 +437,7 @@ class _IndexBuilder:
         return dataset
 
 
-def _subset_filter(subset: Union[str, Sequence[str], None]) -> Callable[[str], bool]:
+def _subset_filter(subset: str | Sequence[str] | None) -> Callable[[str], bool]:
     if subset is None:
         return lambda name: True
     wanted = {subset} if isinstance(subset, str) else set(subset)
@@ -480,7 +481,7 @@ def _read_json(path: PathLike):
         ) from None
 
 
-def _read_csv(path: PathLike, required: Sequence[str]) -> List[Dict[str, str]]:
+def _read_csv(path: PathLike, required: Sequence[str]) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
@@ -500,7 +501,7 @@ class _BadVideoField(ValueError):
         self.name = name
 
 
-def _optional_float(value, name) -> Optional[float]:
+def _optional_float(value, name) -> float | None:
     """A positive finite number, or None when absent; raises `_BadVideoField` otherwise."""
     if value is None or value == "":
         return None
@@ -513,7 +514,7 @@ def _optional_float(value, name) -> Optional[float]:
     return number
 
 
-def _optional_count(value, name) -> Optional[int]:
+def _optional_count(value, name) -> int | None:
     number = _optional_float(value, name)
     return None if number is None else int(number)
 
@@ -526,11 +527,11 @@ def _optional_count(value, name) -> Optional[int]:
 def load_database_json(
     path: PathLike,
     *,
-    subset: Union[str, Sequence[str], None] = None,
+    subset: str | Sequence[str] | None = None,
     class_map: ClassMap = None,
     ignore_labels: Sequence[str] = (),
-    blocked_videos: Union[PathLike, Iterable[str], None] = None,
-    options: Optional[AnnotationOptions] = None,
+    blocked_videos: PathLike | Iterable[str] | None = None,
+    options: AnnotationOptions | None = None,
     **option_overrides,
 ):
     """Loads a `{"database": {video_id: {...}}}` JSON: ActivityNet-1.3 and OpenTAD's layout.
@@ -616,7 +617,7 @@ def load_database_json(
     return _finish(builder)
 
 
-def _read_id_list(ids: Union[PathLike, Iterable[str], None]) -> set:
+def _read_id_list(ids: PathLike | Iterable[str] | None) -> set:
     if ids is None:
         return set()
     if isinstance(ids, (str, os.PathLike)):
@@ -634,10 +635,10 @@ def load_activitynet_bsn(
     annotation_json: PathLike,
     video_info_csv: PathLike,
     *,
-    subset: Union[str, Sequence[str], None] = None,
+    subset: str | Sequence[str] | None = None,
     class_map: ClassMap = None,
     strip_prefix: str = "v_",
-    options: Optional[AnnotationOptions] = None,
+    options: AnnotationOptions | None = None,
     **option_overrides,
 ):
     """Loads ActivityNet-1.3 in the BSN/BMN layout: `anet_anno_action.json` + `video_info_new.csv`.
@@ -705,11 +706,11 @@ def load_activitynet_bsn(
 def load_thumos14_txt(
     annotation_dir: PathLike,
     *,
-    subset: Optional[str] = None,
+    subset: str | None = None,
     class_map: ClassMap = None,
-    video_info_csv: Optional[PathLike] = None,
+    video_info_csv: PathLike | None = None,
     ambiguous: Literal["drop", "keep"] = "drop",
-    options: Optional[AnnotationOptions] = None,
+    options: AnnotationOptions | None = None,
     **option_overrides,
 ):
     """Loads THUMOS-14's original per-class files (`annotations_val/`, `annotations_test/`).
@@ -758,7 +759,7 @@ def load_thumos14_txt(
     video_info = _read_thumos_video_info(video_info_csv) if video_info_csv is not None else {}
     builder = _IndexBuilder(annotation_dir, class_names, {name: i for i, name in enumerate(class_names)},
                             AnnotationOptions.of(options, option_overrides))
-    segments_by_video: Dict[str, List[_RawSegment]] = {}
+    segments_by_video: dict[str, list[_RawSegment]] = {}
     for path, class_name in zip(files, file_classes):
         try:
             # Read whole (the files are small) so that a bad byte is reported with its line; universal newlines as
@@ -794,7 +795,7 @@ def load_thumos14_txt(
     return _finish(builder)
 
 
-def _read_thumos_video_info(path: PathLike) -> Dict[str, Tuple[float, float, int]]:
+def _read_thumos_video_info(path: PathLike) -> dict[str, tuple[float, float, int]]:
     """{video: (duration, fps, num_frames)} from AFSD's video-info CSV or the ground-truth CSV."""
     with open(path, newline="", encoding="utf8") as f:
         reader = csv.DictReader(f)
@@ -821,7 +822,7 @@ def _read_thumos_video_info(path: PathLike) -> Dict[str, Tuple[float, float, int
     return info
 
 
-def _thumos_ground_truth_video_info(row: Dict[str, str], path, number: int) -> Tuple[float, float, int]:
+def _thumos_ground_truth_video_info(row: dict[str, str], path, number: int) -> tuple[float, float, int]:
     """(duration, fps, num_frames) of a `thumos14_test_groundtruth.csv` row."""
     try:
         return (
@@ -847,11 +848,11 @@ THUMOS14_DETECTION_CLASSES = [
 def load_thumos14_csv(
     path: PathLike,
     *,
-    subset: Optional[str] = None,
+    subset: str | None = None,
     class_map: ClassMap = None,
-    video_info_csv: Optional[PathLike] = None,
+    video_info_csv: PathLike | None = None,
     ambiguous: Literal["drop", "keep"] = "drop",
-    options: Optional[AnnotationOptions] = None,
+    options: AnnotationOptions | None = None,
     **option_overrides,
 ):
     """Loads THUMOS-14 from a one-row-per-instance CSV (the per-class txt files, flattened).
@@ -906,7 +907,7 @@ def load_thumos14_csv(
     subset_name = subset or ("test" if "test" in path.stem.lower() else "validation")
     builder = _IndexBuilder(path, class_names, {name: i for i, name in enumerate(class_names)},
                             AnnotationOptions.of(options, option_overrides))
-    segments_by_video: Dict[str, List[_RawSegment]] = {}
+    segments_by_video: dict[str, list[_RawSegment]] = {}
     for number, (row, label) in enumerate(zip(rows, row_labels), start=2):
         video_segments = segments_by_video.setdefault(row[keys["video"]], [])
         if label == THUMOS_AMBIGUOUS_LABEL and ambiguous == "drop":
@@ -939,10 +940,10 @@ def load_epic_kitchens_100(
     annotation_csv: PathLike,
     *,
     label: Literal["noun", "verb"] = "noun",
-    classes_csv: Optional[PathLike] = None,
-    video_info_csv: Optional[PathLike] = None,
-    subset: Optional[str] = None,
-    options: Optional[AnnotationOptions] = None,
+    classes_csv: PathLike | None = None,
+    video_info_csv: PathLike | None = None,
+    subset: str | None = None,
+    options: AnnotationOptions | None = None,
     **option_overrides,
 ):
     """Loads EPIC-Kitchens-100 action segments (`EPIC_100_{train,validation}.csv`) for nouns or verbs.
@@ -978,7 +979,7 @@ def load_epic_kitchens_100(
     labelled = bool(rows) and class_column in rows[0]
     builder = _IndexBuilder(annotation_csv, class_names, {i: i for i in range(len(class_names))},
                             AnnotationOptions.of(options, option_overrides))
-    segments_by_video: Dict[str, List[_RawSegment]] = {}
+    segments_by_video: dict[str, list[_RawSegment]] = {}
     for number, row in enumerate(rows, start=2):  # line 1 is the header
         video_segments = segments_by_video.setdefault(row["video_id"], [])
         if not labelled:
@@ -1011,10 +1012,10 @@ def load_epic_kitchens_100(
 def load_ego4d_moment_queries(
     path: PathLike,
     *,
-    subset: Union[str, Sequence[str], None] = None,
+    subset: str | Sequence[str] | None = None,
     class_map: ClassMap = None,
     primary_only: bool = True,
-    options: Optional[AnnotationOptions] = None,
+    options: AnnotationOptions | None = None,
     **option_overrides,
 ):
     """Loads an Ego4D moment-queries file (`moments_{train,val,test_unannotated}.json`).
@@ -1049,8 +1050,7 @@ def load_ego4d_moment_queries(
 
     def clip_labels(clip):
         for annotator in objects(clip.get("annotations")):
-            for item in objects(annotator.get("labels")):
-                yield item
+            yield from objects(annotator.get("labels"))
 
     labels_seen = [item.get("label") for video in objects(content["videos"]) for clip in objects(video.get("clips"))
                    for item in clip_labels(clip) if item.get("primary", True) or not primary_only]
@@ -1120,7 +1120,7 @@ def _shift(value, offset):
     return value + offset if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
-def _id_class_names(class_names: ClassMap, num_classes: int, default_name: Callable[[int], str]) -> List[str]:
+def _id_class_names(class_names: ClassMap, num_classes: int, default_name: Callable[[int], str]) -> list[str]:
     if class_names is None:
         return [default_name(i) for i in range(num_classes)]
     if isinstance(class_names, (str, os.PathLike)):
@@ -1167,8 +1167,8 @@ def load_multithumos_json(
     *,
     class_names: ClassMap = None,
     num_classes: int = 65,
-    subset: Union[str, Sequence[str], None] = None,
-    options: Optional[AnnotationOptions] = None,
+    subset: str | Sequence[str] | None = None,
+    options: AnnotationOptions | None = None,
     **option_overrides,
 ):
     """Loads Multi-THUMOS `multithumos.json` (`{vid: {subset, duration, actions: [[class_id, start, end]]}}`).
@@ -1194,8 +1194,8 @@ def load_charades_json(
     *,
     class_names: ClassMap = None,
     num_classes: int = 157,
-    subset: Union[str, Sequence[str], None] = None,
-    options: Optional[AnnotationOptions] = None,
+    subset: str | Sequence[str] | None = None,
+    options: AnnotationOptions | None = None,
     **option_overrides,
 ):
     """Loads Charades `charades.json` (same layout as Multi-THUMOS, class ids 0-based, 0..156).
@@ -1221,8 +1221,8 @@ def load_charades_csv(
     *,
     class_names: ClassMap = None,
     num_classes: int = 157,
-    subset: Optional[str] = None,
-    options: Optional[AnnotationOptions] = None,
+    subset: str | None = None,
+    options: AnnotationOptions | None = None,
     **option_overrides,
 ):
     """Loads an original Charades CSV (`Charades_v1_{train,test}.csv`).
@@ -1268,9 +1268,9 @@ def resolve_video_paths(
     video_dir: PathLike,
     *,
     prefix: str = "",
-    extension: Union[str, Sequence[str]] = ".mp4",
+    extension: str | Sequence[str] = ".mp4",
     missing_videos: MissingVideos = "raise",
-) -> Tuple[datasets.Dataset, List[str]]:
+) -> tuple[datasets.Dataset, list[str]]:
     """Fills `video_path` with `video_dir / (prefix + video_id + extension)`.
 
     Args:
@@ -1316,14 +1316,14 @@ def resolve_video_paths(
 
 def split_by_subset(dataset: datasets.Dataset) -> datasets.DatasetDict:
     """`DatasetDict` keyed by the `subset` column (keys in order of first appearance)."""
-    indices: Dict[str, List[int]] = {}
+    indices: dict[str, list[int]] = {}
     for index, name in enumerate(dataset["subset"]):
         indices.setdefault(name, []).append(index)
     return datasets.DatasetDict({name: dataset.select(rows) for name, rows in indices.items()})
 
 
 def to_database_json(
-    dataset: datasets.Dataset, path: Optional[PathLike] = None, *, version: str = "VERSION 1.3"
+    dataset: datasets.Dataset, path: PathLike | None = None, *, version: str = "VERSION 1.3"
 ) -> dict:
     """Writes video rows to the ActivityNet/OpenTAD `database` JSON layout (and returns the dict).
 
@@ -1401,7 +1401,7 @@ def expand_sliding_windows(
     window_size: int,
     snippet_stride: int,
     mode: Literal["frame_count", "fixed_fps"],
-    fps: Optional[float] = None,
+    fps: float | None = None,
     overlap: float = 0.25,
     ioa_thresh: float = 0.75,
     test_mode: bool = False,

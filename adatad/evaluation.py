@@ -27,7 +27,8 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Union
+from typing import Any
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -74,13 +75,13 @@ class GroundTruth:
         num_removed_duplicates: instances dropped by `remove_duplicate_instances`.
     """
 
-    video_ids: List[Hashable]
-    class_names: List[Hashable]
+    video_ids: list[Hashable]
+    class_names: list[Hashable]
     video_index: np.ndarray
     segments: np.ndarray
     labels: np.ndarray
     source: str = "<ground truth>"
-    subset: Optional[str] = None
+    subset: str | None = None
     num_zero_length_or_inverted: int = 0
     num_removed_duplicates: int = 0
 
@@ -104,7 +105,7 @@ class Detections:
         unknown_labels: those labels.
     """
 
-    video_ids: List[Hashable]
+    video_ids: list[Hashable]
     video_index: np.ndarray
     segments: np.ndarray
     labels: np.ndarray
@@ -151,7 +152,7 @@ def object_without_duplicate_keys(pairs: list) -> dict:
     return result
 
 
-def _read_json(source: Union[str, os.PathLike, Mapping, list], what: str):
+def _read_json(source: str | os.PathLike | Mapping | list, what: str):
     """Returns (parsed data, name for messages) for a path or an already parsed object."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
@@ -179,7 +180,7 @@ def _read_json(source: Union[str, os.PathLike, Mapping, list], what: str):
     return source, f"<in-memory {what}>"
 
 
-def parse_tiou_thresholds(text: Union[str, Sequence[float], np.ndarray]) -> np.ndarray:
+def parse_tiou_thresholds(text: str | Sequence[float] | np.ndarray) -> np.ndarray:
     """Parses tIoU thresholds.
 
     `"start:stop:step"` gives the official `np.linspace(start, stop, n)` values with
@@ -256,8 +257,8 @@ def _float_pair(segment, where: str) -> tuple:
 
 
 def load_ground_truth(
-    source: Union[str, os.PathLike, Mapping, GroundTruth],
-    subset: Optional[str] = DEFAULT_SUBSET,
+    source: str | os.PathLike | Mapping | GroundTruth,
+    subset: str | None = DEFAULT_SUBSET,
     blocked_videos: Sequence[Hashable] = (),
     remove_duplicate_instances: bool = False,
 ) -> GroundTruth:
@@ -298,8 +299,8 @@ def load_ground_truth(
         database, where_prefix = data, ""
 
     blocked = set(blocked_videos)
-    class_index: Dict[Hashable, int] = {}
-    video_ids: List[Hashable] = []
+    class_index: dict[Hashable, int] = {}
+    video_ids: list[Hashable] = []
     video_index, starts, ends, labels = [], [], [], []
     subsets_seen = set()
     for video_id, entry in database.items():
@@ -417,7 +418,7 @@ def _opentad_instance_filter(
     """Keep-mask of OpenTAD's `remove_duplicate_annotations`: per video, in file order, drop
     end <= start and same-label instances within `tolerance` (start and end) of a kept one."""
     keep = np.zeros(len(labels), dtype=bool)
-    kept_in_video: Dict[int, List[int]] = {}
+    kept_in_video: dict[int, list[int]] = {}
     for i in range(len(labels)):
         start, end = segments[i]
         if end - start <= 0:
@@ -450,7 +451,7 @@ def _locate_bad_annotation(annotations: list, where: str) -> EvaluationInputErro
     return EvaluationInputError(f"{where}['annotations'] is malformed")
 
 
-def _locate_bad_detection(detections, where: str, need_label: bool) -> Optional[EvaluationInputError]:
+def _locate_bad_detection(detections, where: str, need_label: bool) -> EvaluationInputError | None:
     """Names the first malformed entry of one video's list (slow path, only after a failure)."""
     for number, detection in enumerate(detections):
         here = f"{where}[{number}]"
@@ -512,10 +513,10 @@ def _columns_from_arrays(entry: Mapping, where: str, need_label: bool):
 
 
 def load_predictions(
-    source: Union[str, os.PathLike, Mapping, list, Detections],
-    ground_truth: Optional[GroundTruth] = None,
+    source: str | os.PathLike | Mapping | list | Detections,
+    ground_truth: GroundTruth | None = None,
     ignore_unknown_labels: bool = False,
-    class_names: Optional[Sequence[Hashable]] = None,
+    class_names: Sequence[Hashable] | None = None,
     blocked_videos: Sequence[Hashable] = (),
 ) -> Detections:
     """Reads detections (or, with `ground_truth=None`, label-free proposals).
@@ -538,7 +539,7 @@ def load_predictions(
     data, name = _read_json(source, "predictions")
     need_label = ground_truth is not None
     if isinstance(data, list):
-        grouped: Dict[Hashable, list] = {}
+        grouped: dict[Hashable, list] = {}
         for number, detection in enumerate(data):
             if not isinstance(detection, Mapping) or "video_id" not in detection:
                 raise EvaluationInputError(f"predictions {name}: [{number}] must be an object with a 'video_id' key")
@@ -566,7 +567,7 @@ def load_predictions(
         )
 
     blocked = set(blocked_videos)
-    video_ids: List[Hashable] = []
+    video_ids: list[Hashable] = []
     counts, all_segments, all_labels, all_scores = [], [], [], []
     for video_id, detections in results.items():
         if video_id in blocked:
@@ -938,7 +939,7 @@ def compute_detection_ap(
 # ---------------------------------------------------------------------------------------------
 
 
-def _input_warnings(ground_truth: GroundTruth, detections: Detections, label_free: bool = False) -> List[str]:
+def _input_warnings(ground_truth: GroundTruth, detections: Detections, label_free: bool = False) -> list[str]:
     """Counted warnings about inputs the official code accepts silently."""
     messages = []
     if ground_truth.num_removed_duplicates:
@@ -983,15 +984,15 @@ def _input_warnings(ground_truth: GroundTruth, detections: Detections, label_fre
 
 
 def evaluate_detection(
-    ground_truth: Union[str, os.PathLike, Mapping, GroundTruth],
-    predictions: Union[str, os.PathLike, Mapping, list, Detections],
-    tiou_thresholds: Union[str, Sequence[float], np.ndarray] = DEFAULT_TIOU_THRESHOLDS,
-    subset: Optional[str] = DEFAULT_SUBSET,
+    ground_truth: str | os.PathLike | Mapping | GroundTruth,
+    predictions: str | os.PathLike | Mapping | list | Detections,
+    tiou_thresholds: str | Sequence[float] | np.ndarray = DEFAULT_TIOU_THRESHOLDS,
+    subset: str | None = DEFAULT_SUBSET,
     ignore_unknown_labels: bool = False,
-    class_names: Optional[Sequence[Hashable]] = None,
+    class_names: Sequence[Hashable] | None = None,
     blocked_videos: Sequence[Hashable] = (),
     remove_duplicate_instances: bool = False,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """ActivityNet detection mAP, identical to the official evaluator.
 
     Args:
@@ -1058,13 +1059,13 @@ def evaluate_detection(
 
 
 def evaluate_proposals(
-    ground_truth: Union[str, os.PathLike, Mapping, GroundTruth],
-    proposals: Union[str, os.PathLike, Mapping, list, Detections],
-    tiou_thresholds: Union[str, Sequence[float], np.ndarray] = DEFAULT_TIOU_THRESHOLDS,
-    max_avg_nr_proposals: Optional[float] = None,
-    subset: Optional[str] = DEFAULT_SUBSET,
+    ground_truth: str | os.PathLike | Mapping | GroundTruth,
+    proposals: str | os.PathLike | Mapping | list | Detections,
+    tiou_thresholds: str | Sequence[float] | np.ndarray = DEFAULT_TIOU_THRESHOLDS,
+    max_avg_nr_proposals: float | None = None,
+    subset: str | None = DEFAULT_SUBSET,
     blocked_videos: Sequence[Hashable] = (),
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Average recall vs average number of proposals per video (AR@AN), as the official
     `Evaluation/eval_proposal.py` (`average_recall_vs_avg_nr_proposals`).
 
@@ -1198,7 +1199,7 @@ def metric_path() -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _format_table(result: Dict[str, Any], per_class: bool) -> str:
+def _format_table(result: dict[str, Any], per_class: bool) -> str:
     lines = []
     if per_class:
         width = max(len(str(label)) for label in result["ap_per_class"])
@@ -1218,7 +1219,7 @@ def _format_table(result: Dict[str, Any], per_class: bool) -> str:
     return "\n".join(lines)
 
 
-def _format_proposal_table(result: Dict[str, Any]) -> str:
+def _format_proposal_table(result: dict[str, Any]) -> str:
     lines = ["AN       AR (%)"]
     for budget, value in result["AR@AN"].items():
         lines.append(f"{budget:<8} {100 * value:7.2f}")
@@ -1226,7 +1227,7 @@ def _format_proposal_table(result: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _read_video_list(path: str) -> List[str]:
+def _read_video_list(path: str) -> list[str]:
     data, name = _read_json(path, "blocked videos") if path.endswith(".json") else (None, path)
     if data is not None:
         if not isinstance(data, list):
@@ -1249,13 +1250,13 @@ def _json_ready(value):
 
 
 def evaluate_topk_recall(
-    ground_truth: Union[str, os.PathLike, Mapping, GroundTruth],
-    predictions: Union[str, os.PathLike, Mapping, list, Detections],
-    tiou_thresholds: Union[str, Sequence[float], np.ndarray] = (0.1, 0.2, 0.3, 0.4, 0.5),
+    ground_truth: str | os.PathLike | Mapping | GroundTruth,
+    predictions: str | os.PathLike | Mapping | list | Detections,
+    tiou_thresholds: str | Sequence[float] | np.ndarray = (0.1, 0.2, 0.3, 0.4, 0.5),
     top_k: Sequence[int] = (1, 5),
-    subset: Optional[str] = DEFAULT_SUBSET,
+    subset: str | None = DEFAULT_SUBSET,
     blocked_videos: Sequence[Hashable] = (),
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Ego4D-MQ's top-k× recall ("R@1x", "R@5x"), as OpenTAD's `mAP` evaluator computes it with `top_k`.
 
     For each ground-truth class and each video with `n` instances of it, the `k * n` highest-scoring detections of
@@ -1310,7 +1311,7 @@ def evaluate_topk_recall(
     }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """`adatad-eval`: ActivityNet-protocol mAP (or AR@AN) of a prediction file."""
     import argparse
 

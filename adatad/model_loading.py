@@ -8,7 +8,7 @@ Not part of a saved model folder's code: the folder's own modules never import i
 
 import fnmatch
 import os
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 # The parts a model converted from a pretrained VideoMAE backbone initialises instead of loading: the detector and
 # the adapters (fnmatch patterns of tensor names).
@@ -26,7 +26,7 @@ def _names(keys: Sequence[str]) -> str:
     return shown + (f" and {len(keys) - MAX_NAMES_SHOWN} more" if len(keys) > MAX_NAMES_SHOWN else "")
 
 
-def load_complete_model(model_class, folder: Union[str, os.PathLike], *, new_parts: Sequence[str] = (), **kwargs):
+def load_complete_model(model_class, folder: str | os.PathLike, *, new_parts: Sequence[str] = (), **kwargs):
     """`model_class.from_pretrained(folder, **kwargs)` that raises when the weights lack a tensor of the model.
 
     Args:

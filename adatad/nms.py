@@ -355,7 +355,7 @@ def _order_ties_like_opentad(
     initial: np.ndarray,
     current: np.ndarray,
     picked: np.ndarray,
-    log: "_DecayLog",
+    log: _DecayLog,
     min_score: float,
     edges: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> np.ndarray | None:

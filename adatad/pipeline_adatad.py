@@ -408,7 +408,7 @@ class TemporalActionDetectionPipeline(Pipeline):
         precision: str = "fp32",
         batch_size: int | None = None,
         max_reach: float | None = None,
-    ) -> "DetectionStream":
+    ) -> DetectionStream:
         """Near-online detection on frames as they arrive (a camera, a recording being written).
 
         ```python

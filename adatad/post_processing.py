@@ -24,7 +24,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ class PostProcessingSettings:
             raise ValueError(f"`pre_nms_topk` must be a positive integer, got {self.pre_nms_topk}.")
         self.nms_settings()  # validates the NMS fields
 
-    def nms_settings(self) -> "NMSSettings":
+    def nms_settings(self) -> NMSSettings:
         return NMSSettings(
             method=self.nms_method,
             sigma=self.nms_sigma,
@@ -483,7 +484,7 @@ class ExternalVideoClassifier:
         self.source = source
 
     @classmethod
-    def from_json(cls, path: str | Path, **kwargs) -> "ExternalVideoClassifier":
+    def from_json(cls, path: str | Path, **kwargs) -> ExternalVideoClassifier:
         """Reads `{"results": {video_id: [scores]}, "class" or "classes": [names]}`."""
         path = Path(path)
         try:

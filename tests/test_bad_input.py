@@ -496,7 +496,7 @@ def test_missing_annotations_key_is_not_silently_an_empty_video(tmp_path):
 
 def test_duplicate_json_keys_are_an_error(tmp_path):
     path = write_text(
-        tmp_path / "a.json", '{"database": {"v1": %s, "v1": %s}}' % (json.dumps(VIDEO), json.dumps(VIDEO))
+        tmp_path / "a.json", f'{{"database": {{"v1": {json.dumps(VIDEO)}, "v1": {json.dumps(VIDEO)}}}}}'
     )
     with pytest.raises(AnnotationError, match=r"key 'v1' appears twice"):
         load_database_json(path)
