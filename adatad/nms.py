@@ -326,6 +326,8 @@ def _soft_nms_rounds(
     keep, kept_scores, kept_group = keep[by_rank], kept_scores[by_rank], kept_group[by_rank]
     tied = (kept_scores[1:] == kept_scores[:-1]) & (kept_group[1:] == kept_group[:-1])
     for g in np.unique(kept_group[1:][tied]):
+        if failed[g]:
+            continue
         in_group = np.flatnonzero(kept_group == g)
         ordered = _order_ties_like_opentad(
             np.flatnonzero(group == g), keep[in_group], order, initial, current, picked, log, min_score,

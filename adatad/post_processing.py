@@ -2,7 +2,7 @@
 
 The pipeline reproduces OpenTAD's (`SingleStageDetector.post_processing`, `batched_nms` and its C++
 soft-NMS, `convert_to_seconds` (here `time_grid.video_meta_to_seconds`), the external classifiers and the
-sliding-window merge of the test engine) in plain, vectorised PyTorch:
+sliding-window merge of the test engine) in PyTorch and numpy (the NMS engine is `adatad/nms.py`):
 
 1. `decode_candidates`: per-level logits / offsets / points / masks -> per video `proposals`
    `(num_candidates, 2)` in feature-grid units and `scores` `(num_candidates, num_classes)`.

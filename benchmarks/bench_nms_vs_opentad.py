@@ -135,7 +135,10 @@ def main(argv=None):
             f"x{larger['adatad_seconds'] / smaller['adatad_seconds']:.1f} adatad"
         )
     result = {
-        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "command": " ".join(
+            [Path(sys.argv[0]).name]
+            + [a.replace(str(args.opentad_root), "/path/to/OpenTAD") for a in (argv or sys.argv[1:])]
+        ),
         "case": {
             "seconds_per_candidate": SECONDS_PER_CANDIDATE,
             "segment_lengths_seconds": [0.5, 20.5],
