@@ -110,9 +110,12 @@ def test_video_list_and_a_left_over_parts_folder(model_folder, archive, tmp_path
 
 def test_resume_refuses_other_settings(model_folder, archive, tmp_path, capsys):
     output = tmp_path / "out.json"
-    PartFiles(tmp_path / "out.json.parts").write_settings(
+    parts = PartFiles(tmp_path / "out.json.parts")
+    parts.write_settings(
         {"model": str(model_folder), "threshold": 0.5, "top_k": None, "precision": "fp32", "dtype": "fp32"}
     )
+    with parts.writer(0, 1) as write:  # one video finished with those settings
+        write({"video_id": "a_demo", "video": "a_demo.mp4", "duration": 10.0, "detections": []})
     with pytest.raises(SystemExit) as exit_info:
         main([str(archive), "--model", str(model_folder), "--output", str(output), "--resume", *FAST])
     assert exit_info.value.code == 2
