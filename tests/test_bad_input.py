@@ -614,7 +614,7 @@ def test_eval_output_to_a_fifo_is_written_into(tmp_path, capsys):
 def test_detect_and_the_pipeline_loader_refuse_a_model_without_its_classification_head(tmp_path, tests_dir, capsys):
     from safetensors.torch import load_file, save_file
 
-    from adatad.cli import detect_main
+    from adatad.detect import main as detect_main
     from adatad.pipeline_adatad import ModelFolderError, load_detection_pipeline
     from test_pipeline import save_tiny_model
 

@@ -168,7 +168,7 @@ def test_pipeline_refuses_what_is_not_a_path_or_a_list_of_paths():
 
 
 def test_subtitle_cues_keep_a_label_on_one_line():
-    from adatad.cli import to_subtitles
+    from adatad.detect import to_subtitles
 
     detections = [{"label": "jump\n\n99\n00:00:00,000 --> 00:09:00,000\nfake", "score": 0.9, "segment": [1.0, 2.0]}]
     for fmt in ("srt", "vtt"):
@@ -187,7 +187,7 @@ DETECT_CASES = {
 
 @pytest.mark.parametrize("case", list(DETECT_CASES))
 def test_adatad_detect_refuses_bad_flags_before_loading_the_model(case, tests_dir, tmp_path, capsys):
-    from adatad.cli import detect_main
+    from adatad.detect import main as detect_main
 
     flags, fragment = DETECT_CASES[case]
     flags = [flag.format(tmp=tmp_path) for flag in flags]
@@ -327,7 +327,7 @@ def test_weights_of_another_class_count_are_refused_by_name_before_loading(tests
     from test_pipeline import save_tiny_model
 
     from adatad import AdaTADConfig
-    from adatad.cli import detect_main
+    from adatad.detect import main as detect_main
 
     folder = save_tiny_model(tmp_path / "model")
     config = json.loads((folder / "config.json").read_text())
@@ -428,7 +428,7 @@ def test_a_refused_pickle_never_gets_the_weights_only_false_advice(tests_dir, tm
     from safetensors.torch import load_file
     from test_pipeline import save_tiny_model
 
-    from adatad.cli import detect_main
+    from adatad.detect import main as detect_main
 
     folder = save_tiny_model(tmp_path / "model")
     weights = load_file(folder / "model.safetensors")

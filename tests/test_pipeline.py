@@ -229,18 +229,19 @@ def test_broken_video_is_skipped_and_reported(detector, videos):
 
 def test_video_failing_after_some_windows_is_skipped_whole(detector, videos, monkeypatch):
     # A decode error on a later window group of demo.mp4: its earlier windows are already in model batches.
-    processor = detector.video_processor
-    original_decode = processor.decode
+    import adatad.processing_adatad as processing
+
+    original_decode = processing.decode_video
     calls = {"demo": 0}
 
-    def flaky_decode(path, select_frames, backend=None):
+    def flaky_decode(path, *args, **kwargs):
         if str(path).endswith("demo.mp4"):
             calls["demo"] += 1
             if calls["demo"] == 3:
                 raise VideoDecodeError(path, "simulated read error in the middle of the file")
-        return original_decode(path, select_frames, backend)
+        return original_decode(path, *args, **kwargs)
 
-    monkeypatch.setattr(processor, "decode", flaky_decode)
+    monkeypatch.setattr(processing, "decode_video", flaky_decode)
     results = list(detector.detect([videos / "test.avi", videos / "demo.mp4", videos / "test.avi"], threshold=0.0,
                                    on_error="skip", batch_size=2))
     assert calls["demo"] == 3
