@@ -165,7 +165,7 @@ def training_step(preset: dict, device: torch.device, dtype, batch_size: int, st
         "mlp_row_block_size": getattr(model.config, "mlp_row_block_size", "not a setting of this version"),
         "batch_size": batch_size, "frames": model.config.num_frames, "step_times_s": times, "step_time_s": step_time,
         "training_frames_per_s": batch_size * model.config.num_frames / step_time,
-        "max_memory_allocated_bytes": peak_bytes(device), "loss": float(loss),
+        "max_memory_allocated_bytes": peak_bytes(device), "loss": float(loss.detach()),
     }
     del model, optimizer, batch
     if device.type == "cuda":
@@ -275,6 +275,8 @@ def main(argv=None) -> int:
     from adatad.processing_adatad import AdaTADVideoProcessor
 
     device = torch.device(args.device or ("cpu" if args.smoke else "cuda"))
+    if args.smoke:
+        torch.set_num_threads(1)  # tiny sizes: threads would only wait on each other on a busy machine
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run on a GPU machine, or --smoke on CPU")
     preset = load_preset(SMOKE_PRESET if args.smoke else PRESET)
@@ -306,7 +308,7 @@ def main(argv=None) -> int:
             from bench_pipeline import make_video
 
             video = Path(folder) / "thumoslike.mp4"
-            make_video(video, seconds=8 if args.smoke else 180)
+            make_video(video, seconds=4 if args.smoke else 180)
         run_step(report, "data_pipeline", data_pipeline, preset, processor, device, video, 2 if args.smoke else 8)
     model_rate = report["training_step"].get("training_frames_per_s")
     data_rate = report["data_pipeline"].get("frames_per_s")
