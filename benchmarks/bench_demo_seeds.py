@@ -55,6 +55,7 @@ def main():
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     data_dir = args.data_dir or args.output_dir / "data"
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     if not (data_dir / "annotations.json").is_file():
         from adatad.synthetic import generate_synthetic_dataset
 
@@ -68,7 +69,6 @@ def main():
         "runs": runs,
         "mAP@0.5": {"mean": statistics.mean(at_0_5), "min": min(at_0_5), "max": max(at_0_5)},
     }
-    args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "bench_demo_seeds.json").write_text(json.dumps(summary, indent=2))
     print("| seed | mAP@0.3 | mAP@0.5 | mAP@0.7 | average | wall s | load |")
     print("|---|---|---|---|---|---|---|")
