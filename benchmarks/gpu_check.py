@@ -127,7 +127,7 @@ def random_batch(config, batch_size: int, device: torch.device, processor) -> di
 
 
 def build_model(preset: dict, device: torch.device, mlp_row_block_size="preset"):
-    from presets import build_model_config
+    from adatad.presets import build_model_config
 
     from adatad.modeling_adatad import AdaTADForTemporalDetection
 
@@ -270,7 +270,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from presets import load_preset, processor_kwargs
+    from adatad.presets import load_preset, processor_kwargs
 
     from adatad.processing_adatad import AdaTADVideoProcessor
 
