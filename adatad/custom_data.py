@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from . import data as annotation_tables
+from .argparse_types import positive_int
 from . import presets
 from .atomic_files import OutputPathError, check_not_an_input, write_text_atomically
 
@@ -1178,17 +1179,6 @@ def validate_main(argv: Sequence[str] | None = None) -> int:
     return 0 if report.ok else 1
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a window of 0 features would hold no frame)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def suggest_main(argv: Sequence[str] | None = None) -> int:
     """`adatad-suggest-preset`: print suggested settings with the reasoning and write a training preset."""
     parser = argparse.ArgumentParser(
@@ -1205,7 +1195,7 @@ def suggest_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-subset", default=None, help="training subset (default: 'training' or 'train')")
     parser.add_argument("--test-subset", default=None, help="evaluation subset (default: the other labelled subset)")
     parser.add_argument("--unlabelled-subset", action="append", default=[], help="subset allowed to have no labels")
-    parser.add_argument("--max-window-size", type=_positive_int, default=768,
+    parser.add_argument("--max-window-size", type=positive_int, default=768,
                         help="cap on the window in features (768)")
     parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                         help="override preset fields; repeatable (every --set adds its overrides)")

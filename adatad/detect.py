@@ -55,7 +55,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import os
 import shutil
 import sys
@@ -65,6 +64,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+from .argparse_types import positive_float, positive_int, probability
 from .atomic_files import OutputPathError, check_output_path, write_text_atomically
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
@@ -76,39 +76,6 @@ SUBTITLE_FORMATS = ("srt", "vtt")
 EVALUATION_THRESHOLD = 0.0
 VIEWING_THRESHOLD = 0.3
 STDOUT = "-"
-
-
-def probability(text: str) -> float:
-    """argparse type: a number in [0, 1] (NaN and infinities refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -415,7 +415,7 @@ def test_adatad_suggest_preset_refuses_a_zero_window(tmp_path, capsys):
         suggest_main([str(tmp_path / "annotations.json"), "--video-dir", str(tmp_path), "--backbone",
                       "videomae-s", "--output", str(tmp_path / "p.json"), "--max-window-size", "0"])
     assert exit_status.value.code == 2
-    assert "--max-window-size: must be at least 1, got 0" in capsys.readouterr().err
+    assert "--max-window-size: must be an integer >= 1, got '0'" in capsys.readouterr().err
 
 
 class _RunsCode:
