@@ -1,7 +1,8 @@
 """`from_pretrained` that refuses incomplete weights: transformers initialises every tensor a weights file lacks at
 random and only logs it, so a folder missing (say) the classification head would give detections and an mAP from a
 random head. Every loader of the package (the detection pipeline, `adatad-detect`, `run_tad.py --eval_only --model`
-and `--pretrained_model`) goes through `load_complete_model`.
+and `--pretrained_model`) goes through `load_complete_model`, after `mismatched_weight_shapes` has read the weights'
+shapes from the file headers.
 
 Not part of a saved model folder's code: the folder's own modules never import it.
 """
@@ -9,6 +10,7 @@ Not part of a saved model folder's code: the folder's own modules never import i
 import fnmatch
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 # The parts a model converted from a pretrained VideoMAE backbone initialises instead of loading: the detector and
 # the adapters (fnmatch patterns of tensor names).
@@ -54,3 +56,33 @@ def load_complete_model(model_class, folder: str | os.PathLike, *, new_parts: Se
             "the checkpoint again."
         )
     return model, new_keys
+
+
+def mismatched_weight_shapes(folder: str | os.PathLike, config) -> list[str]:
+    """Tensors of the folder's `*.safetensors` files whose shape differs from the model `config` (an
+    `AdaTADConfig`) describes, as `"name (file) vs (config)"` lines; empty when all agree or the folder has no
+    safetensors files.
+
+    Read before `from_pretrained`, which refuses such a folder with a traceback and advises
+    `ignore_mismatched_sizes=True` (that would load a randomly initialised tensor in place of each mismatch). Only
+    the file headers are read, and the model is built on the meta device (no memory for its weights).
+    """
+    import torch
+    from safetensors import safe_open
+
+    from .modeling_adatad import AdaTADForTemporalDetection
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return []
+    with torch.device("meta"):
+        model = AdaTADForTemporalDetection(config)
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    problems = []
+    for file in files:
+        with safe_open(file, framework="pt") as weights:
+            for name in weights.keys():
+                shape = tuple(weights.get_slice(name).get_shape())
+                if name in expected and shape != expected[name]:
+                    problems.append(f"{name} {shape} in {file.name} vs {expected[name]} from the config")
+    return problems

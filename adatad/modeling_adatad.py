@@ -2,7 +2,6 @@
 
 import difflib
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,7 +244,8 @@ class AdaTADBackbone(nn.Module):
         vit_config = config.backbone_config
         self.embeddings = AdaTADVideoMAEEmbeddings(vit_config)
         depth = vit_config.num_hidden_layers
-        # On the CPU even under a meta default device (`mismatched_weight_shapes` builds the model there).
+        # On the CPU even under a meta default device (`adatad.model_loading.mismatched_weight_shapes` builds the
+        # model there).
         drop_path_rates = torch.linspace(0, config.backbone_drop_path_rate, depth, device="cpu").tolist()
         in_block_adapters = config.tuning_mode in ("adapter", "full")
         self.layers = nn.ModuleList(
@@ -1373,33 +1373,6 @@ if __package__ == "adatad":
 AdaTADConfig.register_for_auto_class()
 AdaTADForTemporalDetection.register_for_auto_class("AutoModel")
 
-def mismatched_weight_shapes(folder: str | os.PathLike, config: AdaTADConfig) -> list[str]:
-    """Tensors of the folder's `*.safetensors` files whose shape differs from the model `config` describes, as
-    `"name (file) vs (config)"` lines; empty when all agree or the folder has no safetensors files.
-
-    Read before `from_pretrained`, which refuses such a folder with a traceback and advises
-    `ignore_mismatched_sizes=True` (that would load a randomly initialised tensor in place of each mismatch). Only
-    the file headers are read, and the model is built on the meta device (no memory for its weights).
-    """
-    from safetensors import safe_open
-
-    files = sorted(Path(folder).glob("*.safetensors"))
-    if not files:
-        return []
-    with torch.device("meta"):
-        model = AdaTADForTemporalDetection(config)
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    problems = []
-    for file in files:
-        with safe_open(file, framework="pt") as weights:
-            for name in weights.keys():
-                shape = tuple(weights.get_slice(name).get_shape())
-                if name in expected and shape != expected[name]:
-                    problems.append(f"{name} {shape} in {file.name} vs {expected[name]} from the config")
-    return problems
-
-
 __all__ = [
     "AdaTADPreTrainedModel", "AdaTADModel", "AdaTADForTemporalDetection", "AdaTADTemporalDetectionOutput",
-    "mismatched_weight_shapes",
 ]

@@ -56,7 +56,7 @@ from transformers.utils import logging
 # Importing the model module also registers the model with AutoModel, so that model folders load with the installed
 # classes, not with their own code.
 from .configuration_adatad import AdaTADConfig
-from .modeling_adatad import PIPELINE_TASK, mismatched_weight_shapes
+from .modeling_adatad import PIPELINE_TASK
 from .post_processing import (
     PostProcessingSettings,
     NonFiniteDetectorOutputError,
@@ -976,7 +976,7 @@ def load_detection_pipeline(
             "its AdaTADVideoProcessor (video_preprocessor_config.json), both saved with save_pretrained"
         )
     if json.loads((folder / "config.json").read_text()).get("model_type") == AdaTADConfig.model_type:
-        mismatched = mismatched_weight_shapes(folder, AdaTADConfig.from_pretrained(folder))
+        mismatched = model_loading.mismatched_weight_shapes(folder, AdaTADConfig.from_pretrained(folder))
         if mismatched:
             raise ModelFolderError(
                 f"model folder '{folder}': {len(mismatched)} weight tensor(s) do not fit its config.json ("

@@ -66,8 +66,13 @@ from adatad.custom_data import DataValidationError, check_training_data  # noqa:
 from adatad.evaluation import evaluate_detection, evaluate_topk_recall  # noqa: E402
 from adatad.memory_estimation import limit_cpu_heap_fragmentation  # noqa: E402
 from adatad.configuration_adatad import AdaTADConfig  # noqa: E402
-from adatad.model_loading import BACKBONE_MODEL_NEW_PARTS, MissingWeightsError, load_complete_model  # noqa: E402
-from adatad.modeling_adatad import AdaTADForTemporalDetection, mismatched_weight_shapes  # noqa: E402
+from adatad.model_loading import (  # noqa: E402
+    BACKBONE_MODEL_NEW_PARTS,
+    MissingWeightsError,
+    load_complete_model,
+    mismatched_weight_shapes,
+)
+from adatad.modeling_adatad import AdaTADForTemporalDetection  # noqa: E402
 from adatad.model_card import build_model_card  # noqa: E402
 from adatad.post_processing import ExternalVideoClassifier, to_activitynet_submission  # noqa: E402
 from adatad.processing_adatad import (  # noqa: E402
