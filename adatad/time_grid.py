@@ -1,6 +1,6 @@
 """The time grid: seconds <-> frames <-> detector features, evaluation windows and the frame samplers.
 
-Pure numpy (no torch, no `datasets`): the video processor and the sliding-window rows of `adatad.data` place time
+Pure numpy (no torch, no `datasets`): the video processor and the sliding-window rows of `adatad.annotations` place time
 with these functions, and a saved model folder carries this module instead of the annotation loaders.
 
 - `seconds_to_frames`, `seconds_to_grid`, `grid_to_seconds`: OpenTAD's three conversions between seconds and

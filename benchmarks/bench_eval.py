@@ -325,7 +325,7 @@ def adatad_eval_command():
     script = Path(sys.executable).with_name("adatad-eval")
     if script.exists():
         return [str(script)], "adatad-eval"
-    return [sys.executable, "-m", "adatad.evaluation"], "python -m adatad.evaluation"
+    return [sys.executable, "-m", "adatad.evaluation.cli"], "python -m adatad.evaluation.cli"
 
 
 def _children_cpu_s():

@@ -239,7 +239,7 @@ class Adatad:
         import datasets
         from adatad.presets import load_preset, processor_kwargs
 
-        from adatad.data import annotation_features, expand_sliding_windows
+        from adatad.annotations import annotation_features, expand_sliding_windows
         from adatad.processing_adatad import (
             AdaTADVideoProcessor,
             TemporalDetectionTransform,

@@ -210,7 +210,7 @@ def data_pipeline(preset: dict, processor, device: torch.device, video: Path, ba
     import datasets
     from torch.utils.data import DataLoader
 
-    from adatad.data import annotation_features
+    from adatad.annotations import annotation_features
     from adatad.processing_adatad import TemporalDetectionTransform, collate_temporal_detection
 
     import decord

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from accelerate import PartialState
 
-from adatad import data as annotations
+from adatad import annotations
 from adatad import presets
 from adatad.evaluation import evaluate_topk_recall
 from adatad.synthetic import generate_synthetic_activitynet

@@ -16,9 +16,10 @@ import torch
 
 from adatad import AdaTADConfig
 from adatad import evaluation
-from adatad.data import AnnotationError, load_activitynet_bsn, load_database_json, load_ego4d_moment_queries
-from adatad.data import load_multithumos_json, load_thumos14_csv
-from adatad.evaluation import EvaluationInputError, evaluate_detection, evaluate_proposals, main
+from adatad.annotations import AnnotationError, load_activitynet_bsn, load_database_json, load_ego4d_moment_queries
+from adatad.annotations import load_multithumos_json, load_thumos14_csv
+from adatad.evaluation import EvaluationInputError, evaluate_detection, evaluate_proposals
+from adatad.evaluation.cli import main
 from adatad.opentad_config import OpenTADConfigError, load_opentad_config
 from adatad.processing_adatad import VideoDecodeError, decode_video
 from conftest import REPO_ROOT
@@ -244,7 +245,7 @@ def test_chunked_matching_gives_identical_numbers(monkeypatch, seed):
     whole = [evaluate_detection(gt, predictions, thresholds)["ap_per_class"] for gt, predictions in cases]
     # One step per chunk, and a few steps per chunk: every table split at every possible place.
     for chunk_bytes in (1, 5000):
-        monkeypatch.setattr(evaluation, "_MATCHING_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(evaluation.metrics, "_MATCHING_CHUNK_BYTES", chunk_bytes)
         chunked = [evaluate_detection(gt, predictions, thresholds)["ap_per_class"] for gt, predictions in cases]
         assert chunked == whole  # bit-identical
 
@@ -258,7 +259,7 @@ def test_chunked_average_recall_gives_identical_numbers(monkeypatch, seed):
     cases = [(gt, predictions), (crowded_gt, crowded_predictions)]
     whole = [evaluate_proposals(g, p, "0.1:0.9:0.1", max_avg_nr_proposals=50) for g, p in cases]
     for chunk_bytes in (1, 5000):
-        monkeypatch.setattr(evaluation, "_MATCHING_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(evaluation.metrics, "_MATCHING_CHUNK_BYTES", chunk_bytes)
         chunked = [evaluate_proposals(g, p, "0.1:0.9:0.1", max_avg_nr_proposals=50) for g, p in cases]
         for got, expected in zip(chunked, whole):
             assert got["recall_per_tiou"] == expected["recall_per_tiou"] and got["auc"] == expected["auc"]

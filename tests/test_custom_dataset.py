@@ -13,20 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from adatad import custom_data
-from adatad import data as annotation_tables
+from adatad import annotations as annotation_tables
 from adatad.custom_data import (
     CustomDataError,
     DataValidationError,
+    build_custom_preset,
     check_training_data,
     convert_annotations,
-    convert_main,
     read_annotations,
     suggest_settings,
     validate_annotations,
-    validate_main,
-    write_atomic,
 )
+from adatad.custom_data import validation as custom_data_validation
+from adatad.custom_data.cli import convert_main, suggest_main, validate_main
+from adatad.custom_data.conversion import write_atomic
+from adatad.custom_data.preset_suggestion import MIN_BACKBONE_FPS
+from adatad.custom_data.records import PROBLEMS
 from adatad import presets
 from adatad.synthetic import generate_synthetic_dataset
 
@@ -200,7 +202,7 @@ def test_missing_and_undecodable_videos_are_errors_naming_the_file(clips, tmp_pa
 def test_duplicate_keys_in_json_and_two_files_with_one_id(clips, tmp_path):
     (tmp_path / "dup.json").write_text('{"database": {"a": {"subset": "training", "annotations": []}, '
                                        '"a": {"subset": "validation", "annotations": []}}}')
-    with pytest.raises(CustomDataError, match=r"dup.json.*\['a'\] appear more than once"):
+    with pytest.raises(CustomDataError, match=r"dup.json.*key 'a' appears more than once"):
         validate_annotations(tmp_path / "dup.json")
     videos = copy_videos(clips, tmp_path / "videos")
     shutil.copy(videos / "synthetic_training_0000.mp4", videos / "synthetic_training_0000.mkv")
@@ -284,7 +286,7 @@ def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkey
     def interrupted(source, destination):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(custom_data.os, "replace", interrupted)
+    monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_atomic(target, "new " * 1000)
     assert target.read_text() == "old"
@@ -301,8 +303,8 @@ def test_interrupted_conversion_writes_nothing(clips, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_probe(path, backend)
 
-    real_probe = custom_data.probe_video
-    monkeypatch.setattr(custom_data, "probe_video", probe_then_interrupt)
+    real_probe = custom_data_validation.probe_video
+    monkeypatch.setattr(custom_data_validation, "probe_video", probe_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         convert_annotations(root / "videos", tmp_path / "out")
     assert len(calls) == 3
@@ -340,7 +342,7 @@ def test_suggest_preset_never_writes_over_its_input_or_a_shipped_preset(clips, t
     before = {path: path.read_bytes() for path in (source, shipped)}
     for output, what in ((source, "annotations"), (shipped, "shipped preset")):
         argv = [str(source), "--video-dir", str(root / "videos"), "--backbone", "videomae-s", "--output", str(output)]
-        assert custom_data.suggest_main(argv) == 1
+        assert suggest_main(argv) == 1
         assert f"is the {what} file" in capsys.readouterr().err
     assert {path: path.read_bytes() for path in (source, shipped)} == before
 
@@ -375,7 +377,7 @@ def test_suggestions_satisfy_the_model_constraints(fps, short, long, video):
     assert settings.window_size % settings.fpn_strides[-1] == 0
     assert settings.window_size * settings.scale_factor % 16 == 0
     assert settings.snippet_stride % settings.scale_factor == 0
-    assert fps * settings.scale_factor / settings.snippet_stride >= custom_data.MIN_BACKBONE_FPS or (
+    assert fps * settings.scale_factor / settings.snippet_stride >= MIN_BACKBONE_FPS or (
         settings.scale_factor == settings.snippet_stride)
     # the long segments fit twice in a window
     assert settings.window_size * settings.seconds_per_feature >= 2 * long - 1e-9
@@ -385,7 +387,7 @@ def test_custom_preset_validates_and_presets_accept_any_dataset_name(clips, tmp_
     root, _ = clips
     written, _ = convert_annotations(root / "videos", tmp_path / "data")
     settings = suggest_settings([1.0, 1.2], [3.2, 3.2], 10.0)
-    preset = custom_data.build_custom_preset(
+    preset = build_custom_preset(
         settings, backbone="videomae-s", name="my-kitchen", data_root=tmp_path / "data", video_dir=root / "videos",
         video_extension=".mp4", class_names=["moving_left", "moving_right"], train_subset="training",
         test_subset="validation", num_train_videos=3,
@@ -405,7 +407,7 @@ def test_custom_preset_validates_and_presets_accept_any_dataset_name(clips, tmp_
 def test_training_startup_check(clips, tmp_path):
     root, _ = clips
     convert_annotations(root / "videos", tmp_path / "data")
-    preset = custom_data.build_custom_preset(
+    preset = build_custom_preset(
         suggest_settings([1.0, 1.2], [3.2, 3.2], 10.0), backbone="tiny", name="clips", data_root=tmp_path / "data",
         video_dir=root / "videos", video_extension=".mp4", class_names=["moving_left", "moving_right"],
         train_subset="training", test_subset="validation", num_train_videos=3,
@@ -443,7 +445,7 @@ def test_training_startup_check(clips, tmp_path):
 
 def test_every_problem_kind_is_documented():
     text = DOC.read_text()
-    for kind, (severity, _) in custom_data.PROBLEMS.items():
+    for kind, (severity, _) in PROBLEMS.items():
         assert f"| `{kind}` |" in text, kind
 
 
@@ -466,9 +468,9 @@ def console_scripts():
 
 def test_entry_points_are_declared():
     scripts = console_scripts()
-    assert scripts["adatad-convert-annotations"] == "adatad.custom_data:convert_main"
-    assert scripts["adatad-validate-data"] == "adatad.custom_data:validate_main"
-    assert scripts["adatad-suggest-preset"] == "adatad.custom_data:suggest_main"
+    assert scripts["adatad-convert-annotations"] == "adatad.custom_data.cli:convert_main"
+    assert scripts["adatad-validate-data"] == "adatad.custom_data.cli:validate_main"
+    assert scripts["adatad-suggest-preset"] == "adatad.custom_data.cli:suggest_main"
 
 
 def walkthrough_commands():

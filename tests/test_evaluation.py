@@ -14,10 +14,10 @@ from adatad.evaluation import (
     evaluate_detection,
     evaluate_proposals,
     load_ground_truth,
-    main,
     metric_path,
     parse_tiou_thresholds,
 )
+from adatad.evaluation.cli import main
 
 
 FIXTURE_CASES = {"anet_val": "validation", "thumos14_test": "test"}
@@ -227,7 +227,7 @@ def test_public_fixture_evaluate_load(tests_dir):
 def test_cli_process_imports_no_torch(tests_dir, tmp_path):
     gt_path, pred_path, expected = fixture_paths(tests_dir, "thumos14_test")
     code = (
-        "import sys; from adatad.evaluation import main; "
+        "import sys; from adatad.evaluation.cli import main; "
         f"rc = main(['--ground-truth', {str(gt_path)!r}, '--predictions', {str(pred_path)!r}, "
         "'--tiou-thresholds', '0.3:0.7:0.1', '--subset', 'test', '--quiet']); "
         "heavy = [m for m in ('torch', 'transformers', 'pandas', 'datasets', 'evaluate') if m in sys.modules]; "

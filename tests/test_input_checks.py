@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from adatad import evaluation
+from adatad.evaluation import cli as evaluation_cli
 
 GROUND_TRUTH = {
     "database": {
@@ -63,7 +63,7 @@ def test_adatad_eval_refuses_with_one_line(case, tmp_path, capsys):
     ground_truth = _write(tmp_path / "gt.json", files.get("ground_truth", GROUND_TRUTH))
     predictions = _write(tmp_path / "pred.json", files.get("predictions", PREDICTIONS))
     argv = ["--ground-truth", ground_truth, "--predictions", predictions, "--subset", "test", *task, *flags]
-    assert evaluation.main(argv) == 1
+    assert evaluation_cli.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("adatad-eval: error: ") and fragment in err[0], err
 
@@ -72,8 +72,8 @@ def test_adatad_eval_cases_are_valid_without_the_change(tmp_path, capsys):
     """The base files evaluate, so each refusal above comes from its one change."""
     argv = ["--ground-truth", _write(tmp_path / "gt.json", GROUND_TRUTH),
             "--predictions", _write(tmp_path / "pred.json", PREDICTIONS), "--subset", "test"]
-    assert evaluation.main(argv) == 0
-    assert evaluation.main(argv + ["--task", "proposal", "--max-avg-proposals", "2"]) == 0
+    assert evaluation_cli.main(argv) == 0
+    assert evaluation_cli.main(argv + ["--task", "proposal", "--max-avg-proposals", "2"]) == 0
 
 
 MEMORY_CASES = {
@@ -361,7 +361,7 @@ def _thumos_txt_folder(tmp_path, tests_dir, change):
 
 
 def test_thumos_txt_that_is_not_utf8_is_named_with_its_line(tmp_path, tests_dir):
-    from adatad.data import AnnotationError, load_thumos14_txt
+    from adatad.annotations import AnnotationError, load_thumos14_txt
 
     folder = _thumos_txt_folder(tmp_path, tests_dir, lambda data: data.replace(b"\n", b"\nvideo_\xff 1 2\n", 1))
     with pytest.raises(AnnotationError, match=r"BaseballPitch_val\.txt: line 2 is not UTF-8 text \(byte 0xff\)"):
@@ -370,7 +370,7 @@ def test_thumos_txt_that_is_not_utf8_is_named_with_its_line(tmp_path, tests_dir)
 
 @pytest.mark.parametrize("video_id", ["../../etc/passwd", "/abs/video", "a/../../b", "..\\\\x"])
 def test_video_ids_that_leave_the_video_folder_are_refused(tmp_path, tests_dir, video_id):
-    from adatad.data import AnnotationError, load_thumos14_txt
+    from adatad.annotations import AnnotationError, load_thumos14_txt
 
     folder = _thumos_txt_folder(tmp_path, tests_dir, lambda data: data + f"{video_id} 1.0 2.0\n".encode())
     with pytest.raises(AnnotationError, match="may not be an absolute path or contain '..'"):
@@ -387,7 +387,7 @@ CONVERTER_CASES = {
     "repeated CSV column": ("rows.csv", "video,start,end,label,start\na.mp4,1,2,jump,3\n",
                             "column(s) ['start'] appear more than once in the header"),
     "JSONL key twice": ("rows.jsonl", '{"video": "a.mp4", "start": 1, "end": 2, "label": "jump", "label": "run"}\n',
-                        "line 1: key(s) ['label'] appear more than once in one JSON object"),
+                        "line 1: key 'label' appears more than once in one JSON object"),
     "label with a line break": ("rows.jsonl", '{"video": "a.mp4", "start": 1, "end": 2, "label": "jump\\n\\n2"}\n',
                                 "label 'jump\\n\\n2' holds a line break or another control character"),
     "NFC and NFD label": ("rows.jsonl", json.dumps({"video": "a.mp4", "start": 1, "end": 2, "label": "Sauté"}) + "\n"
@@ -398,7 +398,7 @@ CONVERTER_CASES = {
 
 @pytest.mark.parametrize("case", list(CONVERTER_CASES))
 def test_adatad_convert_annotations_refuses_with_the_row(case, tmp_path, capsys):
-    from adatad.custom_data import convert_main
+    from adatad.custom_data.cli import convert_main
 
     name, text, fragment = CONVERTER_CASES[case]
     (tmp_path / name).write_text(text, encoding="utf8")
@@ -409,7 +409,7 @@ def test_adatad_convert_annotations_refuses_with_the_row(case, tmp_path, capsys)
 
 
 def test_adatad_suggest_preset_refuses_a_zero_window(tmp_path, capsys):
-    from adatad.custom_data import suggest_main
+    from adatad.custom_data.cli import suggest_main
 
     with pytest.raises(SystemExit) as exit_status:
         suggest_main([str(tmp_path / "annotations.json"), "--video-dir", str(tmp_path), "--backbone",
@@ -446,7 +446,7 @@ def test_a_refused_pickle_never_gets_the_weights_only_false_advice(tests_dir, tm
 @pytest.mark.parametrize("name", ["annotations.json", "rows.jsonl"])
 def test_deeply_nested_annotation_json_is_one_error(tmp_path, name):
     from adatad.custom_data import CustomDataError, read_annotations
-    from adatad.data import AnnotationError, load_database_json
+    from adatad.annotations import AnnotationError, load_database_json
 
     path = tmp_path / name
     path.write_text("[" * 100000 + "]" * 100000 + "\n")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoVideoProcessor
 
-from adatad.data import expand_sliding_windows
+from adatad.annotations import expand_sliding_windows
 from adatad import processing_adatad
 from adatad.processing_adatad import (
     AdaTADVideoProcessor,

@@ -60,7 +60,7 @@ from adatad.presets import (
     save_preset,
 )
 
-from adatad import data as annotations  # noqa: E402
+from adatad import annotations  # noqa: E402
 from adatad.atomic_files import write_text_atomically  # noqa: E402
 from adatad.custom_data import DataValidationError, check_training_data  # noqa: E402
 from adatad.evaluation import evaluate_detection, evaluate_topk_recall  # noqa: E402
@@ -187,7 +187,7 @@ CONVERSION_ARCH_BY_WIDTH = {384: "s", 768: "b", 1024: "l", 1280: "h", 1408: "g"}
 
 
 def load_video_rows(preset: dict, paths: dict, subset: str):
-    """Video rows (adatad.data schema) of one subset of the preset's annotation file, with resolved video paths."""
+    """Video rows (`adatad.annotations` schema) of one subset of the preset's annotation file, video paths resolved."""
     data_config = preset["data"]
     rows = annotations.load_database_json(
         paths["annotation_file"],

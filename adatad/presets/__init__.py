@@ -34,7 +34,7 @@ Schema (every file has exactly these keys; `null` means "not used by this preset
 - `data` (dict), where to find the videos and how to cut them into samples. Sampling keys carry the names of
   `AdaTADVideoProcessor`'s arguments:
     - `annotation_format`: `"database_json"`, the ActivityNet/OpenTAD `{"database": ...}` JSON every preset uses
-      (`adatad.data.load_database_json`; other formats convert to it with `adatad.data.to_database_json`).
+      (`adatad.annotations.load_database_json`; other formats convert to it with `adatad.annotations.to_database_json`).
     - `root`: folder the relative paths below start from (OpenTAD's `data/` layout by default).
     - `annotation_file`, `class_map_file`, `video_dir`: paths relative to `root` (absolute paths are kept).
     - `video_prefix`, `video_extension`: video file = `video_dir/prefix + video_id + extension`.

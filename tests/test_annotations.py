@@ -1,4 +1,4 @@
-"""Tests for `adatad.data`: every real annotation file in tests/data, small files in the formats
+"""Tests for `adatad.annotations`: every real annotation file in tests/data, small files in the formats
 that are not available here, validation flags and sliding windows (grid conversion: test_time_grid.py)."""
 
 import json
@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from adatad.data import (
+from adatad.annotations import (
     THUMOS14_DETECTION_CLASSES,
     AnnotationError,
     AnnotationOptions,
@@ -51,7 +51,7 @@ def segment_multiset(dataset, video_id=None):
 
 @pytest.mark.slow
 def test_import_does_not_pull_torch():
-    code = "import sys, adatad.data; assert 'torch' not in sys.modules, 'adatad.data imported torch'"
+    code = "import sys, adatad.annotations; assert 'torch' not in sys.modules, 'adatad.annotations imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -531,7 +531,7 @@ def test_defaults_keep_real_quirks(bad_database):
 
 
 def test_skips_are_logged(bad_database, caplog):
-    with caplog.at_level("WARNING", logger="adatad.data"):
+    with caplog.at_level("WARNING", logger="adatad.annotations"):
         load_database_json(bad_database, on_error="skip")
     assert any("skipped (errors)" in record.getMessage() for record in caplog.records)
 

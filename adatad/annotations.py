@@ -22,7 +22,7 @@ OpenTAD tests `subset in subset_name`, a substring test for strings, this module
 settings all loaders share: validation (`on_error`, `zero_length`, `out_of_bounds`, `allow_empty`,
 `deduplicate`), video files (`video_dir`, `video_prefix`, `video_extension`, `missing_videos`) and
 `output_report`, given as one `AnnotationOptions` object (`options=`) or as keywords of the call. The report
-is logged (WARNING when anything was skipped, clipped or missing, INFO otherwise) under the `adatad.data` logger.
+is logged (WARNING when anything was skipped, clipped or missing, INFO otherwise) under the `adatad.annotations` logger.
 
 Segments with end < start and labels missing from the class map are always errors (raised or
 skipped). Nothing is dropped silently: every skip, clip and removal is counted in the report.
@@ -31,7 +31,7 @@ skipped). Nothing is dropped silently: every skip, clip and removal is counted i
 video, and `to_database_json` writes video rows back to the ActivityNet/OpenTAD `database` JSON layout.
 Seconds <-> feature-grid arithmetic lives in `adatad.time_grid`.
 
-This module imports numpy, `datasets`, `adatad.time_grid` and the torch-free `adatad.evaluation` only (no torch).
+This module imports numpy, `datasets`, `adatad.time_grid` and `adatad.strict_json` only (no torch).
 """
 
 import csv
@@ -51,7 +51,7 @@ import datasets
 import numpy as np
 
 from .time_grid import seconds_to_frames, window_bounds
-from .evaluation import DuplicateJSONKeyError, object_without_duplicate_keys
+from .strict_json import DuplicateJSONKeyError, object_without_duplicate_keys
 
 
 logger = logging.getLogger(__name__)
