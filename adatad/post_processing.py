@@ -40,18 +40,30 @@ _VOTING_BLOCK_ELEMENTS = 4_000_000
 
 @dataclass(frozen=True)
 class PostProcessingSettings:
-    """The post-processing settings and their one set of defaults (OpenTAD's AdaTAD values).
+    """The post-processing settings and their one set of defaults (OpenTAD's AdaTAD values), one name per knob.
 
-    `AdaTADVideoProcessor` stores these fields under the same names (so they travel in
-    `video_preprocessor_config.json`), `post_process_temporal_detection` takes them as keyword arguments, and
-    `NMSSettings` takes its defaults from here.
+    A preset's `post_processing` section, `AdaTADVideoProcessor`'s attributes (saved in
+    `video_preprocessor_config.json`), the keyword arguments of `post_process_temporal_detection` and the NMS
+    functions below all use these names; OpenTAD's names appear only in the OpenTAD converter.
 
     Args:
         pre_nms_thresh: candidates (point, class) with a score below this are dropped before NMS.
         pre_nms_topk: at most this many candidates per video (or window) go into NMS.
-        nms_method, nms_sigma, min_score, max_segments, multiclass, voting_thresh, nms_iou_threshold,
-            nms_t1, nms_t2: see `NMSSettings` (`nms_method` = `method`, `nms_sigma` = `sigma`,
-            `nms_iou_threshold` = `iou_threshold`, `nms_t1`/`nms_t2` = `t1`/`t2`).
+        nms_method: `"gaussian"` (OpenTAD `method=2`, the only one AdaTAD configs use): every remaining
+            candidate's score is multiplied by `exp(-iou**2 / nms_sigma)`; `"linear"` (`method=1`):
+            by `1 - iou` when `iou >= nms_iou_threshold`; `"improved_gaussian"` (`method=3`, BMN): the
+            Gaussian decay only when `iou >= nms_t1 + nms_t2 * length_of_picked_segment`; `"vanilla"`
+            (`method=0`): score set to 0 when `iou >= nms_iou_threshold` (the segment stays, with score
+            0, unless `min_score > 0`); `"hard"` (`use_soft_nms=False`): classic greedy NMS that drops
+            segments with `iou >= nms_iou_threshold`; `"none"` (OpenTAD `nms=None`): no NMS at all.
+        nms_sigma: Gaussian decay parameter. Note the decay divides by `nms_sigma`, not `2 * nms_sigma**2`.
+        min_score: soft-NMS drops a candidate as soon as its decayed score falls below this value;
+            hard NMS first keeps only scores strictly above it (when it is > 0).
+        max_segments: OpenTAD's `max_seg_num`: cap per class (multiclass) and on the merged result.
+        multiclass: NMS per class independently (`True`) or once over all classes (`False`).
+        voting_thresh: class-agnostic mode only: when > 0, every kept segment is replaced by the
+            score-weighted mean of all input candidates with IoU >= `voting_thresh` with it.
+        nms_iou_threshold, nms_t1, nms_t2: see `nms_method`.
     """
 
     pre_nms_thresh: float = 0.001
@@ -71,60 +83,11 @@ class PostProcessingSettings:
             raise ValueError(f"`pre_nms_thresh` must be in [0, 1], got {self.pre_nms_thresh}.")
         if int(self.pre_nms_topk) != self.pre_nms_topk or self.pre_nms_topk <= 0:
             raise ValueError(f"`pre_nms_topk` must be a positive integer, got {self.pre_nms_topk}.")
-        self.nms_settings()  # validates the NMS fields
-
-    def nms_settings(self) -> NMSSettings:
-        return NMSSettings(
-            method=self.nms_method,
-            sigma=self.nms_sigma,
-            min_score=self.min_score,
-            max_segments=self.max_segments,
-            multiclass=self.multiclass,
-            voting_thresh=self.voting_thresh,
-            iou_threshold=self.nms_iou_threshold,
-            t1=self.nms_t1,
-            t2=self.nms_t2,
-        )
-
-
-@dataclass(frozen=True)
-class NMSSettings:
-    """Settings of `batched_nms` (names follow OpenTAD's `batched_nms` arguments where they exist).
-
-    Args:
-        method: `"gaussian"` (OpenTAD `method=2`, the only one AdaTAD configs use): every remaining
-            candidate's score is multiplied by `exp(-iou**2 / sigma)`; `"linear"` (`method=1`):
-            by `1 - iou` when `iou >= iou_threshold`; `"improved_gaussian"` (`method=3`, BMN): the
-            Gaussian decay only when `iou >= t1 + t2 * length_of_picked_segment`; `"vanilla"`
-            (`method=0`): score set to 0 when `iou >= iou_threshold` (the segment stays, with score
-            0, unless `min_score > 0`); `"hard"` (`use_soft_nms=False`): classic greedy NMS that drops
-            segments with `iou >= iou_threshold`; `"none"` (OpenTAD `nms=None`): no NMS at all.
-        sigma: Gaussian decay parameter. Note the decay divides by `sigma`, not `2 * sigma**2`.
-        min_score: soft-NMS drops a candidate as soon as its decayed score falls below this value;
-            hard NMS first keeps only scores strictly above it (when it is > 0).
-        max_segments: OpenTAD's `max_seg_num`: cap per class (multiclass) and on the merged result.
-        multiclass: soft-NMS per class independently (`True`) or once over all classes (`False`).
-        voting_thresh: class-agnostic mode only: when > 0, every kept segment is replaced by the
-            score-weighted mean of all input candidates with IoU >= `voting_thresh` with it.
-        iou_threshold, t1, t2: see `method`.
-    """
-
-    method: NMSMethod = PostProcessingSettings.nms_method
-    sigma: float = PostProcessingSettings.nms_sigma
-    min_score: float = PostProcessingSettings.min_score
-    max_segments: int = PostProcessingSettings.max_segments
-    multiclass: bool = PostProcessingSettings.multiclass
-    voting_thresh: float = PostProcessingSettings.voting_thresh
-    iou_threshold: float = PostProcessingSettings.nms_iou_threshold
-    t1: float = PostProcessingSettings.nms_t1
-    t2: float = PostProcessingSettings.nms_t2
-
-    def __post_init__(self):
         allowed = SOFT_NMS_METHODS + ("hard", "none")
-        if self.method not in allowed:
-            raise ValueError(f"`nms_method` must be one of {allowed}, got {self.method!r}.")
-        if self.method in ("gaussian", "improved_gaussian") and not self.sigma > 0:
-            raise ValueError(f"`nms_sigma` must be > 0 for Gaussian soft-NMS, got {self.sigma}.")
+        if self.nms_method not in allowed:
+            raise ValueError(f"`nms_method` must be one of {allowed}, got {self.nms_method!r}.")
+        if self.nms_method in ("gaussian", "improved_gaussian") and not self.nms_sigma > 0:
+            raise ValueError(f"`nms_sigma` must be > 0 for Gaussian soft-NMS, got {self.nms_sigma}.")
         if int(self.max_segments) != self.max_segments or self.max_segments <= 0:
             raise ValueError(f"`max_segments` must be a positive integer, got {self.max_segments}.")
         if not 0 <= self.voting_thresh <= 1:
@@ -252,7 +215,7 @@ def soft_nms(
     segments: torch.Tensor,
     scores: torch.Tensor,
     group_ids: torch.Tensor | None = None,
-    settings: NMSSettings = NMSSettings(),
+    settings: PostProcessingSettings = PostProcessingSettings(),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft-NMS, run independently for every group of candidates, with the results of OpenTAD's C++
     `softnms_1d_cpu`: its float32 arithmetic (length = end - start + 1e-6, IoU = inter / (len_a + len_b -
@@ -265,14 +228,15 @@ def soft_nms(
         scores: `(num_candidates,)` float32.
         group_ids: `(num_candidates,)` integer group of each candidate (the class for per-class NMS);
             `None` = one group.
-        settings: `NMSSettings` with a soft method (`gaussian`, `linear`, `improved_gaussian`, `vanilla`).
+        settings: `PostProcessingSettings` with a soft `nms_method` (`gaussian`, `linear`, `improved_gaussian`,
+            `vanilla`).
 
     Returns:
         `(keep, kept_scores)`: candidate indices and their decayed scores, grouped by ascending
         group id and, inside a group, in selection order (non-increasing scores).
     """
-    if settings.method not in SOFT_NMS_METHODS:
-        raise ValueError(f"`soft_nms` needs a soft method {SOFT_NMS_METHODS}, got {settings.method!r}.")
+    if settings.nms_method not in SOFT_NMS_METHODS:
+        raise ValueError(f"`soft_nms` needs a soft method {SOFT_NMS_METHODS}, got {settings.nms_method!r}.")
     segments = segments.detach().cpu().float().reshape(-1, 2).numpy()
     scores = scores.detach().cpu().float().reshape(-1).numpy()
     if group_ids is None:
@@ -283,12 +247,12 @@ def soft_nms(
         segments,
         scores,
         group_ids,
-        method=settings.method,
-        sigma=settings.sigma,
+        method=settings.nms_method,
+        sigma=settings.nms_sigma,
         min_score=settings.min_score,
-        iou_threshold=settings.iou_threshold,
-        t1=settings.t1,
-        t2=settings.t2,
+        iou_threshold=settings.nms_iou_threshold,
+        t1=settings.nms_t1,
+        t2=settings.nms_t2,
     )
     return torch.from_numpy(keep), torch.from_numpy(kept_scores)
 
@@ -297,7 +261,7 @@ def hard_nms(
     segments: torch.Tensor,
     scores: torch.Tensor,
     group_ids: torch.Tensor | None = None,
-    settings: NMSSettings = NMSSettings(method="hard"),
+    settings: PostProcessingSettings = PostProcessingSettings(nms_method="hard"),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy NMS per group (OpenTAD `use_soft_nms=False`): candidates sorted by score, each kept one
     removes the later ones with IoU >= `iou_threshold`. With `min_score > 0` only scores strictly above
@@ -309,7 +273,7 @@ def hard_nms(
         segments.detach().cpu().float().reshape(-1, 2).numpy(),
         scores.numpy(),
         group_ids.detach().cpu().long().reshape(-1).numpy(),
-        iou_threshold=settings.iou_threshold,
+        iou_threshold=settings.nms_iou_threshold,
         min_score=settings.min_score,
     )
     keep = torch.from_numpy(keep)
@@ -345,7 +309,7 @@ def segment_voting(
 
 
 def batched_nms(
-    segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, settings: NMSSettings
+    segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, settings: PostProcessingSettings
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """NMS over one video's candidates, with OpenTAD `batched_nms` semantics.
 
@@ -364,7 +328,7 @@ def batched_nms(
 
 
 def batched_nms_videos(
-    candidates: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], settings: NMSSettings
+    candidates: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], settings: PostProcessingSettings
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """`batched_nms` of several videos in one go: every (video, class) pair (every video in
     class-agnostic mode) is its own soft-NMS group, so the videos share the soft-NMS steps.
@@ -384,7 +348,7 @@ def batched_nms_videos(
         )
         for segments, scores, labels in candidates
     ]
-    if settings.method == "none" or not prepared:
+    if settings.nms_method == "none" or not prepared:
         return prepared
     sizes = torch.tensor([scores.shape[0] for _, scores, _ in prepared])
     segments = torch.cat([p[0] for p in prepared])
@@ -400,7 +364,7 @@ def batched_nms_videos(
     else:
         groups = video
 
-    nms_function = hard_nms if settings.method == "hard" else soft_nms
+    nms_function = hard_nms if settings.nms_method == "hard" else soft_nms
     keep, kept_scores = nms_function(segments, scores, groups, settings)
     # cap per group (per class, or the class-agnostic list): `keep` is grouped, so rank = running count
     _, group_sizes = torch.unique_consecutive(groups[keep], return_counts=True)
@@ -601,7 +565,7 @@ def keep_best_detections(result: dict, threshold: float = 0.0, top_k: int | None
 
 def merge_sliding_windows(
     window_results: Sequence[dict],
-    nms_settings: NMSSettings | PostProcessingSettings | None = None,
+    nms_settings: PostProcessingSettings | None = None,
     *,
     threshold: float = 0.0,
     top_k: int | None = None,
@@ -625,8 +589,6 @@ def merge_sliding_windows(
     check_threshold_and_top_k(threshold, top_k)
     if nms_settings is None:
         nms_settings = PostProcessingSettings()
-    if isinstance(nms_settings, PostProcessingSettings):
-        nms_settings = nms_settings.nms_settings()
     by_video: dict[str, list[dict]] = {}
     for window in window_results:
         by_video.setdefault(window["video_id"], []).append(window)
@@ -720,7 +682,6 @@ def post_process_temporal_detection(
         raise ValueError(
             "`threshold`/`top_k` apply to whole videos: with merge_windows=False pass them to merge_sliding_windows."
         )
-    nms_settings = settings.nms_settings()
     if isinstance(class_names, Mapping):
         class_names = [class_names[i] for i in range(len(class_names))]
     if _field(outputs, "proposals") is not None:
@@ -765,13 +726,13 @@ def post_process_temporal_detection(
     ]
     if not sliding_window:
         # windows are NMS'd only after merging; whole videos now, all in one batched call
-        candidates = batched_nms_videos(candidates, nms_settings)
+        candidates = batched_nms_videos(candidates, settings)
     entries = [
         _finish_entry(*candidates[b], video_metas[b], video_ids[b], class_names, video_classifier)
         for b in range(len(video_metas))
     ]
     if sliding_window and merge_windows:
-        return merge_sliding_windows(entries, nms_settings, threshold=threshold, top_k=top_k)
+        return merge_sliding_windows(entries, settings, threshold=threshold, top_k=top_k)
     if sliding_window:
         return entries
     return [keep_best_detections(entry, threshold, top_k) for entry in entries]

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from adatad.atomic_files import write_text_atomically
-from adatad.post_processing import NMSSettings, batched_nms
+from adatad.post_processing import PostProcessingSettings, batched_nms
 
 SECONDS_PER_CANDIDATE = 0.06
 NUM_CLASSES = 4
@@ -94,7 +94,7 @@ def main(argv=None):
     rows = []
     for num in args.sizes:
         segments, scores, labels = long_video_candidates(num, round_like_merge=args.round_like_merge)
-        settings = NMSSettings(method="gaussian", sigma=SIGMA, min_score=MIN_SCORE, max_segments=num)
+        settings = PostProcessingSettings(nms_method="gaussian", nms_sigma=SIGMA, min_score=MIN_SCORE, max_segments=num)
         times = {"opentad": [], "adatad": []}
         identical = True
         for repeat in range(args.repeats):

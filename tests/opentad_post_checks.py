@@ -42,7 +42,7 @@ from safetensors.torch import load_file
 
 from adatad.opentad import meta_from_opentad
 from adatad.post_processing import (
-    NMSSettings,
+    PostProcessingSettings,
     batched_nms,
     post_process_temporal_detection,
     select_pre_nms_candidates,
@@ -75,8 +75,8 @@ SOFT_METHODS = {0: "vanilla", 1: "linear", 2: "gaussian", 3: "improved_gaussian"
 META_KEYS = ("fps", "duration", "resize_length", "snippet_stride", "offset_frames", "window_start_frame")
 
 
-def read_post_processing_config(fixture_dir: Path) -> tuple[dict, NMSSettings | None]:
-    """Validated `post_processing` block and the matching `NMSSettings` (None = OpenTAD `nms=None`)."""
+def read_post_processing_config(fixture_dir: Path) -> tuple[dict, PostProcessingSettings | None]:
+    """Validated `post_processing` block and the matching `PostProcessingSettings` (None = OpenTAD `nms=None`)."""
     config_path = fixture_dir / "config.json"
     config = json.loads(config_path.read_text())
     if "post_processing" not in config:
@@ -102,16 +102,16 @@ def read_post_processing_config(fixture_dir: Path) -> tuple[dict, NMSSettings | 
         method = SOFT_METHODS[nms["method"]]
     else:
         method = "hard"
-    settings = NMSSettings(
-        method=method,
-        sigma=nms["sigma"],
+    settings = PostProcessingSettings(
+        nms_method=method,
+        nms_sigma=nms["sigma"],
         min_score=nms["min_score"],
         max_segments=nms["max_seg_num"],
         multiclass=nms["multiclass"],
         voting_thresh=nms["voting_thresh"],
-        iou_threshold=nms["iou_threshold"],
-        t1=nms["t1"],
-        t2=nms["t2"],
+        nms_iou_threshold=nms["iou_threshold"],
+        nms_t1=nms["t1"],
+        nms_t2=nms["t2"],
     )
     return post, settings
 
@@ -129,7 +129,11 @@ def seconds_per_grid_unit(meta: dict) -> float:
 
 
 def pick_margins(
-    segments: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, keep: torch.Tensor, settings: NMSSettings
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    groups: torch.Tensor,
+    keep: torch.Tensor,
+    settings: PostProcessingSettings,
 ) -> torch.Tensor:
     """For every pick of `keep` (soft-NMS order), the margin between its score at selection time and
     the best other candidate of its group still in play then. Rebuilt independently of the step loop:
@@ -149,16 +153,18 @@ def pick_margins(
             - torch.maximum(seg_picks[:, None, 0], seg[None, :, 0])
         ).clamp(min=0)
         ovr = inter / (pick_lengths[:, None] + lengths[None] - inter)  # (num_picks, num_members)
-        if settings.method == "gaussian":
-            decay = torch.exp(-(ovr**2) / settings.sigma)
-        elif settings.method == "improved_gaussian":
+        if settings.nms_method == "gaussian":
+            decay = torch.exp(-(ovr**2) / settings.nms_sigma)
+        elif settings.nms_method == "improved_gaussian":
             decay = torch.where(
-                ovr >= settings.t1 + settings.t2 * pick_lengths[:, None], torch.exp(-(ovr**2) / settings.sigma), 1.0
+                ovr >= settings.nms_t1 + settings.nms_t2 * pick_lengths[:, None],
+                torch.exp(-(ovr**2) / settings.nms_sigma),
+                1.0,
             )
-        elif settings.method == "linear":
-            decay = torch.where(ovr >= settings.iou_threshold, 1 - ovr, 1.0)
+        elif settings.nms_method == "linear":
+            decay = torch.where(ovr >= settings.nms_iou_threshold, 1 - ovr, 1.0)
         else:
-            decay = torch.where(ovr >= settings.iou_threshold, 0.0, 1.0)
+            decay = torch.where(ovr >= settings.nms_iou_threshold, 0.0, 1.0)
         before_pick = torch.cat((torch.ones(1, members.shape[0], dtype=torch.float64), torch.cumprod(decay, 0)[:-1]))
         trajectory = scores[members].double()[None] * before_pick  # score of each member before each pick
         member_position = {int(m): k for k, m in enumerate(members)}
@@ -183,21 +189,21 @@ def compare_nms_outputs(
     mine: dict,
     reference: dict,
     fragile_from: dict,
-    settings: NMSSettings,
+    settings: PostProcessingSettings,
     seconds_atol: float,
 ) -> list[tuple[int, int]]:
     """Applies the module docstring's rule; `mine`/`reference` hold `segments`, `scores`, `labels`,
     `seconds` of one video in output order. Returns (reference index, my index) pairs of the strict part."""
     errors = []
     strict_pairs = []
-    multiclass = settings.multiclass and settings.method != "none"
+    multiclass = settings.multiclass and settings.nms_method != "none"
     capped = reference["scores"].shape[0] >= settings.max_segments or mine["scores"].shape[0] >= settings.max_segments
     lowest = (
         min(float(reference["scores"].min()), float(mine["scores"].min()))
         if capped and reference["scores"].numel()
         else None
     )
-    min_score_cutoff = settings.min_score if settings.min_score > 0 and settings.method != "hard" else None
+    min_score_cutoff = settings.min_score if settings.min_score > 0 and settings.nms_method != "hard" else None
     allowed_count_difference = _near_cutoff(reference["scores"], min_score_cutoff) + _near_cutoff(
         reference["scores"], lowest
     )
@@ -325,17 +331,7 @@ def check_post_processing(fixture_dir: Path) -> None:
     # whole pipeline, driven by the same settings
     settings_kwargs = {}
     if settings is not None:
-        settings_kwargs = dict(
-            nms_method=settings.method,
-            nms_sigma=settings.sigma,
-            min_score=settings.min_score,
-            max_segments=settings.max_segments,
-            multiclass=settings.multiclass,
-            voting_thresh=settings.voting_thresh,
-            nms_iou_threshold=settings.iou_threshold,
-            nms_t1=settings.t1,
-            nms_t2=settings.t2,
-        )
+        settings_kwargs = dict(settings=settings)
     else:
         settings_kwargs = dict(nms_method="none")
     results = post_process_temporal_detection(
@@ -381,7 +377,7 @@ def check_post_processing(fixture_dir: Path) -> None:
             reference["labels"] = reference["labels"].long()
             nms_segments, nms_scores, nms_labels = batched_nms(segments, pre_scores, labels, settings)
             fragile_from = {}
-            if settings.method not in ("hard", "none"):
+            if settings.nms_method not in ("hard", "none"):
                 groups = labels if settings.multiclass else torch.zeros_like(labels)
                 keep, my_pick_scores = soft_nms(segments, pre_scores, groups, settings)
                 margins = pick_margins(segments, pre_scores, groups, keep, settings)

@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +11,6 @@ from safetensors.torch import load_file, save_file
 
 from adatad.post_processing import (
     ExternalVideoClassifier,
-    NMSSettings,
     NonFiniteDetectorOutputError,
     PostProcessingSettings,
     batched_nms,
@@ -96,7 +96,7 @@ def test_soft_nms_matches_scalar_loop_exactly_with_ties_and_drops(method, min_sc
     # linear / vanilla weights are plain IEEE arithmetic, so the match must be exact, including which
     # of several equal scores is picked first (depends on OpenTAD's swap layout after drops).
     generator = torch.Generator().manual_seed(3)
-    settings = NMSSettings(method=method, min_score=min_score, iou_threshold=0.3)
+    settings = PostProcessingSettings(nms_method=method, min_score=min_score, nms_iou_threshold=0.3)
     for trial in range(15):
         segments, scores = grid_candidates(generator, 40, 4)
         keep, kept_scores = soft_nms(segments, scores, None, settings)
@@ -112,7 +112,7 @@ def test_soft_nms_matches_scalar_loop_exactly_with_ties_and_drops(method, min_sc
 @pytest.mark.parametrize("method", ["gaussian", "improved_gaussian"])
 def test_soft_nms_gaussian_matches_scalar_loop(method):
     generator = torch.Generator().manual_seed(5)
-    settings = NMSSettings(method=method, sigma=0.7, min_score=0.05, t1=0.1, t2=0.02)
+    settings = PostProcessingSettings(nms_method=method, nms_sigma=0.7, min_score=0.05, nms_t1=0.1, nms_t2=0.02)
     for _ in range(10):
         segments, _ = grid_candidates(generator, 50, 4)
         scores = torch.rand(50, generator=generator)  # distinct scores: exp may differ by one ulp from libm
@@ -128,7 +128,7 @@ def test_soft_nms_groups_run_independently():
     generator = torch.Generator().manual_seed(7)
     segments, scores = grid_candidates(generator, 60, 5)
     groups = torch.randint(0, 4, (60,), generator=generator)
-    settings = NMSSettings(method="linear", min_score=0.1, iou_threshold=0.2)
+    settings = PostProcessingSettings(nms_method="linear", min_score=0.1, nms_iou_threshold=0.2)
     keep, kept_scores = soft_nms(segments, scores, groups, settings)
     expected_keep, expected_scores = [], []
     for group in range(4):
@@ -146,7 +146,7 @@ def test_gaussian_decay_by_hand():
     # iou([0, 10], [5, 15]) = 5 / 15; the second segment decays by exp(-iou^2 / sigma)
     segments = torch.tensor([[0.0, 10.0], [5.0, 15.0], [20.0, 30.0]])
     scores = torch.tensor([0.9, 0.8, 0.5])
-    keep, kept_scores = soft_nms(segments, scores, None, NMSSettings(sigma=0.7))
+    keep, kept_scores = soft_nms(segments, scores, None, PostProcessingSettings(nms_sigma=0.7))
     assert keep.tolist() == [0, 1, 2]
     expected = 0.8 * math.exp(-((5 / 15) ** 2) / 0.7)
     assert kept_scores[1].item() == pytest.approx(expected, rel=1e-6)
@@ -157,9 +157,9 @@ def test_min_score_removes_decayed_segments():
     segments = torch.tensor([[0.0, 10.0], [0.0, 10.0], [20.0, 30.0]])
     scores = torch.tensor([0.9, 0.8, 0.002])
     # identical segment: 0.8 * exp(-1 / 0.5) = 0.108 stays above 0.1; the far one keeps 0.002
-    keep, kept_scores = soft_nms(segments, scores, None, NMSSettings(min_score=0.1))
+    keep, kept_scores = soft_nms(segments, scores, None, PostProcessingSettings(min_score=0.1))
     assert keep.tolist() == [0, 1]
-    keep, _ = soft_nms(segments, scores, None, NMSSettings(min_score=0.2))
+    keep, _ = soft_nms(segments, scores, None, PostProcessingSettings(min_score=0.2))
     assert keep.tolist() == [0]
 
 
@@ -257,7 +257,7 @@ def long_video_candidates(seed, video_seconds, rounded):
 def test_soft_nms_on_a_long_video_equals_the_plain_loop(rounded):
     segments, scores, labels = long_video_candidates(11, 600, rounded)
     assert segments.shape[0] > 1000
-    settings = NMSSettings(sigma=0.5, min_score=0.001)
+    settings = PostProcessingSettings(nms_sigma=0.5, min_score=0.001)
     keep, kept_scores = soft_nms(segments, scores, labels, settings)
     expected_keep, expected_scores = [], []
     for label in range(3):
@@ -297,7 +297,7 @@ def test_soft_nms_work_grows_linearly_with_video_length():
 def test_soft_nms_far_apart_candidates_do_not_interact():
     # one video's candidates, and the same candidates again 10,000 s later: each half's result is unchanged
     segments, scores, labels = long_video_candidates(3, 300, rounded=False)
-    settings = NMSSettings(sigma=0.5, min_score=0.001)
+    settings = PostProcessingSettings(nms_sigma=0.5, min_score=0.001)
     keep, kept_scores = soft_nms(segments, scores, labels, settings)
     doubled = torch.cat((segments, segments + 10_000))
     keep2, kept_scores2 = soft_nms(doubled, torch.cat((scores, scores * 0.999)), torch.cat((labels, labels)), settings)
@@ -317,11 +317,11 @@ def test_batched_nms_multiclass_caps_each_class_then_total():
     segments = torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [0.0, 1.0], [2.0, 3.0], [6.0, 7.0]])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.85, 0.95])
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
-    out_segments, out_scores, out_labels = batched_nms(segments, scores, labels, NMSSettings(max_segments=2))
+    out_segments, out_scores, out_labels = batched_nms(segments, scores, labels, PostProcessingSettings(max_segments=2))
     # class 0 keeps 0.9, 0.8; class 1 keeps 0.95, 0.85; then the top 2 overall
     assert out_scores.tolist() == pytest.approx([0.95, 0.9])
     assert out_labels.tolist() == [1, 0]
-    out_segments, out_scores, out_labels = batched_nms(segments, scores, labels, NMSSettings(max_segments=3))
+    out_segments, out_scores, out_labels = batched_nms(segments, scores, labels, PostProcessingSettings(max_segments=3))
     assert out_scores.tolist() == pytest.approx([0.95, 0.9, 0.85])
     assert out_segments.tolist() == [[6.0, 7.0], [0.0, 1.0], [2.0, 3.0]]
 
@@ -330,7 +330,7 @@ def test_class_agnostic_nms_ignores_labels_and_votes():
     segments = torch.tensor([[0.0, 10.0], [1.0, 10.0], [0.0, 9.0], [40.0, 50.0]])
     scores = torch.tensor([0.9, 0.6, 0.3, 0.5])
     labels = torch.tensor([0, 1, 2, 0])
-    settings = NMSSettings(multiclass=False, voting_thresh=0.85, sigma=0.5, min_score=0.3)
+    settings = PostProcessingSettings(multiclass=False, voting_thresh=0.85, nms_sigma=0.5, min_score=0.3)
     out_segments, out_scores, out_labels = batched_nms(segments, scores, labels, settings)
     # [1, 10] (iou 0.9) decays to 0.6*exp(-0.81/0.5) = 0.119 < 0.3 and is dropped; [0, 9] likewise;
     # both still vote for [0, 10] with their ORIGINAL scores.
@@ -346,7 +346,8 @@ def test_voting_is_off_in_multiclass_mode():
     segments = torch.tensor([[0.0, 10.0], [1.0, 10.0]])
     scores = torch.tensor([0.9, 0.6])
     labels = torch.tensor([0, 0])
-    out_segments, _, _ = batched_nms(segments, scores, labels, NMSSettings(multiclass=True, voting_thresh=0.5))
+    settings = PostProcessingSettings(multiclass=True, voting_thresh=0.5)
+    out_segments, _, _ = batched_nms(segments, scores, labels, settings)
     assert out_segments.tolist() == [[0.0, 10.0], [1.0, 10.0]]
 
 
@@ -364,28 +365,30 @@ def test_segment_voting_threshold_and_zero_length():
 def test_hard_nms():
     segments = torch.tensor([[0.0, 10.0], [1.0, 10.0], [20.0, 30.0], [0.0, 4.0]])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.05])
-    keep, kept_scores = hard_nms(segments, scores, None, NMSSettings(method="hard", iou_threshold=0.5))
+    hard = PostProcessingSettings(nms_method="hard", nms_iou_threshold=0.5)
+    keep, kept_scores = hard_nms(segments, scores, None, hard)
     assert keep.tolist() == [0, 2, 3]
     assert kept_scores.tolist() == pytest.approx([0.9, 0.7, 0.05])
-    keep, _ = hard_nms(segments, scores, None, NMSSettings(method="hard", iou_threshold=0.5, min_score=0.1))
+    keep, _ = hard_nms(segments, scores, None, replace(hard, min_score=0.1))
     assert keep.tolist() == [0, 2]
-    keep, _ = hard_nms(segments, scores, torch.tensor([0, 1, 0, 0]), NMSSettings(method="hard", iou_threshold=0.5))
+    keep, _ = hard_nms(segments, scores, torch.tensor([0, 1, 0, 0]), hard)
     assert keep.tolist() == [0, 2, 3, 1]
 
 
 def test_nms_method_none_passes_candidates_through():
     segments = torch.tensor([[0.0, 10.0], [0.0, 10.0]])
-    out = batched_nms(segments, torch.tensor([0.5, 0.9]), torch.tensor([0, 0]), NMSSettings(method="none"))
+    no_nms = PostProcessingSettings(nms_method="none")
+    out = batched_nms(segments, torch.tensor([0.5, 0.9]), torch.tensor([0, 0]), no_nms)
     assert out[1].tolist() == pytest.approx([0.5, 0.9])
 
 
 def test_nms_settings_validation():
     with pytest.raises(ValueError, match="nms_method"):
-        NMSSettings(method="soft")
+        PostProcessingSettings(nms_method="soft")
     with pytest.raises(ValueError, match="max_segments"):
-        NMSSettings(max_segments=0)
+        PostProcessingSettings(max_segments=0)
     with pytest.raises(ValueError, match="nms_sigma"):
-        NMSSettings(sigma=0.0)
+        PostProcessingSettings(nms_sigma=0.0)
 
 
 def test_empty_nms_input():
@@ -393,7 +396,7 @@ def test_empty_nms_input():
         torch.zeros(0, 2),
         torch.zeros(0),
         torch.zeros(0, dtype=torch.long),
-        NMSSettings(multiclass=False, voting_thresh=0.9),
+        PostProcessingSettings(multiclass=False, voting_thresh=0.9),
     )
     assert out_segments.shape == (0, 2) and out_scores.shape == (0,) and out_labels.shape == (0,)
 
@@ -535,7 +538,6 @@ def test_one_set_of_post_processing_defaults():
     # OpenTAD's AdaTAD values (configs/adatad/*: soft-NMS sigma 0.7, max_seg_num 2000, voting 0.7, pre-NMS 0.001/2000).
     assert (defaults.nms_sigma, defaults.max_segments, defaults.voting_thresh) == (0.7, 2000, 0.7)
     assert (defaults.pre_nms_thresh, defaults.pre_nms_topk, defaults.multiclass) == (0.001, 2000, True)
-    assert NMSSettings() == defaults.nms_settings()
     assert AdaTADVideoProcessor().post_processing_settings() == defaults
     meta = [{"video_id": "vid", "fps": 3.0, "snippet_stride": 1, "duration": 10.0}]
     plain = post_process_temporal_detection(simple_outputs(), meta, class_names=["a", "b"])
@@ -709,7 +711,7 @@ def test_sliding_windows_merge_once_per_video_on_rounded_seconds():
     windows = post_process_temporal_detection(outputs, metas, merge_windows=False, **settings)
     assert [w["video_id"] for w in windows] == ["long", "long"]
     assert windows[1]["scores"].tolist() == pytest.approx([0.8, 0.7])  # no NMS inside a window
-    remerged = merge_sliding_windows(windows, NMSSettings(sigma=0.5, max_segments=100))
+    remerged = merge_sliding_windows(windows, PostProcessingSettings(nms_sigma=0.5, max_segments=100))
     assert remerged[0]["scores"].tolist() == result["scores"].tolist()
     assert remerged[0]["segments"].tolist() == result["segments"].tolist()
 
@@ -733,7 +735,7 @@ def test_sliding_window_merge_runs_nms_on_rounded_values():
             "segments": torch.tensor([[1.0, 2.0]]),
         },
     ]
-    merged = merge_sliding_windows(windows, NMSSettings(sigma=1.0))
+    merged = merge_sliding_windows(windows, PostProcessingSettings(nms_sigma=1.0))
     assert merged[0]["scores"].tolist() == pytest.approx([0.5, round(0.4 * math.exp(-1.0), 4)], abs=1e-7)
     assert merged[0]["labels"].tolist() == [3, 3]
 
@@ -873,9 +875,9 @@ def test_nms_of_several_videos_at_once_equals_one_by_one():
         segments, scores = grid_candidates(generator, size, 6)
         videos.append((segments, scores, torch.randint(0, 3, (size,), generator=generator)))
     for settings in (
-        NMSSettings(sigma=0.7, min_score=0.2, max_segments=10),
-        NMSSettings(multiclass=False, voting_thresh=0.6, min_score=0.1, max_segments=12),
-        NMSSettings(method="hard", iou_threshold=0.4, max_segments=8),
+        PostProcessingSettings(nms_sigma=0.7, min_score=0.2, max_segments=10),
+        PostProcessingSettings(multiclass=False, voting_thresh=0.6, min_score=0.1, max_segments=12),
+        PostProcessingSettings(nms_method="hard", nms_iou_threshold=0.4, max_segments=8),
     ):
         together = batched_nms_videos(videos, settings)
         for video, result in zip(videos, together):
@@ -901,7 +903,7 @@ def test_soft_nms_over_separate_clusters_matches_scalar_loop(score_decimals):
     # well separated overlap clusters run as separate rows and are interleaved by score; with
     # rounded scores (exact ties across and inside clusters) the group is recomputed as one row
     generator = torch.Generator().manual_seed(13)
-    settings = NMSSettings(method="linear", min_score=0.15, iou_threshold=0.1)
+    settings = PostProcessingSettings(nms_method="linear", min_score=0.15, nms_iou_threshold=0.1)
     for _ in range(10):
         cluster = torch.randint(0, 6, (45,), generator=generator)
         starts = cluster * 100.0 + torch.randint(0, 20, (45,), generator=generator)
@@ -922,6 +924,6 @@ def test_soft_nms_group_whose_best_score_is_below_min_score():
     segments = torch.tensor([[0.0, 1.0], [10.0, 11.0], [20.0, 21.0], [30.0, 31.0]])
     scores = torch.tensor([0.05, 0.08, 0.08, 0.5])
     groups = torch.tensor([0, 0, 0, 1])
-    keep, kept_scores = soft_nms(segments, scores, groups, NMSSettings(min_score=0.1))
+    keep, kept_scores = soft_nms(segments, scores, groups, PostProcessingSettings(min_score=0.1))
     assert keep.tolist() == [1, 3]
     assert kept_scores.tolist() == pytest.approx([0.08, 0.5])

@@ -2,6 +2,7 @@
 (`training/configs`)."""
 
 import ast
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from adatad import presets
+from adatad.post_processing import PostProcessingSettings
 from conftest import REPO_ROOT
 
 TRAINING_DIR = REPO_ROOT / "training"
@@ -150,8 +152,32 @@ def test_preset_builds_a_matching_video_processor(name):
         assert processor.feature_length(train) == preset["model"]["feature_length"]
         assert processor.frames_per_sample(train) == preset["model"]["num_frames"]
     assert processor.crop_size.height == preset["model"]["image_size"]
-    assert processor.nms_sigma == preset["model"]["post_nms_sigma"]
-    assert processor.max_segments == preset["model"]["post_max_segments"]
+    assert processor.post_processing_settings() == PostProcessingSettings(**preset["post_processing"])
+
+
+def test_post_processing_section_names_the_settings_the_processor_stores():
+    from adatad.processing_adatad import AdaTADVideoProcessor
+
+    stored = dataclasses.asdict(AdaTADVideoProcessor(nms_sigma=0.25).post_processing_settings())
+    changed = {name for name, value in stored.items() if value != getattr(PostProcessingSettings, name)}
+    assert changed == {"nms_sigma"}  # the processor's value, not a default, reaches the settings
+    processor_fields = {name for name in stored if hasattr(AdaTADVideoProcessor, name)}
+    assert set(presets.POST_PROCESSING_TYPES) == processor_fields
+    assert set(presets.POST_PROCESSING_TYPES) <= {field.name for field in dataclasses.fields(PostProcessingSettings)}
+
+
+def test_preset_with_the_old_post_processing_keys_names_their_new_place(tmp_path):
+    preset = presets.load_preset("synthetic-tiny")
+    preset["model"]["post_nms_sigma"] = preset["post_processing"].pop("nms_sigma")
+    with pytest.raises(presets.PresetError, match=r"`model.post_nms_sigma` -> `post_processing.nms_sigma`"):
+        presets.validate_preset(preset)
+
+
+def test_invalid_post_processing_value_is_a_preset_error():
+    preset = presets.load_preset("synthetic-tiny")
+    preset["post_processing"]["voting_thresh"] = 1.5
+    with pytest.raises(presets.PresetError, match=r"`post_processing`: `voting_thresh` must be a tIoU in \[0, 1\]"):
+        presets.validate_preset(preset)
 
 
 @pytest.mark.parametrize("name", ALL_PRESETS)
@@ -308,7 +334,9 @@ def unread_keys(preset: dict) -> list:
             continue
         if section == "model":
             read = name in presets.model_config_fields()
-        elif section == "processor" or (section == "data" and name in presets.PROCESSOR_SAMPLING_KEYS):
+        elif section in ("processor", "post_processing") or (
+            section == "data" and name in presets.PROCESSOR_SAMPLING_KEYS
+        ):
             # null: not used by this preset (e.g. window keys under resize sampling); set values reach the processor.
             value = preset[section][name]
             read = name in processor_arguments and (value is None or name in presets.processor_kwargs(preset))

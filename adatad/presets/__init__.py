@@ -29,7 +29,7 @@ Schema (every file has exactly these keys; `null` means "not used by this preset
   `intermediate_size`, `patch_size`, `image_size` (position-embedding size, 224), `num_frames` (frames per
   chunk, 16), `tubelet_size`), `tuning_mode`, `adapter_layer_indices`, `adapter_mlp_ratio`,
   `backbone_drop_path_rate`, `num_frames` (all chunks), `image_size`, `feature_length`, `projection_*`,
-  `max_seq_len`, `fpn_strides`, `fpn_regression_ranges`, `head_*`, `num_labels`, `loss_*`, `post_*`.
+  `max_seq_len`, `fpn_strides`, `fpn_regression_ranges`, `head_*`, `num_labels`, `loss_*`.
   Any other `AdaTADConfig` field may be added.
 - `data` (dict), where to find the videos and how to cut them into samples. Sampling keys carry the names of
   `AdaTADVideoProcessor`'s arguments:
@@ -66,7 +66,10 @@ Schema (every file has exactly these keys; `null` means "not used by this preset
   `crop_size`, `train_size` (training short side), `do_random_resized_crop`, `random_resized_crop_area`,
   `random_resized_crop_aspect_ratio`, `do_flip`, `flip_ratio`, `augmentation` (`"imgaug_default"`: OpenTAD's
   `ImgAug("default")`, every AdaTAD training pipeline; null: none, the frozen-backbone baselines), `do_color_jitter`.
-  `processor_kwargs(preset)` adds the sampling keys of `data` and the `post_*` settings of `model`.
+  `processor_kwargs(preset)` adds the sampling keys of `data` and the `post_processing` section.
+- `post_processing` (dict): the `adatad.post_processing.PostProcessingSettings` fields that `AdaTADVideoProcessor`
+  stores, under the same names: `pre_nms_thresh`, `pre_nms_topk`, `nms_sigma`, `min_score`, `max_segments`,
+  `multiclass`, `voting_thresh`.
 - `training` (dict):
     - `global_batch_size`: videos per optimizer step over all processes (OpenTAD's `batch_size` is global);
       `reference_num_gpus`: GPUs of the paper run; `gradient_accumulation_steps`.
@@ -117,6 +120,7 @@ TOP_LEVEL_TYPES = {
     "model": dict,
     "data": dict,
     "processor": dict,
+    "post_processing": dict,
     "training": dict,
     "evaluation": dict,
 }
@@ -162,6 +166,17 @@ PROCESSOR_TYPES = {
     "augmentation": (str, NULL),
     "do_color_jitter": bool,
 }
+# The fields of `adatad.post_processing.PostProcessingSettings` that AdaTADVideoProcessor stores (the NMS method and
+# its IoU / t1 / t2 thresholds stay at Gaussian soft-NMS, OpenTAD's choice for every AdaTAD config).
+POST_PROCESSING_TYPES = {
+    "pre_nms_thresh": NUMBER,
+    "pre_nms_topk": int,
+    "nms_sigma": NUMBER,
+    "min_score": NUMBER,
+    "max_segments": int,
+    "multiclass": bool,
+    "voting_thresh": NUMBER,
+}
 TRAINING_TYPES = {
     "global_batch_size": int,
     "reference_num_gpus": int,
@@ -201,6 +216,7 @@ EVALUATION_TYPES = {
 SECTION_TYPES = {
     "data": DATA_TYPES,
     "processor": PROCESSOR_TYPES,
+    "post_processing": POST_PROCESSING_TYPES,
     "training": TRAINING_TYPES,
     "evaluation": EVALUATION_TYPES,
 }
@@ -314,15 +330,16 @@ EVAL_SAMPLING_METHODS = ("sliding_window", "resize")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 EXTERNAL_CLASSIFIER_KINDS = ("cuhk", "standard")
 
-# A preset's `model.post_*` keys -> AdaTADVideoProcessor's post-processing settings (the model config has none).
-POST_PROCESSING_KWARGS = {
-    "post_pre_nms_thresh": "pre_nms_thresh",
-    "post_pre_nms_topk": "pre_nms_topk",
-    "post_nms_sigma": "nms_sigma",
-    "post_min_score": "min_score",
-    "post_max_segments": "max_segments",
-    "post_multiclass_nms": "multiclass",
-    "post_voting_thresh": "voting_thresh",
+# Earlier preset files kept post-processing in `model.post_*` keys; a file that still does gets an error naming the
+# key of the `post_processing` section that replaced each one.
+RENAMED_MODEL_KEYS = {
+    "post_pre_nms_thresh": "post_processing.pre_nms_thresh",
+    "post_pre_nms_topk": "post_processing.pre_nms_topk",
+    "post_nms_sigma": "post_processing.nms_sigma",
+    "post_min_score": "post_processing.min_score",
+    "post_max_segments": "post_processing.max_segments",
+    "post_multiclass_nms": "post_processing.multiclass",
+    "post_voting_thresh": "post_processing.voting_thresh",
 }
 # `data` keys that are AdaTADVideoProcessor arguments (the rest describe files and splits).
 PROCESSOR_SAMPLING_KEYS = (
@@ -421,7 +438,7 @@ def model_config_fields() -> set[str]:
     from ..configuration_adatad import AdaTADConfig
 
     own = {field.name for field in dataclasses.fields(AdaTADConfig)} & set(AdaTADConfig.__annotations__)
-    return own | {"num_labels", "id2label", "label2id"} | set(POST_PROCESSING_KWARGS)
+    return own | {"num_labels", "id2label", "label2id"}
 
 
 def _check_one_of(value, allowed, key: str, source: str):
@@ -541,11 +558,17 @@ def _check_consistency(preset: dict, source: str):
 def validate_preset(preset: dict, source: str = "preset", check_model_config: bool = True):
     """Checks a preset: exact key sets and value types of every section, consistency between sections
     (feature length, frame count and image size of model, data and processor; learning rates vs tuning mode;
-    epochs), and, with `check_model_config`, that `AdaTADConfig(**preset["model"])` constructs.
+    epochs), and, with `check_model_config`, that `AdaTADConfig(**preset["model"])` and
+    `PostProcessingSettings(**preset["post_processing"])` construct.
 
     Raises:
         PresetError: naming `source`, the key and the expected value.
     """
+    renamed = [key for key in RENAMED_MODEL_KEYS if key in preset.get("model", {})]
+    if renamed:
+        moves = ", ".join(f"`model.{key}` -> `{RENAMED_MODEL_KEYS[key]}`" for key in renamed)
+        raise PresetError(f"{source}: post-processing settings moved from `model` to the `post_processing` section, "
+                          f"under the names AdaTADVideoProcessor uses: {moves}. Move them there.")
     _check_keys(preset, TOP_LEVEL_TYPES, "preset", source)
     for section, types in SECTION_TYPES.items():
         _check_keys(preset[section], types, section, source, optional=OPTIONAL_KEYS.get(section, {}))
@@ -558,21 +581,27 @@ def validate_preset(preset: dict, source: str = "preset", check_model_config: bo
             build_model_config(preset)
         except (TypeError, ValueError) as error:
             raise PresetError(f"{source}: `model` does not make a valid AdaTADConfig: {error}") from error
+        from ..post_processing import PostProcessingSettings
+
+        try:
+            PostProcessingSettings(**preset["post_processing"])
+        except ValueError as error:
+            raise PresetError(f"{source}: `post_processing`: {error}") from error
 
 
 def build_model_config(preset: dict):
-    """`AdaTADConfig(**preset["model"])`, without the `post_*` keys (they go to the processor)."""
+    """`AdaTADConfig(**preset["model"])`."""
     from ..configuration_adatad import AdaTADConfig
 
-    return AdaTADConfig(**{key: value for key, value in preset["model"].items() if key not in POST_PROCESSING_KWARGS})
+    return AdaTADConfig(**preset["model"])
 
 
 def processor_kwargs(preset: dict) -> dict:
     """Keyword arguments of `AdaTADVideoProcessor` for this preset: the `processor` section, the sampling keys
-    of `data` (those that are set) and the model's `post_*` settings under the processor's names."""
+    of `data` (those that are set) and the `post_processing` section."""
     kwargs = copy.deepcopy(preset["processor"])
     kwargs.update({key: preset["data"][key] for key in PROCESSOR_SAMPLING_KEYS if preset["data"][key] is not None})
-    kwargs.update({new: preset["model"][old] for old, new in POST_PROCESSING_KWARGS.items() if old in preset["model"]})
+    kwargs.update(preset["post_processing"])
     return kwargs
 
 
