@@ -17,6 +17,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_adatad import AdaTADConfig
 from .lean_vit import ChannelsLastPointwiseConv, ScaledLinear, TemporalDepthwiseConv, add_residual, row_blocked_mlp
+from .post_processing import decode_segments
 
 
 # ======================================================================================
@@ -904,14 +905,6 @@ def assign_targets(
     cls_targets = (matched.to(reg_targets.dtype) @ one_hot).clamp(min=0.0, max=1.0)
     reg_targets = reg_targets[torch.arange(num_points, device=points.device), min_index] / strides
     return cls_targets, reg_targets
-
-
-def decode_segments(points: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Turn `(..., num_points, 2)` stride-unit distances into `(..., num_points, 2)` (start, end) on the feature grid,
-    given the `(num_points, 4)` points."""
-    starts = points[:, 0] - offsets[..., 0] * points[:, 3]
-    ends = points[:, 0] + offsets[..., 1] * points[:, 3]
-    return torch.stack((starts, ends), dim=-1)
 
 
 class AdaTADDetector(nn.Module):

@@ -106,6 +106,22 @@ def _field(container: Any, name: str):
 # ---------------------------------------------------------------------------------------------
 
 
+def decode_segments(points: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Stride-unit distances to start and end -> (start, end) on the feature grid, for the detector's loss and for
+    `decode_candidates`: `start = position - offset_start * stride`, `end = position + offset_end * stride`.
+
+    Args:
+        points: `(num_points, 4)` = (position, reg_range_min, reg_range_max, stride).
+        offsets: `(..., num_points, 2)` distances in units of each point's stride.
+
+    Returns:
+        `(..., num_points, 2)` segments in feature-grid units (not clipped).
+    """
+    starts = points[:, 0] - offsets[..., 0] * points[:, 3]
+    ends = points[:, 0] + offsets[..., 1] * points[:, 3]
+    return torch.stack((starts, ends), dim=-1)
+
+
 def decode_candidates(
     logits: Sequence[torch.Tensor],
     pred_offsets: Sequence[torch.Tensor],
@@ -153,10 +169,7 @@ def decode_candidates(
 
     all_points = torch.cat([p.float() for p in points], dim=0)  # (num_points, 4)
     offsets = torch.cat([o.float() for o in pred_offsets], dim=1)  # (batch_size, num_points, 2)
-    position, stride = all_points[:, 0][None], all_points[:, 3][None]
-    starts = position - offsets[:, :, 0] * stride
-    ends = position + offsets[:, :, 1] * stride
-    proposals = torch.stack((starts, ends), dim=-1)  # (batch_size, num_points, 2)
+    proposals = decode_segments(all_points, offsets)  # (batch_size, num_points, 2)
     scores = torch.cat([l.float() for l in logits], dim=1).sigmoid()  # (batch_size, num_points, num_classes)
     masks = torch.cat([m.bool() for m in feature_mask], dim=1)  # (batch_size, num_points)
     return (

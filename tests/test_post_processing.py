@@ -16,6 +16,7 @@ from adatad.post_processing import (
     batched_nms,
     batched_nms_videos,
     decode_candidates,
+    decode_segments,
     hard_nms,
     merge_sliding_windows,
     post_process_temporal_detection,
@@ -927,3 +928,12 @@ def test_soft_nms_group_whose_best_score_is_below_min_score():
     keep, kept_scores = soft_nms(segments, scores, groups, PostProcessingSettings(min_score=0.1))
     assert keep.tolist() == [1, 3]
     assert kept_scores.tolist() == pytest.approx([0.08, 0.5])
+
+
+def test_decode_segments_by_hand():
+    # Two points: position 4 at stride 2 and position 8 at stride 4; distances in stride units.
+    points = torch.tensor([[4.0, 0.0, 4.0, 2.0], [8.0, 4.0, 1e4, 4.0]])
+    offsets = torch.tensor([[[1.5, 0.5], [0.0, 2.0]], [[2.0, 0.0], [0.25, 0.25]]])  # (batch 2, points 2, 2)
+    expected = torch.tensor([[[1.0, 5.0], [8.0, 16.0]], [[0.0, 4.0], [7.0, 9.0]]])
+    assert torch.equal(decode_segments(points, offsets), expected)
+    assert torch.equal(decode_segments(points, offsets[0]), expected[0])  # no batch dimension (the loss path)
