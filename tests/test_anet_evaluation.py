@@ -19,6 +19,7 @@ from adatad.synthetic import generate_synthetic_activitynet
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "training"))
 import run_tad  # noqa: E402
+import tad_data  # noqa: E402
 from tiny_run_overrides import TINY_RUN_OVERRIDES  # noqa: E402
 
 # synthetic-tiny-anet shrunk to seconds per epoch, adapters in both layers, validation every epoch.
@@ -171,7 +172,7 @@ def test_a_few_videos_without_classifier_scores_are_left_out(anet_data, tmp_path
     path = write_classifier(anet_data, tmp_path, keep=lambda video_id: not video_id.endswith("0000"))
     preset = tiny_preset(anet_data, f"evaluation.external_classifier_file={path}")
     processor = run_tad.AdaTADVideoProcessor(**presets.processor_kwargs(preset))
-    monkeypatch.setattr(run_tad, "MAX_DROPPED_SHARE", 0.25)
+    monkeypatch.setattr(tad_data, "MAX_DROPPED_SHARE", 0.25)
     PartialState()  # the warning goes through accelerate's logger, as in a run
     eval_rows, evaluation = run_tad.build_evaluation_data(preset, presets.resolve_data_paths(preset), processor)
     assert evaluation.videos_without_classifier_scores == ["synthetic_validation_0000"]
@@ -198,7 +199,7 @@ def training_rows(tmp_path, videos, **data):
     preset = presets.load_preset("synthetic-tiny-anet")
     preset["data"].update(data)
     rows = annotations.load_database_json(path, subset="training")
-    return run_tad.filter_training_rows(rows, preset)
+    return tad_data.filter_training_rows(rows, preset)
 
 
 def video(duration, segments):

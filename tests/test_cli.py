@@ -519,17 +519,17 @@ def test_training_model_card_parses_with_eval_results_and_the_resolved_preset():
     from huggingface_hub import ModelCard
 
     sys.path.insert(0, str(REPO_ROOT / "training"))
-    import run_tad
+    import tad_checkpoints
 
     from adatad.presets import load_preset
 
     preset = load_preset("synthetic-tiny")
     metrics = {"mAP_per_tiou": {0.5: 0.5, 0.75: 0.25}, "average_mAP": 0.375}
-    card = ModelCard(run_tad.model_card(preset, metrics, "someone/adatad-synthetic"))
+    card = ModelCard(tad_checkpoints.model_card(preset, metrics, "someone/adatad-synthetic"))
     assert card.data.pipeline_tag == "other" and card.data.datasets == [preset["dataset"]]
     values = {result.metric_name: result.metric_value for result in card.data.eval_results}
     assert values == {"mAP@tIoU=0.5": 50.0, "mAP@tIoU=0.75": 25.0, "average mAP": 37.5}
     assert {result.dataset_split for result in card.data.eval_results} == {preset["evaluation"]["subset"]}
     resolved = json.loads(card.text.split("## Resolved preset")[1].split("```json")[1].split("```")[0])
     assert resolved == json.loads(json.dumps(preset))
-    assert ModelCard(run_tad.model_card(preset, None, "x")).data.eval_results is None
+    assert ModelCard(tad_checkpoints.model_card(preset, None, "x")).data.eval_results is None

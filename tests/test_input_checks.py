@@ -255,6 +255,8 @@ def _resume(run_tad, argv, output_dir):
 @pytest.mark.parametrize("case", list(TRAINER_STATE_CASES))
 def test_tampered_trainer_state_is_refused_by_field(case, tiny_checkpoint_run, tmp_path):
     run_tad = _run_tad()
+    import tad_checkpoints
+
     root, _ = tiny_checkpoint_run
     checkpoint = tmp_path / "step_1"
     shutil.copytree(root / "run" / "checkpoints" / "step_1", checkpoint)
@@ -262,7 +264,7 @@ def test_tampered_trainer_state_is_refused_by_field(case, tiny_checkpoint_run, t
     change, fragment = TRAINER_STATE_CASES[case]
     state_file.write_text(json.dumps({**json.loads(state_file.read_text()), **change}))
     with pytest.raises(run_tad.RunError) as error:
-        run_tad.read_trainer_state(checkpoint)
+        tad_checkpoints.read_trainer_state(checkpoint)
     assert fragment in str(error.value)
 
 

@@ -21,6 +21,9 @@ from adatad.synthetic import generate_synthetic_dataset
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "training"))
 import run_tad  # noqa: E402
+import tad_checkpoints  # noqa: E402
+import tad_data  # noqa: E402
+import tad_model  # noqa: E402
 from tiny_run_overrides import TINY_RUN_OVERRIDES  # noqa: E402
 
 # A model small enough for a few seconds per epoch, 4 epochs without validation, a checkpoint every epoch.
@@ -262,7 +265,7 @@ def test_schedule_equals_opentads_for_every_group(warmup_steps, total_steps, war
     base_lrs = [1e-4, 0.0, 4e-4]
     parameters = [torch.nn.Parameter(torch.zeros(1)) for _ in base_lrs]
     optimizer = torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(parameters, base_lrs)])
-    schedule = run_tad.WarmupCosineSchedule(optimizer, warmup_steps, total_steps, warmup_start_lr, eta_min=1e-8)
+    schedule = tad_model.WarmupCosineSchedule(optimizer, warmup_steps, total_steps, warmup_start_lr, eta_min=1e-8)
     ours = []
     for _ in range(total_steps):
         ours.append([group["lr"] for group in optimizer.param_groups])
@@ -283,7 +286,7 @@ def test_batches_are_opentads_per_rank_batches():
 
     num_videos, batch_size, seed = 11, 2, 5
     for num_processes in (1, 2, 3, 8):
-        sampler = run_tad.OpenTADTrainBatchSampler(num_videos, num_processes, batch_size, seed)
+        sampler = tad_data.OpenTADTrainBatchSampler(num_videos, num_processes, batch_size, seed)
         for epoch in (0, 3):
             sampler.set_epoch(epoch)
             for rank in range(num_processes):
@@ -388,19 +391,19 @@ def test_accumulation_schedule_log_and_resume(synthetic_data, tmp_path):
 
     # Killed while step 4's checkpoint is written (step 4 is logged already), resumed from `latest` (step 3, in the
     # middle of an epoch and after a full accumulation cycle).
-    original_save = run_tad.ModelEma.save
+    original_save = tad_model.ModelEma.save
 
     def killed_at_step_4(self, path):
-        if path.parent.name == "step_4" + run_tad.INCOMPLETE_SUFFIX:
+        if path.parent.name == "step_4" + tad_checkpoints.INCOMPLETE_SUFFIX:
             raise KeyboardInterrupt("killed during the save")
         original_save(self, path)
 
-    run_tad.ModelEma.save = killed_at_step_4
+    tad_model.ModelEma.save = killed_at_step_4
     try:
         with pytest.raises(KeyboardInterrupt):
             run(synthetic_data, tmp_path / "resumed", *flags, overrides=overrides)
     finally:
-        run_tad.ModelEma.save = original_save
+        tad_model.ModelEma.save = original_save
     checkpoints = sorted(path.name for path in (tmp_path / "resumed" / "checkpoints").iterdir())
     assert checkpoints == ["step_1", "step_2", "step_3", "step_4.incomplete"]
     resumed = run(
@@ -724,7 +727,7 @@ class Interrupted(BaseException):
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["evaluation", "best", "error"])
 def test_an_evaluation_cut_short_is_done_again_on_resume(synthetic_data, tmp_path, monkeypatch, where):
-    real_evaluate, real_save_preset = run_tad.evaluate, run_tad.save_preset
+    real_evaluate, real_save_preset = run_tad.evaluate, tad_checkpoints.save_preset
 
     def evaluate(*args, **kwargs):
         if where == "error":
@@ -736,7 +739,10 @@ def test_an_evaluation_cut_short_is_done_again_on_resume(synthetic_data, tmp_pat
         if ".best.incomplete" in str(path):  # best/ half written: weights and processor, not yet renamed
             raise Interrupted
 
-    monkeypatch.setattr(run_tad, *("save_preset", save_preset) if where == "best" else ("evaluate", evaluate))
+    if where == "best":
+        monkeypatch.setattr(tad_checkpoints, "save_preset", save_preset)
+    else:
+        monkeypatch.setattr(run_tad, "evaluate", evaluate)
     # A checkpoint every step, so that the step's checkpoint exists before its evaluation starts.
     with pytest.raises(ValueError if where == "error" else Interrupted):
         run(synthetic_data, tmp_path, "--num_epochs", "1", "--checkpointing_steps", "1")
@@ -745,7 +751,7 @@ def test_an_evaluation_cut_short_is_done_again_on_resume(synthetic_data, tmp_pat
     assert not (tmp_path / "best").exists() and not (tmp_path / "predictions.json").exists()
 
     monkeypatch.setattr(run_tad, "evaluate", real_evaluate)
-    monkeypatch.setattr(run_tad, "save_preset", real_save_preset)
+    monkeypatch.setattr(tad_checkpoints, "save_preset", real_save_preset)
     resumed = run(synthetic_data, tmp_path, "--num_epochs", "1", "--resume_from_checkpoint", "latest")
     assert resumed["global_step"] == 2 and resumed["last"] is not None
     for folder in ("best", "last"):
