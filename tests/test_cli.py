@@ -426,7 +426,7 @@ def test_plotting_without_matplotlib_says_which_extra_to_install(tmp_path):
 
 
 def test_adatad_env_reports_versions_devices_and_decoders(capsys):
-    from adatad.cli import env_main
+    from adatad.env import main as env_main
 
     assert env_main(["--json"]) == 0
     report = json.loads(capsys.readouterr().out)

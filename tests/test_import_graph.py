@@ -64,7 +64,8 @@ LAYERS = {
         "adatad.custom_data.cli",
         "adatad.evaluation.cli",
         "adatad.metrics.temporal_detection_map.temporal_detection_map",
-        "adatad.cli",
+        "adatad.env",
+        "adatad.estimate_memory",
         "adatad.detect",
     ],
 }

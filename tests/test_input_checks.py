@@ -85,7 +85,7 @@ MEMORY_CASES = {
 
 @pytest.mark.parametrize("case", list(MEMORY_CASES))
 def test_estimate_memory_refuses_values_out_of_range(case, capsys):
-    from adatad.memory_estimation import main
+    from adatad.estimate_memory import main
 
     flags, fragment = MEMORY_CASES[case]
     with pytest.raises(SystemExit) as exit_status:

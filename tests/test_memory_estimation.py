@@ -10,13 +10,13 @@ import pytest
 
 from adatad import AdaTADConfig, AdaTADForTemporalDetection
 from adatad.presets import SHIPPED_PRESETS
+from adatad.estimate_memory import main
 from adatad.memory_estimation import (
     BLOCK_TENSORS_FROZEN,
     DETECTOR_TENSORS_PER_STEP,
     RECOMPUTED_BLOCK_TENSORS_FROZEN,
     SIDE_ADAPTER_BOTTLENECK_TENSORS,
     estimate_training_memory,
-    main,
     parameter_counts,
     trainable_parameters,
 )

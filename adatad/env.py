@@ -1,12 +1,10 @@
-"""`adatad-env`: versions, devices and video decoders for bug reports (the detection command is `adatad/detect.py`)."""
+"""`adatad-env` (also `python -m adatad.env`): versions, devices and video decoders for bug reports."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-
-# -- adatad-env ------------------------------------------------------------------------------------------------
 
 ENV_PACKAGES = (
     "torch", "torchvision", "transformers", "accelerate", "huggingface_hub", "datasets", "evaluate", "safetensors",
@@ -74,7 +72,7 @@ def environment_report() -> dict:
     return report
 
 
-def env_main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of `adatad-env`: prints the environment report (text, or JSON with --json)."""
     parser = argparse.ArgumentParser(
         prog="adatad-env", description="Versions, devices and video decoders, to paste into a bug report."
@@ -94,3 +92,6 @@ def env_main(argv: list[str] | None = None) -> int:
             print(f"{key}: {value}")
     return 0
 
+
+if __name__ == "__main__":
+    raise SystemExit(main())
