@@ -10,7 +10,6 @@ from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 
 from adatad.configuration_adatad import AdaTADConfig
 from adatad.model_loading import BACKBONE_MODEL_NEW_PARTS, load_complete_model, mismatched_weight_shapes
@@ -18,8 +17,6 @@ from adatad.modeling_adatad import AdaTADForTemporalDetection
 from adatad.presets import build_model_config
 
 from tad_errors import RunError
-
-logger = get_logger(__name__)
 
 
 class ModelEma:

@@ -1,6 +1,6 @@
 """Custom datasets: read a CSV, a JSON Lines file, an ActivityNet-style JSON or a dataset folder into
 `CustomAnnotations` records (row-level problems go to the report, problems with the whole file raise
-`CustomDataError`). Standard library only."""
+`CustomDataError`). No torch: the class map is read with `adatad.annotations`."""
 
 import csv
 import io

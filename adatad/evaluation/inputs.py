@@ -97,6 +97,7 @@ class Detections:
 
 
 def list_names(names: Sequence[Any]) -> str:
+    """The first names for a message, then "and N more"."""
     shown = ", ".join(repr(name) for name in list(names)[:_MAX_NAMES_IN_MESSAGE])
     if len(names) > _MAX_NAMES_IN_MESSAGE:
         shown += f" and {len(names) - _MAX_NAMES_IN_MESSAGE} more"
