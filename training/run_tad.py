@@ -156,10 +156,6 @@ def build_accelerator(args, preset: dict, output_dir: Path) -> Accelerator:
     )
 
 
-# Width of the ViT -> `--arch` of conversion_scripts/convert_videomae_to_adatad.py.
-CONVERSION_ARCH_BY_WIDTH = {384: "s", 768: "b", 1024: "l", 1280: "h", 1408: "g"}
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Training steps
 # ----------------------------------------------------------------------------------------------------------------------
@@ -211,6 +207,10 @@ def describe_losses(micro_batch_losses: list) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+# Width of the ViT -> `--arch` of conversion_scripts/convert_videomae_to_adatad.py.
+CONVERSION_ARCH_BY_WIDTH = {384: "s", 768: "b", 1024: "l", 1280: "h", 1408: "g"}
 
 
 def check_backbone_source(preset: dict, args):
