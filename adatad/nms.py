@@ -23,6 +23,9 @@ zeroes a score).
 
 from __future__ import annotations
 
+import heapq
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -285,7 +288,6 @@ def _soft_nms_rounds(
     by_source = _stable_argsort(sources, n)
     others = np.concatenate((second, first))[by_source]
     out_weight = np.concatenate((weight_first, weight_second))[by_source]
-    in_weight = np.concatenate((weight_second, weight_first))[by_source]  # on the source when the other is picked
     edge_start = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(sources, minlength=n), out=edge_start[1:])
     neighbour_max = _NeighbourMax(stop)
@@ -293,47 +295,55 @@ def _soft_nms_rounds(
     picked = np.zeros(n, dtype=bool)
     failed = np.zeros(num_groups, dtype=bool)
     log = _DecayLog(n)
+    group_bounds = np.searchsorted(group, np.arange(num_groups + 1))  # sweep order is grouped
+    graph = _OverlapGraph(edge_start, others, out_weight)
+    layouts = _Layouts(order, initial, f32(min_score), graph)
     rounds = pair_visits = 0
-    while alive.any():
-        rounds += 1
-        ready = alive & (current > neighbour_max(np.where(alive, current, f32(-np.inf))))
-        if not ready.any():
-            # live candidates and no local maximum: in each group left, two overlapping candidates tie at the top
-            # (a group that stalls earlier just waits: groups never interact)
-            failed[group[alive]] = True
-            break
-        picked |= ready
-        alive &= ~ready
 
-        # decays of this round's picks on their live neighbours, generated in descending pick score
-        picks = np.flatnonzero(ready)
-        picks = picks[np.argsort(-current[picks], kind="stable")]
+    def pick(picks: np.ndarray) -> int:
+        """Marks `picks` (in descending score) picked and applies their decays to their live neighbours."""
+        picked[picks] = True
+        alive[picks] = False
         counts = edge_start[picks + 1] - edge_start[picks]
         edges = np.repeat(edge_start[picks] - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
-        pair_visits += edges.shape[0]
         live = alive[others[edges]]
         if live.any():
             edges = edges[live]
             pick_score = np.repeat(current[picks], counts)[live]
-            _apply_decays(current, initial, log, others[edges], pick_score, out_weight[edges])
-            alive &= ~(current < f32(min_score))
+            pickers = np.repeat(picks, counts)[live]
+            _apply_decays(current, initial, log, others[edges], pick_score, out_weight[edges], pickers)
+            alive[others[edges]] &= ~(current[others[edges]] < f32(min_score))
+        return edges.shape[0]
 
-    # exact ties among a group's pick scores: OpenTAD's layout decides their order (and the order of their decays)
+    while alive.any():
+        rounds += 1
+        ready = alive & (current > neighbour_max(np.where(alive, current, f32(-np.inf))))
+        if not ready.any():
+            # In every group left, candidates that overlap tie at the top: OpenTAD's memory layout orders them.
+            for g in np.unique(group[alive]):
+                members = np.arange(group_bounds[g], group_bounds[g + 1])
+                if not layouts.resolve_top_level(g, members, current, picked, alive, pick):
+                    failed[g] = True
+                    alive[members] = False
+            continue
+        # this round's picks, in descending score
+        picks = np.flatnonzero(ready)
+        pair_visits += pick(picks[np.argsort(-current[picks], kind="stable")])
+
     keep = np.flatnonzero(picked)
     kept_scores = current[keep]
     kept_group = group[keep]
     by_rank = np.lexsort((-kept_scores, kept_group))
     keep, kept_scores, kept_group = keep[by_rank], kept_scores[by_rank], kept_group[by_rank]
+    # Groups with equal pick scores: OpenTAD's layout orders them (and the decays they apply)
     tied = (kept_scores[1:] == kept_scores[:-1]) & (kept_group[1:] == kept_group[:-1])
-    for g in np.unique(kept_group[1:][tied]):
+    for g in np.union1d(np.unique(kept_group[1:][tied]), layouts.groups()):
         if failed[g]:
             continue
+        members = np.arange(group_bounds[g], group_bounds[g + 1])
         in_group = np.flatnonzero(kept_group == g)
-        ordered = _order_ties_like_opentad(
-            np.flatnonzero(group == g), keep[in_group], order, initial, current, picked, log, min_score,
-            (edge_start, others, in_weight),
-        )
-        if ordered is None:
+        ordered = layouts.finish(g, members, keep[in_group], current)
+        if ordered is None or not _decays_in_layout_order(members, initial, log, layouts.rank):
             failed[g] = True
         else:
             keep[in_group] = ordered
@@ -350,102 +360,177 @@ def _soft_nms_rounds(
     return keep[decided], kept_scores[decided], unique_ids[failed]
 
 
-def _order_ties_like_opentad(
-    members: np.ndarray,
-    picks: np.ndarray,
-    order: np.ndarray,
-    initial: np.ndarray,
-    current: np.ndarray,
-    picked: np.ndarray,
-    log: _DecayLog,
-    min_score: float,
-    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
-) -> np.ndarray | None:
-    """OpenTAD's pick order for a group whose picks include equal scores, or None where its layout would also
-    change a score (two equal-score picks decaying the same candidate).
+class _OverlapGraph(NamedTuple):
+    """Effective overlaps in sweep order: the neighbours of `i` are `others[edge_start[i]:edge_start[i + 1]]`,
+    `out_weight` the decay each receives when `i` is picked."""
 
-    `picks` (sweep indices, by descending pick score) are replayed through OpenTAD's memory layout: the group's
-    candidates start in input order; each step swaps the pick into place and moves dropped candidates out
-    (holes filled from the end); among equal scores the one in the lowest slot goes first."""
-    f32 = np.float32
-    pick_scores = current[picks]
-    # a candidate whose decays include two equal pick scores: OpenTAD's order of those picks sets its bits
-    log_scores = np.sort(log.pick_score[members], axis=1)
-    if ((log_scores[:, 1:] == log_scores[:, :-1]) & np.isfinite(log_scores[:, 1:])).any():
-        return None
-    # drop step of every dropped candidate: the pick after which its decays, in pick order, fall below min_score
-    dropped = members[~picked[members]]
-    initially_low = dropped[initial[dropped] < f32(min_score)]
-    decayed = dropped[initial[dropped] >= f32(min_score)]
-    edge_start, others, in_weight = edges
-    counts = edge_start[decayed + 1] - edge_start[decayed]
-    edge = np.repeat(edge_start[decayed] - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
-    row = np.repeat(np.arange(decayed.shape[0]), counts)
-    by_pick = picked[others[edge]]
-    edge, row = edge[by_pick], row[by_pick]
-    sort = np.lexsort((-current[others[edge]], row))
-    edge, row = edge[sort], row[sort]
-    run_start, run_length = _runs(row)
-    width = int(run_length.max()) if run_length.shape[0] else 0
-    column = np.arange(edge.shape[0]) - np.repeat(run_start, run_length)
-    factors = np.ones((decayed.shape[0], width + 1), dtype=np.float32)
-    factors[:, 0] = initial[decayed]
-    factors[row, column + 1] = in_weight[edge]
-    scores_by_column = np.full((decayed.shape[0], width + 2), -np.inf, dtype=np.float32)
-    scores_by_column[row, column + 1] = current[others[edge]]
-    pickers = np.full((decayed.shape[0], width + 1), -1, dtype=np.int64)
-    pickers[row, column + 1] = others[edge]
-    below = np.multiply.accumulate(factors, axis=1) < f32(min_score)
-    if decayed.shape[0] and not below.any(axis=1).all():
-        return None  # not the process the rounds described (cannot happen; refuse rather than guess)
-    crossing = np.argmax(below, axis=1)
-    # equal pick scores up to the crossing (or right after it) make the drop step depend on the layout
-    ahead = np.arange(width + 1)[None] <= crossing[:, None]
-    if (ahead & (scores_by_column[:, 1:] == scores_by_column[:, :-1]) & np.isfinite(scores_by_column[:, 1:])).any():
-        return None
-    drop_pick = pickers[np.arange(decayed.shape[0]), crossing]
+    edge_start: np.ndarray
+    others: np.ndarray
+    out_weight: np.ndarray
 
-    # the replay, in group-local slots (input order)
-    local = np.empty(initial.shape[0], dtype=np.int64)
-    by_input = members[np.argsort(order[members], kind="stable")]
-    local[by_input] = np.arange(by_input.shape[0])
-    drops_at: dict[int, list[int]] = {}
-    for k, j in zip(local[decayed].tolist(), drop_pick.tolist()):
-        drops_at.setdefault(j, []).append(k)
-    slot_of = list(range(by_input.shape[0]))
-    at_slot = list(range(by_input.shape[0]))
-    dropped_now = set()
-    count = len(at_slot)
-    result = []
-    pick_list, score_list = picks.tolist(), pick_scores.tolist()
-    step, i = 0, 0
-    while i < len(pick_list):
-        level_end = i
-        while level_end < len(pick_list) and score_list[level_end] == score_list[i]:
-            level_end += 1
-        level = pick_list[i:level_end]
-        while level:
-            chosen = min(level, key=lambda p: slot_of[local[p]])
-            level.remove(chosen)
-            p = int(local[chosen])
-            result.append(chosen)
-            s, front = slot_of[p], at_slot[step]
-            at_slot[step], slot_of[p] = p, step
-            at_slot[s], slot_of[front] = front, s
-            gone = drops_at.get(chosen, [])
-            if step == 0:
-                gone = gone + local[initially_low].tolist()
-            if gone:
-                dropped_now = set(gone)
-                new_count = count - len(gone)
-                holes = sorted(slot_of[k] for k in gone if slot_of[k] < new_count)
-                fillers = [at_slot[t] for t in range(count - 1, new_count - 1, -1) if at_slot[t] not in dropped_now]
-                for hole, filler in zip(holes, fillers):
-                    at_slot[hole], slot_of[filler] = filler, hole
-                count = new_count
-            step += 1
-        i = level_end
-    return np.array(result, dtype=np.int64)
+
+class _GroupLayout:
+    """OpenTAD's memory of one group: `at_slot[k]` = local id (rank in input order) of the candidate in slot `k`,
+    `slot_of` the inverse, `count` the candidates still in the array, `step` the next pick's slot."""
+
+    def __init__(self, members_by_input: np.ndarray, initially_low: np.ndarray):
+        self.members = members_by_input  # local id -> sweep index
+        self.initially_low = initially_low  # dropped by the first step's scan
+        self.slot_of = list(range(members_by_input.shape[0]))
+        self.at_slot = list(range(members_by_input.shape[0]))
+        self.count = members_by_input.shape[0]
+        self.step = 0
+        self.order: list[int] = []  # picks (sweep indices) in OpenTAD's order
+
+
+class _Layouts:
+    """OpenTAD's step loop replayed along the picks of the groups where equal scores meet, with its memory layout:
+    each step swaps the pick into place and moves the candidates dropped by its decays out of play (their slots
+    filled from the end), and among equal scores the candidate in the lowest slot goes first.
+
+    The replay keeps its own scores, multiplied in OpenTAD's order, and checks every pick of the rounds against
+    them; a mismatch fails the group (it then runs through the step loop)."""
+
+    def __init__(self, order: np.ndarray, initial: np.ndarray, min_score: np.float32, graph: _OverlapGraph):
+        self.order, self.initial, self.min_score, self.graph = order, initial, min_score, graph
+        self.score = initial.copy()
+        self.state = np.zeros(initial.shape[0], dtype=np.int8)  # 0 in play, 1 picked, 2 dropped
+        self.rank = np.zeros(initial.shape[0], dtype=np.int64)  # step of each pick
+        self.local = np.zeros(initial.shape[0], dtype=np.int64)
+        self.layouts: dict[int, _GroupLayout] = {}
+
+    def groups(self) -> np.ndarray:
+        return np.array(sorted(self.layouts), dtype=np.int64)
+
+    def _layout(self, g: int, members: np.ndarray) -> _GroupLayout:
+        if g not in self.layouts:
+            by_input = members[np.argsort(self.order[members], kind="stable")]
+            self.local[by_input] = np.arange(by_input.shape[0])
+            self.layouts[g] = _GroupLayout(by_input, members[self.initial[members] < self.min_score])
+        return self.layouts[g]
+
+    def resolve_top_level(self, g, members, current, picked, alive, pick) -> bool:
+        """At a stall: replays the group up to the highest live score and picks that level's candidates in
+        OpenTAD's order (`pick` applies the decays of a rounds pick). False if the replay disagrees."""
+        layout = self._layout(g, members)
+        top = current[members][alive[members]].max()
+        pending = members[picked[members] & (self.state[members] == 0)]
+        pending = pending[np.argsort(-current[pending], kind="stable")]
+        if not self._replay(layout, pending[current[pending] > top], current):
+            return False
+        level = np.concatenate((pending[current[pending] == top], members[alive[members] & (current[members] == top)]))
+        return self._run_level(layout, level, top, current, picked, pick)
+
+    def finish(self, g: int, members: np.ndarray, picks: np.ndarray, current: np.ndarray) -> np.ndarray | None:
+        """The group's picks (given by descending score) in OpenTAD's order, or None if the replay disagrees."""
+        layout = self._layout(g, members)
+        if not self._replay(layout, picks[self.state[picks] == 0], current):
+            return None
+        if (self.state[members] == 0).any():  # OpenTAD's loop ends with every candidate picked or dropped
+            return None
+        return np.array(layout.order, dtype=np.int64)
+
+    def _replay(self, layout: _GroupLayout, picks: np.ndarray, current: np.ndarray) -> bool:
+        """Steps through `picks` (by descending score), equal scores in slot order."""
+        if picks.shape[0] == 0:
+            return True
+        scores = current[picks]
+        level_starts = np.flatnonzero(np.concatenate(([True], scores[1:] != scores[:-1]))).tolist()
+        for first, last in zip(level_starts, level_starts[1:] + [picks.shape[0]]):
+            if last - first == 1:
+                if self._step(layout, int(picks[first]), scores[first]) is None:
+                    return False
+            elif not self._run_level(layout, picks[first:last], scores[first], current, None, None):
+                return False
+        return True
+
+    def _run_level(self, layout, level, score, current, picked, pick) -> bool:
+        """Steps through the candidates of one score level, lowest slot first. Candidates the rounds have not
+        picked yet are picked through `pick`; those its decays move off the level leave it."""
+        local, slot_of = self.local, layout.slot_of
+        in_level = set(level.tolist())
+        heap = [(slot_of[local[c]], c) for c in in_level]
+        heapq.heapify(heap)
+        while heap:
+            slot, c = heapq.heappop(heap)
+            if c not in in_level or slot_of[local[c]] != slot:
+                continue  # left the level, or moved (a newer entry holds its slot)
+            in_level.discard(c)
+            if pick is not None and not picked[c]:
+                pick(np.array([c]))
+                graph = self.graph
+                neighbours = graph.others[graph.edge_start[c] : graph.edge_start[c + 1]]
+                in_level.difference_update(neighbours[current[neighbours] != score].tolist())
+            moved = self._step(layout, c, score)
+            if moved is None:
+                return False
+            for k in moved:
+                member = int(layout.members[k])
+                if member in in_level:
+                    heapq.heappush(heap, (slot_of[k], member))
+        return True
+
+    def _step(self, layout: _GroupLayout, p: int, score: np.float32) -> list[int] | None:
+        """One step of OpenTAD's loop with pick `p`; returns the local ids that changed slot (None: `p` is not
+        in play with that score in the replay)."""
+        if self.state[p] != 0 or self.score[p] != score:
+            return None
+        at_slot, slot_of, step = layout.at_slot, layout.slot_of, layout.step
+        mine = int(self.local[p])
+        slot, front = slot_of[mine], at_slot[step]
+        at_slot[step], slot_of[mine] = mine, step
+        at_slot[slot], slot_of[front] = front, slot
+        moved = [front] if front != mine else []
+        self.state[p], self.rank[p] = 1, step
+        layout.order.append(p)
+        layout.step = step + 1
+        lo, hi = self.graph.edge_start[p], self.graph.edge_start[p + 1]
+        neighbours = self.graph.others[lo:hi]
+        in_play = self.state[neighbours] == 0
+        neighbours = neighbours[in_play]
+        decayed = self.score[neighbours] * self.graph.out_weight[lo:hi][in_play]
+        self.score[neighbours] = decayed
+        gone = neighbours[decayed < self.min_score]
+        if step == 0:
+            gone = np.union1d(gone, layout.initially_low)
+        if gone.shape[0]:
+            self.state[gone] = 2
+            gone_local = self.local[gone].tolist()
+            count = layout.count
+            new_count = count - len(gone_local)
+            holes = sorted(s for s in (slot_of[k] for k in gone_local) if s < new_count)
+            gone_set = set(gone_local)
+            fillers = [at_slot[t] for t in range(count - 1, new_count - 1, -1) if at_slot[t] not in gone_set]
+            for hole, filler in zip(holes, fillers):
+                at_slot[hole], slot_of[filler] = filler, hole
+                moved.append(filler)
+            layout.count = new_count
+        return moved
+
+
+def _decays_in_layout_order(members: np.ndarray, initial: np.ndarray, log: _DecayLog, rank: np.ndarray) -> bool:
+    """Whether the rounds' scores are OpenTAD's where a candidate received decays from equal pick scores: the
+    rounds multiplied those in the order they came, OpenTAD in its pick order (`rank`); the running products
+    must agree after every pick score."""
+    sorted_scores = np.sort(log.pick_score[members], axis=1)
+    repeated = ((sorted_scores[:, 1:] == sorted_scores[:, :-1]) & np.isfinite(sorted_scores[:, 1:])).any(axis=1)
+    rows = members[repeated]
+    if rows.shape[0] == 0:
+        return True
+    pick_score, weight, picker = log.pick_score[rows], log.weight[rows], log.picker[rows]
+    as_applied = np.argsort(-pick_score, axis=1, kind="stable")
+    as_opentad = np.lexsort((np.where(picker >= 0, rank[picker], 0), -pick_score), axis=1)
+
+    def running_products(columns):
+        factors = np.empty((rows.shape[0], columns.shape[1] + 1), dtype=np.float32)
+        factors[:, 0] = initial[rows]
+        factors[:, 1:] = np.take_along_axis(weight, columns, axis=1)
+        return np.multiply.accumulate(factors, axis=1)[:, 1:]
+
+    level_scores = np.take_along_axis(pick_score, as_applied, axis=1)
+    level_end = np.ones(level_scores.shape, dtype=bool)
+    level_end[:, :-1] = level_scores[:, 1:] != level_scores[:, :-1]
+    return bool((running_products(as_applied)[level_end] == running_products(as_opentad)[level_end]).all())
 
 
 class _DecayLog:
@@ -456,18 +541,21 @@ class _DecayLog:
     def __init__(self, n: int, width: int = 16):
         self.pick_score = np.full((n, width), -np.inf, dtype=np.float32)
         self.weight = np.ones((n, width), dtype=np.float32)
+        self.picker = np.full((n, width), -1, dtype=np.int64)
         self.count = np.zeros(n, dtype=np.int64)
         self.lowest = np.full(n, np.inf, dtype=np.float32)  # lowest pick score applied so far
 
-    def add(self, target, pick_score, w, run_start, run_length):
+    def add(self, target, pick_score, w, picker, run_start, run_length):
         slot = self.count[target] + np.arange(target.shape[0]) - np.repeat(run_start, run_length)
         if slot.max() >= self.weight.shape[1]:
             grow = max(int(slot.max()) + 1, 2 * self.weight.shape[1]) - self.weight.shape[1]
             self.pick_score = np.pad(self.pick_score, ((0, 0), (0, grow)), constant_values=-np.inf)
             self.weight = np.pad(self.weight, ((0, 0), (0, grow)), constant_values=1)
+            self.picker = np.pad(self.picker, ((0, 0), (0, grow)), constant_values=-1)
         flat = target * self.weight.shape[1] + slot
         self.pick_score.reshape(-1)[flat] = pick_score
         self.weight.reshape(-1)[flat] = w
+        self.picker.reshape(-1)[flat] = picker
         self.count[target[run_start]] += run_length
 
     def replay(self, initial: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -482,7 +570,13 @@ class _DecayLog:
 
 
 def _apply_decays(
-    current: np.ndarray, initial: np.ndarray, log: _DecayLog, target: np.ndarray, pick_score: np.ndarray, w: np.ndarray
+    current: np.ndarray,
+    initial: np.ndarray,
+    log: _DecayLog,
+    target: np.ndarray,
+    pick_score: np.ndarray,
+    w: np.ndarray,
+    picker: np.ndarray,
 ) -> None:
     """Multiplies this round's decays into `current`, in descending pick score per candidate (OpenTAD's
     order; the entries come in descending pick score).
@@ -490,12 +584,12 @@ def _apply_decays(
     A round may pick a low local maximum before a higher pick elsewhere whose decay reaches the same
     candidate in a later round; such a candidate's score is recomputed from its initial score and its log."""
     order = _stable_argsort(target, current.shape[0])
-    target, pick_score, w = target[order], pick_score[order], w[order]
+    target, pick_score, w, picker = target[order], pick_score[order], w[order], picker[order]
     run_start, run_length = _runs(target)
     run_target = target[run_start]
     late = pick_score[run_start] >= log.lowest[run_target]  # the run's first entry is its highest
     log.lowest[run_target] = np.minimum(log.lowest[run_target], pick_score[run_start + run_length - 1])
-    log.add(target, pick_score, w, run_start, run_length)
+    log.add(target, pick_score, w, picker, run_start, run_length)
     if not late.any():
         _multiply_runs(current, w, run_start, run_length, target)
         return
