@@ -214,18 +214,7 @@ def soft_nms_groups(
     if n > MAX_SOFT_NMS_CANDIDATES:
         raise ValueError(f"soft-NMS takes at most {MAX_SOFT_NMS_CANDIDATES} candidates per call, got {n}.")
     params = dict(method=method, sigma=sigma, min_score=min_score, iou_threshold=iou_threshold, t1=t1, t2=t2)
-    start, end = segments[:, 0], segments[:, 1]
-    # The rounds need: a zero overlap leaves a score untouched (not so for vanilla with iou_threshold <= 0),
-    # decays that never raise a score (scores >= 0) and plain overlaps (finite values, no reversed segment).
-    rounds_apply = (
-        (method != "vanilla" or iou_threshold > 0)
-        and bool(np.isfinite(segments).all() and np.isfinite(scores).all())
-        and bool((scores >= 0).all() and (end >= start).all())
-    )
-    if rounds_apply:
-        keep, kept_scores, sequential_groups = _soft_nms_rounds(start, end, scores, group_ids, **params)
-    else:
-        keep, kept_scores, sequential_groups = np.zeros(0, np.int64), np.zeros(0, np.float32), np.unique(group_ids)
+    keep, kept_scores, sequential_groups = _soft_nms_rounds(segments[:, 0], segments[:, 1], scores, group_ids, **params)
     if sequential_groups.shape[0]:
         redo = np.flatnonzero(np.isin(group_ids, sequential_groups))
         redo_keep, redo_scores = _sequential_soft_nms(segments[redo], scores[redo], group_ids[redo], **params)
@@ -255,6 +244,14 @@ def _soft_nms_rounds(
     receives the work done (rounds, pair visits), for tests."""
     f32 = np.float32
     unique_ids, group = np.unique(group_ids, return_inverse=True)
+    # The rounds need: a zero overlap leaves a score untouched (not so for vanilla with iou_threshold <= 0),
+    # decays that never raise a score (scores >= 0) and plain overlaps (finite values, no reversed segment).
+    if not (
+        (method != "vanilla" or iou_threshold > 0)
+        and bool(np.isfinite(start).all() and np.isfinite(end).all() and np.isfinite(scores).all())
+        and bool((scores >= 0).all() and (end >= start).all())
+    ):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), unique_ids
     num_groups = unique_ids.shape[0]
     # candidates are handled in sweep order (group, start); `order` maps back to the input
     order, stop = _sweep(start, end, group)
@@ -293,71 +290,61 @@ def _soft_nms_rounds(
     neighbour_max = _NeighbourMax(stop)
 
     picked = np.zeros(n, dtype=bool)
-    failed = np.zeros(num_groups, dtype=bool)
+    stalled = np.zeros(num_groups, dtype=bool)
     log = _DecayLog(n)
     group_bounds = np.searchsorted(group, np.arange(num_groups + 1))  # sweep order is grouped
-    graph = _OverlapGraph(edge_start, others, out_weight)
-    layouts = _Layouts(order, initial, f32(min_score), graph)
     rounds = pair_visits = 0
-
-    def pick(picks: np.ndarray) -> int:
-        """Marks `picks` (in descending score) picked and applies their decays to their live neighbours."""
-        picked[picks] = True
-        alive[picks] = False
-        counts = edge_start[picks + 1] - edge_start[picks]
-        edges = np.repeat(edge_start[picks] - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
-        live = alive[others[edges]]
-        if live.any():
-            edges = edges[live]
-            pick_score = np.repeat(current[picks], counts)[live]
-            pickers = np.repeat(picks, counts)[live]
-            _apply_decays(current, initial, log, others[edges], pick_score, out_weight[edges], pickers)
-            alive[others[edges]] &= ~(current[others[edges]] < f32(min_score))
-        return edges.shape[0]
-
     while alive.any():
         rounds += 1
         ready = alive & (current > neighbour_max(np.where(alive, current, f32(-np.inf))))
         if not ready.any():
-            # In every group left, candidates that overlap tie at the top: OpenTAD's memory layout orders them.
-            for g in np.unique(group[alive]):
-                members = np.arange(group_bounds[g], group_bounds[g + 1])
-                if not layouts.resolve_top_level(g, members, current, picked, alive, pick):
-                    failed[g] = True
-                    alive[members] = False
+            # in every group left, overlapping candidates tie at the top: OpenTAD's memory layout orders them
+            stalled[group[alive]] = True
+            alive[stalled[group]] = False
             continue
-        # this round's picks, in descending score
-        picks = np.flatnonzero(ready)
-        pair_visits += pick(picks[np.argsort(-current[picks], kind="stable")])
+        picked |= ready
+        alive &= ~ready
 
-    keep = np.flatnonzero(picked)
+        # decays of this round's picks on their live neighbours, generated in descending pick score
+        picks = np.flatnonzero(ready)
+        picks = picks[np.argsort(-current[picks], kind="stable")]
+        counts = edge_start[picks + 1] - edge_start[picks]
+        edges = np.repeat(edge_start[picks] - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+        pair_visits += edges.shape[0]
+        live = alive[others[edges]]
+        if live.any():
+            edges = edges[live]
+            pick_score = np.repeat(current[picks], counts)[live]
+            _apply_decays(current, initial, log, others[edges], pick_score, out_weight[edges])
+            alive &= ~(current < f32(min_score))
+
+    keep = np.flatnonzero(picked & ~stalled[group])
     kept_scores = current[keep]
     kept_group = group[keep]
     by_rank = np.lexsort((-kept_scores, kept_group))
     keep, kept_scores, kept_group = keep[by_rank], kept_scores[by_rank], kept_group[by_rank]
-    # Groups with equal pick scores: OpenTAD's layout orders them (and the decays they apply)
+    # Groups where equal scores meet (picks of equal score, or overlapping candidates tied at the top): OpenTAD's
+    # memory layout decides their order, and with it the order of their decays; they run step by step.
     tied = (kept_scores[1:] == kept_scores[:-1]) & (kept_group[1:] == kept_group[:-1])
-    for g in np.union1d(np.unique(kept_group[1:][tied]), layouts.groups()):
-        if failed[g]:
-            continue
-        members = np.arange(group_bounds[g], group_bounds[g + 1])
-        in_group = np.flatnonzero(kept_group == g)
-        ordered = layouts.finish(g, members, keep[in_group], current)
-        if ordered is None or not _decays_in_layout_order(members, initial, log, layouts.rank):
-            failed[g] = True
-        else:
-            keep[in_group] = ordered
+    stepped = np.union1d(np.unique(kept_group[1:][tied]), np.flatnonzero(stalled))
+    if stepped.shape[0]:
+        graph = _OverlapGraph(edge_start, others, out_weight)
+        rounds_decided = ~np.isin(kept_group, stepped)
+        parts = [(keep[rounds_decided], kept_scores[rounds_decided], kept_group[rounds_decided])]
+        for g in stepped.tolist():
+            members = np.arange(group_bounds[g], group_bounds[g + 1])
+            group_keep, group_scores = _soft_nms_steps(members, order, initial, f32(min_score), graph)
+            parts.append((group_keep, group_scores, np.full(group_keep.shape[0], g)))
+        keep, kept_scores, kept_group = (np.concatenate(part) for part in zip(*parts))
     keep = order[keep]
     # groups below min_score: their first best candidate in input order (OpenTAD's first step)
-    for g in np.flatnonzero(low_groups & ~failed):
+    for g in np.flatnonzero(low_groups):
         members = np.flatnonzero(group_ids == unique_ids[g])
         best = members[np.argmax(scores[members])]
         keep, kept_scores = np.append(keep, best), np.append(kept_scores, scores[best])
-        kept_group = np.append(kept_group, g)
-    decided = ~failed[kept_group]
     if counters is not None:
         counters.update(rounds=rounds, pair_visits=pair_visits, pairs=int(first.shape[0]))
-    return keep[decided], kept_scores[decided], unique_ids[failed]
+    return keep, kept_scores, np.zeros(0, dtype=unique_ids.dtype)
 
 
 class _OverlapGraph(NamedTuple):
@@ -369,168 +356,75 @@ class _OverlapGraph(NamedTuple):
     out_weight: np.ndarray
 
 
-class _GroupLayout:
-    """OpenTAD's memory of one group: `at_slot[k]` = local id (rank in input order) of the candidate in slot `k`,
-    `slot_of` the inverse, `count` the candidates still in the array, `step` the next pick's slot."""
+def _soft_nms_steps(
+    members: np.ndarray, order: np.ndarray, initial: np.ndarray, min_score: np.float32, graph: _OverlapGraph
+) -> tuple[np.ndarray, np.ndarray]:
+    """OpenTAD's loop for one group (sweep indices `members`), one pick at a time, with its memory layout; each
+    step costs the pick's overlaps and a few heap operations instead of a scan of all remaining candidates.
 
-    def __init__(self, members_by_input: np.ndarray, initially_low: np.ndarray):
-        self.members = members_by_input  # local id -> sweep index
-        self.initially_low = initially_low  # dropped by the first step's scan
-        self.slot_of = list(range(members_by_input.shape[0]))
-        self.at_slot = list(range(members_by_input.shape[0]))
-        self.count = members_by_input.shape[0]
-        self.step = 0
-        self.order: list[int] = []  # picks (sweep indices) in OpenTAD's order
-
-
-class _Layouts:
-    """OpenTAD's step loop replayed along the picks of the groups where equal scores meet, with its memory layout:
-    each step swaps the pick into place and moves the candidates dropped by its decays out of play (their slots
-    filled from the end), and among equal scores the candidate in the lowest slot goes first.
-
-    The replay keeps its own scores, multiplied in OpenTAD's order, and checks every pick of the rounds against
-    them; a mismatch fails the group (it then runs through the step loop)."""
-
-    def __init__(self, order: np.ndarray, initial: np.ndarray, min_score: np.float32, graph: _OverlapGraph):
-        self.order, self.initial, self.min_score, self.graph = order, initial, min_score, graph
-        self.score = initial.copy()
-        self.state = np.zeros(initial.shape[0], dtype=np.int8)  # 0 in play, 1 picked, 2 dropped
-        self.rank = np.zeros(initial.shape[0], dtype=np.int64)  # step of each pick
-        self.local = np.zeros(initial.shape[0], dtype=np.int64)
-        self.layouts: dict[int, _GroupLayout] = {}
-
-    def groups(self) -> np.ndarray:
-        return np.array(sorted(self.layouts), dtype=np.int64)
-
-    def _layout(self, g: int, members: np.ndarray) -> _GroupLayout:
-        if g not in self.layouts:
-            by_input = members[np.argsort(self.order[members], kind="stable")]
-            self.local[by_input] = np.arange(by_input.shape[0])
-            self.layouts[g] = _GroupLayout(by_input, members[self.initial[members] < self.min_score])
-        return self.layouts[g]
-
-    def resolve_top_level(self, g, members, current, picked, alive, pick) -> bool:
-        """At a stall: replays the group up to the highest live score and picks that level's candidates in
-        OpenTAD's order (`pick` applies the decays of a rounds pick). False if the replay disagrees."""
-        layout = self._layout(g, members)
-        top = current[members][alive[members]].max()
-        pending = members[picked[members] & (self.state[members] == 0)]
-        pending = pending[np.argsort(-current[pending], kind="stable")]
-        if not self._replay(layout, pending[current[pending] > top], current):
-            return False
-        level = np.concatenate((pending[current[pending] == top], members[alive[members] & (current[members] == top)]))
-        return self._run_level(layout, level, top, current, picked, pick)
-
-    def finish(self, g: int, members: np.ndarray, picks: np.ndarray, current: np.ndarray) -> np.ndarray | None:
-        """The group's picks (given by descending score) in OpenTAD's order, or None if the replay disagrees."""
-        layout = self._layout(g, members)
-        if not self._replay(layout, picks[self.state[picks] == 0], current):
-            return None
-        if (self.state[members] == 0).any():  # OpenTAD's loop ends with every candidate picked or dropped
-            return None
-        return np.array(layout.order, dtype=np.int64)
-
-    def _replay(self, layout: _GroupLayout, picks: np.ndarray, current: np.ndarray) -> bool:
-        """Steps through `picks` (by descending score), equal scores in slot order."""
-        if picks.shape[0] == 0:
-            return True
-        scores = current[picks]
-        level_starts = np.flatnonzero(np.concatenate(([True], scores[1:] != scores[:-1]))).tolist()
-        for first, last in zip(level_starts, level_starts[1:] + [picks.shape[0]]):
-            if last - first == 1:
-                if self._step(layout, int(picks[first]), scores[first]) is None:
-                    return False
-            elif not self._run_level(layout, picks[first:last], scores[first], current, None, None):
-                return False
-        return True
-
-    def _run_level(self, layout, level, score, current, picked, pick) -> bool:
-        """Steps through the candidates of one score level, lowest slot first. Candidates the rounds have not
-        picked yet are picked through `pick`; those its decays move off the level leave it."""
-        local, slot_of = self.local, layout.slot_of
-        in_level = set(level.tolist())
-        heap = [(slot_of[local[c]], c) for c in in_level]
-        heapq.heapify(heap)
-        while heap:
-            slot, c = heapq.heappop(heap)
-            if c not in in_level or slot_of[local[c]] != slot:
-                continue  # left the level, or moved (a newer entry holds its slot)
-            in_level.discard(c)
-            if pick is not None and not picked[c]:
-                pick(np.array([c]))
-                graph = self.graph
-                neighbours = graph.others[graph.edge_start[c] : graph.edge_start[c + 1]]
-                in_level.difference_update(neighbours[current[neighbours] != score].tolist())
-            moved = self._step(layout, c, score)
-            if moved is None:
-                return False
-            for k in moved:
-                member = int(layout.members[k])
-                if member in in_level:
-                    heapq.heappush(heap, (slot_of[k], member))
-        return True
-
-    def _step(self, layout: _GroupLayout, p: int, score: np.float32) -> list[int] | None:
-        """One step of OpenTAD's loop with pick `p`; returns the local ids that changed slot (None: `p` is not
-        in play with that score in the replay)."""
-        if self.state[p] != 0 or self.score[p] != score:
-            return None
-        at_slot, slot_of, step = layout.at_slot, layout.slot_of, layout.step
-        mine = int(self.local[p])
-        slot, front = slot_of[mine], at_slot[step]
-        at_slot[step], slot_of[mine] = mine, step
+    The layout: slot `k` holds `at_slot[k]` (a local id, the rank in input order); a step swaps the pick into
+    the next slot and overwrites each dropped candidate with the last one still in the array (the net effect:
+    holes left of the new end are filled, left to right, with the survivors right of it taken from the far
+    right). The next pick is the highest score, the lowest slot among equal ones, from a heap keyed (-score,
+    slot): a decayed candidate's entry is refreshed when it comes up, a moved one gets a new entry at once.
+    Returns (picks as sweep indices, their scores), in OpenTAD's order."""
+    by_input = members[np.argsort(order[members], kind="stable")]
+    size = by_input.shape[0]
+    local = np.empty(initial.shape[0], dtype=np.int64)
+    local[by_input] = np.arange(size)
+    score = initial[by_input].copy()  # by local id
+    in_play = np.ones(size, dtype=bool)
+    edge_start, out_weight = graph.edge_start, graph.out_weight
+    others = local[graph.others[edge_start[members[0]] : edge_start[members[-1] + 1]]]  # local ids
+    first_edge = edge_start[members[0]]
+    edge_of_local = edge_start[by_input] - first_edge
+    edge_end_of_local = edge_start[by_input + 1] - first_edge
+    out_weight = out_weight[first_edge : first_edge + others.shape[0]]
+    slot_of, at_slot = list(range(size)), list(range(size))
+    count = size
+    initially_low = np.flatnonzero(score < min_score)
+    picks, picked_scores = [], []
+    heap = [(-s, k, k) for k, s in enumerate(score.tolist())]  # (-score, slot, local id)
+    heapq.heapify(heap)
+    while heap:
+        negative_score, slot, k = heapq.heappop(heap)
+        if not in_play[k] or slot_of[k] != slot:
+            continue  # picked or dropped, or moved (a newer entry holds its slot)
+        current = score[k]
+        if -negative_score != current:
+            heapq.heappush(heap, (-float(current), slot, k))  # decayed since
+            continue
+        step = len(picks)
+        front = at_slot[step]
+        at_slot[step], slot_of[k] = k, step
         at_slot[slot], slot_of[front] = front, slot
-        moved = [front] if front != mine else []
-        self.state[p], self.rank[p] = 1, step
-        layout.order.append(p)
-        layout.step = step + 1
-        lo, hi = self.graph.edge_start[p], self.graph.edge_start[p + 1]
-        neighbours = self.graph.others[lo:hi]
-        in_play = self.state[neighbours] == 0
-        neighbours = neighbours[in_play]
-        decayed = self.score[neighbours] * self.graph.out_weight[lo:hi][in_play]
-        self.score[neighbours] = decayed
-        gone = neighbours[decayed < self.min_score]
+        moved = [front] if front != k else []
+        in_play[k] = False
+        picks.append(k)
+        picked_scores.append(current)
+        lo, hi = edge_of_local[k], edge_end_of_local[k]
+        neighbours = others[lo:hi]
+        live = in_play[neighbours]
+        neighbours = neighbours[live]
+        decayed = score[neighbours] * out_weight[lo:hi][live]
+        score[neighbours] = decayed
+        gone = neighbours[decayed < min_score]
         if step == 0:
-            gone = np.union1d(gone, layout.initially_low)
+            gone = np.union1d(gone, initially_low)
         if gone.shape[0]:
-            self.state[gone] = 2
-            gone_local = self.local[gone].tolist()
-            count = layout.count
-            new_count = count - len(gone_local)
-            holes = sorted(s for s in (slot_of[k] for k in gone_local) if s < new_count)
-            gone_set = set(gone_local)
+            in_play[gone] = False
+            gone_set = set(gone.tolist())
+            new_count = count - len(gone_set)
+            holes = sorted(s for s in (slot_of[g] for g in gone_set) if s < new_count)
             fillers = [at_slot[t] for t in range(count - 1, new_count - 1, -1) if at_slot[t] not in gone_set]
             for hole, filler in zip(holes, fillers):
                 at_slot[hole], slot_of[filler] = filler, hole
-                moved.append(filler)
-            layout.count = new_count
-        return moved
-
-
-def _decays_in_layout_order(members: np.ndarray, initial: np.ndarray, log: _DecayLog, rank: np.ndarray) -> bool:
-    """Whether the rounds' scores are OpenTAD's where a candidate received decays from equal pick scores: the
-    rounds multiplied those in the order they came, OpenTAD in its pick order (`rank`); the running products
-    must agree after every pick score."""
-    sorted_scores = np.sort(log.pick_score[members], axis=1)
-    repeated = ((sorted_scores[:, 1:] == sorted_scores[:, :-1]) & np.isfinite(sorted_scores[:, 1:])).any(axis=1)
-    rows = members[repeated]
-    if rows.shape[0] == 0:
-        return True
-    pick_score, weight, picker = log.pick_score[rows], log.weight[rows], log.picker[rows]
-    as_applied = np.argsort(-pick_score, axis=1, kind="stable")
-    as_opentad = np.lexsort((np.where(picker >= 0, rank[picker], 0), -pick_score), axis=1)
-
-    def running_products(columns):
-        factors = np.empty((rows.shape[0], columns.shape[1] + 1), dtype=np.float32)
-        factors[:, 0] = initial[rows]
-        factors[:, 1:] = np.take_along_axis(weight, columns, axis=1)
-        return np.multiply.accumulate(factors, axis=1)[:, 1:]
-
-    level_scores = np.take_along_axis(pick_score, as_applied, axis=1)
-    level_end = np.ones(level_scores.shape, dtype=bool)
-    level_end[:, :-1] = level_scores[:, 1:] != level_scores[:, :-1]
-    return bool((running_products(as_applied)[level_end] == running_products(as_opentad)[level_end]).all())
+            moved += fillers
+            count = new_count
+        for m in moved:
+            if in_play[m]:
+                heapq.heappush(heap, (-float(score[m]), slot_of[m], m))
+    return by_input[np.array(picks, dtype=np.int64)], np.array(picked_scores, dtype=np.float32)
 
 
 class _DecayLog:
@@ -541,21 +435,18 @@ class _DecayLog:
     def __init__(self, n: int, width: int = 16):
         self.pick_score = np.full((n, width), -np.inf, dtype=np.float32)
         self.weight = np.ones((n, width), dtype=np.float32)
-        self.picker = np.full((n, width), -1, dtype=np.int64)
         self.count = np.zeros(n, dtype=np.int64)
         self.lowest = np.full(n, np.inf, dtype=np.float32)  # lowest pick score applied so far
 
-    def add(self, target, pick_score, w, picker, run_start, run_length):
+    def add(self, target, pick_score, w, run_start, run_length):
         slot = self.count[target] + np.arange(target.shape[0]) - np.repeat(run_start, run_length)
         if slot.max() >= self.weight.shape[1]:
             grow = max(int(slot.max()) + 1, 2 * self.weight.shape[1]) - self.weight.shape[1]
             self.pick_score = np.pad(self.pick_score, ((0, 0), (0, grow)), constant_values=-np.inf)
             self.weight = np.pad(self.weight, ((0, 0), (0, grow)), constant_values=1)
-            self.picker = np.pad(self.picker, ((0, 0), (0, grow)), constant_values=-1)
         flat = target * self.weight.shape[1] + slot
         self.pick_score.reshape(-1)[flat] = pick_score
         self.weight.reshape(-1)[flat] = w
-        self.picker.reshape(-1)[flat] = picker
         self.count[target[run_start]] += run_length
 
     def replay(self, initial: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -576,7 +467,6 @@ def _apply_decays(
     target: np.ndarray,
     pick_score: np.ndarray,
     w: np.ndarray,
-    picker: np.ndarray,
 ) -> None:
     """Multiplies this round's decays into `current`, in descending pick score per candidate (OpenTAD's
     order; the entries come in descending pick score).
@@ -584,12 +474,12 @@ def _apply_decays(
     A round may pick a low local maximum before a higher pick elsewhere whose decay reaches the same
     candidate in a later round; such a candidate's score is recomputed from its initial score and its log."""
     order = _stable_argsort(target, current.shape[0])
-    target, pick_score, w, picker = target[order], pick_score[order], w[order], picker[order]
+    target, pick_score, w = target[order], pick_score[order], w[order]
     run_start, run_length = _runs(target)
     run_target = target[run_start]
     late = pick_score[run_start] >= log.lowest[run_target]  # the run's first entry is its highest
     log.lowest[run_target] = np.minimum(log.lowest[run_target], pick_score[run_start + run_length - 1])
-    log.add(target, pick_score, w, picker, run_start, run_length)
+    log.add(target, pick_score, w, run_start, run_length)
     if not late.any():
         _multiply_runs(current, w, run_start, run_length, target)
         return
