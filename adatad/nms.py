@@ -23,6 +23,7 @@ zeroes a score).
 
 from __future__ import annotations
 
+import array
 import heapq
 from typing import NamedTuple
 
@@ -372,58 +373,80 @@ def _soft_nms_steps(
     size = by_input.shape[0]
     local = np.empty(initial.shape[0], dtype=np.int64)
     local[by_input] = np.arange(size)
-    score = initial[by_input].copy()  # by local id
-    in_play = np.ones(size, dtype=bool)
-    edge_start, out_weight = graph.edge_start, graph.out_weight
-    others = local[graph.others[edge_start[members[0]] : edge_start[members[-1] + 1]]]  # local ids
-    first_edge = edge_start[members[0]]
-    edge_of_local = edge_start[by_input] - first_edge
-    edge_end_of_local = edge_start[by_input + 1] - first_edge
-    out_weight = out_weight[first_edge : first_edge + others.shape[0]]
+    # plain Python from here: most steps touch a handful of candidates, too few for numpy calls to pay.
+    # array('f') stores float32: a product of two float32 values is exact in a Python float, and storing it
+    # rounds it to float32 once, as OpenTAD's float multiply does.
+    score = array.array("f", initial[by_input].tobytes())  # by local id
+    first_edge, last_edge = graph.edge_start[members[0]], graph.edge_start[members[-1] + 1]
+    others = local[graph.others[first_edge:last_edge]].tolist()
+    out_weight = graph.out_weight[first_edge:last_edge].tolist()
+    edge_lo = (graph.edge_start[by_input] - first_edge).tolist()
+    edge_hi = (graph.edge_start[by_input + 1] - first_edge).tolist()
+    min_score = float(min_score)
+    in_play = [True] * size
+    untouched = [True] * size  # never decayed nor moved: its key is still (-initial score, input rank)
     slot_of, at_slot = list(range(size)), list(range(size))
     count = size
-    initially_low = np.flatnonzero(score < min_score)
+    initially_low = [k for k in range(size) if score[k] < min_score]
+    by_initial = np.lexsort((np.arange(size), -initial[by_input])).tolist()  # the untouched ones, best first
+    next_untouched = 0
+    touched: list[tuple[float, int, int]] = []  # heap of (-score, slot, local id)
     picks, picked_scores = [], []
-    heap = [(-s, k, k) for k, s in enumerate(score.tolist())]  # (-score, slot, local id)
-    heapq.heapify(heap)
-    while heap:
-        negative_score, slot, k = heapq.heappop(heap)
-        if not in_play[k] or slot_of[k] != slot:
-            continue  # picked or dropped, or moved (a newer entry holds its slot)
-        current = score[k]
-        if -negative_score != current:
-            heapq.heappush(heap, (-float(current), slot, k))  # decayed since
-            continue
+
+    def touch(m):
+        untouched[m] = False
+        heapq.heappush(touched, (-score[m], slot_of[m], m))
+
+    while True:
+        while next_untouched < size and not (untouched[k := by_initial[next_untouched]] and in_play[k]):
+            next_untouched += 1
+        while touched:
+            negative_score, slot, k = touched[0]
+            if not in_play[k] or slot_of[k] != slot:
+                heapq.heappop(touched)  # picked or dropped, or moved (a newer entry holds its slot)
+            elif -negative_score != score[k]:
+                heapq.heapreplace(touched, (-score[k], slot, k))  # decayed since
+            else:
+                break
+        if next_untouched < size:
+            k = by_initial[next_untouched]
+            if touched and touched[0] < (-score[k], k, k):
+                k = heapq.heappop(touched)[2]
+        elif touched:
+            k = heapq.heappop(touched)[2]
+        else:
+            break
+        current, slot = score[k], slot_of[k]
         step = len(picks)
         front = at_slot[step]
         at_slot[step], slot_of[k] = k, step
         at_slot[slot], slot_of[front] = front, slot
-        moved = [front] if front != k else []
         in_play[k] = False
         picks.append(k)
         picked_scores.append(current)
-        lo, hi = edge_of_local[k], edge_end_of_local[k]
-        neighbours = others[lo:hi]
-        live = in_play[neighbours]
-        neighbours = neighbours[live]
-        decayed = score[neighbours] * out_weight[lo:hi][live]
-        score[neighbours] = decayed
-        gone = neighbours[decayed < min_score]
+        gone = []
+        for e in range(edge_lo[k], edge_hi[k]):
+            m = others[e]
+            if in_play[m]:
+                score[m] = score[m] * out_weight[e]
+                if score[m] < min_score:
+                    gone.append(m)
+                elif untouched[m]:
+                    touch(m)
+        if front != k and in_play[front]:
+            touch(front)
         if step == 0:
-            gone = np.union1d(gone, initially_low)
-        if gone.shape[0]:
-            in_play[gone] = False
-            gone_set = set(gone.tolist())
-            new_count = count - len(gone_set)
-            holes = sorted(s for s in (slot_of[g] for g in gone_set) if s < new_count)
-            fillers = [at_slot[t] for t in range(count - 1, new_count - 1, -1) if at_slot[t] not in gone_set]
+            gone = list(set(gone).union(initially_low))
+        if gone:
+            for m in gone:
+                in_play[m] = False
+            new_count = count - len(gone)
+            holes = sorted(s for s in (slot_of[m] for m in gone) if s < new_count)
+            fillers = [at_slot[t] for t in range(count - 1, new_count - 1, -1) if in_play[at_slot[t]]]
             for hole, filler in zip(holes, fillers):
                 at_slot[hole], slot_of[filler] = filler, hole
-            moved += fillers
+                touch(filler)
             count = new_count
-        for m in moved:
-            if in_play[m]:
-                heapq.heappush(heap, (-float(score[m]), slot_of[m], m))
     return by_input[np.array(picks, dtype=np.int64)], np.array(picked_scores, dtype=np.float32)
 
 
