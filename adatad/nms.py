@@ -59,9 +59,27 @@ _EXP_POLY = (
 _EXP_UNDERFLOW = np.float32(float.fromhex("-0x1.9fe368p6"))  # below this expf returns +0
 
 
+# glibc's double-precision result is within 1.7 * 2^-34 (relative) of exp(x) and numpy's double exp within a few
+# units of 2^-52, so where every value within 2^-30 of numpy's result rounds to the same float32, that float32 is
+# glibc's; only the others (a few in a hundred) need glibc's steps. Below -80 the result nears float32's subnormals.
+_EXP_MARGIN = 2.0**-30
+_EXP_FAST_LOWEST = np.float32(-80)
+
+
 def expf(x: np.ndarray) -> np.ndarray:
     """glibc's `expf` for finite float32 `x <= 0` (the soft-NMS exponents), as a float32 array."""
     x = np.asarray(x, dtype=np.float32)
+    exact = np.exp(x.astype(np.float64))
+    result = exact.astype(np.float32)
+    unsure = (exact * (1 - _EXP_MARGIN)).astype(np.float32) != (exact * (1 + _EXP_MARGIN)).astype(np.float32)
+    unsure |= x < _EXP_FAST_LOWEST
+    if unsure.any():
+        result[unsure] = _glibc_expf(x[unsure])
+    return result
+
+
+def _glibc_expf(x: np.ndarray) -> np.ndarray:
+    """glibc's `expf` steps in double precision (see above)."""
     z = _EXP_INV_LN2_N * x.astype(np.float64)
     shifted = z + _EXP_SHIFT  # rounds z to an integer k, held in the low mantissa bits
     k = shifted.view(np.uint64)
@@ -281,13 +299,22 @@ def _soft_nms_rounds(
     effective = (weight_first != 1) | (weight_second != 1)  # a weight of 1 changes nothing
     first, second = first[effective], second[effective]
     weight_first, weight_second = weight_first[effective], weight_second[effective]
-    # every pair as two directed edges grouped by source: (source, other, weight on the other when source is picked)
-    sources = np.concatenate((first, second))
-    by_source = _stable_argsort(sources, n)
-    others = np.concatenate((second, first))[by_source]
-    out_weight = np.concatenate((weight_first, weight_second))[by_source]
+    # every pair as two directed edges grouped by source: (source, other, weight on the other when source is
+    # picked); a source's edges are those to earlier-starting segments, then those to later-starting ones
+    # (pairs come sorted by `first`, so only the edges from `second` need sorting)
+    to_later = np.bincount(first, minlength=n)
+    to_earlier = np.bincount(second, minlength=n)
     edge_start = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(sources, minlength=n), out=edge_start[1:])
+    np.cumsum(to_later + to_earlier, out=edge_start[1:])
+    others = np.empty(2 * first.shape[0], dtype=first.dtype)
+    out_weight = np.empty(2 * first.shape[0], dtype=np.float32)
+    by_second = _stable_argsort(second, n)
+    sources = second[by_second]
+    position = edge_start[sources] + np.arange(sources.shape[0]) - (np.cumsum(to_earlier) - to_earlier)[sources]
+    others[position], out_weight[position] = first[by_second], weight_second[by_second]
+    later_start = np.cumsum(to_later) - to_later
+    position = edge_start[first] + to_earlier[first] + np.arange(first.shape[0]) - later_start[first]
+    others[position], out_weight[position] = second, weight_first
     neighbour_max = _NeighbourMax(stop)
 
     picked = np.zeros(n, dtype=bool)
@@ -392,32 +419,28 @@ def _soft_nms_steps(
     next_untouched = 0
     touched: list[tuple[float, int, int]] = []  # heap of (-score, slot, local id)
     picks, picked_scores = [], []
-
-    def touch(m):
-        untouched[m] = False
-        heapq.heappush(touched, (-score[m], slot_of[m], m))
-
+    heappush, heappop, heapreplace = heapq.heappush, heapq.heappop, heapq.heapreplace
+    step = 0
     while True:
         while next_untouched < size and not (untouched[k := by_initial[next_untouched]] and in_play[k]):
             next_untouched += 1
         while touched:
             negative_score, slot, k = touched[0]
             if not in_play[k] or slot_of[k] != slot:
-                heapq.heappop(touched)  # picked or dropped, or moved (a newer entry holds its slot)
+                heappop(touched)  # picked or dropped, or moved (a newer entry holds its slot)
             elif -negative_score != score[k]:
-                heapq.heapreplace(touched, (-score[k], slot, k))  # decayed since
+                heapreplace(touched, (-score[k], slot, k))  # decayed since
             else:
                 break
         if next_untouched < size:
             k = by_initial[next_untouched]
             if touched and touched[0] < (-score[k], k, k):
-                k = heapq.heappop(touched)[2]
+                k = heappop(touched)[2]
         elif touched:
-            k = heapq.heappop(touched)[2]
+            k = heappop(touched)[2]
         else:
             break
         current, slot = score[k], slot_of[k]
-        step = len(picks)
         front = at_slot[step]
         at_slot[step], slot_of[k] = k, step
         at_slot[slot], slot_of[front] = front, slot
@@ -432,9 +455,11 @@ def _soft_nms_steps(
                 if score[m] < min_score:
                     gone.append(m)
                 elif untouched[m]:
-                    touch(m)
+                    untouched[m] = False
+                    heappush(touched, (-score[m], slot_of[m], m))
         if front != k and in_play[front]:
-            touch(front)
+            untouched[front] = False
+            heappush(touched, (-score[front], slot_of[front], front))
         if step == 0:
             gone = list(set(gone).union(initially_low))
         if gone:
@@ -445,8 +470,10 @@ def _soft_nms_steps(
             fillers = [at_slot[t] for t in range(count - 1, new_count - 1, -1) if in_play[at_slot[t]]]
             for hole, filler in zip(holes, fillers):
                 at_slot[hole], slot_of[filler] = filler, hole
-                touch(filler)
+                untouched[filler] = False
+                heappush(touched, (-score[filler], hole, filler))
             count = new_count
+        step += 1
     return by_input[np.array(picks, dtype=np.int64)], np.array(picked_scores, dtype=np.float32)
 
 
