@@ -318,23 +318,36 @@ def _soft_nms_rounds(
     neighbour_max = _NeighbourMax(stop)
 
     picked = np.zeros(n, dtype=bool)
-    stalled = np.zeros(num_groups, dtype=bool)
+    tied = np.zeros(num_groups, dtype=bool)  # groups where equal scores meet: they run step by step
     log = _DecayLog(n)
     group_bounds = np.searchsorted(group, np.arange(num_groups + 1))  # sweep order is grouped
     rounds = pair_visits = 0
+    picked_keys: set[int] = set()  # (group, score bits) of every pick so far (+0.0: -0.0 and 0.0 tie)
     while alive.any():
         rounds += 1
         ready = alive & (current > neighbour_max(np.where(alive, current, f32(-np.inf))))
         if not ready.any():
-            # in every group left, overlapping candidates tie at the top: OpenTAD's memory layout orders them
-            stalled[group[alive]] = True
-            alive[stalled[group]] = False
+            # in every group left, overlapping candidates tie at the top
+            tied[group[alive]] = True
+            alive[tied[group]] = False
             continue
-        picked |= ready
-        alive &= ~ready
+        picks = np.flatnonzero(ready)
+        keys = ((group[picks].astype(np.int64) << 32) | (current[picks] + f32(0)).view(np.int32)).tolist()
+        if len(set(keys)) < len(keys) or not picked_keys.isdisjoint(keys):
+            # picks of equal score in one group: OpenTAD's memory layout orders them
+            seen = set(picked_keys)
+            repeated = [key for key in keys if key in seen or seen.add(key)]
+            tied[np.array(repeated, dtype=np.int64) >> 32] = True
+            alive[tied[group]] = False
+            picks = picks[~tied[group[picks]]]
+            if picks.shape[0] == 0:
+                continue
+            keys = ((group[picks].astype(np.int64) << 32) | (current[picks] + f32(0)).view(np.int32)).tolist()
+        picked_keys.update(keys)
+        picked[picks] = True
+        alive[picks] = False
 
         # decays of this round's picks on their live neighbours, generated in descending pick score
-        picks = np.flatnonzero(ready)
         picks = picks[np.argsort(-current[picks], kind="stable")]
         counts = edge_start[picks + 1] - edge_start[picks]
         edges = np.repeat(edge_start[picks] - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
@@ -346,24 +359,20 @@ def _soft_nms_rounds(
             _apply_decays(current, initial, log, others[edges], pick_score, out_weight[edges])
             alive &= ~(current < f32(min_score))
 
-    keep = np.flatnonzero(picked & ~stalled[group])
+    keep = np.flatnonzero(picked & ~tied[group])
     kept_scores = current[keep]
     kept_group = group[keep]
     by_rank = np.lexsort((-kept_scores, kept_group))
-    keep, kept_scores, kept_group = keep[by_rank], kept_scores[by_rank], kept_group[by_rank]
+    keep, kept_scores = keep[by_rank], kept_scores[by_rank]
     # Groups where equal scores meet (picks of equal score, or overlapping candidates tied at the top): OpenTAD's
     # memory layout decides their order, and with it the order of their decays; they run step by step.
-    tied = (kept_scores[1:] == kept_scores[:-1]) & (kept_group[1:] == kept_group[:-1])
-    stepped = np.union1d(np.unique(kept_group[1:][tied]), np.flatnonzero(stalled))
-    if stepped.shape[0]:
+    if tied.any():
         graph = _OverlapGraph(edge_start, others, out_weight)
-        rounds_decided = ~np.isin(kept_group, stepped)
-        parts = [(keep[rounds_decided], kept_scores[rounds_decided], kept_group[rounds_decided])]
-        for g in stepped.tolist():
+        parts = [(keep, kept_scores)]
+        for g in np.flatnonzero(tied).tolist():
             members = np.arange(group_bounds[g], group_bounds[g + 1])
-            group_keep, group_scores = _soft_nms_steps(members, order, initial, f32(min_score), graph)
-            parts.append((group_keep, group_scores, np.full(group_keep.shape[0], g)))
-        keep, kept_scores, kept_group = (np.concatenate(part) for part in zip(*parts))
+            parts.append(_soft_nms_steps(members, order, initial, f32(min_score), graph))
+        keep, kept_scores = (np.concatenate(part) for part in zip(*parts))
     keep = order[keep]
     # groups below min_score: their first best candidate in input order (OpenTAD's first step)
     for g in np.flatnonzero(low_groups):
