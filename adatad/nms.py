@@ -260,7 +260,7 @@ def _soft_nms_rounds(
     """Soft-NMS by rounds of local maxima (module docstring). Returns `(keep, kept_scores, groups_left)`:
     the picks of every group the rounds decided, sorted by (group, selection order), and the group ids that
     need the step loop because an exact tie lets OpenTAD's memory layout change a score. `counters`, when given,
-    receives the work done (rounds, pair visits), for tests."""
+    receives the work done (rounds, pair visits, groups run step by step), for tests."""
     f32 = np.float32
     unique_ids, group = np.unique(group_ids, return_inverse=True)
     # The rounds need: a zero overlap leaves a score untouched (not so for vanilla with iou_threshold <= 0),
@@ -380,7 +380,7 @@ def _soft_nms_rounds(
         best = members[np.argmax(scores[members])]
         keep, kept_scores = np.append(keep, best), np.append(kept_scores, scores[best])
     if counters is not None:
-        counters.update(rounds=rounds, pair_visits=pair_visits, pairs=int(first.shape[0]))
+        counters.update(rounds=rounds, pair_visits=pair_visits, pairs=int(first.shape[0]), tied_groups=int(tied.sum()))
     return keep, kept_scores, np.zeros(0, dtype=unique_ids.dtype)
 
 
