@@ -12,13 +12,14 @@ Every candidate's score is the product of its decays taken in the global pick or
 score), as OpenTAD multiplies them, so scores are bit-identical. A round costs the live overlaps; the
 number of rounds follows the local density of candidates, not the length of the video.
 
-Exact ties decide OpenTAD's pick order through its memory layout (in-place swaps and drops). Where equal pick
-scores only decide the order of the output, a replay of that layout along the picks gives it (one step per
-pick). A group (class) in which the layout would also change a score (two overlapping candidates meeting at
-the top with the same score, or two equal-score picks decaying the same candidate) is run through the plain
-step loop (`_sequential_soft_nms`), which reproduces the layout; so are inputs the rounds do not cover
-(negative scores, reversed segments, vanilla soft-NMS with `iou_threshold <= 0`, where a zero overlap still
-zeroes a score).
+Exact ties decide OpenTAD's pick order through its memory layout (in-place swaps and drops), and with it the
+order in which decays reach a shared neighbour, which can change a score's last bit. A group (class) leaves the
+rounds as soon as two of its picks have the same score, or two overlapping candidates tie at its top, and runs
+OpenTAD's loop one pick at a time (`_soft_nms_steps`): the layout is kept as OpenTAD keeps it, the next pick
+comes from a heap keyed by (score, memory slot), and a step costs the pick's overlaps, not a scan of every
+remaining candidate. Inputs the rounds and steps do not cover (negative scores, reversed segments, vanilla
+soft-NMS with `iou_threshold <= 0`, where a zero overlap still zeroes a score) run through the dense step loop
+(`_sequential_soft_nms`), O(n^2) per group.
 """
 
 from __future__ import annotations
@@ -257,10 +258,10 @@ def _soft_nms_rounds(
     t2: float,
     counters: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Soft-NMS by rounds of local maxima (module docstring). Returns `(keep, kept_scores, groups_left)`:
-    the picks of every group the rounds decided, sorted by (group, selection order), and the group ids that
-    need the step loop because an exact tie lets OpenTAD's memory layout change a score. `counters`, when given,
-    receives the work done (rounds, pair visits, groups run step by step), for tests."""
+    """Soft-NMS by rounds of local maxima, groups with ties step by step (module docstring). Returns `(keep,
+    kept_scores, groups_left)`: the picks of every group it decided, in selection order inside each group, and
+    the group ids left for the dense step loop (all of them for inputs the rounds do not cover, else none).
+    `counters`, when given, receives the work done (rounds, pair visits, groups run step by step), for tests."""
     f32 = np.float32
     unique_ids, group = np.unique(group_ids, return_inverse=True)
     # The rounds need: a zero overlap leaves a score untouched (not so for vanilla with iou_threshold <= 0),
@@ -593,7 +594,8 @@ def _sequential_soft_nms(
 ) -> tuple[np.ndarray, np.ndarray]:
     """OpenTAD's loop, one row per group, all rows stepping together: pick the highest remaining score (first
     in the row on ties), swap it into place, decay the rest, drop those below `min_score` with OpenTAD's
-    layout. Exact for every input, O(n^2) per group: used where exact ties make the layout matter."""
+    layout. Exact for every input, O(n^2) per group: used for inputs the rounds and `_soft_nms_steps` do not cover
+    (negative scores, reversed segments, vanilla soft-NMS with `iou_threshold <= 0`)."""
     params = dict(method=method, sigma=sigma, iou_threshold=iou_threshold, t1=t1, t2=t2)
     segments_t = torch.from_numpy(np.ascontiguousarray(segments, dtype=np.float32))
     scores_t = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
