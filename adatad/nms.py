@@ -314,37 +314,28 @@ def _soft_nms_rounds(
     position = edge_start[sources] + np.arange(sources.shape[0]) - (np.cumsum(to_earlier) - to_earlier)[sources]
     others[position], out_weight[position] = first[by_second], weight_second[by_second]
     later_start = np.cumsum(to_later) - to_later
-    position = edge_start[first] + to_earlier[first] + np.arange(first.shape[0]) - later_start[first]
-    others[position], out_weight[position] = second, weight_first
+    position_later = edge_start[first] + to_earlier[first] + np.arange(first.shape[0]) - later_start[first]
+    others[position_later], out_weight[position_later] = second, weight_first
+    in_weight = out_weight  # the decay of the source when the other is picked
+    if method == "improved_gaussian":
+        in_weight = np.empty_like(out_weight)
+        in_weight[position], in_weight[position_later] = weight_first[by_second], weight_second
     neighbour_max = _NeighbourMax(stop)
 
     picked = np.zeros(n, dtype=bool)
-    tied = np.zeros(num_groups, dtype=bool)  # groups where equal scores meet: they run step by step
+    stepped = np.zeros(num_groups, dtype=bool)  # groups run step by step (ties that change scores)
     log = _DecayLog(n)
     group_bounds = np.searchsorted(group, np.arange(num_groups + 1))  # sweep order is grouped
     rounds = pair_visits = 0
-    picked_keys: set[int] = set()  # (group, score bits) of every pick so far (+0.0: -0.0 and 0.0 tie)
     while alive.any():
         rounds += 1
         ready = alive & (current > neighbour_max(np.where(alive, current, f32(-np.inf))))
         if not ready.any():
-            # in every group left, overlapping candidates tie at the top
-            tied[group[alive]] = True
-            alive[tied[group]] = False
+            # in every group left, overlapping candidates tie at the top: OpenTAD's memory layout orders them
+            stepped[group[alive]] = True
+            alive[stepped[group]] = False
             continue
         picks = np.flatnonzero(ready)
-        keys = ((group[picks].astype(np.int64) << 32) | (current[picks] + f32(0)).view(np.int32)).tolist()
-        if len(set(keys)) < len(keys) or not picked_keys.isdisjoint(keys):
-            # picks of equal score in one group: OpenTAD's memory layout orders them
-            seen = set(picked_keys)
-            repeated = [key for key in keys if key in seen or seen.add(key)]
-            tied[np.array(repeated, dtype=np.int64) >> 32] = True
-            alive[tied[group]] = False
-            picks = picks[~tied[group[picks]]]
-            if picks.shape[0] == 0:
-                continue
-            keys = ((group[picks].astype(np.int64) << 32) | (current[picks] + f32(0)).view(np.int32)).tolist()
-        picked_keys.update(keys)
         picked[picks] = True
         alive[picks] = False
 
@@ -360,17 +351,30 @@ def _soft_nms_rounds(
             _apply_decays(current, initial, log, others[edges], pick_score, out_weight[edges])
             alive &= ~(current < f32(min_score))
 
-    keep = np.flatnonzero(picked & ~tied[group])
+    # exact ties among a group's pick scores: OpenTAD's layout decides their order (and the order of their decays)
+    keep = np.flatnonzero(picked & ~stepped[group])
     kept_scores = current[keep]
     kept_group = group[keep]
     by_rank = np.lexsort((-kept_scores, kept_group))
-    keep, kept_scores = keep[by_rank], kept_scores[by_rank]
-    # Groups where equal scores meet (picks of equal score, or overlapping candidates tied at the top): OpenTAD's
-    # memory layout decides their order, and with it the order of their decays; they run step by step.
-    if tied.any():
+    keep, kept_scores, kept_group = keep[by_rank], kept_scores[by_rank], kept_group[by_rank]
+    tied = (kept_scores[1:] == kept_scores[:-1]) & (kept_group[1:] == kept_group[:-1])
+    for g in np.unique(kept_group[1:][tied]):
+        in_group = np.flatnonzero(kept_group == g)
+        ordered = _order_ties_like_opentad(
+            np.flatnonzero(group == g), keep[in_group], order, initial, current, picked, log, min_score,
+            (edge_start, others, in_weight),
+        )
+        if ordered is None:
+            stepped[g] = True
+        else:
+            keep[in_group] = ordered
+    # Groups where the layout changes scores (overlapping candidates tied at the top, or equal-score picks
+    # decaying the same candidate) run OpenTAD's loop one pick at a time.
+    if stepped.any():
+        rounds_decided = ~stepped[kept_group]
+        parts = [(keep[rounds_decided], kept_scores[rounds_decided])]
         graph = _OverlapGraph(edge_start, others, out_weight)
-        parts = [(keep, kept_scores)]
-        for g in np.flatnonzero(tied).tolist():
+        for g in np.flatnonzero(stepped).tolist():
             members = np.arange(group_bounds[g], group_bounds[g + 1])
             parts.append(_soft_nms_steps(members, order, initial, f32(min_score), graph))
         keep, kept_scores = (np.concatenate(part) for part in zip(*parts))
@@ -381,7 +385,8 @@ def _soft_nms_rounds(
         best = members[np.argmax(scores[members])]
         keep, kept_scores = np.append(keep, best), np.append(kept_scores, scores[best])
     if counters is not None:
-        counters.update(rounds=rounds, pair_visits=pair_visits, pairs=int(first.shape[0]), tied_groups=int(tied.sum()))
+        pairs = int(first.shape[0])
+        counters.update(rounds=rounds, pair_visits=pair_visits, pairs=pairs, stepped_groups=int(stepped.sum()))
     return keep, kept_scores, np.zeros(0, dtype=unique_ids.dtype)
 
 
@@ -485,6 +490,104 @@ def _soft_nms_steps(
             count = new_count
         step += 1
     return by_input[np.array(picks, dtype=np.int64)], np.array(picked_scores, dtype=np.float32)
+
+
+def _order_ties_like_opentad(
+    members: np.ndarray,
+    picks: np.ndarray,
+    order: np.ndarray,
+    initial: np.ndarray,
+    current: np.ndarray,
+    picked: np.ndarray,
+    log: _DecayLog,
+    min_score: float,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> np.ndarray | None:
+    """OpenTAD's pick order for a group whose picks include equal scores, or None where its layout would also
+    change a score (two equal-score picks decaying the same candidate).
+
+    `picks` (sweep indices, by descending pick score) are replayed through OpenTAD's memory layout: the group's
+    candidates start in input order; each step swaps the pick into place and moves dropped candidates out
+    (holes filled from the end); among equal scores the one in the lowest slot goes first."""
+    f32 = np.float32
+    pick_scores = current[picks]
+    # a candidate whose decays include two equal pick scores: OpenTAD's order of those picks sets its bits
+    log_scores = np.sort(log.pick_score[members], axis=1)
+    if ((log_scores[:, 1:] == log_scores[:, :-1]) & np.isfinite(log_scores[:, 1:])).any():
+        return None
+    # drop step of every dropped candidate: the pick after which its decays, in pick order, fall below min_score
+    dropped = members[~picked[members]]
+    initially_low = dropped[initial[dropped] < f32(min_score)]
+    decayed = dropped[initial[dropped] >= f32(min_score)]
+    edge_start, others, in_weight = edges
+    counts = edge_start[decayed + 1] - edge_start[decayed]
+    edge = np.repeat(edge_start[decayed] - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+    row = np.repeat(np.arange(decayed.shape[0]), counts)
+    by_pick = picked[others[edge]]
+    edge, row = edge[by_pick], row[by_pick]
+    sort = np.lexsort((-current[others[edge]], row))
+    edge, row = edge[sort], row[sort]
+    run_start, run_length = _runs(row)
+    width = int(run_length.max()) if run_length.shape[0] else 0
+    column = np.arange(edge.shape[0]) - np.repeat(run_start, run_length)
+    factors = np.ones((decayed.shape[0], width + 1), dtype=np.float32)
+    factors[:, 0] = initial[decayed]
+    factors[row, column + 1] = in_weight[edge]
+    scores_by_column = np.full((decayed.shape[0], width + 2), -np.inf, dtype=np.float32)
+    scores_by_column[row, column + 1] = current[others[edge]]
+    pickers = np.full((decayed.shape[0], width + 1), -1, dtype=np.int64)
+    pickers[row, column + 1] = others[edge]
+    below = np.multiply.accumulate(factors, axis=1) < f32(min_score)
+    if decayed.shape[0] and not below.any(axis=1).all():
+        return None  # not the process the rounds described (cannot happen; refuse rather than guess)
+    crossing = np.argmax(below, axis=1)
+    # equal pick scores up to the crossing (or right after it) make the drop step depend on the layout
+    ahead = np.arange(width + 1)[None] <= crossing[:, None]
+    if (ahead & (scores_by_column[:, 1:] == scores_by_column[:, :-1]) & np.isfinite(scores_by_column[:, 1:])).any():
+        return None
+    drop_pick = pickers[np.arange(decayed.shape[0]), crossing]
+
+    # the replay, in group-local slots (input order)
+    local = np.empty(initial.shape[0], dtype=np.int64)
+    by_input = members[np.argsort(order[members], kind="stable")]
+    local[by_input] = np.arange(by_input.shape[0])
+    drops_at: dict[int, list[int]] = {}
+    for k, j in zip(local[decayed].tolist(), drop_pick.tolist()):
+        drops_at.setdefault(j, []).append(k)
+    slot_of = list(range(by_input.shape[0]))
+    at_slot = list(range(by_input.shape[0]))
+    dropped_now = set()
+    count = len(at_slot)
+    result = []
+    pick_list, score_list = picks.tolist(), pick_scores.tolist()
+    step, i = 0, 0
+    while i < len(pick_list):
+        level_end = i
+        while level_end < len(pick_list) and score_list[level_end] == score_list[i]:
+            level_end += 1
+        level = pick_list[i:level_end]
+        while level:
+            chosen = min(level, key=lambda p: slot_of[local[p]])
+            level.remove(chosen)
+            p = int(local[chosen])
+            result.append(chosen)
+            s, front = slot_of[p], at_slot[step]
+            at_slot[step], slot_of[p] = p, step
+            at_slot[s], slot_of[front] = front, s
+            gone = drops_at.get(chosen, [])
+            if step == 0:
+                gone = gone + local[initially_low].tolist()
+            if gone:
+                dropped_now = set(gone)
+                new_count = count - len(gone)
+                holes = sorted(slot_of[k] for k in gone if slot_of[k] < new_count)
+                fillers = [at_slot[t] for t in range(count - 1, new_count - 1, -1) if at_slot[t] not in dropped_now]
+                for hole, filler in zip(holes, fillers):
+                    at_slot[hole], slot_of[filler] = filler, hole
+                count = new_count
+            step += 1
+        i = level_end
+    return np.array(result, dtype=np.int64)
 
 
 class _DecayLog:

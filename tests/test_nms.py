@@ -99,7 +99,7 @@ def test_reference_loop_is_the_scalar_loop_of_the_other_tests():
 @pytest.mark.parametrize("min_score", [0.0, 0.001, 0.25])
 def test_ties_small_groups_equal_the_loop(method, min_score):
     rng = np.random.default_rng(METHODS.index(method) * 10 + int(min_score * 100))
-    tied_groups = 0
+    stepped_groups = 0
     for _ in range(12):
         segments, scores = tied_candidates(rng, int(rng.integers(2, 60)), int(rng.integers(1, 5)), 40)
         groups = rng.integers(0, 3, scores.shape[0])
@@ -109,8 +109,8 @@ def test_ties_small_groups_equal_the_loop(method, min_score):
         assert kept_scores.tobytes() == expected_scores.tobytes()
         left, counters = run_rounds(segments, scores, groups, method, min_score)
         assert left.tolist() == []  # nothing went to the dense step loop
-        tied_groups += counters["tied_groups"]
-    assert tied_groups > 0  # the ties were handled step by step
+        stepped_groups += counters["stepped_groups"]
+    assert stepped_groups > 0  # the ties were handled step by step
 
 
 def test_tie_at_the_top_follows_the_memory_layout():
@@ -160,4 +160,4 @@ def test_ties_medium_long_video_equal_the_loop(num_levels):
     assert keep.tolist() == expected_keep
     assert kept_scores.tolist() == expected_scores
     left, counters = run_rounds(segments, scores, groups, "gaussian", 0.001)
-    assert left.tolist() == [] and counters["tied_groups"] == 4
+    assert left.tolist() == [] and counters["stepped_groups"] == 4
