@@ -12,14 +12,15 @@ Every candidate's score is the product of its decays taken in the global pick or
 score), as OpenTAD multiplies them, so scores are bit-identical. A round costs the live overlaps; the
 number of rounds follows the local density of candidates, not the length of the video.
 
-Exact ties decide OpenTAD's pick order through its memory layout (in-place swaps and drops), and with it the
-order in which decays reach a shared neighbour, which can change a score's last bit. A group (class) leaves the
-rounds as soon as two of its picks have the same score, or two overlapping candidates tie at its top, and runs
-OpenTAD's loop one pick at a time (`_soft_nms_steps`): the layout is kept as OpenTAD keeps it, the next pick
-comes from a heap keyed by (score, memory slot), and a step costs the pick's overlaps, not a scan of every
-remaining candidate. Inputs the rounds and steps do not cover (negative scores, reversed segments, vanilla
-soft-NMS with `iou_threshold <= 0`, where a zero overlap still zeroes a score) run through the dense step loop
-(`_sequential_soft_nms`), O(n^2) per group.
+Exact ties decide OpenTAD's pick order through its memory layout (in-place swaps and drops). Where equal pick
+scores only decide the order of the output, a replay of that layout along the picks gives it (one step per
+pick). Where the layout also changes a score (two overlapping candidates meeting at the top with the same score,
+or two equal-score picks decaying the same candidate), the group (class) runs OpenTAD's loop one pick at a time
+(`_soft_nms_steps`): the layout is kept as OpenTAD keeps it, the next pick comes from a heap keyed by (score,
+memory slot), and a step costs the pick's overlaps, not a scan of every remaining candidate. A group whose top
+stalls on such a tie leaves the rounds at once. Inputs the rounds and steps do not cover (negative scores,
+reversed segments, vanilla soft-NMS with `iou_threshold <= 0`, where a zero overlap still zeroes a score) run
+through the dense step loop (`_sequential_soft_nms`), O(n^2) per group.
 """
 
 from __future__ import annotations
