@@ -10,7 +10,10 @@ than that of every remaining candidate it overlaps is picked before all of them,
 so every such local maximum of a round is picked at once, and its decays are applied to its neighbours.
 Every candidate's score is the product of its decays taken in the global pick order (descending pick
 score), as OpenTAD multiplies them, so scores are bit-identical. A round costs the live overlaps; the
-number of rounds follows the local density of candidates, not the length of the video.
+number of rounds follows the local density of candidates, not the length of the video. Small groups (up to
+`_PICK_LOOP_MAX_GROUP_SIZE` candidates, a short video's classes) skip the rounds' fixed cost while no tie meets
+at the top of a group: they run one pick per group at a time over precomputed overlaps
+(`_soft_nms_picks_without_ties`), where the layout decides nothing.
 
 Exact ties decide OpenTAD's pick order through its memory layout (in-place swaps and drops). Where equal pick
 scores only decide the order of the output, a replay of that layout along the picks gives it (one step per
@@ -38,6 +41,9 @@ MAX_SOFT_NMS_CANDIDATES = 2**24
 # Step loop: above this many remaining elements only the overlapping candidates are decayed (far fewer
 # exp calls); below it one dense multiply over all of them is cheaper.
 _DENSE_DECAY_MAX_ELEMENTS = 2048
+# Groups up to this size run pick by pick over their overlaps while no tie meets at the top: the rounds' fixed cost
+# per round is then larger than the picks' (a pick costs the group count plus its overlaps, rounds a sweep).
+_PICK_LOOP_MAX_GROUP_SIZE = 1024
 # Step loop: every this many steps finished rows leave the state.
 _ROW_COMPACTION_INTERVAL = 8
 
@@ -235,14 +241,115 @@ def soft_nms_groups(
     if n > MAX_SOFT_NMS_CANDIDATES:
         raise ValueError(f"soft-NMS takes at most {MAX_SOFT_NMS_CANDIDATES} candidates per call, got {n}.")
     params = dict(method=method, sigma=sigma, min_score=min_score, iou_threshold=iou_threshold, t1=t1, t2=t2)
-    keep, kept_scores, sequential_groups = _soft_nms_rounds(segments[:, 0], segments[:, 1], scores, group_ids, **params)
-    if sequential_groups.shape[0]:
-        redo = np.flatnonzero(np.isin(group_ids, sequential_groups))
-        redo_keep, redo_scores = _sequential_soft_nms(segments[redo], scores[redo], group_ids[redo], **params)
-        keep = np.concatenate((keep, redo[redo_keep]))
-        kept_scores = np.concatenate((kept_scores, redo_scores))
+    picked = _soft_nms_picks_without_ties(segments[:, 0], segments[:, 1], scores, group_ids, **params)
+    if picked is not None:
+        keep, kept_scores = picked
+    else:
+        keep, kept_scores, sequential_groups = _soft_nms_rounds(
+            segments[:, 0], segments[:, 1], scores, group_ids, **params
+        )
+        if sequential_groups.shape[0]:
+            redo = np.flatnonzero(np.isin(group_ids, sequential_groups))
+            redo_keep, redo_scores = _sequential_soft_nms(segments[redo], scores[redo], group_ids[redo], **params)
+            keep = np.concatenate((keep, redo[redo_keep]))
+            kept_scores = np.concatenate((kept_scores, redo_scores))
     by_group = np.argsort(group_ids[keep], kind="stable")
     return keep[by_group], kept_scores[by_group]
+
+
+def _overlaps_alone_decay(start, end, scores, method: str, iou_threshold: float) -> bool:
+    """Whether only overlapping candidates decay each other, and never upwards: a zero overlap leaves a score
+    untouched (not so for vanilla with iou_threshold <= 0), scores are >= 0, and overlaps are plain (finite values,
+    no reversed segment). The rounds and the pick loop rely on it; other inputs take the dense step loop."""
+    return (
+        (method != "vanilla" or iou_threshold > 0)
+        and bool(np.isfinite(start).all() and np.isfinite(end).all() and np.isfinite(scores).all())
+        and bool((scores >= 0).all() and (end >= start).all())
+    )
+
+
+def _soft_nms_picks_without_ties(
+    start: np.ndarray,
+    end: np.ndarray,
+    scores: np.ndarray,
+    group_ids: np.ndarray,
+    *,
+    method: str,
+    sigma: float,
+    min_score: float,
+    iou_threshold: float,
+    t1: float,
+    t2: float,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """OpenTAD's loop one pick at a time, every group at once, for groups of up to `_PICK_LOOP_MAX_GROUP_SIZE`
+    candidates. While each pick is the only candidate of its group at the top score, the memory layout decides
+    nothing, so a pick only multiplies the precomputed decays of the candidates it overlaps. Returns `(keep,
+    kept_scores)` in pick order, or None for inputs it does not take: larger groups, inputs outside
+    `_overlaps_alone_decay`, and any tie at the top of a group (then the rounds decide)."""
+    f32 = np.float32
+    n = scores.shape[0]
+    unique_ids, group, sizes = np.unique(group_ids, return_inverse=True, return_counts=True)
+    width = int(sizes.max())
+    if width > _PICK_LOOP_MAX_GROUP_SIZE or not _overlaps_alone_decay(start, end, scores, method, iou_threshold):
+        return None
+    num_groups = unique_ids.shape[0]
+    # every candidate gets a cell of a (groups, width) table of current scores; -inf marks picked or dropped
+    by_group = np.argsort(group, kind="stable")
+    cell = np.empty(n, dtype=np.int64)
+    cell[by_group] = group[by_group] * width + np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    candidate_of_cell = np.zeros(num_groups * width, dtype=np.int64)
+    candidate_of_cell[cell] = np.arange(n)
+    current = np.full(num_groups * width, -np.inf, dtype=f32)
+    current[cell] = scores
+    table = current.reshape(num_groups, width)
+
+    # decays of every positively overlapping pair, in both directions, listed by the picked candidate's cell (a
+    # zero overlap decays by exactly 1 under `_overlaps_alone_decay`)
+    a, b = overlap_pairs(start, end, group)
+    length = (end - start) + f32(1e-6)
+    ovr = pair_overlaps(start, end, length, a, b)
+    picker, target = np.concatenate((a, b)), np.concatenate((b, a))
+    if method == "improved_gaussian":  # the only decay that depends on which segment is picked
+        weight = decay_weights(np.concatenate((ovr, ovr)), length[picker], method, sigma, iou_threshold, t1, t2)
+    else:
+        weight = np.tile(decay_weights(ovr, length[a], method, sigma, iou_threshold, t1, t2), 2)
+    picker_cells = cell[picker]
+    sort_keys = picker_cells.astype(np.uint16) if num_groups * width <= 2**16 else picker_cells
+    by_picker = np.argsort(sort_keys, kind="stable")  # numpy sorts 16-bit integers by radix (linear time)
+    target_cells, weight = cell[target][by_picker], weight[by_picker]
+    decays_from = np.searchsorted(picker_cells[by_picker], np.arange(num_groups * width + 1))
+
+    row_start = np.arange(num_groups) * width
+    minimum = f32(min_score)
+    picked_cells, picked_scores = [], []
+    first_step = True
+    with np.errstate(invalid="ignore"):
+        while True:
+            picked = row_start + table.argmax(1)
+            top = current[picked]
+            active = top > -np.inf
+            all_active = bool(active.all())
+            if not all_active:
+                if not active.any():
+                    break
+                picked, top = picked[active], top[active]
+            current[picked] = -np.inf
+            runner_up = table.max(1)
+            if ((runner_up if all_active else runner_up[active]) == top).any():
+                return None
+            picked_cells.append(picked)
+            picked_scores.append(top)
+            if first_step:  # OpenTAD's first step drops every other candidate already below min_score
+                current[current < minimum] = -np.inf
+                first_step = False
+            low, high = decays_from[picked], decays_from[picked + 1]
+            count = high - low
+            pair = np.repeat(low - np.cumsum(count) + count, count) + np.arange(count.sum())
+            targets = target_cells[pair]
+            values = current[targets] * weight[pair]  # picked or dropped stay -inf (or NaN: a weight of 0)
+            values[~(values >= minimum)] = -np.inf
+            current[targets] = values
+    return candidate_of_cell[np.concatenate(picked_cells)], np.concatenate(picked_scores)
 
 
 def _soft_nms_rounds(
@@ -265,13 +372,7 @@ def _soft_nms_rounds(
     `counters`, when given, receives the work done (rounds, pair visits, groups run step by step), for tests."""
     f32 = np.float32
     unique_ids, group = np.unique(group_ids, return_inverse=True)
-    # The rounds need: a zero overlap leaves a score untouched (not so for vanilla with iou_threshold <= 0),
-    # decays that never raise a score (scores >= 0) and plain overlaps (finite values, no reversed segment).
-    if not (
-        (method != "vanilla" or iou_threshold > 0)
-        and bool(np.isfinite(start).all() and np.isfinite(end).all() and np.isfinite(scores).all())
-        and bool((scores >= 0).all() and (end >= start).all())
-    ):
+    if not _overlaps_alone_decay(start, end, scores, method, iou_threshold):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), unique_ids
     num_groups = unique_ids.shape[0]
     # candidates are handled in sweep order (group, start); `order` maps back to the input

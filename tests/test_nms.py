@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from test_post_processing import reference_soft_nms, scalar_soft_nms
 
-from adatad.nms import _soft_nms_rounds, expf, soft_nms_groups
+from adatad import nms
+from adatad.nms import _soft_nms_picks_without_ties, _soft_nms_rounds, expf, soft_nms_groups
 
 METHODS = ("gaussian", "linear", "improved_gaussian", "vanilla")
 PARAMS = dict(sigma=0.5, iou_threshold=0.3, t1=0.1, t2=0.02)
@@ -161,3 +162,46 @@ def test_ties_medium_long_video_equal_the_loop(num_levels):
     assert kept_scores.tolist() == expected_scores
     left, counters = run_rounds(segments, scores, groups, "gaussian", 0.001)
     assert left.tolist() == [] and counters["stepped_groups"] == 4
+
+
+def distinct_score_candidates(rng, num, span):
+    """Real-valued segments and distinct scores: no tie ever meets at the top."""
+    starts = rng.uniform(0, span, num)
+    segments = np.stack((starts, starts + rng.uniform(0.1, 12, num)), 1).astype(np.float32)
+    return segments, rng.permutation(num).astype(np.float32) / num + np.float32(0.01)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("min_score", [0.0, 0.001, 0.25])
+def test_pick_loop_and_rounds_equal_the_loop_without_ties(method, min_score, monkeypatch):
+    # small groups without ties take the pick loop; the same inputs forced through the rounds give the same picks
+    rng = np.random.default_rng(100 + METHODS.index(method) * 10 + int(min_score * 100))
+    for _ in range(6):
+        segments, scores = distinct_score_candidates(rng, int(rng.integers(2, 300)), 100)
+        groups = rng.integers(0, 4, scores.shape[0])
+        expected_keep, expected_scores = expected_per_group(segments, scores, groups, method, min_score)
+        picked = _soft_nms_picks_without_ties(segments[:, 0], segments[:, 1], scores, groups, method=method,
+                                              min_score=min_score, **PARAMS)
+        if picked is None:  # vanilla zeroes scores that min_score 0 keeps: they tie at 0
+            assert method == "vanilla" and min_score == 0
+        else:
+            by_group = np.argsort(groups[picked[0]], kind="stable")
+            assert picked[0][by_group].tolist() == expected_keep
+            assert picked[1][by_group].tobytes() == expected_scores.tobytes()
+        monkeypatch.setattr(nms, "_PICK_LOOP_MAX_GROUP_SIZE", 0)
+        keep, kept_scores = soft_nms_groups(segments, scores, groups, method=method, min_score=min_score, **PARAMS)
+        monkeypatch.undo()
+        assert keep.tolist() == expected_keep
+        assert kept_scores.tobytes() == expected_scores.tobytes()
+
+
+def test_pick_loop_leaves_ties_and_large_groups_to_the_rounds(monkeypatch):
+    segments = np.array([[0, 4], [1, 5], [10, 12]], dtype=np.float32)
+    tied = np.array([0.9, 0.9, 0.5], dtype=np.float32)  # two overlapping candidates tie at the top
+    groups = np.zeros(3, dtype=np.int64)
+    params = dict(method="gaussian", min_score=0.001, **PARAMS)
+    assert _soft_nms_picks_without_ties(segments[:, 0], segments[:, 1], tied, groups, **params) is None
+    distinct = np.array([0.9, 0.8, 0.5], dtype=np.float32)
+    assert _soft_nms_picks_without_ties(segments[:, 0], segments[:, 1], distinct, groups, **params) is not None
+    monkeypatch.setattr(nms, "_PICK_LOOP_MAX_GROUP_SIZE", 2)
+    assert _soft_nms_picks_without_ties(segments[:, 0], segments[:, 1], distinct, groups, **params) is None
