@@ -10,18 +10,27 @@ than that of every remaining candidate it overlaps is picked before all of them,
 so every such local maximum of a round is picked at once, and its decays are applied to its neighbours.
 Every candidate's score is the product of its decays taken in the global pick order (descending pick
 score), as OpenTAD multiplies them, so scores are bit-identical. A round costs the live overlaps; the
-number of rounds follows the local density of candidates, not the length of the video.
+number of rounds follows the local density of candidates, not the length of the video. Small groups (up to
+`_PICK_LOOP_MAX_GROUP_SIZE` candidates, a short video's classes) skip the rounds' fixed cost while no tie meets
+at the top of a group: they run one pick per group at a time over precomputed overlaps
+(`_soft_nms_picks_without_ties`), where the layout decides nothing.
 
 Exact ties decide OpenTAD's pick order through its memory layout (in-place swaps and drops). Where equal pick
 scores only decide the order of the output, a replay of that layout along the picks gives it (one step per
-pick). A group (class) in which the layout would also change a score (two overlapping candidates meeting at
-the top with the same score, or two equal-score picks decaying the same candidate) is run through the plain
-step loop (`_sequential_soft_nms`), which reproduces the layout; so are inputs the rounds do not cover
-(negative scores, reversed segments, vanilla soft-NMS with `iou_threshold <= 0`, where a zero overlap still
-zeroes a score).
+pick). Where the layout also changes a score (two overlapping candidates meeting at the top with the same score,
+or two equal-score picks decaying the same candidate), the group (class) runs OpenTAD's loop one pick at a time
+(`_soft_nms_steps`): the layout is kept as OpenTAD keeps it, the next pick comes from a heap keyed by (score,
+memory slot), and a step costs the pick's overlaps, not a scan of every remaining candidate. A group whose top
+stalls on such a tie leaves the rounds at once. Inputs the rounds and steps do not cover (negative scores,
+reversed segments, vanilla soft-NMS with `iou_threshold <= 0`, where a zero overlap still zeroes a score) run
+through the dense step loop (`_sequential_soft_nms`), O(n^2) per group.
 """
 
 from __future__ import annotations
+
+import array
+import heapq
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,6 +41,9 @@ MAX_SOFT_NMS_CANDIDATES = 2**24
 # Step loop: above this many remaining elements only the overlapping candidates are decayed (far fewer
 # exp calls); below it one dense multiply over all of them is cheaper.
 _DENSE_DECAY_MAX_ELEMENTS = 2048
+# Groups up to this size run pick by pick over their overlaps while no tie meets at the top: the rounds' fixed cost
+# per round is then larger than the picks' (a pick costs the group count plus its overlaps, rounds a sweep).
+_PICK_LOOP_MAX_GROUP_SIZE = 1024
 # Step loop: every this many steps finished rows leave the state.
 _ROW_COMPACTION_INTERVAL = 8
 
@@ -55,9 +67,27 @@ _EXP_POLY = (
 _EXP_UNDERFLOW = np.float32(float.fromhex("-0x1.9fe368p6"))  # below this expf returns +0
 
 
+# glibc's double-precision result is within 1.7 * 2^-34 (relative) of exp(x) and numpy's double exp within a few
+# units of 2^-52, so where every value within 2^-30 of numpy's result rounds to the same float32, that float32 is
+# glibc's; only the others (a few in a hundred) need glibc's steps. Below -80 the result nears float32's subnormals.
+_EXP_MARGIN = 2.0**-30
+_EXP_FAST_LOWEST = np.float32(-80)
+
+
 def expf(x: np.ndarray) -> np.ndarray:
     """glibc's `expf` for finite float32 `x <= 0` (the soft-NMS exponents), as a float32 array."""
     x = np.asarray(x, dtype=np.float32)
+    exact = np.exp(x.astype(np.float64))
+    result = exact.astype(np.float32)
+    unsure = (exact * (1 - _EXP_MARGIN)).astype(np.float32) != (exact * (1 + _EXP_MARGIN)).astype(np.float32)
+    unsure |= x < _EXP_FAST_LOWEST
+    if unsure.any():
+        result[unsure] = _glibc_expf(x[unsure])
+    return result
+
+
+def _glibc_expf(x: np.ndarray) -> np.ndarray:
+    """glibc's `expf` steps in double precision (see above)."""
     z = _EXP_INV_LN2_N * x.astype(np.float64)
     shifted = z + _EXP_SHIFT  # rounds z to an integer k, held in the low mantissa bits
     k = shifted.view(np.uint64)
@@ -211,25 +241,115 @@ def soft_nms_groups(
     if n > MAX_SOFT_NMS_CANDIDATES:
         raise ValueError(f"soft-NMS takes at most {MAX_SOFT_NMS_CANDIDATES} candidates per call, got {n}.")
     params = dict(method=method, sigma=sigma, min_score=min_score, iou_threshold=iou_threshold, t1=t1, t2=t2)
-    start, end = segments[:, 0], segments[:, 1]
-    # The rounds need: a zero overlap leaves a score untouched (not so for vanilla with iou_threshold <= 0),
-    # decays that never raise a score (scores >= 0) and plain overlaps (finite values, no reversed segment).
-    rounds_apply = (
-        (method != "vanilla" or iou_threshold > 0)
-        and bool(np.isfinite(segments).all() and np.isfinite(scores).all())
-        and bool((scores >= 0).all() and (end >= start).all())
-    )
-    if rounds_apply:
-        keep, kept_scores, sequential_groups = _soft_nms_rounds(start, end, scores, group_ids, **params)
+    picked = _soft_nms_picks_without_ties(segments[:, 0], segments[:, 1], scores, group_ids, **params)
+    if picked is not None:
+        keep, kept_scores = picked
     else:
-        keep, kept_scores, sequential_groups = np.zeros(0, np.int64), np.zeros(0, np.float32), np.unique(group_ids)
-    if sequential_groups.shape[0]:
-        redo = np.flatnonzero(np.isin(group_ids, sequential_groups))
-        redo_keep, redo_scores = _sequential_soft_nms(segments[redo], scores[redo], group_ids[redo], **params)
-        keep = np.concatenate((keep, redo[redo_keep]))
-        kept_scores = np.concatenate((kept_scores, redo_scores))
+        keep, kept_scores, sequential_groups = _soft_nms_rounds(
+            segments[:, 0], segments[:, 1], scores, group_ids, **params
+        )
+        if sequential_groups.shape[0]:
+            redo = np.flatnonzero(np.isin(group_ids, sequential_groups))
+            redo_keep, redo_scores = _sequential_soft_nms(segments[redo], scores[redo], group_ids[redo], **params)
+            keep = np.concatenate((keep, redo[redo_keep]))
+            kept_scores = np.concatenate((kept_scores, redo_scores))
     by_group = np.argsort(group_ids[keep], kind="stable")
     return keep[by_group], kept_scores[by_group]
+
+
+def _overlaps_alone_decay(start, end, scores, method: str, iou_threshold: float) -> bool:
+    """Whether only overlapping candidates decay each other, and never upwards: a zero overlap leaves a score
+    untouched (not so for vanilla with iou_threshold <= 0), scores are >= 0, and overlaps are plain (finite values,
+    no reversed segment). The rounds and the pick loop rely on it; other inputs take the dense step loop."""
+    return (
+        (method != "vanilla" or iou_threshold > 0)
+        and bool(np.isfinite(start).all() and np.isfinite(end).all() and np.isfinite(scores).all())
+        and bool((scores >= 0).all() and (end >= start).all())
+    )
+
+
+def _soft_nms_picks_without_ties(
+    start: np.ndarray,
+    end: np.ndarray,
+    scores: np.ndarray,
+    group_ids: np.ndarray,
+    *,
+    method: str,
+    sigma: float,
+    min_score: float,
+    iou_threshold: float,
+    t1: float,
+    t2: float,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """OpenTAD's loop one pick at a time, every group at once, for groups of up to `_PICK_LOOP_MAX_GROUP_SIZE`
+    candidates. While each pick is the only candidate of its group at the top score, the memory layout decides
+    nothing, so a pick only multiplies the precomputed decays of the candidates it overlaps. Returns `(keep,
+    kept_scores)` in pick order, or None for inputs it does not take: larger groups, inputs outside
+    `_overlaps_alone_decay`, and any tie at the top of a group (then the rounds decide)."""
+    f32 = np.float32
+    n = scores.shape[0]
+    unique_ids, group, sizes = np.unique(group_ids, return_inverse=True, return_counts=True)
+    width = int(sizes.max())
+    if width > _PICK_LOOP_MAX_GROUP_SIZE or not _overlaps_alone_decay(start, end, scores, method, iou_threshold):
+        return None
+    num_groups = unique_ids.shape[0]
+    # every candidate gets a cell of a (groups, width) table of current scores; -inf marks picked or dropped
+    by_group = np.argsort(group, kind="stable")
+    cell = np.empty(n, dtype=np.int64)
+    cell[by_group] = group[by_group] * width + np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    candidate_of_cell = np.zeros(num_groups * width, dtype=np.int64)
+    candidate_of_cell[cell] = np.arange(n)
+    current = np.full(num_groups * width, -np.inf, dtype=f32)
+    current[cell] = scores
+    table = current.reshape(num_groups, width)
+
+    # decays of every positively overlapping pair, in both directions, listed by the picked candidate's cell (a
+    # zero overlap decays by exactly 1 under `_overlaps_alone_decay`)
+    a, b = overlap_pairs(start, end, group)
+    length = (end - start) + f32(1e-6)
+    ovr = pair_overlaps(start, end, length, a, b)
+    picker, target = np.concatenate((a, b)), np.concatenate((b, a))
+    if method == "improved_gaussian":  # the only decay that depends on which segment is picked
+        weight = decay_weights(np.concatenate((ovr, ovr)), length[picker], method, sigma, iou_threshold, t1, t2)
+    else:
+        weight = np.tile(decay_weights(ovr, length[a], method, sigma, iou_threshold, t1, t2), 2)
+    picker_cells = cell[picker]
+    sort_keys = picker_cells.astype(np.uint16) if num_groups * width <= 2**16 else picker_cells
+    by_picker = np.argsort(sort_keys, kind="stable")  # numpy sorts 16-bit integers by radix (linear time)
+    target_cells, weight = cell[target][by_picker], weight[by_picker]
+    decays_from = np.searchsorted(picker_cells[by_picker], np.arange(num_groups * width + 1))
+
+    row_start = np.arange(num_groups) * width
+    minimum = f32(min_score)
+    picked_cells, picked_scores = [], []
+    first_step = True
+    with np.errstate(invalid="ignore"):
+        while True:
+            picked = row_start + table.argmax(1)
+            top = current[picked]
+            active = top > -np.inf
+            all_active = bool(active.all())
+            if not all_active:
+                if not active.any():
+                    break
+                picked, top = picked[active], top[active]
+            current[picked] = -np.inf
+            runner_up = table.max(1)
+            if ((runner_up if all_active else runner_up[active]) == top).any():
+                return None
+            picked_cells.append(picked)
+            picked_scores.append(top)
+            if first_step:  # OpenTAD's first step drops every other candidate already below min_score
+                current[current < minimum] = -np.inf
+                first_step = False
+            low, high = decays_from[picked], decays_from[picked + 1]
+            count = high - low
+            pair = np.repeat(low - np.cumsum(count) + count, count) + np.arange(count.sum())
+            targets = target_cells[pair]
+            values = current[targets] * weight[pair]  # picked or dropped stay -inf (or NaN: a weight of 0)
+            values[~(values >= minimum)] = -np.inf
+            current[targets] = values
+    return candidate_of_cell[np.concatenate(picked_cells)], np.concatenate(picked_scores)
 
 
 def _soft_nms_rounds(
@@ -246,12 +366,14 @@ def _soft_nms_rounds(
     t2: float,
     counters: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Soft-NMS by rounds of local maxima (module docstring). Returns `(keep, kept_scores, groups_left)`:
-    the picks of every group the rounds decided, sorted by (group, selection order), and the group ids that
-    need the step loop because an exact tie lets OpenTAD's memory layout change a score. `counters`, when given,
-    receives the work done (rounds, pair visits), for tests."""
+    """Soft-NMS by rounds of local maxima, groups with ties step by step (module docstring). Returns `(keep,
+    kept_scores, groups_left)`: the picks of every group it decided, in selection order inside each group, and
+    the group ids left for the dense step loop (all of them for inputs the rounds do not cover, else none).
+    `counters`, when given, receives the work done (rounds, pair visits, groups run step by step), for tests."""
     f32 = np.float32
     unique_ids, group = np.unique(group_ids, return_inverse=True)
+    if not _overlaps_alone_decay(start, end, scores, method, iou_threshold):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), unique_ids
     num_groups = unique_ids.shape[0]
     # candidates are handled in sweep order (group, start); `order` maps back to the input
     order, stop = _sweep(start, end, group)
@@ -280,33 +402,46 @@ def _soft_nms_rounds(
     effective = (weight_first != 1) | (weight_second != 1)  # a weight of 1 changes nothing
     first, second = first[effective], second[effective]
     weight_first, weight_second = weight_first[effective], weight_second[effective]
-    # every pair as two directed edges grouped by source: (source, other, weight on the other when source is picked)
-    sources = np.concatenate((first, second))
-    by_source = _stable_argsort(sources, n)
-    others = np.concatenate((second, first))[by_source]
-    out_weight = np.concatenate((weight_first, weight_second))[by_source]
-    in_weight = np.concatenate((weight_second, weight_first))[by_source]  # on the source when the other is picked
+    # every pair as two directed edges grouped by source: (source, other, weight on the other when source is
+    # picked); a source's edges are those to earlier-starting segments, then those to later-starting ones
+    # (pairs come sorted by `first`, so only the edges from `second` need sorting)
+    to_later = np.bincount(first, minlength=n)
+    to_earlier = np.bincount(second, minlength=n)
     edge_start = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(sources, minlength=n), out=edge_start[1:])
+    np.cumsum(to_later + to_earlier, out=edge_start[1:])
+    others = np.empty(2 * first.shape[0], dtype=first.dtype)
+    out_weight = np.empty(2 * first.shape[0], dtype=np.float32)
+    by_second = _stable_argsort(second, n)
+    sources = second[by_second]
+    position = edge_start[sources] + np.arange(sources.shape[0]) - (np.cumsum(to_earlier) - to_earlier)[sources]
+    others[position], out_weight[position] = first[by_second], weight_second[by_second]
+    later_start = np.cumsum(to_later) - to_later
+    position_later = edge_start[first] + to_earlier[first] + np.arange(first.shape[0]) - later_start[first]
+    others[position_later], out_weight[position_later] = second, weight_first
+    in_weight = out_weight  # the decay of the source when the other is picked
+    if method == "improved_gaussian":
+        in_weight = np.empty_like(out_weight)
+        in_weight[position], in_weight[position_later] = weight_first[by_second], weight_second
     neighbour_max = _NeighbourMax(stop)
 
     picked = np.zeros(n, dtype=bool)
-    failed = np.zeros(num_groups, dtype=bool)
+    stepped = np.zeros(num_groups, dtype=bool)  # groups run step by step (ties that change scores)
     log = _DecayLog(n)
+    group_bounds = np.searchsorted(group, np.arange(num_groups + 1))  # sweep order is grouped
     rounds = pair_visits = 0
     while alive.any():
         rounds += 1
         ready = alive & (current > neighbour_max(np.where(alive, current, f32(-np.inf))))
         if not ready.any():
-            # live candidates and no local maximum: in each group left, two overlapping candidates tie at the top
-            # (a group that stalls earlier just waits: groups never interact)
-            failed[group[alive]] = True
-            break
-        picked |= ready
-        alive &= ~ready
+            # in every group left, overlapping candidates tie at the top: OpenTAD's memory layout orders them
+            stepped[group[alive]] = True
+            alive[stepped[group]] = False
+            continue
+        picks = np.flatnonzero(ready)
+        picked[picks] = True
+        alive[picks] = False
 
         # decays of this round's picks on their live neighbours, generated in descending pick score
-        picks = np.flatnonzero(ready)
         picks = picks[np.argsort(-current[picks], kind="stable")]
         counts = edge_start[picks + 1] - edge_start[picks]
         edges = np.repeat(edge_start[picks] - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
@@ -319,35 +454,144 @@ def _soft_nms_rounds(
             alive &= ~(current < f32(min_score))
 
     # exact ties among a group's pick scores: OpenTAD's layout decides their order (and the order of their decays)
-    keep = np.flatnonzero(picked)
+    keep = np.flatnonzero(picked & ~stepped[group])
     kept_scores = current[keep]
     kept_group = group[keep]
     by_rank = np.lexsort((-kept_scores, kept_group))
     keep, kept_scores, kept_group = keep[by_rank], kept_scores[by_rank], kept_group[by_rank]
     tied = (kept_scores[1:] == kept_scores[:-1]) & (kept_group[1:] == kept_group[:-1])
     for g in np.unique(kept_group[1:][tied]):
-        if failed[g]:
-            continue
         in_group = np.flatnonzero(kept_group == g)
         ordered = _order_ties_like_opentad(
             np.flatnonzero(group == g), keep[in_group], order, initial, current, picked, log, min_score,
             (edge_start, others, in_weight),
         )
         if ordered is None:
-            failed[g] = True
+            stepped[g] = True
         else:
             keep[in_group] = ordered
+    # Groups where the layout changes scores (overlapping candidates tied at the top, or equal-score picks
+    # decaying the same candidate) run OpenTAD's loop one pick at a time.
+    if stepped.any():
+        rounds_decided = ~stepped[kept_group]
+        parts = [(keep[rounds_decided], kept_scores[rounds_decided])]
+        graph = _OverlapGraph(edge_start, others, out_weight)
+        for g in np.flatnonzero(stepped).tolist():
+            members = np.arange(group_bounds[g], group_bounds[g + 1])
+            parts.append(_soft_nms_steps(members, order, initial, f32(min_score), graph))
+        keep, kept_scores = (np.concatenate(part) for part in zip(*parts))
     keep = order[keep]
     # groups below min_score: their first best candidate in input order (OpenTAD's first step)
-    for g in np.flatnonzero(low_groups & ~failed):
+    for g in np.flatnonzero(low_groups):
         members = np.flatnonzero(group_ids == unique_ids[g])
         best = members[np.argmax(scores[members])]
         keep, kept_scores = np.append(keep, best), np.append(kept_scores, scores[best])
-        kept_group = np.append(kept_group, g)
-    decided = ~failed[kept_group]
     if counters is not None:
-        counters.update(rounds=rounds, pair_visits=pair_visits, pairs=int(first.shape[0]))
-    return keep[decided], kept_scores[decided], unique_ids[failed]
+        pairs = int(first.shape[0])
+        counters.update(rounds=rounds, pair_visits=pair_visits, pairs=pairs, stepped_groups=int(stepped.sum()))
+    return keep, kept_scores, np.zeros(0, dtype=unique_ids.dtype)
+
+
+class _OverlapGraph(NamedTuple):
+    """Effective overlaps in sweep order: the neighbours of `i` are `others[edge_start[i]:edge_start[i + 1]]`,
+    `out_weight` the decay each receives when `i` is picked."""
+
+    edge_start: np.ndarray
+    others: np.ndarray
+    out_weight: np.ndarray
+
+
+def _soft_nms_steps(
+    members: np.ndarray, order: np.ndarray, initial: np.ndarray, min_score: np.float32, graph: _OverlapGraph
+) -> tuple[np.ndarray, np.ndarray]:
+    """OpenTAD's loop for one group (sweep indices `members`), one pick at a time, with its memory layout; each
+    step costs the pick's overlaps and a few heap operations instead of a scan of all remaining candidates.
+
+    The layout: slot `k` holds `at_slot[k]` (a local id, the rank in input order); a step swaps the pick into
+    the next slot and overwrites each dropped candidate with the last one still in the array (the net effect:
+    holes left of the new end are filled, left to right, with the survivors right of it taken from the far
+    right). The next pick is the highest score, the lowest slot among equal ones, from a heap keyed (-score,
+    slot): a decayed candidate's entry is refreshed when it comes up, a moved one gets a new entry at once.
+    Returns (picks as sweep indices, their scores), in OpenTAD's order."""
+    by_input = members[np.argsort(order[members], kind="stable")]
+    size = by_input.shape[0]
+    local = np.empty(initial.shape[0], dtype=np.int64)
+    local[by_input] = np.arange(size)
+    # plain Python from here: most steps touch a handful of candidates, too few for numpy calls to pay.
+    # array('f') stores float32: a product of two float32 values is exact in a Python float, and storing it
+    # rounds it to float32 once, as OpenTAD's float multiply does.
+    score = array.array("f", initial[by_input].tobytes())  # by local id
+    first_edge, last_edge = graph.edge_start[members[0]], graph.edge_start[members[-1] + 1]
+    others = local[graph.others[first_edge:last_edge]].tolist()
+    out_weight = graph.out_weight[first_edge:last_edge].tolist()
+    edge_lo = (graph.edge_start[by_input] - first_edge).tolist()
+    edge_hi = (graph.edge_start[by_input + 1] - first_edge).tolist()
+    min_score = float(min_score)
+    in_play = [True] * size
+    untouched = [True] * size  # never decayed nor moved: its key is still (-initial score, input rank)
+    slot_of, at_slot = list(range(size)), list(range(size))
+    count = size
+    initially_low = [k for k in range(size) if score[k] < min_score]
+    by_initial = np.lexsort((np.arange(size), -initial[by_input])).tolist()  # the untouched ones, best first
+    next_untouched = 0
+    touched: list[tuple[float, int, int]] = []  # heap of (-score, slot, local id)
+    picks, picked_scores = [], []
+    heappush, heappop, heapreplace = heapq.heappush, heapq.heappop, heapq.heapreplace
+    step = 0
+    while True:
+        while next_untouched < size and not (untouched[k := by_initial[next_untouched]] and in_play[k]):
+            next_untouched += 1
+        while touched:
+            negative_score, slot, k = touched[0]
+            if not in_play[k] or slot_of[k] != slot:
+                heappop(touched)  # picked or dropped, or moved (a newer entry holds its slot)
+            elif -negative_score != score[k]:
+                heapreplace(touched, (-score[k], slot, k))  # decayed since
+            else:
+                break
+        if next_untouched < size:
+            k = by_initial[next_untouched]
+            if touched and touched[0] < (-score[k], k, k):
+                k = heappop(touched)[2]
+        elif touched:
+            k = heappop(touched)[2]
+        else:
+            break
+        current, slot = score[k], slot_of[k]
+        front = at_slot[step]
+        at_slot[step], slot_of[k] = k, step
+        at_slot[slot], slot_of[front] = front, slot
+        in_play[k] = False
+        picks.append(k)
+        picked_scores.append(current)
+        gone = []
+        for e in range(edge_lo[k], edge_hi[k]):
+            m = others[e]
+            if in_play[m]:
+                score[m] = score[m] * out_weight[e]
+                if score[m] < min_score:
+                    gone.append(m)
+                elif untouched[m]:
+                    untouched[m] = False
+                    heappush(touched, (-score[m], slot_of[m], m))
+        if front != k and in_play[front]:
+            untouched[front] = False
+            heappush(touched, (-score[front], slot_of[front], front))
+        if step == 0:
+            gone = list(set(gone).union(initially_low))
+        if gone:
+            for m in gone:
+                in_play[m] = False
+            new_count = count - len(gone)
+            holes = sorted(s for s in (slot_of[m] for m in gone) if s < new_count)
+            fillers = [at_slot[t] for t in range(count - 1, new_count - 1, -1) if in_play[at_slot[t]]]
+            for hole, filler in zip(holes, fillers):
+                at_slot[hole], slot_of[filler] = filler, hole
+                untouched[filler] = False
+                heappush(touched, (-score[filler], hole, filler))
+            count = new_count
+        step += 1
+    return by_input[np.array(picks, dtype=np.int64)], np.array(picked_scores, dtype=np.float32)
 
 
 def _order_ties_like_opentad(
@@ -482,7 +726,12 @@ class _DecayLog:
 
 
 def _apply_decays(
-    current: np.ndarray, initial: np.ndarray, log: _DecayLog, target: np.ndarray, pick_score: np.ndarray, w: np.ndarray
+    current: np.ndarray,
+    initial: np.ndarray,
+    log: _DecayLog,
+    target: np.ndarray,
+    pick_score: np.ndarray,
+    w: np.ndarray,
 ) -> None:
     """Multiplies this round's decays into `current`, in descending pick score per candidate (OpenTAD's
     order; the entries come in descending pick score).
@@ -550,7 +799,8 @@ def _sequential_soft_nms(
 ) -> tuple[np.ndarray, np.ndarray]:
     """OpenTAD's loop, one row per group, all rows stepping together: pick the highest remaining score (first
     in the row on ties), swap it into place, decay the rest, drop those below `min_score` with OpenTAD's
-    layout. Exact for every input, O(n^2) per group: used where exact ties make the layout matter."""
+    layout. Exact for every input, O(n^2) per group: used for inputs the rounds and `_soft_nms_steps` do not cover
+    (negative scores, reversed segments, vanilla soft-NMS with `iou_threshold <= 0`)."""
     params = dict(method=method, sigma=sigma, iou_threshold=iou_threshold, t1=t1, t2=t2)
     segments_t = torch.from_numpy(np.ascontiguousarray(segments, dtype=np.float32))
     scores_t = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))

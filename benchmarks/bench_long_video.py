@@ -12,11 +12,13 @@ before and after (ratios are only meaningful from one command on one machine).
 Usage:
     python benchmarks/bench_long_video.py [--minutes 2 20] [--model outputs/synthetic-demo/best]
         [--work-dir outputs/bench-long-video] [--threads 1] [--batch-size 1] [--fps 10]
+        [--output benchmarks/results/bench_long_video.json]
 """
 
 import argparse
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -24,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from adatad.atomic_files import write_text_atomically
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FRAME_SIZE = 64
@@ -107,6 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--fps", type=float, default=10.0)
+    parser.add_argument("--output", default="benchmarks/results/bench_long_video.json")
     args = parser.parse_args(argv)
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -137,9 +142,18 @@ def main(argv=None) -> int:
         print(f"| {row['minutes']:g} min | {row['wall_s']:.1f} s | {row['wall_s'] / first['wall_s']:.2f}x | "
               f"{row['cpu_s']:.1f} s | {row['cpu_s'] / first['cpu_s']:.2f}x | {row['minutes'] / first['minutes']:g}x | "
               f"{row['peak_rss_mb']:.0f} MB | {row['peak_rss_mb'] / first['peak_rss_mb']:.2f}x |")
-    (work / "bench_long_video.json").write_text(
-        json.dumps({"rows": rows, "load_before": load_before, "load_after": load_after, "args": vars(args)}, indent=2)
-    )
+    result = {
+        "command": " ".join([Path(sys.argv[0]).name] + list(sys.argv[1:] if argv is None else argv)),
+        "rows": rows,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "args": vars(args),
+    }
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(output, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {output}")
     return 0
 
 
