@@ -12,7 +12,7 @@ with `--set training.adapter_lr=1e-4 model.adapter_layer_indices=[6,7,8]`. `--li
 `training_function` reads top to bottom like accelerate's `complete_nlp_example.py`: preset and output folder,
 accelerator, data, model, optimizer, one `prepare`, the schedule from the prepared loader, resume, then the loop of
 `train_step`s with logging, evaluation, checkpoints and the best/last `save_pretrained` folders. The schedule, data
-order and batches are OpenTAD's on any number of processes (docs/training-loop.md). The steps live beside this
+order and batches are OpenTAD's on any number of processes (docs/training.md). The steps live beside this
 script: `tad_data.py` (datasets, OpenTAD's batch order), `tad_model.py` (model, EMA, optimizer, schedule),
 `tad_checkpoints.py` (trainer state, checkpoints, log, model folders) and `tad_evaluation.py`.
 """
