@@ -1,13 +1,14 @@
 """`from_pretrained` that refuses incomplete weights: transformers initialises every tensor a weights file lacks at
 random and only logs it, so a folder missing (say) the classification head would give detections and an mAP from a
 random head. Every loader of the package (the detection pipeline, `adatad-detect`, `run_tad.py --eval_only --model`
-and `--pretrained_model`) goes through `load_complete_model`, after `mismatched_weight_shapes` has read the weights'
-shapes from the file headers.
+and `--pretrained_model`) goes through `load_complete_model`, which first compares the weights' shapes (read from the
+file headers) with the model's configuration.
 
 Not part of a saved model folder's code: the folder's own modules never import it.
 """
 
 import fnmatch
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,8 @@ MAX_NAMES_SHOWN = 8
 
 
 class MissingWeightsError(ValueError):
-    """A model folder whose weights lack tensors the model needs; the message names them."""
+    """A model folder whose weights lack tensors the model needs, or hold tensors of other shapes than its
+    configuration gives them; the message names the folder and the tensors."""
 
 
 def _names(keys: Sequence[str]) -> str:
@@ -29,7 +31,8 @@ def _names(keys: Sequence[str]) -> str:
 
 
 def load_complete_model(model_class, folder: str | os.PathLike, *, new_parts: Sequence[str] = (), **kwargs):
-    """`model_class.from_pretrained(folder, **kwargs)` that raises when the weights lack a tensor of the model.
+    """`model_class.from_pretrained(folder, **kwargs)` that raises when the weights lack a tensor of the model or hold
+    one of another shape.
 
     Args:
         model_class: a transformers model class or auto class (`AdaTADForTemporalDetection`, `AutoModel`).
@@ -42,8 +45,18 @@ def load_complete_model(model_class, folder: str | os.PathLike, *, new_parts: Se
         `(model, new_keys)`: the model and the names of the tensors it initialised because they are new.
 
     Raises:
-        MissingWeightsError: naming the folder, the missing tensors and, when some were expected, which parts are.
+        MissingWeightsError: naming the folder and the missing or misshapen tensors (and, when some were expected,
+            which parts may be new). Shapes are checked before `from_pretrained`, which would stop with a traceback
+            advising `ignore_mismatched_sizes=True` (random tensors in place of the mismatched ones).
     """
+    mismatched = mismatched_weight_shapes(folder, kwargs.get("config"))
+    if mismatched:
+        raise MissingWeightsError(
+            f"{len(mismatched)} weight tensor(s) in '{folder}' do not fit the model's configuration ("
+            + "; ".join(mismatched[:3]) + (", ..." if len(mismatched) > 3 else "")
+            + "): the weights belong to another model (another backbone size or class count); convert, train or save "
+            "the matching one with save_pretrained."
+        )
     model, info = model_class.from_pretrained(folder, output_loading_info=True, **kwargs)
     missing = sorted(info["missing_keys"])
     new_keys = [key for key in missing if any(fnmatch.fnmatchcase(key, pattern) for pattern in new_parts)]
@@ -58,15 +71,25 @@ def load_complete_model(model_class, folder: str | os.PathLike, *, new_parts: Se
     return model, new_keys
 
 
-def mismatched_weight_shapes(folder: str | os.PathLike, config) -> list[str]:
-    """Tensors of the folder's `*.safetensors` files whose shape differs from the model `config` (an
-    `AdaTADConfig`) describes, as `"name (file) vs (config)"` lines; empty when all agree or the folder has no
-    safetensors files.
+def mismatched_weight_shapes(folder: str | os.PathLike, config=None) -> list[str]:
+    """Tensors of the folder's `*.safetensors` files whose shape differs from what the model `config` (an
+    `AdaTADConfig`; None: the folder's own `config.json` when it describes an AdaTAD model) gives them, as
+    `"name (file) vs (config)"` lines; empty when all agree, the folder has no safetensors files or is not an
+    AdaTAD model.
 
-    Read before `from_pretrained`, which refuses such a folder with a traceback and advises
-    `ignore_mismatched_sizes=True` (that would load a randomly initialised tensor in place of each mismatch). Only
-    the file headers are read, and the model is built on the meta device (no memory for its weights).
+    Only the file headers are read, and the model is built on the meta device (no memory for its weights).
     """
+    from .configuration_adatad import AdaTADConfig
+
+    if config is None:
+        config_file = Path(folder) / "config.json"
+        if not config_file.is_file():
+            return []
+        if json.loads(config_file.read_text()).get("model_type") != AdaTADConfig.model_type:
+            return []
+        config = AdaTADConfig.from_pretrained(folder)
+    if getattr(config, "model_type", None) != AdaTADConfig.model_type:
+        return []
     import torch
     from safetensors import safe_open
 

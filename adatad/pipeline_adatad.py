@@ -36,7 +36,6 @@ every window whose frames are in and returns the detections no later frame can c
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import queue
@@ -55,7 +54,6 @@ from transformers.utils import logging
 
 # Importing the model module also registers the model with AutoModel, so that model folders load with the installed
 # classes, not with their own code.
-from .configuration_adatad import AdaTADConfig
 from .modeling_adatad import PIPELINE_TASK
 from .post_processing import (
     PostProcessingSettings,
@@ -975,16 +973,8 @@ def load_detection_pipeline(
             f"model folder '{folder}' lacks {', '.join(missing)}: it must hold the model (config.json + weights) and "
             "its AdaTADVideoProcessor (video_preprocessor_config.json), both saved with save_pretrained"
         )
-    if json.loads((folder / "config.json").read_text()).get("model_type") == AdaTADConfig.model_type:
-        mismatched = model_loading.mismatched_weight_shapes(folder, AdaTADConfig.from_pretrained(folder))
-        if mismatched:
-            raise ModelFolderError(
-                f"model folder '{folder}': {len(mismatched)} weight tensor(s) do not fit its config.json ("
-                + "; ".join(mismatched[:3]) + (", ..." if len(mismatched) > 3 else "")
-                + "): the config and the weights belong to different models (e.g. another num_labels or backbone "
-                "size); save them together with save_pretrained"
-            )
-    # Loaded here rather than by `pipeline`, which would initialise missing weights at random and only log it.
+    # Loaded here rather than by `pipeline`, which would initialise missing weights at random and only log it, and
+    # stop with a traceback on weights of other shapes than config.json gives them.
     try:
         detection_model, _ = model_loading.load_complete_model(
             AutoModel, folder, trust_remote_code=trust_remote_code, dtype=kwargs.pop("dtype", "auto")

@@ -344,9 +344,14 @@ def test_weights_of_another_class_count_are_refused_by_name_before_loading(tests
     err = capsys.readouterr().err
     assert f"detector.head.classification_head.bias ({num_labels},) in model.safetensors vs ({num_labels + 2},)" in err
     assert "ignore_mismatched_sizes" not in err and "Traceback" not in err
-    run_tad = _run_tad()
-    with pytest.raises(run_tad.RunError, match=r"--model .*2 weight tensor\(s\) do not fit"):
-        run_tad.check_weights_fit(folder, AdaTADConfig.from_pretrained(folder), "--model")
+    # the loader every entry point uses (run_tad.py --model / --pretrained_model too) refuses it before from_pretrained
+    from adatad import AdaTADForTemporalDetection
+    from adatad.model_loading import MissingWeightsError, load_complete_model
+
+    with pytest.raises(MissingWeightsError, match=r"2 weight tensor\(s\) in .* do not fit the model's configuration"):
+        load_complete_model(AdaTADForTemporalDetection, folder)
+    with pytest.raises(MissingWeightsError, match=r"do not fit"):
+        load_complete_model(AdaTADForTemporalDetection, folder, config=AdaTADConfig.from_pretrained(folder))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ from accelerate.utils import DDPCommunicationHookType, DistributedDataParallelKw
 from adatad import annotations
 from adatad.argparse_types import non_negative_int, positive_int
 from adatad.atomic_files import write_text_atomically
-from adatad.configuration_adatad import AdaTADConfig
 from adatad.custom_data import DataValidationError, check_training_data
 from adatad.memory_estimation import limit_cpu_heap_fragmentation
 from adatad.model_loading import MissingWeightsError, load_complete_model
@@ -79,7 +78,7 @@ from tad_data import (
 )
 from tad_errors import RunError
 from tad_evaluation import evaluate, format_metrics, metrics_summary, save_predictions
-from tad_model import build_model, build_optimizer, build_schedule, check_weights_fit, evaluation_model
+from tad_model import build_model, build_optimizer, build_schedule, evaluation_model
 
 logger = get_logger(__name__)
 
@@ -487,7 +486,6 @@ def evaluation_function(args) -> dict:
     processor.class_names = AdaTADVideoProcessor.from_pretrained(model_dir).class_names
     with accelerator.main_process_first():
         eval_dataset, evaluation = build_evaluation_data(preset, paths, processor)
-    check_weights_fit(model_dir, AdaTADConfig.from_pretrained(model_dir), "--model")
     model, _ = load_complete_model(AdaTADForTemporalDetection, model_dir)
     model.to(accelerator.device)
     training = preset["training"]

@@ -11,8 +11,7 @@ from safetensors.torch import save_model as save_safetensors_model
 
 from accelerate import Accelerator
 
-from adatad.configuration_adatad import AdaTADConfig
-from adatad.model_loading import BACKBONE_MODEL_NEW_PARTS, load_complete_model, mismatched_weight_shapes
+from adatad.model_loading import BACKBONE_MODEL_NEW_PARTS, load_complete_model
 from adatad.modeling_adatad import AdaTADForTemporalDetection
 from adatad.presets import build_model_config
 
@@ -43,18 +42,6 @@ class ModelEma:
         load_safetensors_model(self.module, str(path), device=str(next(self.module.parameters()).device))
 
 
-def check_weights_fit(folder, config: AdaTADConfig, flag: str):
-    """Refuses a model folder whose weights have other shapes than `config` gives them (before `from_pretrained`,
-    which stops with a traceback and suggests loading random tensors in their place)."""
-    mismatched = mismatched_weight_shapes(folder, config)
-    if mismatched:
-        raise RunError(
-            f"{flag} {folder}: {len(mismatched)} weight tensor(s) do not fit the model it is loaded as ("
-            + "; ".join(mismatched[:3]) + (", ..." if len(mismatched) > 3 else "")
-            + "): a checkpoint of another backbone size or class count; convert or train the matching one."
-        )
-
-
 def build_model(preset: dict, args, class_names: list, accelerator: Accelerator):
     """The model (converted VideoMAE weights from `--pretrained_model`, else random) and its EMA copy (or None)."""
     training = preset["training"]
@@ -67,7 +54,6 @@ def build_model(preset: dict, args, class_names: list, accelerator: Accelerator)
     if args.pretrained_model:
         # A converted VideoMAE (conversion_scripts/convert_videomae_to_adatad.py): its backbone weights, the preset's
         # adapters and detector, freshly initialised where the folder lacks them; a missing backbone tensor is an error.
-        check_weights_fit(args.pretrained_model, config, "--pretrained_model")
         model, new_keys = load_complete_model(
             AdaTADForTemporalDetection, args.pretrained_model, new_parts=BACKBONE_MODEL_NEW_PARTS, config=config
         )
