@@ -65,7 +65,7 @@ from .post_processing import (
     decode_candidates,
     keep_best_detections,
 )
-from .processing_adatad import VideoDecodeError
+from .video_decoding import VideoDecodeError
 
 logger = logging.get_logger(__name__)
 

@@ -240,12 +240,13 @@ class Adatad:
         from adatad.presets import load_preset, processor_kwargs
 
         from adatad.data import annotation_features, expand_sliding_windows
-        from adatad.processing_adatad import (
-            AdaTADVideoProcessor,
-            TemporalDetectionTransform,
-            collate_temporal_detection,
-            decode_video,
-        )
+        from adatad.processing_adatad import AdaTADVideoProcessor
+
+        try:
+            from adatad.dataset_transforms import TemporalDetectionTransform, collate_temporal_detection
+            from adatad.video_decoding import decode_video
+        except ImportError:  # a checkout from before the decoding backends and the loaders' glue had their modules
+            from adatad.processing_adatad import TemporalDetectionTransform, collate_temporal_detection, decode_video
 
         self.args = args
         self.preset = load_preset(PRESET)

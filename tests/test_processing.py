@@ -15,21 +15,12 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoVideoProcessor
 
+from adatad import video_decoding
 from adatad.data import expand_sliding_windows
-from adatad import processing_adatad
-from adatad.processing_adatad import (
-    AdaTADVideoProcessor,
-    TemporalDetectionTransform,
-    VideoDecodeError,
-    WindowFrameCache,
-    collate_temporal_detection,
-    color_jitter,
-    decode_video,
-    random_resized_crop_box,
-    sample_random_trunc,
-    sample_resize,
-    sample_sliding_window,
-)
+from adatad.dataset_transforms import TemporalDetectionTransform, collate_temporal_detection
+from adatad.processing_adatad import AdaTADVideoProcessor, color_jitter, random_resized_crop_box
+from adatad.time_grid import sample_random_trunc, sample_resize, sample_sliding_window
+from adatad.video_decoding import VideoDecodeError, WindowFrameCache, decode_video
 
 REAL_CLIPS = {  # file: (frames, fps) as SOURCES.md states them
     "demo.mp4": (280, 28.0),
@@ -425,13 +416,13 @@ def test_window_frame_cache_makes_only_the_frames_it_does_not_hold():
 
 def test_overlapping_evaluation_windows_decode_only_their_new_frames(tests_dir, monkeypatch):
     decoded_counts = []
-    original_read = processing_adatad._DecordReader.read
+    original_read = video_decoding._DecordReader.read
 
     def counting_read(self, indices):
         decoded_counts.append(len(indices))
         return original_read(self, indices)
 
-    monkeypatch.setattr(processing_adatad._DecordReader, "read", counting_read)
+    monkeypatch.setattr(video_decoding._DecordReader, "read", counting_read)
     rows = video_rows(tests_dir).select([0])
     windows = expand_sliding_windows(rows, window_size=32, snippet_stride=4, mode="frame_count", overlap=0.5,
                                      test_mode=True)
@@ -448,13 +439,13 @@ def test_overlapping_evaluation_windows_decode_only_their_new_frames(tests_dir, 
 def test_header_frame_count_is_read_once_per_file_version(tmp_path):
     path = tmp_path / "clip.mp4"
     write_video(path, patterned_frames(8, 32, 32))
-    processing_adatad._header_frame_count.cache_clear()
+    video_decoding._header_frame_count.cache_clear()
     for _ in range(3):
         decode_video(path, lambda info: np.arange(2))
-    assert processing_adatad._header_frame_count.cache_info().misses == 1
+    assert video_decoding._header_frame_count.cache_info().misses == 1
     write_video(path, patterned_frames(12, 32, 32))  # rewritten: a new size (and modification time)
     assert decode_video(path, lambda info: np.arange(2)).info.header_num_frames == 12
-    assert processing_adatad._header_frame_count.cache_info().misses == 2
+    assert video_decoding._header_frame_count.cache_info().misses == 2
 
 
 def test_random_resized_crop_box_stays_inside_and_falls_back_to_center():

@@ -75,13 +75,10 @@ from adatad.model_loading import (  # noqa: E402
 from adatad.modeling_adatad import AdaTADForTemporalDetection  # noqa: E402
 from adatad.model_card import build_model_card  # noqa: E402
 from adatad.post_processing import ExternalVideoClassifier, to_activitynet_submission  # noqa: E402
-from adatad.processing_adatad import (  # noqa: E402
-    AdaTADVideoProcessor,
-    TemporalDetectionTransform,
-    VideoDecodeError,
-    collate_temporal_detection,
-)
+from adatad.dataset_transforms import TemporalDetectionTransform, collate_temporal_detection  # noqa: E402
+from adatad.processing_adatad import AdaTADVideoProcessor  # noqa: E402
 from adatad.synthetic import SyntheticConfigError  # noqa: E402
+from adatad.video_decoding import VideoDecodeError  # noqa: E402
 
 logger = get_logger(__name__)
 
