@@ -57,6 +57,8 @@ from .video_decoding import (
 EVAL_SAMPLING_METHODS = ("sliding_window", "resize")
 TRAIN_SAMPLING_METHODS = ("random_trunc", "resize")
 AUGMENTATIONS = ("imgaug_default", "randaugment")
+# `preprocess` decodes and transforms a video this many windows at a time, writing each group into its output.
+PREPROCESS_WINDOWS_PER_PASS = 4
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -264,7 +266,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             is not longer than the window (`None` disables it).
 
     Decoding:
-        decode_backend (`str`, defaults to `"auto"`): `"auto"` (decord, falling back to PyAV), `"decord"`,
+        decode_backend (`str`, defaults to `"auto"`): `"auto"` (PyAV, falling back to decord), `"decord"`,
             `"pyav"` or `"torchcodec"`.
         decode_num_threads (`int`, defaults to 4): decoder threads.
 
@@ -534,6 +536,27 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             the `VideoInfo` and, per sample, `(sample, pixel_values)` with `pixel_values` float32 (uint8 with
             `return_uint8`) `(len(sample.frame_indices), 3, H, W)`.
         """
+        info, samples, frames = self._sampled_frames(video, select_samples, train, fps, backend, frame_cache)
+        windows, offset = [], 0
+        for sample in samples:
+            count = len(sample.frame_indices)
+            clip_frames = frames[offset : offset + count]
+            if train:
+                pixel_values = self.transform_frames(
+                    clip_frames, train=True, generator=generator, augmentation=augmentation, return_uint8=return_uint8
+                )
+            else:
+                pixel_values = clip_frames.contiguous() if return_uint8 else self.normalize_pixel_values(clip_frames)
+            windows.append((sample, pixel_values))
+            offset += count
+        return info, windows
+
+    def _sampled_frames(
+        self, video, select_samples, train: bool, fps: float | None, backend: str | None,
+        frame_cache: WindowFrameCache | None,
+    ) -> tuple[VideoInfo, Sequence[FrameSample], torch.Tensor]:
+        """The uint8 frames of every sample of `decode_windows`, one after the other (in evaluation already resized
+        and cropped: views of the frames decoded once, whatever the overlap)."""
         if isinstance(video, (str, os.PathLike)):
             read_frames = None
             if not train:
@@ -568,19 +591,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             if not train:
                 frames = self._evaluation_frames(frames)
             frames = frames[torch.from_numpy(inverse)]
-        windows, offset = [], 0
-        for sample in samples:
-            count = len(sample.frame_indices)
-            clip_frames = frames[offset : offset + count]
-            if train:
-                pixel_values = self.transform_frames(
-                    clip_frames, train=True, generator=generator, augmentation=augmentation, return_uint8=return_uint8
-                )
-            else:
-                pixel_values = clip_frames.contiguous() if return_uint8 else self.normalize_pixel_values(clip_frames)
-            windows.append((sample, pixel_values))
-            offset += count
-        return info, windows
+        return info, samples, frames
 
     # -- spatial -------------------------------------------------------------------------------------------
 
@@ -700,9 +711,12 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         moves a quarter of the bytes."""
         if pixel_values.dtype != torch.uint8:  # normalising twice would go unnoticed until the results were wrong
             raise ValueError(f"expected uint8 frames (0..255), got dtype {pixel_values.dtype}")
-        # Casting into a contiguous buffer also turns channels-last views (decoders, crops) into the model's layout.
+        # Writing into a contiguous buffer also turns channels-last views (decoders, crops) into the model's layout.
         output = torch.empty(pixel_values.shape, dtype=dtype, device=pixel_values.device)
-        output.copy_(pixel_values)
+        return self._normalize_into(output, pixel_values)
+
+    def _normalize_into(self, output: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`normalize_pixel_values` written into `output` (same shape, the float dtype wanted)."""
         scale = torch.ones(3)
         shift = torch.zeros(3)
         if self.do_rescale:
@@ -712,8 +726,9 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             std = torch.tensor(self.image_std, dtype=torch.float32)
             scale, shift = scale / std, -mean / std
         view = (3, 1, 1)
-        output.mul_(scale.to(dtype=dtype, device=output.device).view(view))
-        return output.add_(shift.to(dtype=dtype, device=output.device).view(view))
+        # uint8 * float lands in `output` in one pass (no float copy of the frames first).
+        torch.mul(pixel_values, scale.to(dtype=output.dtype, device=output.device).view(view), out=output)
+        return output.add_(shift.to(dtype=output.dtype, device=output.device).view(view))
 
     # -- end-to-end ----------------------------------------------------------------------------------------
 
@@ -760,37 +775,78 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             if values is not None and len(values) != len(videos):
                 raise ValueError(f"`{name}` has {len(values)} entries for {len(videos)} video(s); give one per video")
 
-        pixel_values, masks, metas = [], [], []
+        blocks, masks, metas = [], [], []
         for index, video in enumerate(videos):
             is_path = isinstance(video, (str, os.PathLike))
             video_id = video_ids[index] if video_ids else (Path(video).stem if is_path else f"video_{index}")
             only_start = None if window_start_frames is None else int(window_start_frames[index])
-
-            def select_samples(info, only_start=only_start):
-                if only_start is not None and self.sampling_method != "resize":
-                    starts = [only_start]
-                else:
-                    starts = self.window_start_frames(info.num_frames)
-                return [self.sample_frames(info.num_frames, window_start_frame=start) for start in starts]
-
+            block = None
             try:
-                info, windows = self.decode_windows(
-                    video, select_samples, fps=None if fps is None else fps[index], backend=decode_backend,
-                    return_uint8=True,
-                )
+                for num_windows, first, info, samples, frames in self._window_groups(
+                    video, PREPROCESS_WINDOWS_PER_PASS, fps=None if fps is None else fps[index],
+                    decode_backend=decode_backend, only_start=only_start,
+                ):
+                    if block is None:
+                        # The video's rows, filled one group of windows at a time: nothing else grows with its length.
+                        shape = (num_windows, len(samples[0].frame_indices), *frames.shape[1:])
+                        block = torch.empty(shape, dtype=torch.uint8 if return_uint8 else torch.float32)
+                    self._write_windows(block[first : first + len(samples)], frames)
+                    masks.extend(torch.from_numpy(sample.mask) for sample in samples)
+                    metas.extend(self.video_meta(video_id, info.fps, info.duration, sample.window_start_frame)
+                                 for sample in samples)
             except ValueError as error:
                 if is_path:
                     raise
                 raise ValueError(f"video {index}: {error}") from error
-            for sample, clip in windows:
-                pixel_values.append(clip)
-                masks.append(torch.from_numpy(sample.mask))
-                metas.append(self.video_meta(video_id, info.fps, info.duration, sample.window_start_frame))
-        # Stacked as uint8 and normalised once: no float copy of every window.
-        pixel_values = torch.stack(pixel_values)
-        if not return_uint8:
-            pixel_values = self.normalize_pixel_values(pixel_values)
+            blocks.append(block)
+        pixel_values = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
         return BatchFeature(data={"pixel_values": pixel_values, "masks": torch.stack(masks), "video_metas": metas})
+
+    def _write_windows(self, rows: torch.Tensor, frames: torch.Tensor):
+        """Window frames (uint8, the windows one after the other) into `rows` `(windows, frames, 3, H, W)`: copied,
+        or normalised straight into a float `rows`."""
+        frames = frames.reshape(rows.shape)  # splits the first dimension: a view
+        if rows.dtype == torch.uint8:
+            rows.copy_(frames)
+        else:
+            self._normalize_into(rows, frames)
+
+    def _window_groups(
+        self,
+        video,
+        group_size: int,
+        fps: float | None = None,
+        decode_backend: str | None = None,
+        only_start: int | None = None,
+    ):
+        """The evaluation windows of one video, `group_size` at a time, in order: yields `(num_windows, first,
+        info, samples, frames)`, `frames` the uint8 frames of the group's windows one after the other.
+
+        One `WindowFrameCache` carries the frames shared with the previous group, so every frame is decoded and
+        resized once, and at most a group of windows is held at a time. `only_start`: just the window starting
+        there (sliding-window mode)."""
+        cache = WindowFrameCache() if isinstance(video, (str, os.PathLike)) else None
+        starts: list[int] | None = None
+        first = 0
+        while starts is None or first < len(starts):
+
+            def select_samples(info, first=first):
+                nonlocal starts
+                if starts is None:
+                    resize = self.sampling_method == "resize"
+                    starts = [only_start] if only_start is not None and not resize else self.window_start_frames(
+                        info.num_frames
+                    )
+                return [
+                    self.sample_frames(info.num_frames, window_start_frame=start)
+                    for start in starts[first : first + group_size]
+                ]
+
+            info, samples, frames = self._sampled_frames(
+                video, select_samples, train=False, fps=fps, backend=decode_backend, frame_cache=cache
+            )
+            yield len(starts), first, info, samples, frames
+            first += group_size
 
     def iter_window_batches(
         self,
@@ -799,9 +855,11 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         video_id: str | None = None,
         fps: float | None = None,
         decode_backend: str | None = None,
+        return_uint8: bool = False,
     ):
         """What `preprocess(video)` returns for one video, `batch_size` windows at a time: for long videos, whose
-        windows together would not fit in memory. Each batch decodes only its own windows' frames.
+        windows together would not fit in memory. Memory stays that of one batch whatever the video's length: each
+        batch decodes only the frames the previous batch did not have (every frame is decoded once).
 
         Post-process each batch with `post_process_temporal_detection(outputs, batch["video_metas"],
         merge_windows=False)`, collect the per-window results and merge them once with `merge_window_detections`.
@@ -813,29 +871,21 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
         is_path = isinstance(video, (str, os.PathLike))
         video_id = video_id or (Path(video).stem if is_path else "video_0")
-        starts: list[int] | None = None
-        first = 0
-        while starts is None or first < len(starts):
-
-            def select_samples(info, first=first):
-                nonlocal starts
-                if starts is None:
-                    starts = self.window_start_frames(info.num_frames)
-                batch_starts = starts[first : first + batch_size]
-                return [self.sample_frames(info.num_frames, window_start_frame=start) for start in batch_starts]
-
-            info, windows = self.decode_windows(video, select_samples, fps=fps, backend=decode_backend)
+        groups = self._window_groups(video, batch_size, fps=fps, decode_backend=decode_backend)
+        for _, _, info, samples, frames in groups:
+            shape = (len(samples), len(samples[0].frame_indices), *frames.shape[1:])
+            pixel_values = torch.empty(shape, dtype=torch.uint8 if return_uint8 else torch.float32)
+            self._write_windows(pixel_values, frames)
             yield BatchFeature(
                 data={
-                    "pixel_values": torch.stack([clip for _, clip in windows]),
-                    "masks": torch.stack([torch.from_numpy(sample.mask) for sample, _ in windows]),
+                    "pixel_values": pixel_values,
+                    "masks": torch.stack([torch.from_numpy(sample.mask) for sample in samples]),
                     "video_metas": [
                         self.video_meta(video_id, info.fps, info.duration, sample.window_start_frame)
-                        for sample, _ in windows
+                        for sample in samples
                     ],
                 }
             )
-            first += batch_size
 
     def video_meta(self, video_id: str, fps: float, duration: float, window_start_frame: int = 0) -> dict:
         """What post-processing needs to map one row's predictions back to seconds in its video."""

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoVideoProcessor
 
-from adatad import video_decoding
+from adatad import processing_adatad, video_decoding
 from adatad.data import expand_sliding_windows
 from adatad.dataset_transforms import TemporalDetectionTransform, collate_temporal_detection
 from adatad.processing_adatad import AdaTADVideoProcessor, color_jitter, random_resized_crop_box
@@ -434,6 +434,51 @@ def test_overlapping_evaluation_windows_decode_only_their_new_frames(tests_dir, 
     reference = small_processor(window_size=32, window_overlap=0.5).preprocess(rows[0]["video_path"], return_uint8=True)
     assert all(row.dtype == torch.uint8 for row in rows_uint8)
     assert torch.equal(torch.stack(rows_uint8), reference["pixel_values"])
+
+
+def test_long_video_is_processed_a_group_of_windows_at_a_time(tmp_path, monkeypatch):
+    reads = []
+    original_read = video_decoding._PyAVReader.read
+
+    def recording_read(self, indices):
+        reads.append(indices.copy())
+        return original_read(self, indices)
+
+    monkeypatch.setattr(video_decoding._PyAVReader, "read", recording_read)
+    processor = small_processor(decode_backend="pyav")  # windows of 16 frames, one every 4 video frames
+    largest_reads = {}
+    for num_frames in (200, 400):
+        path = tmp_path / f"long_{num_frames}.mp4"
+        write_video(path, patterned_frames(num_frames, 32, 48))
+        reads.clear()
+        batch = processor.preprocess(str(path))
+        starts = processor.window_start_frames(num_frames)
+        assert len(starts) >= 6 and batch["pixel_values"].shape[0] == len(starts)
+        # Every frame of every window decoded exactly once, a group of windows at a time.
+        wanted = np.unique(np.concatenate([processor.sample_frames(num_frames, window_start_frame=start).frame_indices
+                                           for start in starts]))
+        everything = np.concatenate(reads)
+        assert sorted(everything.tolist()) == wanted.tolist()
+        largest_reads[num_frames] = max(len(read) for read in reads)
+        assert largest_reads[num_frames] <= processing_adatad.PREPROCESS_WINDOWS_PER_PASS * 16
+        # The same rows as each window transformed on its own, from every frame decoded by PyAV in one go.
+        with av.open(str(path)) as container:
+            every_frame = torch.from_numpy(np.stack([frame.to_ndarray(format="rgb24")
+                                                     for frame in container.decode(video=0)]))
+        for row, start in enumerate(starts):
+            indices = processor.sample_frames(num_frames, window_start_frame=start).frame_indices
+            alone = processor.transform_frames(every_frame[torch.from_numpy(indices)])
+            assert torch.equal(batch["pixel_values"][row], alone), row
+        # Batches of 2 windows: the same rows, never more than 2 windows' frames decoded at once.
+        reads.clear()
+        batches = list(processor.iter_window_batches(str(path), batch_size=2, return_uint8=True))
+        assert max(len(read) for read in reads) <= 2 * 16
+        assert sorted(np.concatenate(reads).tolist()) == wanted.tolist()
+        rows = torch.cat([item["pixel_values"] for item in batches])
+        assert rows.dtype == torch.uint8 and torch.equal(processor.normalize_pixel_values(rows), batch["pixel_values"])
+        assert [meta["window_start_frame"] for item in batches for meta in item["video_metas"]] == starts
+    # Twice the video, the same largest read: what is held does not grow with the video's length.
+    assert largest_reads[400] == largest_reads[200]
 
 
 def test_header_frame_count_is_read_once_per_file_version(tmp_path):
