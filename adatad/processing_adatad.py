@@ -161,14 +161,41 @@ def color_jitter(
     c = 1 - contrast + 2 * contrast * factors[1]
     s = 1 - saturation + 2 * saturation * factors[2]
     h = -hue + 2 * hue * factors[3]
+    order = torch.randperm(4, generator=generator).tolist()
+    output = torch.empty(frames.shape, dtype=torch.uint8)
+    # A few frames at a time, through two float buffers reused for every chunk: they stay in the CPU cache between
+    # the passes below (and fresh buffers per chunk would cost page faults).
+    buffer = torch.empty((min(_JITTER_FRAME_CHUNK, frames.shape[0]), *frames.shape[1:]), dtype=torch.float32)
+    jittered = torch.empty((buffer.shape[0], 3, buffer[0, 0].numel()), dtype=torch.float32)
+    for start in range(0, frames.shape[0], _JITTER_FRAME_CHUNK):
+        count = min(_JITTER_FRAME_CHUNK, frames.shape[0] - start)
+        chunk = buffer[:count].copy_(frames[start : start + count])
+        matrix, offset = _color_jitter_affine(chunk, b, c, s, h, order)
+        # out[t] = offset[t] + matrix @ frames[t] over (3, H * W), in one pass; truncating to uint8 after clipping to
+        # 0..255 is mmaction2's floor.
+        torch.baddbmm(offset.float()[:, :, None], matrix.float().expand(count, 3, 3), chunk.view(count, 3, -1),
+                      out=jittered[:count])
+        output[start : start + count] = jittered[:count].clamp_(0, 255).view(chunk.shape)
+    return output
+
+
+# `color_jitter` and the normalisation on a CPU run this many frames at a time (160x160: 5 MB of float32).
+_JITTER_FRAME_CHUNK = 16
+_NORMALIZE_FRAME_CHUNK = 8
+
+
+def _color_jitter_affine(
+    frames: torch.Tensor, b: float, c: float, s: float, h: float, order: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour matrix `(3, 3)` and the per-frame offsets `(num_frames, 3)` of the jitter ops in `order`, for
+    float frames `(num_frames, 3, H, W)` (the contrast op needs each frame's mean luma)."""
     luma = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64)
-    frames = torch.empty(frames.shape, dtype=torch.float32).copy_(frames)
     # Per-frame channel means: the contrast op needs the mean luma of the image as transformed so far.
     # (num_frames, 3)
     channel_means = frames.mean(dim=(2, 3)).double()
     matrix = torch.eye(3, dtype=torch.float64)
     offset = torch.zeros(frames.shape[0], 3, dtype=torch.float64)
-    for op in torch.randperm(4, generator=generator).tolist():
+    for op in order:
         if op == 0 and b != 1:
             matrix, offset = b * matrix, b * offset
         elif op == 1 and c != 1:
@@ -182,12 +209,7 @@ def color_jitter(
             # OpenCV stores hue in 0..180 for uint8, so a shift of k units is k/180 of the colour circle.
             rotation = _hue_rotation(int(h * 255) / 180)
             matrix, offset = rotation @ matrix, offset @ rotation.T
-    # out[t] = offset[t] + matrix @ frames[t] over (3, H * W), in one pass; truncating to uint8 after clipping to
-    # 0..255 is mmaction2's floor.
-    output = torch.baddbmm(
-        offset.float()[:, :, None], matrix.float().expand(frames.shape[0], 3, 3), frames.view(frames.shape[0], 3, -1)
-    )
-    return output.clamp_(0, 255).to(torch.uint8).view(frames.shape)
+    return matrix, offset
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -725,10 +747,18 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             mean = torch.tensor(self.image_mean, dtype=torch.float32)
             std = torch.tensor(self.image_std, dtype=torch.float32)
             scale, shift = scale / std, -mean / std
-        view = (3, 1, 1)
-        # uint8 * float lands in `output` in one pass (no float copy of the frames first).
-        torch.mul(pixel_values, scale.to(dtype=output.dtype, device=output.device).view(view), out=output)
-        return output.add_(shift.to(dtype=output.dtype, device=output.device).view(view))
+        scale = scale.to(dtype=output.dtype, device=output.device).view(3, 1, 1)
+        shift = shift.to(dtype=output.dtype, device=output.device).view(3, 1, 1)
+        if output.device.type != "cpu" or output.ndim < 4:
+            # uint8 * float lands in `output` in one pass (no float copy of the frames first).
+            return torch.mul(pixel_values, scale, out=output).add_(shift)
+        # On a CPU, a few frames at a time: the shift is added while the scaled frames are still in the cache.
+        frames_out = output.view(-1, *output.shape[-3:])
+        frames_in = pixel_values.reshape(frames_out.shape)
+        for start in range(0, frames_out.shape[0], _NORMALIZE_FRAME_CHUNK):
+            chunk = frames_out[start : start + _NORMALIZE_FRAME_CHUNK]
+            torch.mul(frames_in[start : start + _NORMALIZE_FRAME_CHUNK], scale, out=chunk).add_(shift)
+        return output
 
     # -- end-to-end ----------------------------------------------------------------------------------------
 
