@@ -773,7 +773,11 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         return_uint8: bool = False,
         **kwargs,
     ) -> BatchFeature:
-        """Evaluation inputs for whole videos (no augmentation).
+        """Evaluation inputs for whole videos (no augmentation), every window at once.
+
+        The rows are filled `PREPROCESS_WINDOWS_PER_PASS` windows at a time (each frame decoded once), so memory is
+        the output itself; for long videos, whose windows together do not fit in memory, use
+        `iter_window_batches`, which holds one batch whatever the video's length.
 
         Args:
             videos: a path or decoded clip (uint8 `(T, H, W, 3)` or `(T, 3, H, W)`, numpy or torch), or a list.
