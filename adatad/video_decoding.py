@@ -209,20 +209,20 @@ class _PyAVReader:
         order = np.argsort(indices, kind="stable")
         targets = indices[order].tolist()
         output: np.ndarray | None = None
-        self._rotation = 0
-        self._reformatter = VideoReformatter()
+        rotation = 0
+        reformatter = VideoReformatter()
 
-        def store(position: int, frame) -> np.ndarray:
-            nonlocal output
-            rgb = self._reformatter.reformat(frame, format="rgb24")
+        def store(position: int, frame):
+            """Convert `frame` to RGB into the output row of `targets[position]`."""
+            nonlocal output, rotation
+            rgb = reformatter.reformat(frame, format="rgb24")
             plane = rgb.planes[0]
             # Rows may be padded beyond width * 3 bytes.
             pixels = np.frombuffer(plane, dtype=np.uint8).reshape(rgb.height, plane.line_size)[:, : rgb.width * 3]
             if output is None:
                 output = np.empty((len(targets), rgb.height, rgb.width, 3), dtype=np.uint8)
             output[order[position]] = pixels.reshape(rgb.height, rgb.width, 3)
-            self._rotation = frame.rotation
-            return output[order[position]]
+            rotation = frame.rotation
 
         index = _frame_index(*_file_version(self.path))
         try:
@@ -233,8 +233,8 @@ class _PyAVReader:
             self._read_from_start(targets, store)
         frames = _to_rgb_frames(output, self.path, self.name)
         # PyAV does not apply the display matrix; rotate like decord and video players do (counter-clockwise).
-        if self._rotation % 360:
-            frames = torch.rot90(frames, k=round(self._rotation / 90) % 4, dims=(2, 3))
+        if rotation % 360:
+            frames = torch.rot90(frames, k=round(rotation / 90) % 4, dims=(2, 3))
         return frames
 
     def _open(self):
