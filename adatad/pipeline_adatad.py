@@ -63,7 +63,9 @@ from .post_processing import (
     decode_candidates,
     keep_best_detections,
 )
-from .processing_adatad import VideoDecodeError
+# Importing the processor module registers it with AutoVideoProcessor, as the model module registers the model.
+from .processing_adatad import AdaTADVideoProcessor  # noqa: F401
+from .video_decoding import VideoDecodeError
 
 logger = logging.get_logger(__name__)
 

@@ -2,7 +2,7 @@
 
 The processor reproduces OpenTAD's end-to-end data pipeline (`LoadFrames` + mmaction2 transforms):
 
-1. decoding (decord first, PyAV as fallback, torchcodec on request), seeking only the frames needed;
+1. decoding (`adatad.video_decoding`), seeking only the frames needed;
 2. frame sampling on the feature grid: `resize` (ActivityNet), `sliding_window` (THUMOS/EPIC/Ego4D/...
    evaluation) and `random_trunc` (training), with padding masks and ground truth in feature-grid units;
 3. spatial transforms on the whole clip at once (one random draw per clip, applied to every frame):
@@ -10,19 +10,16 @@ The processor reproduces OpenTAD's end-to-end data pipeline (`LoadFrames` + mmac
    flip + OpenTAD's `ImgAug("default")` (`adatad.augmentation`) + colour jitter (training), then rescale 1/255
    and ImageNet mean/std.
 
-`TemporalDetectionTransform` plugs it into `datasets.Dataset.with_transform` and `collate_temporal_detection`
-builds model batches. `AdaTADVideoProcessor.post_process_temporal_detection` turns model outputs into
-segments in seconds with the post-processing settings saved in the processor's JSON.
+`AdaTADVideoProcessor.post_process_temporal_detection` turns model outputs into segments in seconds with the
+post-processing settings saved in the processor's JSON. The training and evaluation loaders read it through
+`adatad.dataset_transforms` (not part of a saved model folder).
 """
 
 import difflib
-import functools
 import math
 import os
 import random
-import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +30,6 @@ from transformers import AutoVideoProcessor
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 from transformers.processing_utils import VideosKwargs
-from transformers.utils import logging
 from transformers.video_processing_utils import BaseVideoProcessor
 
 from .augmentation import ImgAugDefault, TorchvisionRandAugment
@@ -46,373 +42,23 @@ from .time_grid import (
     sample_random_trunc,
     sample_resize,
     sample_sliding_window,
-    seconds_to_grid,
     window_bounds,
 )
+from .video_decoding import (
+    DecodedVideo,
+    VideoInfo,
+    WindowFrameCache,
+    _candidate_backends,
+    _file_version,
+    _frame_indices_of,
+    decode_video,
+)
 
-logger = logging.get_logger(__name__)
-
-DECODE_BACKENDS = ("decord", "pyav", "torchcodec")
-# "auto" tries these in order; torchcodec is opt-in (it needs system FFmpeg libraries and lost the benchmark).
-AUTO_DECODE_ORDER = ("decord", "pyav")
 EVAL_SAMPLING_METHODS = ("sliding_window", "resize")
 TRAIN_SAMPLING_METHODS = ("random_trunc", "resize")
 AUGMENTATIONS = ("imgaug_default", "randaugment")
-# A decoder may report a frame or two fewer than the container header (B-frame reordering, edit lists);
-# anything beyond this is treated as a truncated file.
-TRUNCATION_TOLERANCE_FRAMES = 2
-TRUNCATION_TOLERANCE_RATIO = 0.01
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Decoding
-# ----------------------------------------------------------------------------------------------------------
-
-
-class VideoDecodeError(RuntimeError):
-    """A video file could not be decoded; the message names the file, the diagnosis and every backend tried."""
-
-    def __init__(self, path, reason: str, attempts: Sequence[tuple[str, str]] = ()):
-        self.path = str(path)
-        self.reason = reason
-        self.attempts = list(attempts)
-        tried = "; ".join(f"{backend}: {error}" for backend, error in self.attempts) or "none"
-        super().__init__(f"Cannot decode video '{self.path}': {reason}. Backends tried -> {tried}")
-
-
-@dataclass
-class VideoInfo:
-    """What a decoder reports about a video file.
-
-    `num_frames` is the number of decodable frames according to the backend that opened the file (the
-    total OpenTAD samples from); `header_num_frames` is the container header's count (0 when unknown).
-    """
-
-    path: str
-    backend: str
-    num_frames: int
-    fps: float
-    header_num_frames: int = 0
-
-    @property
-    def duration(self) -> float:
-        return self.num_frames / self.fps if self.fps > 0 else 0.0
-
-
-def _diagnose_file(path: Path, attempts: Sequence[tuple[str, str]] = ()) -> str:
-    """Short human reason for a file that no backend could open."""
-    size = path.stat().st_size
-    if size == 0:
-        return "the file is empty (0 bytes)"
-    if attempts and all(error.startswith("not installed") for _, error in attempts):
-        names = " and ".join(name for name, _ in attempts)
-        return (
-            f"no decoder is available ({names} not installed), so the file was not read; install one "
-            "(pip install decord, or pip install av) or choose an installed decode_backend"
-        )
-    stream_types = _stream_types(path)
-    if stream_types is not None and "video" not in stream_types:
-        if "audio" in stream_types:
-            return "the file has an audio stream but no video stream (an audio-only file)"
-        return f"the file has no video stream (streams: {sorted(stream_types) or 'none'})"
-    with open(path, "rb") as handle:
-        head = handle.read(64)
-    looks_like_text = all(32 <= byte < 127 or byte in (9, 10, 13) for byte in head)
-    if looks_like_text:
-        return f"the file is not a video (it starts with text: {head[:32]!r})"
-    return f"the file ({size} bytes) is corrupt or truncated (e.g. an MP4 whose index/moov atom is missing)"
-
-
-def _stream_types(path: Path) -> set[str] | None:
-    """Kinds of stream in the container ("video", "audio", ...) per PyAV; None if PyAV cannot tell."""
-    try:
-        import av
-    except ImportError:
-        return None
-    try:
-        with av.open(str(path)) as container:
-            return {stream.type for stream in container.streams}
-    except Exception:  # PyAV raises its own error types for unreadable files: then nothing is known
-        return None
-
-
-def _file_version(path: str) -> tuple[str, int, int]:
-    """(path, modification time, size): what tells a file's cached facts from a rewritten file's."""
-    stat = os.stat(path)
-    return path, stat.st_mtime_ns, stat.st_size
-
-
-def _read_header_frame_count(path: str) -> int:
-    """Frame count written in the container header (PyAV, no decoding); 0 if unknown or unreadable.
-
-    Read once per file version: a data loader opens the same video for every window and epoch."""
-    return _header_frame_count(*_file_version(path))
-
-
-@functools.lru_cache(maxsize=4096)
-def _header_frame_count(path: str, mtime_ns: int, size: int) -> int:
-    try:
-        import av
-    except ImportError:
-        return 0
-    try:
-        with av.open(path) as container:
-            return int(container.streams.video[0].frames) if container.streams.video else 0
-    except Exception:
-        return 0
-
-
-def _to_rgb_frames(frames: np.ndarray, path: str, backend: str) -> torch.Tensor:
-    """[n, H, W, 3] uint8 array -> [n, 3, H, W] uint8 tensor (a channels-last view, no copy)."""
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise RuntimeError(f"{backend} returned frames of shape {tuple(frames.shape)} and dtype {frames.dtype}")
-    return torch.from_numpy(frames).permute(0, 3, 1, 2)
-
-
-class _DecordReader:
-    """decord: random access through the container index, `get_batch` decodes only the requested frames."""
-
-    name = "decord"
-
-    def __init__(self, path: str, num_threads: int):
-        # Optional backend: the try block also keeps transformers' remote-code import check from requiring it.
-        try:
-            import decord
-        except ImportError:
-            raise
-
-        self.path = path
-        self._reader = decord.VideoReader(path, num_threads=num_threads)
-        self.num_frames = len(self._reader)
-        # decord applies the container's display rotation itself.
-        self.fps = float(self._reader.get_avg_fps())
-
-    def read(self, indices: np.ndarray) -> torch.Tensor:
-        frames = self._reader.get_batch(indices.tolist()).asnumpy()
-        return _to_rgb_frames(frames, self.path, self.name)
-
-
-class _PyAVReader:
-    """PyAV: sequential decoding up to the last requested frame, converting only the requested ones."""
-
-    name = "pyav"
-
-    def __init__(self, path: str, num_threads: int):
-        import av
-
-        self.path = path
-        self._av = av
-        self._num_threads = num_threads
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise RuntimeError("the file has no video stream")
-            stream = container.streams.video[0]
-            self.fps = float(stream.average_rate or stream.guessed_rate or 0)
-            self.num_frames = int(stream.frames)
-            if self.num_frames <= 0:
-                # Some containers (MKV, WebM) do not store a frame count: count the video packets instead.
-                self.num_frames = sum(1 for packet in container.demux(stream) if packet.size)
-
-    def read(self, indices: np.ndarray) -> torch.Tensor:
-        wanted = set(indices.tolist())
-        last_wanted = int(indices.max())
-        decoded: dict[int, np.ndarray] = {}
-        rotation = 0
-        num_decoded = 0
-        with self._av.open(self.path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = self._num_threads
-            for frame_index, frame in enumerate(container.decode(stream)):
-                num_decoded = frame_index + 1
-                if frame_index in wanted:
-                    decoded[frame_index] = frame.to_ndarray(format="rgb24")
-                    rotation = frame.rotation
-                if frame_index >= last_wanted:
-                    break
-        if last_wanted >= num_decoded:
-            raise RuntimeError(
-                f"only {num_decoded} frames could be decoded but frame {last_wanted} was requested (the header "
-                f"announces {self.num_frames}): the file is truncated"
-            )
-        frames = _to_rgb_frames(np.stack([decoded[index] for index in indices.tolist()]), self.path, self.name)
-        # PyAV does not apply the display matrix; rotate like decord and video players do (counter-clockwise).
-        if rotation % 360:
-            frames = torch.rot90(frames, k=round(rotation / 90) % 4, dims=(2, 3))
-        return frames
-
-
-class _TorchCodecReader:
-    """torchcodec: index-based exact seeking (needs FFmpeg shared libraries on the system)."""
-
-    name = "torchcodec"
-
-    def __init__(self, path: str, num_threads: int):
-        try:
-            from torchcodec.decoders import VideoDecoder
-        except ImportError:
-            raise
-
-        self.path = path
-        self._decoder = VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=num_threads)
-        metadata = self._decoder.metadata
-        self.num_frames = int(metadata.num_frames or 0)
-        self.fps = float(metadata.average_fps or 0)
-
-    def read(self, indices: np.ndarray) -> torch.Tensor:
-        return self._decoder.get_frames_at(indices.tolist()).data
-
-
-_READERS = {"decord": _DecordReader, "pyav": _PyAVReader, "torchcodec": _TorchCodecReader}
-
-
-def _candidate_backends(backend: str) -> tuple[str, ...]:
-    if backend == "auto":
-        return AUTO_DECODE_ORDER
-    if backend not in DECODE_BACKENDS:
-        raise ValueError(f"`decode_backend` must be 'auto' or one of {DECODE_BACKENDS}, got {backend!r}.")
-    return (backend,)
-
-
-@dataclass
-class DecodedVideo:
-    """Frames read from a file: `frames` uint8 `(num_frames, 3, height, width)`, the file's info and the sample."""
-
-    frames: torch.Tensor
-    info: VideoInfo
-    sample: Any = None
-
-
-def _frame_indices_of(sample) -> np.ndarray:
-    """Frame indices of a `FrameSample`, a list of them (concatenated) or a plain index array."""
-    if isinstance(sample, (list, tuple)) and sample and hasattr(sample[0], "frame_indices"):
-        return np.concatenate([np.asarray(item.frame_indices, dtype=np.int64) for item in sample])
-    return np.asarray(getattr(sample, "frame_indices", sample), dtype=np.int64).reshape(-1)
-
-
-class _DecoderError(Exception):
-    """A backend failed while decoding frames (raised through a `read_frames` hook of `decode_video`)."""
-
-
-def decode_video(
-    path: str | os.PathLike,
-    select_frames: Callable[[VideoInfo], Any],
-    backend: str = "auto",
-    num_threads: int = 4,
-    read_frames: Callable[[Callable[[np.ndarray], torch.Tensor], np.ndarray, VideoInfo], torch.Tensor] | None = None,
-) -> DecodedVideo:
-    """Open a video, choose frame indices from its info, and decode only those frames.
-
-    Args:
-        path: the video file.
-        select_frames: called with the `VideoInfo` of the opened file; returns an integer array of frame
-            indices, a `FrameSample` or a list of `FrameSample`s (their indices concatenated); kept as `sample`.
-        backend: `"auto"` (decord, then PyAV if decord is missing or fails on this file), `"decord"`,
-            `"pyav"` or `"torchcodec"`.
-        num_threads: decoder threads.
-        read_frames: optional `(decode, unique_indices, info) -> frames`, called instead of `decode(unique_indices)`
-            with the sorted distinct indices; it may transform the frames or decode only some of them (the
-            evaluation loader reuses the frames that consecutive windows share). Its first dimension must follow
-            `unique_indices`.
-
-    Returns:
-        `DecodedVideo` with frames in the order of the requested indices (duplicates allowed).
-
-    Raises:
-        VideoDecodeError: the file is missing, empty, not a video, truncated (fewer decodable frames than the
-            container header announces) or undecodable; the message names the file and every backend tried.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise VideoDecodeError(path, "the file does not exist (check the video folder and file extension)")
-    path_str = str(path)
-    attempts: list[tuple[str, str]] = []
-    header_num_frames = None
-    for name in _candidate_backends(backend):
-        try:
-            reader = _READERS[name](path_str, num_threads)
-        except ImportError as error:
-            attempts.append((name, f"not installed ({error})"))
-            continue
-        except Exception as error:  # every backend raises its own exception types for unreadable files
-            attempts.append((name, f"cannot open ({type(error).__name__}: {str(error).strip()[:200]})"))
-            continue
-        if header_num_frames is None:
-            header_num_frames = _read_header_frame_count(path_str)
-        info = VideoInfo(path_str, name, reader.num_frames, reader.fps, header_num_frames)
-        if info.num_frames <= 0:
-            attempts.append((name, "reports 0 frames"))
-            continue
-        missing = header_num_frames - info.num_frames
-        if missing > max(TRUNCATION_TOLERANCE_FRAMES, TRUNCATION_TOLERANCE_RATIO * header_num_frames):
-            # Sampling from the decodable part would silently misplace every frame in time.
-            raise VideoDecodeError(
-                path,
-                f"the file is truncated: the container header announces {header_num_frames} frames but only "
-                f"{info.num_frames} are decodable; re-download or re-encode the video",
-                attempts + [(name, f"opened, {info.num_frames} decodable frames")],
-            )
-        sample = select_frames(info)
-        indices = _frame_indices_of(sample)
-        if indices.size == 0:
-            raise ValueError(f"no frames were selected from video '{path_str}' ({info.num_frames} frames)")
-        if indices.min() < 0 or indices.max() >= info.num_frames:
-            raise ValueError(
-                f"frame indices {int(indices.min())}..{int(indices.max())} are outside video '{path_str}' "
-                f"({info.num_frames} frames, backend {name})"
-            )
-        # Decode each distinct frame once (edge padding and overlapping windows repeat indices), in file order.
-        in_order = bool(np.all(indices[1:] > indices[:-1]))
-        unique_indices, inverse = (indices, None) if in_order else np.unique(indices, return_inverse=True)
-
-        def decode(wanted: np.ndarray, reader=reader) -> torch.Tensor:
-            try:
-                return reader.read(wanted)
-            except Exception as error:  # every backend raises its own exception types for undecodable data
-                raise _DecoderError(f"{type(error).__name__}: {str(error).strip()[:200]}") from error
-
-        try:
-            frames = decode(unique_indices) if read_frames is None else read_frames(decode, unique_indices, info)
-        except _DecoderError as error:
-            attempts.append((name, f"decoding failed ({error})"))
-            continue
-        return DecodedVideo(frames if inverse is None else frames[torch.from_numpy(inverse)], info, sample)
-    raise VideoDecodeError(path, _diagnose_file(path, attempts), attempts)
-
-
-class WindowFrameCache:
-    """The frames of the previous evaluation window, resized and cropped, by frame index.
-
-    Consecutive evaluation windows of a video overlap (by half in AdaTAD's test settings) and a frame's evaluation
-    transform does not depend on its window, so a window read right after its neighbour decodes and transforms only
-    its new frames; OpenTAD decodes every window whole. It holds one window (uint8, the size of one model input)
-    and is keyed by the file's path, modification time and size, the backend and the transform settings.
-    `TemporalDetectionTransform` keeps one per data-loader worker for evaluation.
-    """
-
-    def __init__(self):
-        self.key = None
-        self.indices = np.empty(0, dtype=np.int64)
-        self.frames: torch.Tensor | None = None
-
-    def read(self, key, indices: np.ndarray, make: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
-        """Frames of the sorted distinct `indices`: cached ones reused, the others from `make(missing_indices)`."""
-        if key == self.key and self.frames is not None:
-            positions = np.minimum(np.searchsorted(self.indices, indices), len(self.indices) - 1)
-            cached = self.indices[positions] == indices
-        else:
-            positions, cached = None, np.zeros(len(indices), dtype=bool)
-        if cached.all():
-            frames = self.frames[torch.from_numpy(positions)]
-        elif not cached.any():
-            frames = make(indices)
-        else:
-            new = make(indices[~cached])
-            frames = torch.empty((len(indices), *new.shape[1:]), dtype=new.dtype)
-            frames[torch.from_numpy(~cached)] = new
-            frames[torch.from_numpy(cached)] = self.frames[torch.from_numpy(positions[cached])]
-        self.key, self.indices, self.frames = key, indices, frames
-        return frames
+# `preprocess` decodes and transforms a video this many windows at a time, writing each group into its output.
+PREPROCESS_WINDOWS_PER_PASS = 4
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -515,14 +161,41 @@ def color_jitter(
     c = 1 - contrast + 2 * contrast * factors[1]
     s = 1 - saturation + 2 * saturation * factors[2]
     h = -hue + 2 * hue * factors[3]
+    order = torch.randperm(4, generator=generator).tolist()
+    output = torch.empty(frames.shape, dtype=torch.uint8)
+    # A few frames at a time, through two float buffers reused for every chunk: they stay in the CPU cache between
+    # the passes below (and fresh buffers per chunk would cost page faults).
+    buffer = torch.empty((min(_JITTER_FRAME_CHUNK, frames.shape[0]), *frames.shape[1:]), dtype=torch.float32)
+    jittered = torch.empty((buffer.shape[0], 3, buffer[0, 0].numel()), dtype=torch.float32)
+    for start in range(0, frames.shape[0], _JITTER_FRAME_CHUNK):
+        count = min(_JITTER_FRAME_CHUNK, frames.shape[0] - start)
+        chunk = buffer[:count].copy_(frames[start : start + count])
+        matrix, offset = _color_jitter_affine(chunk, b, c, s, h, order)
+        # out[t] = offset[t] + matrix @ frames[t] over (3, H * W), in one pass; truncating to uint8 after clipping to
+        # 0..255 is mmaction2's floor.
+        torch.baddbmm(offset.float()[:, :, None], matrix.float().expand(count, 3, 3), chunk.view(count, 3, -1),
+                      out=jittered[:count])
+        output[start : start + count] = jittered[:count].clamp_(0, 255).view(chunk.shape)
+    return output
+
+
+# `color_jitter` and the normalisation on a CPU run this many frames at a time (160x160: 5 MB of float32).
+_JITTER_FRAME_CHUNK = 16
+_NORMALIZE_FRAME_CHUNK = 8
+
+
+def _color_jitter_affine(
+    frames: torch.Tensor, b: float, c: float, s: float, h: float, order: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour matrix `(3, 3)` and the per-frame offsets `(num_frames, 3)` of the jitter ops in `order`, for
+    float frames `(num_frames, 3, H, W)` (the contrast op needs each frame's mean luma)."""
     luma = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64)
-    frames = torch.empty(frames.shape, dtype=torch.float32).copy_(frames)
     # Per-frame channel means: the contrast op needs the mean luma of the image as transformed so far.
     # (num_frames, 3)
     channel_means = frames.mean(dim=(2, 3)).double()
     matrix = torch.eye(3, dtype=torch.float64)
     offset = torch.zeros(frames.shape[0], 3, dtype=torch.float64)
-    for op in torch.randperm(4, generator=generator).tolist():
+    for op in order:
         if op == 0 and b != 1:
             matrix, offset = b * matrix, b * offset
         elif op == 1 and c != 1:
@@ -536,12 +209,7 @@ def color_jitter(
             # OpenCV stores hue in 0..180 for uint8, so a shift of k units is k/180 of the colour circle.
             rotation = _hue_rotation(int(h * 255) / 180)
             matrix, offset = rotation @ matrix, offset @ rotation.T
-    # out[t] = offset[t] + matrix @ frames[t] over (3, H * W), in one pass; truncating to uint8 after clipping to
-    # 0..255 is mmaction2's floor.
-    output = torch.baddbmm(
-        offset.float()[:, :, None], matrix.float().expand(frames.shape[0], 3, 3), frames.view(frames.shape[0], 3, -1)
-    )
-    return output.clamp_(0, 255).to(torch.uint8).view(frames.shape)
+    return matrix, offset
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -620,7 +288,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             is not longer than the window (`None` disables it).
 
     Decoding:
-        decode_backend (`str`, defaults to `"auto"`): `"auto"` (decord, falling back to PyAV), `"decord"`,
+        decode_backend (`str`, defaults to `"auto"`): `"auto"` (PyAV, falling back to decord), `"decord"`,
             `"pyav"` or `"torchcodec"`.
         decode_num_threads (`int`, defaults to 4): decoder threads.
 
@@ -890,6 +558,27 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             the `VideoInfo` and, per sample, `(sample, pixel_values)` with `pixel_values` float32 (uint8 with
             `return_uint8`) `(len(sample.frame_indices), 3, H, W)`.
         """
+        info, samples, frames = self._sampled_frames(video, select_samples, train, fps, backend, frame_cache)
+        windows, offset = [], 0
+        for sample in samples:
+            count = len(sample.frame_indices)
+            clip_frames = frames[offset : offset + count]
+            if train:
+                pixel_values = self.transform_frames(
+                    clip_frames, train=True, generator=generator, augmentation=augmentation, return_uint8=return_uint8
+                )
+            else:
+                pixel_values = clip_frames.contiguous() if return_uint8 else self.normalize_pixel_values(clip_frames)
+            windows.append((sample, pixel_values))
+            offset += count
+        return info, windows
+
+    def _sampled_frames(
+        self, video, select_samples, train: bool, fps: float | None, backend: str | None,
+        frame_cache: WindowFrameCache | None,
+    ) -> tuple[VideoInfo, Sequence[FrameSample], torch.Tensor]:
+        """The uint8 frames of every sample of `decode_windows`, one after the other (in evaluation already resized
+        and cropped: views of the frames decoded once, whatever the overlap)."""
         if isinstance(video, (str, os.PathLike)):
             read_frames = None
             if not train:
@@ -924,19 +613,7 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             if not train:
                 frames = self._evaluation_frames(frames)
             frames = frames[torch.from_numpy(inverse)]
-        windows, offset = [], 0
-        for sample in samples:
-            count = len(sample.frame_indices)
-            clip_frames = frames[offset : offset + count]
-            if train:
-                pixel_values = self.transform_frames(
-                    clip_frames, train=True, generator=generator, augmentation=augmentation, return_uint8=return_uint8
-                )
-            else:
-                pixel_values = clip_frames.contiguous() if return_uint8 else self.normalize_pixel_values(clip_frames)
-            windows.append((sample, pixel_values))
-            offset += count
-        return info, windows
+        return info, samples, frames
 
     # -- spatial -------------------------------------------------------------------------------------------
 
@@ -1056,9 +733,12 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         moves a quarter of the bytes."""
         if pixel_values.dtype != torch.uint8:  # normalising twice would go unnoticed until the results were wrong
             raise ValueError(f"expected uint8 frames (0..255), got dtype {pixel_values.dtype}")
-        # Casting into a contiguous buffer also turns channels-last views (decoders, crops) into the model's layout.
+        # Writing into a contiguous buffer also turns channels-last views (decoders, crops) into the model's layout.
         output = torch.empty(pixel_values.shape, dtype=dtype, device=pixel_values.device)
-        output.copy_(pixel_values)
+        return self._normalize_into(output, pixel_values)
+
+    def _normalize_into(self, output: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`normalize_pixel_values` written into `output` (same shape, the float dtype wanted)."""
         scale = torch.ones(3)
         shift = torch.zeros(3)
         if self.do_rescale:
@@ -1067,9 +747,18 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             mean = torch.tensor(self.image_mean, dtype=torch.float32)
             std = torch.tensor(self.image_std, dtype=torch.float32)
             scale, shift = scale / std, -mean / std
-        view = (3, 1, 1)
-        output.mul_(scale.to(dtype=dtype, device=output.device).view(view))
-        return output.add_(shift.to(dtype=dtype, device=output.device).view(view))
+        scale = scale.to(dtype=output.dtype, device=output.device).view(3, 1, 1)
+        shift = shift.to(dtype=output.dtype, device=output.device).view(3, 1, 1)
+        if output.device.type != "cpu" or output.ndim < 4:
+            # uint8 * float lands in `output` in one pass (no float copy of the frames first).
+            return torch.mul(pixel_values, scale, out=output).add_(shift)
+        # On a CPU, a few frames at a time: the shift is added while the scaled frames are still in the cache.
+        frames_out = output.view(-1, *output.shape[-3:])
+        frames_in = pixel_values.reshape(frames_out.shape)
+        for start in range(0, frames_out.shape[0], _NORMALIZE_FRAME_CHUNK):
+            chunk = frames_out[start : start + _NORMALIZE_FRAME_CHUNK]
+            torch.mul(frames_in[start : start + _NORMALIZE_FRAME_CHUNK], scale, out=chunk).add_(shift)
+        return output
 
     # -- end-to-end ----------------------------------------------------------------------------------------
 
@@ -1084,7 +773,11 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         return_uint8: bool = False,
         **kwargs,
     ) -> BatchFeature:
-        """Evaluation inputs for whole videos (no augmentation).
+        """Evaluation inputs for whole videos (no augmentation), every window at once.
+
+        The rows are filled `PREPROCESS_WINDOWS_PER_PASS` windows at a time (each frame decoded once), so memory is
+        the output itself; for long videos, whose windows together do not fit in memory, use
+        `iter_window_batches`, which holds one batch whatever the video's length.
 
         Args:
             videos: a path or decoded clip (uint8 `(T, H, W, 3)` or `(T, 3, H, W)`, numpy or torch), or a list.
@@ -1116,37 +809,78 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             if values is not None and len(values) != len(videos):
                 raise ValueError(f"`{name}` has {len(values)} entries for {len(videos)} video(s); give one per video")
 
-        pixel_values, masks, metas = [], [], []
+        blocks, masks, metas = [], [], []
         for index, video in enumerate(videos):
             is_path = isinstance(video, (str, os.PathLike))
             video_id = video_ids[index] if video_ids else (Path(video).stem if is_path else f"video_{index}")
             only_start = None if window_start_frames is None else int(window_start_frames[index])
-
-            def select_samples(info, only_start=only_start):
-                if only_start is not None and self.sampling_method != "resize":
-                    starts = [only_start]
-                else:
-                    starts = self.window_start_frames(info.num_frames)
-                return [self.sample_frames(info.num_frames, window_start_frame=start) for start in starts]
-
+            block = None
             try:
-                info, windows = self.decode_windows(
-                    video, select_samples, fps=None if fps is None else fps[index], backend=decode_backend,
-                    return_uint8=True,
-                )
+                for num_windows, first, info, samples, frames in self._window_groups(
+                    video, PREPROCESS_WINDOWS_PER_PASS, fps=None if fps is None else fps[index],
+                    decode_backend=decode_backend, only_start=only_start,
+                ):
+                    if block is None:
+                        # The video's rows, filled one group of windows at a time: nothing else grows with its length.
+                        shape = (num_windows, len(samples[0].frame_indices), *frames.shape[1:])
+                        block = torch.empty(shape, dtype=torch.uint8 if return_uint8 else torch.float32)
+                    self._write_windows(block[first : first + len(samples)], frames)
+                    masks.extend(torch.from_numpy(sample.mask) for sample in samples)
+                    metas.extend(self.video_meta(video_id, info.fps, info.duration, sample.window_start_frame)
+                                 for sample in samples)
             except ValueError as error:
                 if is_path:
                     raise
                 raise ValueError(f"video {index}: {error}") from error
-            for sample, clip in windows:
-                pixel_values.append(clip)
-                masks.append(torch.from_numpy(sample.mask))
-                metas.append(self.video_meta(video_id, info.fps, info.duration, sample.window_start_frame))
-        # Stacked as uint8 and normalised once: no float copy of every window.
-        pixel_values = torch.stack(pixel_values)
-        if not return_uint8:
-            pixel_values = self.normalize_pixel_values(pixel_values)
+            blocks.append(block)
+        pixel_values = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
         return BatchFeature(data={"pixel_values": pixel_values, "masks": torch.stack(masks), "video_metas": metas})
+
+    def _write_windows(self, rows: torch.Tensor, frames: torch.Tensor):
+        """Window frames (uint8, the windows one after the other) into `rows` `(windows, frames, 3, H, W)`: copied,
+        or normalised straight into a float `rows`."""
+        frames = frames.reshape(rows.shape)  # splits the first dimension: a view
+        if rows.dtype == torch.uint8:
+            rows.copy_(frames)
+        else:
+            self._normalize_into(rows, frames)
+
+    def _window_groups(
+        self,
+        video,
+        group_size: int,
+        fps: float | None = None,
+        decode_backend: str | None = None,
+        only_start: int | None = None,
+    ):
+        """The evaluation windows of one video, `group_size` at a time, in order: yields `(num_windows, first,
+        info, samples, frames)`, `frames` the uint8 frames of the group's windows one after the other.
+
+        One `WindowFrameCache` carries the frames shared with the previous group, so every frame is decoded and
+        resized once, and at most a group of windows is held at a time. `only_start`: just the window starting
+        there (sliding-window mode)."""
+        cache = WindowFrameCache() if isinstance(video, (str, os.PathLike)) else None
+        starts: list[int] | None = None
+        first = 0
+        while starts is None or first < len(starts):
+
+            def select_samples(info, first=first):
+                nonlocal starts
+                if starts is None:
+                    resize = self.sampling_method == "resize"
+                    starts = [only_start] if only_start is not None and not resize else self.window_start_frames(
+                        info.num_frames
+                    )
+                return [
+                    self.sample_frames(info.num_frames, window_start_frame=start)
+                    for start in starts[first : first + group_size]
+                ]
+
+            info, samples, frames = self._sampled_frames(
+                video, select_samples, train=False, fps=fps, backend=decode_backend, frame_cache=cache
+            )
+            yield len(starts), first, info, samples, frames
+            first += group_size
 
     def iter_window_batches(
         self,
@@ -1155,9 +889,11 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         video_id: str | None = None,
         fps: float | None = None,
         decode_backend: str | None = None,
+        return_uint8: bool = False,
     ):
         """What `preprocess(video)` returns for one video, `batch_size` windows at a time: for long videos, whose
-        windows together would not fit in memory. Each batch decodes only its own windows' frames.
+        windows together would not fit in memory. Memory stays that of one batch whatever the video's length: each
+        batch decodes only the frames the previous batch did not have (every frame is decoded once).
 
         Post-process each batch with `post_process_temporal_detection(outputs, batch["video_metas"],
         merge_windows=False)`, collect the per-window results and merge them once with `merge_window_detections`.
@@ -1169,29 +905,21 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
         is_path = isinstance(video, (str, os.PathLike))
         video_id = video_id or (Path(video).stem if is_path else "video_0")
-        starts: list[int] | None = None
-        first = 0
-        while starts is None or first < len(starts):
-
-            def select_samples(info, first=first):
-                nonlocal starts
-                if starts is None:
-                    starts = self.window_start_frames(info.num_frames)
-                batch_starts = starts[first : first + batch_size]
-                return [self.sample_frames(info.num_frames, window_start_frame=start) for start in batch_starts]
-
-            info, windows = self.decode_windows(video, select_samples, fps=fps, backend=decode_backend)
+        groups = self._window_groups(video, batch_size, fps=fps, decode_backend=decode_backend)
+        for _, _, info, samples, frames in groups:
+            shape = (len(samples), len(samples[0].frame_indices), *frames.shape[1:])
+            pixel_values = torch.empty(shape, dtype=torch.uint8 if return_uint8 else torch.float32)
+            self._write_windows(pixel_values, frames)
             yield BatchFeature(
                 data={
-                    "pixel_values": torch.stack([clip for _, clip in windows]),
-                    "masks": torch.stack([torch.from_numpy(sample.mask) for sample, _ in windows]),
+                    "pixel_values": pixel_values,
+                    "masks": torch.stack([torch.from_numpy(sample.mask) for sample in samples]),
                     "video_metas": [
                         self.video_meta(video_id, info.fps, info.duration, sample.window_start_frame)
-                        for sample, _ in windows
+                        for sample in samples
                     ],
                 }
             )
-            first += batch_size
 
     def video_meta(self, video_id: str, fps: float, duration: float, window_start_frame: int = 0) -> dict:
         """What post-processing needs to map one row's predictions back to seconds in its video."""
@@ -1259,199 +987,6 @@ class AdaTADVideoProcessor(BaseVideoProcessor):
         `threshold` and `top_k` as in `post_process_temporal_detection`."""
         return merge_sliding_windows(window_results, self.post_processing_settings(), threshold=threshold, top_k=top_k)
 
-# ----------------------------------------------------------------------------------------------------------
-# Dataset glue: lazy decoding with `datasets.Dataset.with_transform` and a collator
-# ----------------------------------------------------------------------------------------------------------
-
-
-class TemporalDetectionTransform:
-    """Batch transform for `datasets.Dataset.with_transform` / `set_transform`: rows -> model inputs, lazily.
-
-    Rows come from `adatad.data`: video rows (`video_id`, `video_path`, `duration`, `fps`, `num_frames`,
-    `segments` in seconds, `labels`) or window rows of `adatad.data.expand_sliding_windows` (adding
-    `window_start_frame`, `feature_end_idx` and `grid_segments` in window feature-grid units). Frames are
-    decoded only when a row is accessed, so nothing is decoded ahead of time or written to disk.
-
-    Per mode and processor setting:
-        - train + `random_trunc` (video rows): GT seconds -> whole-video grid (`seconds_to_grid` with
-          `grid_conversion`), then a random window with the GT clipped/shifted into it;
-        - `resize` (video rows, train or eval): GT seconds -> `clip(s / duration, 0, 1) * resize_length`;
-        - eval + `sliding_window` (window rows): the row's window, its `grid_segments` as GT.
-
-    Args:
-        processor: the `AdaTADVideoProcessor`.
-        mode: `"train"` (augmentation, training sampling) or `"eval"`.
-        grid_conversion: how OpenTAD maps GT seconds to frames for random truncation: `"frame_count"`
-            (THUMOS, Multi-THUMOS, Ego4D: `int(s / duration * num_frames)`) or `"fixed_fps"` (EPIC,
-            Charades: `int(s * conversion_fps)`).
-        conversion_fps: the config frame rate of `"fixed_fps"` (30 in OpenTAD's EPIC/Charades configs).
-        seed: makes augmentation and random truncation reproducible: each row's random draws depend only on
-            (seed, epoch, video id, window start), the augmentation's per-pipeline draws (`ImgAug` signs) on the
-            seed alone. `None` draws fresh randomness.
-        on_error: `"raise"` (default): a video that cannot be decoded raises `VideoDecodeError` naming the
-            video id and file; `"skip"`: the row is marked (`skip_reason`) and `collate_temporal_detection`
-            drops it and reports it in the batch's `skipped_videos` (also logged).
-        return_uint8: rows carry uint8 `pixel_values`, normalised on the model's device with the processor's
-            `normalize_pixel_values` (what `run_tad.py` does on a GPU: a quarter of the bytes to collate and copy).
-
-    In evaluation, each transform (one per data-loader worker) keeps the frames of the window it read last
-    (`WindowFrameCache`), so that the next window of the same video decodes only the frames it does not share.
-    """
-
-    def __init__(
-        self,
-        processor: AdaTADVideoProcessor,
-        mode: str = "eval",
-        grid_conversion: str = "frame_count",
-        conversion_fps: float | None = None,
-        seed: int | None = None,
-        on_error: str = "raise",
-        return_uint8: bool = False,
-    ):
-        if mode not in ("train", "eval"):
-            raise ValueError(f"`mode` must be 'train' or 'eval', got {mode!r}.")
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"`on_error` must be 'raise' or 'skip', got {on_error!r}.")
-        if grid_conversion not in ("frame_count", "fixed_fps"):
-            raise ValueError(f"`grid_conversion` must be 'frame_count' or 'fixed_fps', got {grid_conversion!r}.")
-        self.processor = processor
-        self.mode = mode
-        self.grid_conversion = grid_conversion
-        self.conversion_fps = conversion_fps
-        self.seed = seed
-        self.on_error = on_error
-        self.return_uint8 = return_uint8
-        self.frame_cache = WindowFrameCache() if mode == "eval" else None
-        self.epoch = 0
-        # Built once per pipeline, as mmaction2 builds `ImgAug`: its geometric signs stay fixed for the run
-        # (the same on every process and data-loader worker for a given seed, and OpenTAD's for that seed).
-        self.augmentation = processor.build_augmentation(seed=seed) if mode == "train" else None
-
-    def set_epoch(self, epoch: int):
-        """Change the augmentation draws per epoch (call before each epoch, like a `DistributedSampler`)."""
-        self.epoch = int(epoch)
-
-    def _random_sources(self, video_id: str, window_start_frame: int) -> tuple[random.Random, torch.Generator]:
-        if self.seed is None:
-            entropy = np.random.SeedSequence().entropy
-        else:
-            entropy = [self.seed, self.epoch, zlib.crc32(video_id.encode("utf-8")), window_start_frame]
-        state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)
-        return random.Random(int(state[0])), torch.Generator().manual_seed(int(state[1]) & (2**63 - 1))
-
-    def _sample(self, row: dict, info: VideoInfo, rng: random.Random) -> FrameSample:
-        processor, train = self.processor, self.mode == "train"
-        method = processor.train_sampling_method if train else processor.sampling_method
-        labels = row.get("labels")
-        if method == "resize":
-            duration = row.get("duration") or info.duration
-            return processor.sample_frames(
-                info.num_frames, train=train, segments=row.get("segments"), labels=labels, duration=duration
-            )
-        if method == "sliding_window":
-            if "window_start_frame" not in row:
-                raise ValueError(
-                    f"video {row.get('video_id')!r}: sliding-window evaluation needs window rows; expand the "
-                    "video rows with adatad.data.expand_sliding_windows first"
-                )
-            end_frame = (
-                row["feature_end_idx"] * processor.snippet_stride if row.get("feature_end_idx") is not None else None
-            )
-            return processor.sample_frames(
-                info.num_frames, window_start_frame=row["window_start_frame"], window_end_frame=end_frame,
-                segments=row.get("grid_segments"), labels=labels,
-            )
-        # random_trunc: whole-video ground truth on the feature grid, as OpenTAD's padding datasets give it.
-        num_frames = row.get("num_frames") or info.num_frames
-        duration = row.get("duration") or info.duration
-        grid = seconds_to_grid(
-            row.get("segments") or [], mode=self.grid_conversion, duration=duration, num_frames=num_frames,
-            fps=self.conversion_fps, snippet_stride=processor.snippet_stride,
-        )
-        return processor.sample_frames(info.num_frames, train=True, segments=grid, labels=labels or [], rng=rng)
-
-    def _process_row(self, row: dict) -> dict:
-        processor = self.processor
-        video_id = row.get("video_id") or str(row.get("video_path"))
-        window_start = int(row.get("window_start_frame") or 0)
-        rng, generator = self._random_sources(video_id, window_start)
-        if not row.get("video_path"):
-            raise VideoDecodeError(
-                f"<no path for video {video_id!r}>", "the row has no `video_path` (pass video_dir to the loader)"
-            )
-        info, [(sample, pixel_values)] = processor.decode_windows(
-            row["video_path"], lambda info: [self._sample(row, info, rng)], train=self.mode == "train",
-            generator=generator, augmentation=self.augmentation, return_uint8=self.return_uint8,
-            frame_cache=self.frame_cache,
-        )
-        fps = row.get("fps") or info.fps
-        duration = row.get("duration") or info.duration
-        return {
-            "pixel_values": pixel_values,
-            "masks": torch.from_numpy(sample.mask),
-            "segments": None if sample.segments is None else torch.from_numpy(sample.segments),
-            "labels": None if sample.labels is None else torch.from_numpy(sample.labels),
-            "video_meta": processor.video_meta(video_id, fps, duration, sample.window_start_frame),
-            "skip_reason": None,
-        }
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        num_rows = len(next(iter(batch.values())))
-        outputs = {key: [] for key in ("pixel_values", "masks", "segments", "labels", "video_meta", "skip_reason")}
-        for index in range(num_rows):
-            row = {key: values[index] for key, values in batch.items()}
-            try:
-                result = self._process_row(row)
-            except VideoDecodeError as error:
-                message = f"video {row.get('video_id')!r}: {error}"
-                if self.on_error == "raise":
-                    raise VideoDecodeError(
-                        error.path, f"{error.reason} (video id {row.get('video_id')!r})", error.attempts
-                    ) from error
-                logger.warning(f"skipping {message}")
-                result = dict.fromkeys(outputs)
-                result["video_meta"] = {"video_id": row.get("video_id")}
-                result["skip_reason"] = message
-            for key in outputs:
-                outputs[key].append(result[key])
-        return outputs
-
-
-def collate_temporal_detection(features: list[dict]) -> dict:
-    """Collate rows of `TemporalDetectionTransform` into a model batch.
-
-    Returns:
-        dict with `pixel_values` `(batch_size, num_frames, 3, H, W)` (float32, or uint8 from rows made with
-        `return_uint8`), `masks` bool
-        `(batch_size, feature_length)`, `labels` (list of `{"segments": (N, 2) feature-grid float32,
-        "labels": (N,) int64}`, or None when the rows carry no ground truth), `video_metas` (list of dicts for
-        `post_process_temporal_detection`) and `skipped_videos` (list of `{"video_id", "reason"}` for rows
-        dropped because their video could not be decoded with `on_error="skip"`).
-
-    Raises:
-        RuntimeError: every row of the batch was skipped (the message lists them).
-    """
-    kept = [feature for feature in features if feature.get("skip_reason") is None]
-    skipped = [
-        {"video_id": feature["video_meta"].get("video_id"), "reason": feature["skip_reason"]}
-        for feature in features
-        if feature.get("skip_reason") is not None
-    ]
-    if not kept:
-        raise RuntimeError(f"every video of this batch failed to decode: {skipped}")
-    has_labels = all(feature.get("segments") is not None for feature in kept)
-    return {
-        "pixel_values": torch.stack([feature["pixel_values"] for feature in kept]),
-        "masks": torch.stack([feature["masks"] for feature in kept]),
-        "labels": [
-            {"segments": feature["segments"].float(), "labels": feature["labels"].long()} for feature in kept
-        ]
-        if has_labels
-        else None,
-        "video_metas": [feature["video_meta"] for feature in kept],
-        "skipped_videos": skipped,
-    }
-
 
 AdaTADVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 # Only the installed package registers: the copy of this file in a saved model folder, imported when a folder is
@@ -1459,13 +994,4 @@ AdaTADVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 if __package__ == "adatad":
     AutoVideoProcessor.register(AdaTADConfig, AdaTADVideoProcessor, exist_ok=True)
 
-__all__ = [
-    "AdaTADVideoProcessor",
-    "TemporalDetectionTransform",
-    "collate_temporal_detection",
-    "DecodedVideo",
-    "VideoDecodeError",
-    "VideoInfo",
-    "WindowFrameCache",
-    "decode_video",
-]
+__all__ = ["AdaTADVideoProcessor"]

@@ -9,7 +9,8 @@ adatad's (the preset's processor through the training/evaluation loaders and the
 machine noise hits both alike, and prints CPU-time medians and ratios (adatad / OpenTAD, higher is better).
 
 Cases (preset `e2e_thumos_videomae_s_768x1_160_adapter`, 768 frames per window, stride 4, 160x160):
-    decode      decord alone on the same frame indices of each test window
+    decode      decoding alone, the same frame indices of each test window (OpenTAD: decord; adatad: the processor's
+                `decode_backend`, PyAV by default: the same pixels)
     test        evaluation one window at a time, as a test loader reads it (adatad also: `test_all`, all windows
                 from one decoder pass, the inference path)
     train       training samples: random truncation, random resized crop, flip, ImgAug("default"), colour jitter
@@ -42,7 +43,7 @@ WORKER = HERE / "bench_pipeline_worker.py"
 SOURCE_CLIPS = ["demo.mp4", "test_video_structuralize.mp4", "test.avi"]
 # (label, OpenTAD case, adatad case, compare with OpenTAD without its normalisation)
 COMPARISONS = {
-    "decode": [("decode only (decord, same indices)", "decode", "decode", False)],
+    "decode": [("decode only (same indices)", "decode", "decode", False)],
     "test": [
         ("test, one window at a time", "test", "test", False),
         ("test, all windows in one decode pass", "test", "test_all", False),

@@ -13,7 +13,8 @@ through its public API: the preset's `AdaTADVideoProcessor`, `TemporalDetectionT
 video in one decoder pass, the inference path).
 
 Cases:
-    decode      decord on the frame indices of each test window (each window opened and read on its own)
+    decode      the processor's decoder (`decode_backend`) on the frame indices of each test window (each window
+                opened and read on its own); OpenTAD's is decord
     test        evaluation, one window row at a time, batches of 2 (a test loader)
     test_all    adatad: all windows of the video from one decoder pass (`processor.preprocess`)
     train       training samples: random truncation, random resized crop, flip, ImgAug("default"), colour jitter
@@ -239,18 +240,23 @@ class Adatad:
         import datasets
         from adatad.presets import load_preset, processor_kwargs
 
-        from adatad.annotations import annotation_features, expand_sliding_windows
-        from adatad.processing_adatad import (
-            AdaTADVideoProcessor,
-            TemporalDetectionTransform,
-            collate_temporal_detection,
-            decode_video,
-        )
+        try:
+            from adatad.annotations import annotation_features, expand_sliding_windows
+        except ImportError:  # a checkout from before the annotation module had its name
+            from adatad.data import annotation_features, expand_sliding_windows
+        from adatad.processing_adatad import AdaTADVideoProcessor
+
+        try:
+            from adatad.dataset_transforms import TemporalDetectionTransform, collate_temporal_detection
+            from adatad.video_decoding import decode_video
+        except ImportError:  # a checkout from before the decoding backends and the loaders' glue had their modules
+            from adatad.processing_adatad import TemporalDetectionTransform, collate_temporal_detection, decode_video
 
         self.args = args
         self.preset = load_preset(PRESET)
         kwargs = processor_kwargs(self.preset)
-        kwargs.update(decode_backend="decord", decode_num_threads=1)
+        # The preset's decoder choice (`decode_backend`), as a user gets it, on one thread.
+        kwargs.update(decode_num_threads=1)
         if augmentation != "preset":
             kwargs["augmentation"] = augmentation
         self.processor = AdaTADVideoProcessor(**kwargs)
@@ -296,7 +302,7 @@ def run_adatad(args) -> dict:
                 def select(info, start=start):
                     return processor.sample_frames(info.num_frames, window_start_frame=start)
 
-                decoded = adatad.decode_video(args.video, select, backend="decord", num_threads=1)
+                decoded = adatad.decode_video(args.video, select, backend=processor.decode_backend, num_threads=1)
                 counts.append(decoded.frames.shape[0])
             return counts
 
@@ -308,7 +314,8 @@ def run_adatad(args) -> dict:
                    for start in processor.window_start_frames(num_frames)]
         result["windows"] = [{"frame_indices": np.asarray(sample.frame_indices).tolist(),
                               "mask": np.asarray(sample.mask).astype(int).tolist()} for sample in samples]
-        decoded = adatad.decode_video(args.video, lambda info: samples[1], backend="decord", num_threads=1)
+        decoded = adatad.decode_video(args.video, lambda info: samples[1], backend=processor.decode_backend,
+                                      num_threads=1)
         np.save(os.path.join(args.work_dir, "adatad_window1_uint8.npy"), decoded.frames.permute(0, 2, 3, 1).numpy())
         rows = adatad.window_rows.with_transform(adatad.transform(False, mode="eval"))
         row_input = rows[1]["pixel_values"]

@@ -211,7 +211,7 @@ def data_pipeline(preset: dict, processor, device: torch.device, video: Path, ba
     from torch.utils.data import DataLoader
 
     from adatad.annotations import annotation_features
-    from adatad.processing_adatad import TemporalDetectionTransform, collate_temporal_detection
+    from adatad.dataset_transforms import TemporalDetectionTransform, collate_temporal_detection
 
     import decord
 

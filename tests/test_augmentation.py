@@ -12,7 +12,8 @@ import torch
 
 from adatad import augmentation, presets
 from adatad.augmentation import OPS, SIGNED_OPS, ImgAugDefault, ImgAugDraw, TorchvisionRandAugment, apply_op
-from adatad.processing_adatad import AdaTADVideoProcessor, TemporalDetectionTransform
+from adatad.dataset_transforms import TemporalDetectionTransform
+from adatad.processing_adatad import AdaTADVideoProcessor
 
 DATA = Path(__file__).resolve().parent / "data" / "imgaug_default"
 RECORDED = np.load(DATA / "recorded.npz")

@@ -21,7 +21,7 @@ from adatad.annotations import load_multithumos_json, load_thumos14_csv
 from adatad.evaluation import EvaluationInputError, evaluate_detection, evaluate_proposals
 from adatad.evaluation.cli import main
 from adatad.opentad_config import OpenTADConfigError, load_opentad_config
-from adatad.processing_adatad import VideoDecodeError, decode_video
+from adatad.video_decoding import VideoDecodeError, decode_video
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "conversion_scripts"))
@@ -527,12 +527,12 @@ def test_audio_only_file_is_reported_as_audio_only(tmp_path):
 
 
 def test_missing_decoder_is_not_reported_as_a_corrupt_file(tmp_path, monkeypatch):
-    import adatad.processing_adatad as processing
+    import adatad.video_decoding as decoding
 
     def not_installed(path, num_threads):
         raise ImportError("No module named 'decord'")
 
-    monkeypatch.setitem(processing._READERS, "decord", not_installed)
+    monkeypatch.setitem(decoding._READERS, "decord", not_installed)
     path = tmp_path / "video.mp4"
     path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     with pytest.raises(VideoDecodeError, match=r"no decoder is available \(decord not installed\)") as error:

@@ -34,6 +34,7 @@ LAYERS = {
         "adatad.strict_json",
         "adatad.synthetic",
         "adatad.time_grid",
+        "adatad.video_decoding",
         "adatad.visualization",
         "adatad.custom_data.records",
     ],
@@ -53,6 +54,7 @@ LAYERS = {
     ],
     "pipeline": ["adatad.pipeline_adatad"],
     "tools and entry points": [
+        "adatad.dataset_transforms",
         "adatad.presets",
         "adatad.presets.__main__",
         "adatad.memory_estimation",
@@ -86,6 +88,7 @@ SAVED_FOLDER_MODULES = {
     "adatad.post_processing",
     "adatad.nms",
     "adatad.augmentation",
+    "adatad.video_decoding",
 }
 
 

@@ -18,7 +18,7 @@ from adatad.pipeline_adatad import (
     TemporalActionDetectionPipeline,
     load_detection_pipeline,
 )
-from adatad.processing_adatad import VideoDecodeError
+from adatad.video_decoding import VideoDecodeError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["jump", "run", "wave"]

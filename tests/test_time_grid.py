@@ -140,8 +140,9 @@ def test_saved_folder_carries_the_time_grid_not_the_annotation_loaders(tmp_path)
     expected_starts = processor.window_start_frames(300)
     assert len(expected_starts) > 1
     code_files = sorted(path.name for path in folder.glob("*.py"))
-    assert "data.py" not in code_files
-    assert {"time_grid.py", "processing_adatad.py", "lean_vit.py"} <= set(code_files), code_files
+    # The decoding backends travel with the processor; annotation loaders and the loaders' dataset glue do not.
+    assert "data.py" not in code_files and "dataset_transforms.py" not in code_files
+    assert {"time_grid.py", "processing_adatad.py", "video_decoding.py", "lean_vit.py"} <= set(code_files), code_files
 
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env["HF_MODULES_CACHE"] = str(tmp_path / "modules")

@@ -50,7 +50,8 @@ from adatad.presets import (
     resolve_data_paths,
     save_preset,
 )
-from adatad.processing_adatad import AdaTADVideoProcessor, VideoDecodeError
+from adatad.processing_adatad import AdaTADVideoProcessor
+from adatad.video_decoding import VideoDecodeError
 from adatad.synthetic import SyntheticConfigError
 
 # The support modules beside this script (Python puts the script's folder first on `sys.path`).

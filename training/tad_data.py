@@ -15,7 +15,8 @@ from accelerate.logging import get_logger
 
 from adatad import annotations
 from adatad.post_processing import ExternalVideoClassifier
-from adatad.processing_adatad import AdaTADVideoProcessor, TemporalDetectionTransform, collate_temporal_detection
+from adatad.dataset_transforms import TemporalDetectionTransform, collate_temporal_detection
+from adatad.processing_adatad import AdaTADVideoProcessor
 
 from tad_errors import RunError
 

@@ -28,12 +28,12 @@ def probe_video(path: PathLike, backend: str = "auto"):
     """Opens a video with the project's decoders and decodes its first and last frame.
 
     Returns:
-        `adatad.processing_adatad.VideoInfo` (`num_frames`, `fps`, `duration`, `backend`).
+        `adatad.video_decoding.VideoInfo` (`num_frames`, `fps`, `duration`, `backend`).
 
     Raises:
-        `adatad.processing_adatad.VideoDecodeError` naming the file, the diagnosis and each backend tried.
+        `adatad.video_decoding.VideoDecodeError` naming the file, the diagnosis and each backend tried.
     """
-    from ..processing_adatad import decode_video  # torch: only needed once videos are read
+    from ..video_decoding import decode_video  # torch: only needed once videos are read
 
     decoded = decode_video(path, lambda info: np.array([0, info.num_frames - 1]), backend=backend, num_threads=1)
     return decoded.info
@@ -69,7 +69,7 @@ def probe_videos(annotations: CustomAnnotations, report: ValidationReport, *, ba
                  fill_timing: bool) -> None:
     """Decodes every located video: undecodable files are errors (or dropped with `skip_broken`); missing timing is
     filled (`fill_timing`) and stated durations that disagree with the file are reported."""
-    from ..processing_adatad import VideoDecodeError
+    from ..video_decoding import VideoDecodeError
 
     for video_id in list(annotations.videos):
         video = annotations.videos[video_id]
