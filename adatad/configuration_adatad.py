@@ -95,7 +95,8 @@ class AdaTADConfig(PreTrainedConfig):
         mlp_row_block_size (`int`, `"auto"` or `None`, defaults to `"auto"`): run each ViT block's MLP this many
             token rows at a time, keeping only its input for the backward pass (less memory, one more `fc1` product
             per step; same result). `None` runs VideoMAE's own MLP. `"auto"`: 1024 rows on a CPU, where it was
-            measured faster and leaner, VideoMAE's MLP on other devices.
+            measured faster and leaner, VideoMAE's MLP on other devices. Blocks that activation checkpointing
+            recomputes a slice of chunks at a time run VideoMAE's MLP on each slice, whose 4-wide tensors are small.
         image_size (`int`, defaults to 160): input frame size; the position embeddings are bicubically
             interpolated when it differs from `backbone_config.image_size`.
         feature_length (`int`, defaults to 768): length of the backbone feature sequence handed to the detector

@@ -154,3 +154,71 @@ class ScaledLinear(nn.Linear):
 
     def forward(self, inputs: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return F.linear(inputs, self.weight * scale, self.bias * scale)
+
+
+class SlicedRecomputeFunction(torch.autograd.Function):
+    """`row_wise(prefix(inputs))`, keeping only `inputs` for the backward pass, which recomputes `prefix` whole and
+    `row_wise` one slice of batch rows at a time.
+
+    For AdaTAD's ViT, `row_wise` is a block's attention and MLP, which read each chunk of a video (one row of the
+    batch) alone, and `prefix` the previous block's adapter, whose temporal convolution mixes chunks but costs little.
+    Activation checkpointing of whole blocks recomputes a block at once, so every tensor the block keeps for its
+    backward exists at the same time; here only one slice's do, and the input kept is the adapter's instead of the
+    block's. The arithmetic is the same per row; gradients of the `row_wise` parameters are summed over slices.
+
+    `row_wise(rows_input, rows)` receives the rows `rows` (a `slice`) of `prefix`'s output; `parameters` are the
+    trainable tensors `prefix` (the first `num_prefix_parameters`) and `row_wise` read, so that their gradients
+    return through this function. Under CUDA autocast both passes run in the autocast dtype.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, prefix, row_wise, rows_per_slice, num_prefix_parameters, inputs, *parameters):
+        ctx.save_for_backward(inputs)
+        ctx.prefix, ctx.row_wise, ctx.rows_per_slice = prefix, row_wise, rows_per_slice
+        ctx.num_prefix_parameters = num_prefix_parameters
+        ctx.parameters = parameters
+        with torch.no_grad():
+            hidden = prefix(inputs)
+            output = torch.empty_like(hidden)
+            for start in range(0, len(hidden), rows_per_slice):
+                rows = slice(start, start + rows_per_slice)
+                output[rows] = row_wise(hidden[rows], rows)
+        return output
+
+    @staticmethod
+    @once_differentiable
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad_output):
+        (inputs,) = ctx.saved_tensors
+        prefix_parameters = ctx.parameters[: ctx.num_prefix_parameters]
+        row_wise_parameters = ctx.parameters[ctx.num_prefix_parameters :]
+        with torch.enable_grad():
+            leaf_inputs = inputs.detach().requires_grad_(ctx.needs_input_grad[4])
+            hidden = ctx.prefix(leaf_inputs)
+        grad_hidden = torch.empty_like(hidden)
+        row_wise_grads = [None] * len(row_wise_parameters)
+        for start in range(0, len(hidden), ctx.rows_per_slice):
+            rows = slice(start, start + ctx.rows_per_slice)
+            rows_input = hidden[rows].detach().requires_grad_()
+            with torch.enable_grad():
+                rows_output = ctx.row_wise(rows_input, rows)
+            grads = torch.autograd.grad(
+                rows_output, (rows_input, *row_wise_parameters), grad_output[rows], allow_unused=True
+            )
+            del rows_output
+            grad_hidden[rows] = grads[0]
+            row_wise_grads = [
+                total if grad is None else grad if total is None else total.add_(grad)
+                for total, grad in zip(row_wise_grads, grads[1:])
+            ]
+        prefix_grads = [None] * len(prefix_parameters)
+        grad_inputs = None
+        if hidden is leaf_inputs:
+            grad_inputs = grad_hidden if leaf_inputs.requires_grad else None
+        elif hidden.requires_grad:
+            wanted = ((leaf_inputs,) if leaf_inputs.requires_grad else ()) + tuple(prefix_parameters)
+            grads = list(torch.autograd.grad(hidden, wanted, grad_hidden, allow_unused=True))
+            grad_inputs = grads.pop(0) if leaf_inputs.requires_grad else None
+            prefix_grads = grads
+        return (None, None, None, None, grad_inputs, *prefix_grads, *row_wise_grads)

@@ -10,18 +10,25 @@ AdamW step, AdamW states alive from the previous step) into
 - activations: what autograd keeps for the backward, counted per ViT block in units of one `(tokens, hidden_size)`
   tensor, plus the detector's, per time step in units of its width.
 
-The activation counts, in `(tokens, hidden_size)` tensors per block, are fitted to the steady-state fp32 peaks that
-`benchmarks/bench_train.py` measures for VideoMAE-S at 64, 256 and 768 frames (checked on VideoMAE-B, which they
-were not fitted to), and counting the tensors autograd saves explains them: a block with frozen weights and an
-adapter (AdaTAD) saves its input, q, k, v and the attention output, the residual sum, the MLP's input (the MLP is
-row-blocked and keeps no 4-wide tensor) and the adapter's input and bottleneck tensors, 10.6 in all, of which the
-block input is the previous block's output (8.5 per block); with trainable weights (full fine-tuning) the linears'
-inputs are the tensors above, so the count is about the same (8). Activation checkpointing keeps each block's input,
-and the one block recomputed in the backward adds 10 (frozen) or 5.5 (trainable: part of its peak overlaps the
-gradients) at the peak. The detector keeps about 170 tensors of `projection_hidden_size` per time step of
-`max_seq_len` (its projection and heads over every FPN level, the attention maps and the loss over all points),
-fitted in the `frozen` mode, where the detector is all that trains. Attention is assumed to be SDPA (no
-`(tokens, tokens)` map kept); bf16/fp16 autocast is counted as 2 bytes per activation.
+Without activation checkpointing, the activation counts, in `(tokens, hidden_size)` tensors per block, are fitted to the
+steady-state fp32 peaks that `benchmarks/bench_train.py` measures for VideoMAE-S at 64, 256 and 768 frames (checked on
+VideoMAE-B, which they were not fitted to), and counting the tensors autograd saves explains them: a block with frozen
+weights and an adapter (AdaTAD) saves its input, q, k, v and the attention output, the residual sum, the MLP's input
+(the MLP is row-blocked and keeps no 4-wide tensor) and the adapter's input and bottleneck tensors, 10.6 in all, of
+which the block input is the previous block's output (8.5 per block); with trainable weights (full fine-tuning) the
+linears' inputs are the tensors above, so the count is about the same (8). The detector keeps about 170 tensors of
+`projection_hidden_size` per time step of `max_seq_len` (its projection and heads over every FPN level, the attention
+maps and the loss over all points), fitted in the `frozen` mode, where the detector is all that trains. Attention is
+assumed to be SDPA (no `(tokens, tokens)` map kept); bf16/fp16 autocast is counted as 2 bytes per activation.
+
+Activation checkpointing keeps one tensor per trainable block (the input of the step that runs the previous block's
+adapter and this block's attention and MLP, `adatad.lean_vit.SlicedRecomputeFunction`). The detector's backward runs
+first and is over before the backbone's recomputation starts, so the peak is the kept tensors plus the larger of the
+detector's activations and what the step being recomputed adds (RECOMPUTED_BLOCK_TENSORS: the adapter's output and
+the gradients of the step's output, of the adapter's output and of its input, and the attention and MLP tensors of one
+eighth of the chunks, which are recomputed a slice at a time). That count is fitted to the first-step peaks that
+`benchmarks/bench_vs_opentad.py` measures for VideoMAE-S at 256 and 768 frames (activations and gradients: AdamW's
+states do not exist yet at that peak).
 
 `adatad-estimate-memory --preset NAME` (`adatad/estimate_memory.py`) prints the estimate; the validation against
 measured peaks is `benchmarks/bench_memory_estimate.py`.
@@ -35,10 +42,10 @@ PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 # `(tokens, hidden_size)` tensors autograd keeps per ViT block (see the module docstring).
 BLOCK_TENSORS_FROZEN = 8.5
 BLOCK_TENSORS_TRAINABLE = 8
-# With activation checkpointing: what the one block being recomputed adds, at the peak of its backward, to the stored
-# block inputs.
-RECOMPUTED_BLOCK_TENSORS_FROZEN = 10
-RECOMPUTED_BLOCK_TENSORS_TRAINABLE = 5.5
+# With activation checkpointing: what the step being recomputed adds, at the peak of its backward, to the stored
+# tensors (one per trainable block).
+RECOMPUTED_BLOCK_TENSORS_FROZEN = 6
+RECOMPUTED_BLOCK_TENSORS_TRAINABLE = 6
 # A side adapter (AdaTAD-dagger) keeps its tap (one full-width tensor) and 4 tensors of adapter width: the bottleneck,
 # its activation, the temporal convolution's output and the sum.
 SIDE_ADAPTER_BOTTLENECK_TENSORS = 4
@@ -187,12 +194,15 @@ def activation_bytes(
         per_block, recomputed = BLOCK_TENSORS_FROZEN, RECOMPUTED_BLOCK_TENSORS_FROZEN
     else:
         blocks_with_grad, per_block, recomputed = 0, 0, 0
+    detector_length = max(config["max_seq_len"], config["feature_length"])
+    detector_width = config["projection_hidden_size"]
+    detector_bytes = DETECTOR_TENSORS_PER_STEP * batch_size * detector_length * detector_width * element
     if blocks_with_grad and gradient_checkpointing:
-        # Every checkpointed block's input, plus what one recomputed block adds at the peak of its backward.
-        backbone_tensors = blocks_with_grad + recomputed
-    else:
-        backbone_tensors = blocks_with_grad * per_block
-    backbone_bytes = round(backbone_tensors * token_tensor)
+        # One kept tensor per trainable block; on top of them, the detector's backward runs first and is done before
+        # the backbone's recomputation starts, so the larger of the two sets the peak.
+        kept = round(blocks_with_grad * token_tensor)
+        return kept + max(round(recomputed * token_tensor), detector_bytes)
+    backbone_bytes = round(blocks_with_grad * per_block * token_tensor)
     if mode == "side":
         adapter_fraction = int(C * config["adapter_mlp_ratio"]) / C
         # The taps of the no-grad backbone stay alive until the side network's backward has used them; checkpointed
@@ -200,10 +210,6 @@ def activation_bytes(
         side_adapters_kept = 1 if gradient_checkpointing else len(indices)
         bottleneck = side_adapters_kept * SIDE_ADAPTER_BOTTLENECK_TENSORS * adapter_fraction
         backbone_bytes = round((len(indices) + bottleneck) * token_tensor)
-
-    detector_length = max(config["max_seq_len"], config["feature_length"])
-    detector_width = config["projection_hidden_size"]
-    detector_bytes = DETECTOR_TENSORS_PER_STEP * batch_size * detector_length * detector_width * element
     return backbone_bytes + detector_bytes
 
 

@@ -11,8 +11,9 @@ Modes:
   adatad - one training step (forward + backward + AdamW step), adapters on every block, ViT body
            frozen, activation checkpointing on (OpenTAD's with_cp=True), drop path 0.1
   fullft - the same step with everything trainable (OpenTAD's VisionTransformerCP)
-Memory = peak RSS increase during the step (peak minus RSS just before it), in MB. Workers run with glibc's
-mmap threshold fixed at 128 KiB (MALLOC_MMAP_THRESHOLD_), so that large tensors are returned to the system
+Memory = peak RSS increase during the step (peak minus RSS just before it), in MB. Step time is recorded as wall
+time and as the worker's CPU time (user + system, all threads), which a loaded machine distorts less. Workers run
+with glibc's mmap threshold fixed at 128 KiB (MALLOC_MMAP_THRESHOLD_), so that large tensors are returned to the system
 when freed and the peak follows live tensors rather than heap fragmentation (closer to what a GPU's
 allocator reports); --default-malloc measures with glibc's adaptive threshold instead.
 
@@ -145,12 +146,12 @@ def worker(args):
     res["params_trainable"] = sum(p.numel() for p in trainable)
     opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.05)
     rss_before = rss_now_mb()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     loss = train_loss()
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    res.update(step_seconds=time.perf_counter() - t0,
+    res.update(step_seconds=time.perf_counter() - t0, step_cpu_seconds=time.process_time() - cpu0,
                peak_rss_increase_during_step_mb=peak_rss_mb() - rss_before, loss=float(loss.detach()))
     return res
 
@@ -182,12 +183,16 @@ def summarize(rows, modes):
             else:
                 s[f"{m}.{impl}.mem_mb"] = statistics.median(r["peak_rss_increase_during_step_mb"] for r in rs)
                 s[f"{m}.{impl}.step_s"] = statistics.median(r["step_seconds"] for r in rs)
+                s[f"{m}.{impl}.step_cpu_s"] = statistics.median(r["step_cpu_seconds"] for r in rs)
     if "infer" in modes:
         s["ratio.infer_speed_adatad_over_opentad"] = s["infer.adatad.frames_per_s"] / s["infer.opentad.frames_per_s"]
     for m in ("adatad", "fullft"):
         if m in modes:
             s[f"ratio.{m}_mem_adatad_over_opentad"] = s[f"{m}.adatad.mem_mb"] / s[f"{m}.opentad.mem_mb"]
             s[f"ratio.{m}_step_time_adatad_over_opentad"] = s[f"{m}.adatad.step_s"] / s[f"{m}.opentad.step_s"]
+            s[f"ratio.{m}_step_cpu_time_adatad_over_opentad"] = (
+                s[f"{m}.adatad.step_cpu_s"] / s[f"{m}.opentad.step_cpu_s"]
+            )
     if "adatad" in modes and "fullft" in modes:
         for impl in ("opentad", "adatad"):
             s[f"ratio.{impl}_adapter_over_fullft_mem"] = s[f"adatad.{impl}.mem_mb"] / s[f"fullft.{impl}.mem_mb"]
@@ -234,7 +239,8 @@ def main():
                 res = run_worker(args.opentad_python if impl == "opentad" else args.adatad_python, impl, m, args)
                 rows[(impl, m)].append(res)
                 figure = (f"{res['frames_per_s']:.1f} frames/s" if m == "infer" else
-                          f"+{res['peak_rss_increase_during_step_mb']:.0f} MB, {res['step_seconds']:.2f} s")
+                          f"+{res['peak_rss_increase_during_step_mb']:.0f} MB, {res['step_seconds']:.2f} s "
+                          f"({res['step_cpu_seconds']:.2f} s CPU)")
                 print(f"round {r}  {m:6s}  {impl:7s}  {figure}", flush=True)
     summary = summarize(rows, modes)
     result = dict(config={k: getattr(args, k) for k in ("frames", "size", "embed", "depth", "heads", "threads",

@@ -3,7 +3,9 @@
 `RowBlockedMLPFunction` (MLP a block of rows at a time, only its input kept for the backward), the adapter's
 convolutions on the token layout and its scaled up-projection, and `add_residual` (residual sums written into the
 branch output) are checked against autograd through `nn.Linear`, `nn.GELU` and `nn.Conv1d`, and the whole layer
-against transformers' `VideoMAELayer` on the same weights.
+against transformers' `VideoMAELayer` on the same weights. `SlicedRecomputeFunction` (activation checkpointing that
+recomputes a block's attention and MLP a slice of chunks at a time) is checked against plain autograd, alone and in
+the model, stochastic depth included.
 """
 
 import copy
@@ -20,10 +22,11 @@ from adatad.lean_vit import (
     ChannelsLastPointwiseConv,
     RowBlockedMLPFunction,
     ScaledLinear,
+    SlicedRecomputeFunction,
     TemporalDepthwiseConv,
     add_residual,
 )
-from adatad.modeling_adatad import AdaTADTemporalAdapter, AdaTADVideoMAELayer
+from adatad.modeling_adatad import RECOMPUTE_SLICES, AdaTADTemporalAdapter, AdaTADVideoMAELayer
 
 # Bit-for-bit comparisons: a block's products and the whole tensor's split their work the same way on one thread.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -236,3 +239,89 @@ def test_mlp_row_block_size_reaches_every_layer_and_changes_what_is_kept():
 def test_mlp_row_block_size_is_checked(value):
     with pytest.raises(ValueError, match="mlp_row_block_size"):
         AdaTADConfig(mlp_row_block_size=value)
+
+
+@pytest.mark.parametrize("inputs_need_grad", [False, True])
+@pytest.mark.parametrize("with_prefix", [False, True])
+def test_sliced_recompute_matches_autograd(inputs_need_grad, with_prefix):
+    # prefix mixes rows (as the adapter mixes chunks); row_wise treats each row alone, with a per-row factor as
+    # stochastic depth's keep flags; 7 rows in slices of 3: a partial last slice.
+    generator = torch.Generator().manual_seed(0)
+    mix = torch.randn(7, 7, generator=generator).requires_grad_()
+    weight = torch.randn(5, 5, generator=generator).requires_grad_()
+    frozen = torch.randn(5, 5, generator=generator)
+    row_factor = torch.rand(7, 1, 1, generator=generator)
+
+    def prefix(inputs):
+        return torch.einsum("rs,s...->r...", mix, inputs).tanh() if with_prefix else inputs
+
+    def row_wise(rows_input, rows):
+        return (rows_input @ weight).sin() @ frozen * row_factor[rows] + rows_input
+
+    inputs = torch.randn(7, 4, 5, generator=generator).requires_grad_(inputs_need_grad)
+    parameters = [mix, weight] if with_prefix else [weight]
+    output = SlicedRecomputeFunction.apply(prefix, row_wise, 3, len(parameters) - 1, inputs, *parameters)
+    reference = row_wise(prefix(inputs), slice(None))
+    torch.testing.assert_close(output, reference, rtol=0, atol=0)
+    wanted = [inputs, *parameters] if inputs_need_grad else parameters
+    grad_output = torch.randn_like(output)
+    grads = torch.autograd.grad(output, wanted, grad_output)
+    reference_grads = torch.autograd.grad(reference, wanted, grad_output)
+    for grad, reference_grad in zip(grads, reference_grads):
+        # `weight`'s gradient is summed over slices; the others follow autograd's arithmetic
+        torch.testing.assert_close(grad, reference_grad, rtol=1e-5, atol=1e-6)
+
+
+def small_model(tuning_mode: str, adapter_layer_indices, drop_path_rate: float):
+    config = AdaTADConfig(
+        backbone_config=dict(
+            hidden_size=16, num_attention_heads=2, intermediate_size=64, num_hidden_layers=3, image_size=32,
+            patch_size=16, num_frames=4,
+        ),
+        tuning_mode=tuning_mode, adapter_layer_indices=adapter_layer_indices, backbone_drop_path_rate=drop_path_rate,
+        num_frames=64, image_size=32, feature_length=16, max_seq_len=16, projection_hidden_size=16,
+        head_hidden_size=16, projection_arch=[1, 1, 1], fpn_strides=[1, 2], fpn_regression_ranges=[[0, 4], [4, 10000]],
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    return AdaTADForTemporalDetection(config).train()
+
+
+@pytest.mark.parametrize(
+    "tuning_mode, adapter_layer_indices, recomputed_layers, exact",
+    # A step recomputes its layer only when something before it trains: with frozen blocks, the previous adapter.
+    [("adapter", [0, 1, 2], 2, True), ("adapter", [1], 1, True), ("full", [0, 2], 3, False)],
+)
+def test_checkpointed_blocks_recompute_in_slices_with_the_same_gradients(
+    tuning_mode, adapter_layer_indices, recomputed_layers, exact
+):
+    # 16 chunks of 4 frames: slices of 2 chunks in the backward. Stochastic depth on: the recomputed slices must
+    # apply the draws of the forward, and the forward must draw what the plain model draws.
+    model = small_model(tuning_mode, adapter_layer_indices, drop_path_rate=0.5)
+    checkpointed = copy.deepcopy(model)
+    checkpointed.activation_checkpointing_enable()
+    rows_seen = []
+    for layer in checkpointed.model.backbone.layers:
+        layer.register_forward_pre_hook(lambda module, args: rows_seen.append(args[0].shape[0]))
+    for layer in checkpointed.model.backbone.layers:
+        layer.attention.register_forward_pre_hook(lambda module, args: rows_seen.append(args[0].shape[0]))
+    pixel_values = torch.randn(1, 64, 3, 32, 32)
+    labels = [{"segments": torch.tensor([[1.0, 6.0], [8.0, 14.5]]), "labels": torch.tensor([0, 1])}]
+    losses = []
+    for candidate in (model, checkpointed):
+        torch.manual_seed(1)
+        loss = candidate(pixel_values, labels=labels).loss
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
+    tolerance = dict(rtol=0, atol=0) if exact else dict(rtol=1e-5, atol=1e-6)
+    for (name, parameter), (_, other) in zip(model.named_parameters(), checkpointed.named_parameters()):
+        assert (parameter.grad is None) == (other.grad is None), name
+        if parameter.grad is not None:
+            torch.testing.assert_close(other.grad, parameter.grad, msg=name, **tolerance)
+    # Blocks from the first trainable one on run as slices of 2 of the 16 chunks (never as whole layers), in the
+    # forward and again in the backward; the frozen blocks before run whole (the layer and its attention).
+    first_trainable = 0 if tuning_mode == "full" else adapter_layer_indices[0]
+    assert rows_seen.count(16) == first_trainable * 2
+    rows_per_slice = 16 // RECOMPUTE_SLICES
+    assert rows_seen.count(rows_per_slice) == (3 - first_trainable + recomputed_layers) * RECOMPUTE_SLICES
