@@ -12,7 +12,7 @@ Every candidate's score is the product of its decays taken in the global pick or
 score), as OpenTAD multiplies them, so scores are bit-identical. A round costs the live overlaps; the
 number of rounds follows the local density of candidates, not the length of the video. Small groups (up to
 `_PICK_LOOP_MAX_GROUP_SIZE` candidates, a short video's classes) skip the rounds' fixed cost while no tie meets
-at the top of a group: they run one pick per group at a time over precomputed overlaps
+at the top of a group: they run one pick per group at a time over a table of precomputed decays
 (`_soft_nms_picks_without_ties`), where the layout decides nothing.
 
 Exact ties decide OpenTAD's pick order through its memory layout (in-place swaps and drops). Where equal pick
@@ -68,9 +68,13 @@ _EXP_UNDERFLOW = np.float32(float.fromhex("-0x1.9fe368p6"))  # below this expf r
 
 
 # glibc's double-precision result is within 1.7 * 2^-34 (relative) of exp(x) and numpy's double exp within a few
-# units of 2^-52, so where every value within 2^-30 of numpy's result rounds to the same float32, that float32 is
-# glibc's; only the others (a few in a hundred) need glibc's steps. Below -80 the result nears float32's subnormals.
-_EXP_MARGIN = 2.0**-30
+# units of 2^-52, so where numpy's result is farther than 2^-30 (relative) from a midpoint between two float32s,
+# it rounds to glibc's float32; only the others (3 in a hundred) need glibc's steps. A double rounds to float32
+# by its low 29 mantissa bits, whose midpoint is 2^28; 2^23 units of those bits are at least 2^-30 relative.
+# Below -80 the result nears float32's subnormals.
+_EXP_LOW_BITS = np.uint64((1 << 29) - 1)
+_EXP_NEAR_MIDPOINT_LOW = np.uint64((1 << 28) - (1 << 23))
+_EXP_NEAR_MIDPOINT_WIDTH = np.uint64(1 << 24)
 _EXP_FAST_LOWEST = np.float32(-80)
 
 
@@ -79,8 +83,13 @@ def expf(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     exact = np.exp(x.astype(np.float64))
     result = exact.astype(np.float32)
-    unsure = (exact * (1 - _EXP_MARGIN)).astype(np.float32) != (exact * (1 + _EXP_MARGIN)).astype(np.float32)
-    unsure |= x < _EXP_FAST_LOWEST
+    # (low bits - (midpoint - 2^23)) mod 2^29 <= 2^24: within 2^23 units of the midpoint (`exact` is reused)
+    near_midpoint = exact.view(np.uint64)
+    near_midpoint -= _EXP_NEAR_MIDPOINT_LOW
+    near_midpoint &= _EXP_LOW_BITS
+    unsure = near_midpoint <= _EXP_NEAR_MIDPOINT_WIDTH
+    if x.shape[0] and x.min() < _EXP_FAST_LOWEST:
+        unsure |= x < _EXP_FAST_LOWEST
     if unsure.any():
         result[unsure] = _glibc_expf(x[unsure])
     return result
@@ -140,18 +149,6 @@ def _sweep(start: np.ndarray, end: np.ndarray, group: np.ndarray) -> tuple[np.nd
     return order, np.searchsorted(start_keys, end_keys, side="left")
 
 
-def overlap_pairs(start: np.ndarray, end: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs `(a, b)`, `a != b`, of segments in the same group whose intersection has positive length,
-    found by a sweep over start times: O(n log n + pairs)."""
-    order, stop = _sweep(start, end, group)
-    counts = np.maximum(stop - np.arange(order.shape[0]) - 1, 0)
-    first = np.repeat(np.arange(order.shape[0]), counts)
-    second = first + 1 + np.arange(first.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
-    a, b = order[first], order[second]
-    positive = np.minimum(end[a], end[b]) > np.maximum(start[a], start[b])
-    return a[positive], b[positive]
-
-
 class _NeighbourMax:
     """Per segment (in sweep order), the highest current score among the segments that start inside it or
     contain its start (a superset of the segments it overlaps), in O(n log n) per call with no per-pair work.
@@ -203,10 +200,96 @@ class _NeighbourMax:
         return np.maximum(result, covering[0], out=result)
 
 
-def pair_overlaps(start: np.ndarray, end: np.ndarray, length: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """OpenTAD's float32 overlap of pairs: inter / (len_a + len_b - inter), lengths with +1e-6."""
-    inter = np.maximum(np.minimum(end[a], end[b]) - np.maximum(start[a], start[b]), np.float32(0))
-    return inter / (length[a] + length[b] - inter)
+class _OverlappingPairs(NamedTuple):
+    """Pairs of same-group segments whose decay is not 1, in sweep order (group, start): `order` maps sweep
+    positions to input indices and `stop` is `_sweep`'s; pair `k` is `first[k] < second[k]` (sweep positions,
+    sorted by `first`), `weight_first[k]` the decay of `second` when `first` is picked, `weight_second[k]` that of
+    `first` when `second` is picked (the same array unless the method is improved_gaussian)."""
+
+    order: np.ndarray
+    stop: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    weight_first: np.ndarray
+    weight_second: np.ndarray
+
+
+def _overlapping_pairs(
+    start: np.ndarray,
+    end: np.ndarray,
+    group: np.ndarray,
+    method: str,
+    sigma: float,
+    iou_threshold: float,
+    t1: float,
+    t2: float,
+) -> _OverlappingPairs:
+    f32 = np.float32
+    order, stop = _sweep(start, end, group)
+    start, end = start[order], end[order]
+    n = order.shape[0]
+    # the later-starting segments a segment can overlap are one run after it
+    counts = np.maximum(stop - np.arange(n) - 1, 0)
+    index = np.int32 if counts.sum() < 2**31 else np.int64
+    first = np.repeat(np.arange(n, dtype=index), counts)
+    second = np.arange(1, first.shape[0] + 1, dtype=index)
+    second += np.repeat((np.arange(n) - np.cumsum(counts) + counts).astype(index), counts)
+    # OpenTAD's float32 overlap: inter / (len_a + len_b - inter), lengths with +1e-6; in sweep order the later
+    # start is `second`'s. (Pairs that only touch have overlap 0, weight 1, and leave below.)
+    length = (end - start) + f32(1e-6)
+    length_first = np.repeat(length, counts)
+    inter = np.minimum(np.repeat(end, counts), end[second])
+    inter -= start[second]
+    np.maximum(inter, f32(0), out=inter)
+    ovr = inter / (length_first + length[second] - inter)
+    weight_first = decay_weights(ovr, length_first, method, sigma, iou_threshold, t1, t2)
+    if method == "improved_gaussian":  # the only decay that depends on which segment is picked
+        weight_second = decay_weights(ovr, length[second], method, sigma, iou_threshold, t1, t2)
+        effective = (weight_first != 1) | (weight_second != 1)
+    else:
+        weight_second = weight_first
+        effective = weight_first != 1  # a weight of 1 changes nothing
+    if not effective.all():
+        first, second = first[effective], second[effective]
+        weight_first = weight_first[effective]
+        weight_second = weight_second[effective] if method == "improved_gaussian" else weight_first
+    return _OverlappingPairs(order, stop, first, second, weight_first, weight_second)
+
+
+class _OverlapGraph(NamedTuple):
+    """Overlapping pairs as directed edges grouped by source (sweep positions): the neighbours of `i` are
+    `others[edge_start[i]:edge_start[i + 1]]`, `out_weight` the decay each receives when `i` is picked,
+    `in_weight` the decay `i` receives when that neighbour is picked. A source's edges are those to
+    earlier-starting segments, then those to later-starting ones."""
+
+    edge_start: np.ndarray
+    others: np.ndarray
+    out_weight: np.ndarray
+    in_weight: np.ndarray
+
+
+def _overlap_graph(pairs: _OverlappingPairs) -> _OverlapGraph:
+    n = pairs.order.shape[0]
+    first, second, weight_first, weight_second = pairs.first, pairs.second, pairs.weight_first, pairs.weight_second
+    to_later = np.bincount(first, minlength=n)
+    to_earlier = np.bincount(second, minlength=n)
+    edge_start = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(to_later + to_earlier, out=edge_start[1:])
+    others = np.empty(2 * first.shape[0], dtype=first.dtype)
+    out_weight = np.empty(2 * first.shape[0], dtype=np.float32)
+    # pairs come sorted by `first`, so only the edges from `second` need sorting
+    by_second = _stable_argsort(second, n)
+    position = np.arange(first.shape[0], dtype=np.int64)
+    position += np.repeat(edge_start[:-1] - np.cumsum(to_earlier) + to_earlier, to_earlier)
+    others[position], out_weight[position] = first[by_second], weight_second[by_second]
+    position_later = np.arange(first.shape[0], dtype=np.int64)
+    position_later += np.repeat(edge_start[:-1] + to_earlier - np.cumsum(to_later) + to_later, to_later)
+    others[position_later], out_weight[position_later] = second, weight_first
+    in_weight = out_weight
+    if weight_second is not weight_first:
+        in_weight = np.empty_like(out_weight)
+        in_weight[position], in_weight[position_later] = weight_first[by_second], weight_second
+    return _OverlapGraph(edge_start, others, out_weight, in_weight)
 
 
 # --- soft-NMS -------------------------------------------------------------------------------------------
@@ -243,16 +326,13 @@ def soft_nms_groups(
     params = dict(method=method, sigma=sigma, min_score=min_score, iou_threshold=iou_threshold, t1=t1, t2=t2)
     picked = _soft_nms_picks_without_ties(segments[:, 0], segments[:, 1], scores, group_ids, **params)
     if picked is not None:
-        keep, kept_scores = picked
-    else:
-        keep, kept_scores, sequential_groups = _soft_nms_rounds(
-            segments[:, 0], segments[:, 1], scores, group_ids, **params
-        )
-        if sequential_groups.shape[0]:
-            redo = np.flatnonzero(np.isin(group_ids, sequential_groups))
-            redo_keep, redo_scores = _sequential_soft_nms(segments[redo], scores[redo], group_ids[redo], **params)
-            keep = np.concatenate((keep, redo[redo_keep]))
-            kept_scores = np.concatenate((kept_scores, redo_scores))
+        return picked
+    keep, kept_scores, sequential_groups = _soft_nms_rounds(segments[:, 0], segments[:, 1], scores, group_ids, **params)
+    if sequential_groups.shape[0]:
+        redo = np.flatnonzero(np.isin(group_ids, sequential_groups))
+        redo_keep, redo_scores = _sequential_soft_nms(segments[redo], scores[redo], group_ids[redo], **params)
+        keep = np.concatenate((keep, redo[redo_keep]))
+        kept_scores = np.concatenate((kept_scores, redo_scores))
     by_group = np.argsort(group_ids[keep], kind="stable")
     return keep[by_group], kept_scores[by_group]
 
@@ -283,9 +363,10 @@ def _soft_nms_picks_without_ties(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """OpenTAD's loop one pick at a time, every group at once, for groups of up to `_PICK_LOOP_MAX_GROUP_SIZE`
     candidates. While each pick is the only candidate of its group at the top score, the memory layout decides
-    nothing, so a pick only multiplies the precomputed decays of the candidates it overlaps. Returns `(keep,
-    kept_scores)` in pick order, or None for inputs it does not take: larger groups, inputs outside
-    `_overlaps_alone_decay`, and any tie at the top of a group (then the rounds decide)."""
+    nothing, so a pick only multiplies the precomputed decays of the candidates it overlaps (one row of a dense
+    table per candidate). Returns `(keep, kept_scores)`, grouped by group and in pick order inside each, or None
+    for inputs it does not take: larger groups, inputs outside `_overlaps_alone_decay`, overlaps so uneven that the
+    table would be mostly empty, and any tie at the top of a group (then the rounds decide)."""
     f32 = np.float32
     n = scores.shape[0]
     unique_ids, group, sizes = np.unique(group_ids, return_inverse=True, return_counts=True)
@@ -293,63 +374,66 @@ def _soft_nms_picks_without_ties(
     if width > _PICK_LOOP_MAX_GROUP_SIZE or not _overlaps_alone_decay(start, end, scores, method, iou_threshold):
         return None
     num_groups = unique_ids.shape[0]
-    # every candidate gets a cell of a (groups, width) table of current scores; -inf marks picked or dropped
-    by_group = np.argsort(group, kind="stable")
-    cell = np.empty(n, dtype=np.int64)
-    cell[by_group] = group[by_group] * width + np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    candidate_of_cell = np.zeros(num_groups * width, dtype=np.int64)
-    candidate_of_cell[cell] = np.arange(n)
-    current = np.full(num_groups * width, -np.inf, dtype=f32)
-    current[cell] = scores
-    table = current.reshape(num_groups, width)
+    pairs = _overlapping_pairs(start, end, group, method, sigma, iou_threshold, t1, t2)
+    # Each group is a row of a table of current scores: its candidates in sweep order between `span` empty cells on
+    # either side; -inf marks empty, picked or dropped cells. The pick in cell c decays cells c - span .. c + span,
+    # its neighbours in sweep order, by row c of a (cells, 2 * span + 1) table of factors, 1 where they do not
+    # overlap (and for c itself). Where that table would be mostly ones, the rounds take the input.
+    distance = pairs.second - pairs.first - 1  # pair (i, j): j = i + distance + 1 (sweep positions)
+    span = int(distance.max()) + 1 if distance.shape[0] else 1
+    row_width = width + 2 * span
+    num_cells = num_groups * row_width
+    if num_cells * (2 * span + 1) > 16 * distance.shape[0] + 2**16:
+        return None
+    cell = np.arange(n) + np.repeat(np.arange(num_groups) * row_width + span - np.cumsum(sizes) + sizes, sizes)
+    candidate_of_cell = np.zeros(num_cells, dtype=np.int64)
+    candidate_of_cell[cell] = pairs.order
+    current = np.full(num_cells, -np.inf, dtype=f32)
+    current[cell] = scores[pairs.order]
+    table = current.reshape(num_groups, row_width)
+    # window `c - span` is cells c - span .. c + span, a view: a pick's neighbours are read and written as one row
+    windows = np.lib.stride_tricks.sliding_window_view(current, 2 * span + 1, writeable=True)
+    decay_factors = np.ones(num_cells * (2 * span + 1), dtype=f32)
+    decay_factors[cell[pairs.first] * (2 * span + 1) + span + 1 + distance] = pairs.weight_first
+    decay_factors[cell[pairs.second] * (2 * span + 1) + span - 1 - distance] = pairs.weight_second
+    decay_factors = decay_factors.reshape(num_cells, 2 * span + 1)
 
-    # decays of every positively overlapping pair, in both directions, listed by the picked candidate's cell (a
-    # zero overlap decays by exactly 1 under `_overlaps_alone_decay`)
-    a, b = overlap_pairs(start, end, group)
-    length = (end - start) + f32(1e-6)
-    ovr = pair_overlaps(start, end, length, a, b)
-    picker, target = np.concatenate((a, b)), np.concatenate((b, a))
-    if method == "improved_gaussian":  # the only decay that depends on which segment is picked
-        weight = decay_weights(np.concatenate((ovr, ovr)), length[picker], method, sigma, iou_threshold, t1, t2)
-    else:
-        weight = np.tile(decay_weights(ovr, length[a], method, sigma, iou_threshold, t1, t2), 2)
-    picker_cells = cell[picker]
-    sort_keys = picker_cells.astype(np.uint16) if num_groups * width <= 2**16 else picker_cells
-    by_picker = np.argsort(sort_keys, kind="stable")  # numpy sorts 16-bit integers by radix (linear time)
-    target_cells, weight = cell[target][by_picker], weight[by_picker]
-    decays_from = np.searchsorted(picker_cells[by_picker], np.arange(num_groups * width + 1))
-
-    row_start = np.arange(num_groups) * width
+    row_start = np.arange(num_groups) * row_width
     minimum = f32(min_score)
+    # OpenTAD drops a candidate once its score falls below `min_score`; here it stays in the table, below every
+    # candidate in play, and a group is done when its best is below `min_score`. That needs each group's best to
+    # start at `min_score` or above (OpenTAD keeps a lower best alone) and no factor of 0 (which would turn a picked
+    # cell's -inf into NaN); the rounds take other inputs.
+    if (table.max(1) < minimum).any() or not pairs.weight_first.all() or not pairs.weight_second.all():
+        return None
     picked_cells, picked_scores = [], []
-    first_step = True
-    with np.errstate(invalid="ignore"):
-        while True:
-            picked = row_start + table.argmax(1)
-            top = current[picked]
-            active = top > -np.inf
-            all_active = bool(active.all())
-            if not all_active:
-                if not active.any():
-                    break
-                picked, top = picked[active], top[active]
-            current[picked] = -np.inf
-            runner_up = table.max(1)
-            if ((runner_up if all_active else runner_up[active]) == top).any():
-                return None
-            picked_cells.append(picked)
-            picked_scores.append(top)
-            if first_step:  # OpenTAD's first step drops every other candidate already below min_score
-                current[current < minimum] = -np.inf
-                first_step = False
-            low, high = decays_from[picked], decays_from[picked + 1]
-            count = high - low
-            pair = np.repeat(low - np.cumsum(count) + count, count) + np.arange(count.sum())
-            targets = target_cells[pair]
-            values = current[targets] * weight[pair]  # picked or dropped stay -inf (or NaN: a weight of 0)
-            values[~(values >= minimum)] = -np.inf
-            current[targets] = values
-    return candidate_of_cell[np.concatenate(picked_cells)], np.concatenate(picked_scores)
+    while True:
+        picked = table.argmax(1)
+        picked += row_start
+        top = current[picked]
+        if min(top.tolist()) < minimum:  # a group is done
+            active = top >= minimum
+            if not active.any():
+                break
+            picked, top = picked[active], top[active]
+        current[picked] = -np.inf
+        picked_cells.append(picked)
+        picked_scores.append(top)
+        window_index = picked - span
+        values = windows[window_index]
+        # a candidate tied with the pick: one it decays shows here, any other is picked next at the same score
+        if (values == top[:, None]).any():
+            return None
+        values *= decay_factors.take(picked, axis=0)
+        windows[window_index] = values
+    picked_cells, picked_scores = np.concatenate(picked_cells), np.concatenate(picked_scores)
+    picked_rows = picked_cells // row_width
+    by_group = np.argsort(picked_rows, kind="stable")
+    picked_cells, picked_scores, picked_rows = picked_cells[by_group], picked_scores[by_group], picked_rows[by_group]
+    same_group = picked_rows[1:] == picked_rows[:-1]
+    if (same_group & (picked_scores[1:] == picked_scores[:-1])).any():
+        return None
+    return candidate_of_cell[picked_cells], picked_scores
 
 
 def _soft_nms_rounds(
@@ -376,8 +460,10 @@ def _soft_nms_rounds(
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), unique_ids
     num_groups = unique_ids.shape[0]
     # candidates are handled in sweep order (group, start); `order` maps back to the input
-    order, stop = _sweep(start, end, group)
-    start, end, group, initial = start[order], end[order], group[order], scores[order].astype(np.float32)
+    pairs = _overlapping_pairs(start, end, group, method, sigma, iou_threshold, t1, t2)
+    order, stop, graph = pairs.order, pairs.stop, _overlap_graph(pairs)
+    edge_start, others, out_weight, in_weight = graph
+    group, initial = group[order], scores[order].astype(np.float32)
     n = initial.shape[0]
     group_max = np.full(num_groups, -np.inf, dtype=np.float32)
     np.maximum.at(group_max, group, initial)
@@ -386,42 +472,6 @@ def _soft_nms_rounds(
     low_groups = group_max < f32(min_score)
     alive = (initial >= f32(min_score)) & ~low_groups[group]
     current = initial.copy()
-
-    # overlapping pairs (first < second in sweep order) and their decays in both directions
-    counts = np.maximum(stop - np.arange(n) - 1, 0)
-    first = np.repeat(np.arange(n, dtype=np.int32), counts)
-    second = first + 1 + (np.arange(first.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32)
-    # (pairs that only touch have overlap 0, weight 1, and leave with the weights of 1 below)
-    length = (end - start) + f32(1e-6)
-    ovr = pair_overlaps(start, end, length, first, second)
-    weight_first = decay_weights(ovr, length[first], method, sigma, iou_threshold, t1, t2)  # first picked
-    if method == "improved_gaussian":  # the only decay that depends on which segment is picked
-        weight_second = decay_weights(ovr, length[second], method, sigma, iou_threshold, t1, t2)
-    else:
-        weight_second = weight_first
-    effective = (weight_first != 1) | (weight_second != 1)  # a weight of 1 changes nothing
-    first, second = first[effective], second[effective]
-    weight_first, weight_second = weight_first[effective], weight_second[effective]
-    # every pair as two directed edges grouped by source: (source, other, weight on the other when source is
-    # picked); a source's edges are those to earlier-starting segments, then those to later-starting ones
-    # (pairs come sorted by `first`, so only the edges from `second` need sorting)
-    to_later = np.bincount(first, minlength=n)
-    to_earlier = np.bincount(second, minlength=n)
-    edge_start = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(to_later + to_earlier, out=edge_start[1:])
-    others = np.empty(2 * first.shape[0], dtype=first.dtype)
-    out_weight = np.empty(2 * first.shape[0], dtype=np.float32)
-    by_second = _stable_argsort(second, n)
-    sources = second[by_second]
-    position = edge_start[sources] + np.arange(sources.shape[0]) - (np.cumsum(to_earlier) - to_earlier)[sources]
-    others[position], out_weight[position] = first[by_second], weight_second[by_second]
-    later_start = np.cumsum(to_later) - to_later
-    position_later = edge_start[first] + to_earlier[first] + np.arange(first.shape[0]) - later_start[first]
-    others[position_later], out_weight[position_later] = second, weight_first
-    in_weight = out_weight  # the decay of the source when the other is picked
-    if method == "improved_gaussian":
-        in_weight = np.empty_like(out_weight)
-        in_weight[position], in_weight[position_later] = weight_first[by_second], weight_second
     neighbour_max = _NeighbourMax(stop)
 
     picked = np.zeros(n, dtype=bool)
@@ -464,7 +514,7 @@ def _soft_nms_rounds(
         in_group = np.flatnonzero(kept_group == g)
         ordered = _order_ties_like_opentad(
             np.flatnonzero(group == g), keep[in_group], order, initial, current, picked, log, min_score,
-            (edge_start, others, in_weight),
+            graph,
         )
         if ordered is None:
             stepped[g] = True
@@ -475,7 +525,6 @@ def _soft_nms_rounds(
     if stepped.any():
         rounds_decided = ~stepped[kept_group]
         parts = [(keep[rounds_decided], kept_scores[rounds_decided])]
-        graph = _OverlapGraph(edge_start, others, out_weight)
         for g in np.flatnonzero(stepped).tolist():
             members = np.arange(group_bounds[g], group_bounds[g + 1])
             parts.append(_soft_nms_steps(members, order, initial, f32(min_score), graph))
@@ -487,18 +536,10 @@ def _soft_nms_rounds(
         best = members[np.argmax(scores[members])]
         keep, kept_scores = np.append(keep, best), np.append(kept_scores, scores[best])
     if counters is not None:
-        pairs = int(first.shape[0])
-        counters.update(rounds=rounds, pair_visits=pair_visits, pairs=pairs, stepped_groups=int(stepped.sum()))
+        counters.update(
+            rounds=rounds, pair_visits=pair_visits, pairs=int(pairs.first.shape[0]), stepped_groups=int(stepped.sum())
+        )
     return keep, kept_scores, np.zeros(0, dtype=unique_ids.dtype)
-
-
-class _OverlapGraph(NamedTuple):
-    """Effective overlaps in sweep order: the neighbours of `i` are `others[edge_start[i]:edge_start[i + 1]]`,
-    `out_weight` the decay each receives when `i` is picked."""
-
-    edge_start: np.ndarray
-    others: np.ndarray
-    out_weight: np.ndarray
 
 
 def _soft_nms_steps(
@@ -603,7 +644,7 @@ def _order_ties_like_opentad(
     picked: np.ndarray,
     log: _DecayLog,
     min_score: float,
-    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
+    graph: _OverlapGraph,
 ) -> np.ndarray | None:
     """OpenTAD's pick order for a group whose picks include equal scores, or None where its layout would also
     change a score (two equal-score picks decaying the same candidate).
@@ -621,7 +662,7 @@ def _order_ties_like_opentad(
     dropped = members[~picked[members]]
     initially_low = dropped[initial[dropped] < f32(min_score)]
     decayed = dropped[initial[dropped] >= f32(min_score)]
-    edge_start, others, in_weight = edges
+    edge_start, others, _, in_weight = graph
     counts = edge_start[decayed + 1] - edge_start[decayed]
     edge = np.repeat(edge_start[decayed] - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
     row = np.repeat(np.arange(decayed.shape[0]), counts)

@@ -146,12 +146,16 @@ def worker(args):
     res["params_trainable"] = sum(p.numel() for p in trainable)
     opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.05)
     rss_before = rss_now_mb()
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     t0, cpu0 = time.perf_counter(), time.process_time()
     loss = train_loss()
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     res.update(step_seconds=time.perf_counter() - t0, step_cpu_seconds=time.process_time() - cpu0,
+               step_system_cpu_seconds=usage.ru_stime - usage0.ru_stime,
+               step_page_faults=usage.ru_minflt - usage0.ru_minflt,
                peak_rss_increase_during_step_mb=peak_rss_mb() - rss_before, loss=float(loss.detach()))
     return res
 
