@@ -81,7 +81,8 @@ _EXP_FAST_LOWEST = np.float32(-80)
 def expf(x: np.ndarray) -> np.ndarray:
     """glibc's `expf` for finite float32 `x <= 0` (the soft-NMS exponents), as a float32 array."""
     x = np.asarray(x, dtype=np.float32)
-    exact = np.exp(x.astype(np.float64))
+    exact = x.astype(np.float64)
+    np.exp(exact, out=exact)
     result = exact.astype(np.float32)
     # (low bits - (midpoint - 2^23)) mod 2^29 <= 2^24: within 2^23 units of the midpoint (`exact` is reused)
     near_midpoint = exact.view(np.uint64)
@@ -121,7 +122,10 @@ def decay_weights(
     """Soft-NMS score multipliers (float32) for overlaps `ovr` with the picked segments, as OpenTAD's loop."""
     f32 = np.float32
     if method == "gaussian":
-        return expf(-(ovr * ovr) / f32(sigma))
+        exponent = np.multiply(ovr, ovr)
+        np.negative(exponent, out=exponent)
+        exponent /= f32(sigma)
+        return expf(exponent)
     if method == "linear":
         return np.where(ovr >= f32(iou_threshold), f32(1) - ovr, f32(1)).astype(np.float32)
     if method == "improved_gaussian":
@@ -237,11 +241,17 @@ def _overlapping_pairs(
     # OpenTAD's float32 overlap: inter / (len_a + len_b - inter), lengths with +1e-6; in sweep order the later
     # start is `second`'s. (Pairs that only touch have overlap 0, weight 1, and leave below.)
     length = (end - start) + f32(1e-6)
+    # (in place where it can: each pair-sized temporary is fresh memory the system must map and clear)
     length_first = np.repeat(length, counts)
-    inter = np.minimum(np.repeat(end, counts), end[second])
+    inter = np.repeat(end, counts)
+    np.minimum(inter, end[second], out=inter)
     inter -= start[second]
     np.maximum(inter, f32(0), out=inter)
-    ovr = inter / (length_first + length[second] - inter)
+    ovr = length[second]
+    ovr += length_first
+    ovr -= inter
+    np.divide(inter, ovr, out=ovr)
+    del inter
     weight_first = decay_weights(ovr, length_first, method, sigma, iou_threshold, t1, t2)
     if method == "improved_gaussian":  # the only decay that depends on which segment is picked
         weight_second = decay_weights(ovr, length[second], method, sigma, iou_threshold, t1, t2)
@@ -376,29 +386,26 @@ def _soft_nms_picks_without_ties(
     num_groups = unique_ids.shape[0]
     pairs = _overlapping_pairs(start, end, group, method, sigma, iou_threshold, t1, t2)
     # Each group is a row of a table of current scores: its candidates in sweep order between `span` empty cells on
-    # either side; -inf marks empty, picked or dropped cells. The pick in cell c decays cells c - span .. c + span,
-    # its neighbours in sweep order, by row c of a (cells, 2 * span + 1) table of factors, 1 where they do not
-    # overlap (and for c itself). Where that table would be mostly ones, the rounds take the input.
+    # either side; -inf marks empty, picked or dropped cells. Window w, a view, is cells w .. w + 2 * span: the
+    # pick in cell w + span and its neighbours in sweep order, which it decays by row w of a table of factors (1
+    # where they do not overlap, and for the pick itself). Where that table would be mostly ones, the rounds take
+    # the input.
     distance = pairs.second - pairs.first - 1  # pair (i, j): j = i + distance + 1 (sweep positions)
     span = int(distance.max()) + 1 if distance.shape[0] else 1
     row_width = width + 2 * span
     num_cells = num_groups * row_width
     if num_cells * (2 * span + 1) > 16 * distance.shape[0] + 2**16:
         return None
-    cell = np.arange(n) + np.repeat(np.arange(num_groups) * row_width + span - np.cumsum(sizes) + sizes, sizes)
-    candidate_of_cell = np.zeros(num_cells, dtype=np.int64)
-    candidate_of_cell[cell] = pairs.order
+    group_of_position = np.repeat(np.arange(num_groups), sizes)
+    cell = np.arange(n) + (np.arange(num_groups) * row_width + span - np.cumsum(sizes) + sizes)[group_of_position]
     current = np.full(num_cells, -np.inf, dtype=f32)
     current[cell] = scores[pairs.order]
     table = current.reshape(num_groups, row_width)
-    # window `c - span` is cells c - span .. c + span, a view: a pick's neighbours are read and written as one row
     windows = np.lib.stride_tricks.sliding_window_view(current, 2 * span + 1, writeable=True)
-    decay_factors = np.ones(num_cells * (2 * span + 1), dtype=f32)
-    decay_factors[cell[pairs.first] * (2 * span + 1) + span + 1 + distance] = pairs.weight_first
-    decay_factors[cell[pairs.second] * (2 * span + 1) + span - 1 - distance] = pairs.weight_second
-    decay_factors = decay_factors.reshape(num_cells, 2 * span + 1)
+    decay_factors = np.ones((n, 2 * span + 1), dtype=f32)  # by the pick's sweep position
+    decay_factors[pairs.first, span + 1 + distance] = pairs.weight_first
+    decay_factors[pairs.second, span - 1 - distance] = pairs.weight_second
 
-    row_start = np.arange(num_groups) * row_width
     minimum = f32(min_score)
     # OpenTAD drops a candidate once its score falls below `min_score`; here it stays in the table, below every
     # candidate in play, and a group is done when its best is below `min_score`. That needs each group's best to
@@ -406,34 +413,42 @@ def _soft_nms_picks_without_ties(
     # cell's -inf into NaN); the rounds take other inputs.
     if (table.max(1) < minimum).any() or not pairs.weight_first.all() or not pairs.weight_second.all():
         return None
-    picked_cells, picked_scores = [], []
+    # the candidate at place p of row r's candidate cells: window r * row_width + p, sweep position start_r + p
+    candidate_cells = table[:, span : span + width]
+    first_window_of_row = np.arange(num_groups) * row_width
+    first_position_of_row = np.cumsum(sizes) - sizes
+    picked_positions, picked_scores = [], []
     while True:
-        picked = table.argmax(1)
-        picked += row_start
-        top = current[picked]
+        place = candidate_cells.argmax(1)
+        window = place + first_window_of_row
+        values = windows[window]
+        top = values[:, span].copy()
         if min(top.tolist()) < minimum:  # a group is done
             active = top >= minimum
             if not active.any():
                 break
-            picked, top = picked[active], top[active]
-        current[picked] = -np.inf
-        picked_cells.append(picked)
+            window, values, top = window[active], values[active], top[active]
+            place = place[active] + first_position_of_row[active]
+        else:
+            place += first_position_of_row
+        picked_positions.append(place)
         picked_scores.append(top)
-        window_index = picked - span
-        values = windows[window_index]
+        values[:, span] = -np.inf
         # a candidate tied with the pick: one it decays shows here, any other is picked next at the same score
         if (values == top[:, None]).any():
             return None
-        values *= decay_factors.take(picked, axis=0)
-        windows[window_index] = values
-    picked_cells, picked_scores = np.concatenate(picked_cells), np.concatenate(picked_scores)
-    picked_rows = picked_cells // row_width
-    by_group = np.argsort(picked_rows, kind="stable")
-    picked_cells, picked_scores, picked_rows = picked_cells[by_group], picked_scores[by_group], picked_rows[by_group]
-    same_group = picked_rows[1:] == picked_rows[:-1]
-    if (same_group & (picked_scores[1:] == picked_scores[:-1])).any():
+        values *= decay_factors.take(place, axis=0)
+        windows[window] = values
+    picked_positions = np.concatenate(picked_positions)
+    picked_scores = np.concatenate(picked_scores)
+    picked_groups = group_of_position[picked_positions]
+    by_group = np.argsort(picked_groups, kind="stable")
+    picked_positions, picked_scores, picked_groups = (
+        picked_positions[by_group], picked_scores[by_group], picked_groups[by_group]
+    )
+    if ((picked_groups[1:] == picked_groups[:-1]) & (picked_scores[1:] == picked_scores[:-1])).any():
         return None
-    return candidate_of_cell[picked_cells], picked_scores
+    return pairs.order[picked_positions], picked_scores
 
 
 def _soft_nms_rounds(
