@@ -205,7 +205,7 @@ class _NeighbourMax:
 
 
 class _OverlappingPairs(NamedTuple):
-    """Pairs of same-group segments whose decay is not 1, in sweep order (group, start): `order` maps sweep
+    """Pairs of overlapping same-group segments, in sweep order (group, start): `order` maps sweep
     positions to input indices and `stop` is `_sweep`'s; pair `k` is `first[k] < second[k]` (sweep positions,
     sorted by `first`), `weight_first[k]` the decay of `second` when `first` is picked, `weight_second[k]` that of
     `first` when `second` is picked (the same array unless the method is improved_gaussian)."""
@@ -253,16 +253,9 @@ def _overlapping_pairs(
     np.divide(inter, ovr, out=ovr)
     del inter
     weight_first = decay_weights(ovr, length_first, method, sigma, iou_threshold, t1, t2)
+    weight_second = weight_first
     if method == "improved_gaussian":  # the only decay that depends on which segment is picked
         weight_second = decay_weights(ovr, length[second], method, sigma, iou_threshold, t1, t2)
-        effective = (weight_first != 1) | (weight_second != 1)
-    else:
-        weight_second = weight_first
-        effective = weight_first != 1  # a weight of 1 changes nothing
-    if not effective.all():
-        first, second = first[effective], second[effective]
-        weight_first = weight_first[effective]
-        weight_second = weight_second[effective] if method == "improved_gaussian" else weight_first
     return _OverlappingPairs(order, stop, first, second, weight_first, weight_second)
 
 
@@ -281,6 +274,14 @@ class _OverlapGraph(NamedTuple):
 def _overlap_graph(pairs: _OverlappingPairs) -> _OverlapGraph:
     n = pairs.order.shape[0]
     first, second, weight_first, weight_second = pairs.first, pairs.second, pairs.weight_first, pairs.weight_second
+    effective = weight_first != 1  # a pair whose decays are both 1 changes nothing
+    if weight_second is not weight_first:
+        effective |= weight_second != 1
+    if not effective.all():
+        first, second = first[effective], second[effective]
+        symmetric = weight_second is weight_first
+        weight_first = weight_first[effective]
+        weight_second = weight_first if symmetric else weight_second[effective]
     to_later = np.bincount(first, minlength=n)
     to_earlier = np.bincount(second, minlength=n)
     edge_start = np.zeros(n + 1, dtype=np.int64)
@@ -403,8 +404,11 @@ def _soft_nms_picks_without_ties(
     table = current.reshape(num_groups, row_width)
     windows = np.lib.stride_tricks.sliding_window_view(current, 2 * span + 1, writeable=True)
     decay_factors = np.ones((n, 2 * span + 1), dtype=f32)  # by the pick's sweep position
-    decay_factors[pairs.first, span + 1 + distance] = pairs.weight_first
-    decay_factors[pairs.second, span - 1 - distance] = pairs.weight_second
+    slot = distance
+    slot += span + 1
+    decay_factors[pairs.first, slot] = pairs.weight_first
+    np.subtract(2 * span, slot, out=slot)  # span - 1 - distance
+    decay_factors[pairs.second, slot] = pairs.weight_second
 
     minimum = f32(min_score)
     # OpenTAD drops a candidate once its score falls below `min_score`; here it stays in the table, below every
