@@ -1,6 +1,7 @@
 """Hostile but realistic input to the evaluation, config, annotation, decoding and conversion entry points
 (issue 15): nothing lost, no silent wrong number, no hang, and one clear error line naming the culprit."""
 
+import importlib
 import json
 import math
 import os
@@ -558,23 +559,27 @@ def test_a_pickle_of_python_objects_still_gets_the_trust_message(tmp_path):
         load_checkpoint_file(path)
 
 
-@pytest.mark.parametrize("script", ["convert_videomae_to_adatad.py", "convert_opentad_to_adatad.py"])
-def test_converters_end_with_one_error_line_and_exit_1(tmp_path, script):
+@pytest.mark.parametrize("script", ["convert_videomae_to_adatad", "convert_opentad_to_adatad"])
+def test_converters_end_with_one_error_line_and_exit_1(tmp_path, capsys, script):
+    converter = importlib.import_module(script)
     path = tmp_path / "model.pth"
     path.write_bytes(os.urandom(4096))
     config = tmp_path / "config.py"
     config.write_text("model = dict()\n")
     argv = ["--checkpoint", str(path), "--output", str(tmp_path / "out")]
-    argv += ["--config", str(config)] if script.startswith("convert_opentad") else ["--num-labels", "3"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "conversion_scripts" / script), *argv],
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1, result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert "Traceback" not in result.stderr and len(error_lines) == 1, result.stderr
-    help_text = subprocess.run([sys.executable, str(REPO_ROOT / "conversion_scripts" / script), "--help"],
-                               env=env, capture_output=True, text=True, timeout=300).stdout
-    assert "exit status: 0" in " ".join(help_text.split())
+    argv += ["--config", str(config)] if script == "convert_opentad_to_adatad" else ["--num-labels", "3"]
+    with pytest.raises(SystemExit) as exit_info:
+        converter.main(argv)
+    # A SystemExit carrying a message: the interpreter prints it on standard error and exits with status 1.
+    message = exit_info.value.code
+    assert isinstance(message, str), message
+    stderr = capsys.readouterr().err + message + "\n"
+    error_lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in stderr and len(error_lines) == 1, stderr
+    with pytest.raises(SystemExit) as exit_info:
+        converter.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "exit status: 0" in " ".join(capsys.readouterr().out.split())
 
 
 # ---------------------------------------------------------------------------------------------

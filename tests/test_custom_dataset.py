@@ -7,8 +7,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -477,41 +475,6 @@ def walkthrough_commands():
     text = DOC.read_text()
     section = text[text.index("<!-- walkthrough:start -->"):text.index("<!-- walkthrough:end -->")]
     return re.findall(r"```bash\n(.*?)```", section, re.S)
-
-
-@pytest.mark.slow
-def test_walkthrough_in_the_docs(tmp_path):
-    """Runs every bash block of the walk-through, verbatim, with the console scripts of setup.cfg on PATH."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    shims = {name: f"import sys; from {target.split(':')[0]} import {target.split(':')[1]} as main; sys.exit(main())"
-             for name, target in console_scripts().items()}
-    shims["accelerate"] = "import sys; from accelerate.commands.accelerate_cli import main; sys.exit(main())"
-    for name, code in shims.items():
-        (bin_dir / name).write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "{code}" "$@"\n')
-    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-    for shim in bin_dir.iterdir():
-        shim.chmod(0o755)
-    (tmp_path / "training").symlink_to(REPO_ROOT / "training")
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO_ROOT),
-           "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    blocks = walkthrough_commands()
-    assert len(blocks) == 5
-    outputs = []
-    for block in blocks:
-        completed = subprocess.run(["bash", "-e", "-c", block], cwd=tmp_path, env=env, capture_output=True,
-                                   text=True, timeout=900)
-        assert completed.returncode == 0, f"{block}\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
-        outputs.append(completed.stdout)
-    demo = tmp_path / "demo"
-    assert "VALID" in outputs[2] and "wrote demo/data/annotations.json" in outputs[2]
-    assert "snippet_stride" in outputs[3] and "window_size" in outputs[3]
-    preset = presets.load_preset(demo / "demo-actions.json")
-    assert preset["dataset"] == "demo-actions" and preset["model"]["num_labels"] == 4
-    assert (demo / "run" / "last" / "model.safetensors").is_file()
-    assert "average" in outputs[4] or "mAP" in outputs[4]
-    detections = json.loads((demo / "detections.json").read_text())
-    assert list(detections["results"]) == ["synthetic_validation_0000"]
 
 
 def test_single_subset_and_unreadable_class_map(tmp_path, capsys):

@@ -131,9 +131,7 @@ def test_resume_refuses_other_settings(model_folder, archive, tmp_path, capsys):
 def test_a_run_killed_after_its_first_video_resumes_to_the_uninterrupted_result(model_folder, archive, tmp_path):
     reference = tmp_path / "reference.json"
     arguments = [archive, "--model", model_folder, *FAST]
-    result = subprocess.run(detect_command(*arguments, "--output", reference), capture_output=True, text=True,
-                            env=environment(), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert main([*map(str, arguments), "--output", str(reference)]) == 0  # the uninterrupted run, in-process
 
     output = tmp_path / "killed.json"
     part = tmp_path / "killed.json.parts" / "part-00000-of-00001.jsonl"
@@ -160,9 +158,7 @@ def test_a_run_killed_after_its_first_video_resumes_to_the_uninterrupted_result(
 def test_two_accelerate_processes_give_the_one_process_result(model_folder, archive, tmp_path):
     reference, sharded = tmp_path / "one.csv", tmp_path / "two.csv"
     arguments = [archive, "--model", model_folder, "--no-progress", "--threads", "1"]
-    result = subprocess.run(detect_command(*arguments, "--output", reference), capture_output=True, text=True,
-                            env=environment(), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert main([*map(str, arguments), "--output", str(reference)]) == 0  # one process: this one
     # accelerate starts several local CPU processes through its multi-GPU launcher; ACCELERATE_USE_CPU=true makes
     # them a gloo group (training/configs/cpu_2proc.yaml explains why).
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
@@ -249,9 +245,7 @@ def test_follow_on_a_growing_file_gives_the_offline_result(model_folder, detecto
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     offline = tmp_path / "offline.json"
-    result = subprocess.run(detect_command(complete, "--model", model_folder, "--output", offline, *FAST),
-                            capture_output=True, text=True, env=environment(), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert main([str(complete), "--model", str(model_folder), "--output", str(offline), *FAST]) == 0
     expected = json.loads(offline.read_text())["results"]["complete"]
     assert as_set(json.loads(followed.read_text())["results"]["growing"]) == as_set(expected)
     assert sorted((d["label"], d["score"], d["start"], d["end"]) for d in lines) == as_set(expected)

@@ -5,6 +5,7 @@ CONTRIBUTING.md, "Documentation"."""
 
 import configparser
 import functools
+import json
 import os
 import re
 import shlex
@@ -114,12 +115,58 @@ def help_invocation(tokens: list[str]) -> tuple[tuple[str, ...], list[str]] | No
     return None
 
 
+# Runs each `--help` invocation as `python` would (`-c`, `-m`, a script path) in one interpreter, so the imports
+# are paid once: [exit status, standard output, standard error] per invocation, as JSON.
+HELP_RUNNER = """
+import contextlib, io, json, os, runpy, sys, traceback
+results = []
+for argv in json.load(sys.stdin):
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_path = sys.argv, sys.path[0]
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            if argv[0] == "-c":
+                sys.argv = ["-c", *argv[2:]]
+                exec(argv[1], {"__name__": "__main__"})
+            elif argv[0] == "-m":
+                sys.argv = argv[1:]
+                runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+            else:
+                sys.argv, sys.path[0] = list(argv), os.path.dirname(os.path.realpath(argv[0]))
+                runpy.run_path(argv[0], run_name="__main__")
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) or exit.code is None else 1
+            if not isinstance(exit.code, int) and exit.code is not None:
+                print(exit.code, file=sys.stderr)
+        except BaseException:
+            code = 1
+            traceback.print_exc()
+        finally:
+            sys.argv, sys.path[0] = saved_argv, saved_path
+    results.append([code or 0, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
+
+
 @functools.cache
-def help_text(argv: tuple[str, ...]) -> str:
+def help_texts() -> dict[tuple[str, ...], tuple[int, str, str]]:
+    """(exit status, stdout, stderr) of every `--help` invocation the pages' commands need, from one fresh
+    interpreter started in the repository root."""
+    invocations = sorted({invocation[0] for page in PAGES for _, _, kind, command in page_commands(page)
+                          if kind == "argv" and (invocation := help_invocation(command)) is not None})
+    assert all(argv[0] == sys.executable for argv in invocations)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"`{' '.join(argv[1:])}` failed:\n{result.stderr[-2000:]}"
-    return result.stdout
+    result = subprocess.run([sys.executable, "-c", HELP_RUNNER], input=json.dumps([argv[1:] for argv in invocations]),
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {argv: tuple(found) for argv, found in zip(invocations, json.loads(result.stdout.splitlines()[-1]))}
+
+
+def help_text(argv: tuple[str, ...]) -> str:
+    code, out, err = help_texts()[argv]
+    assert code == 0, f"`{' '.join(argv[1:])}` failed:\n{err[-2000:]}"
+    return out
 
 
 def shipped_preset(name: str) -> Path:
