@@ -26,7 +26,7 @@ adapter and this block's attention and MLP, `adatad.lean_vit.SlicedRecomputeFunc
 first and is over before the backbone's recomputation starts, so the peak is the kept tensors plus the larger of the
 detector's activations and what the step being recomputed adds (RECOMPUTED_BLOCK_TENSORS: the adapter's output and
 the gradients of the step's output, of the adapter's output and of its input, and the attention and MLP tensors of one
-eighth of the chunks, which are recomputed a slice at a time). That count is fitted to the first-step peaks that
+quarter of the chunks, which are recomputed a slice at a time). That count is fitted to the first-step peaks that
 `benchmarks/bench_vs_opentad.py` measures for VideoMAE-S at 256 and 768 frames (activations and gradients: AdamW's
 states do not exist yet at that peak).
 

@@ -281,7 +281,7 @@ class AdaTADSideAdapters(nn.Module):
 
 
 # Activation checkpointing recomputes a ViT block's attention and MLP this many slices of chunks at a time.
-RECOMPUTE_SLICES = 8
+RECOMPUTE_SLICES = 4
 
 
 class AdaTADBackbone(nn.Module):
