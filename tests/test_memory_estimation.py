@@ -91,7 +91,7 @@ def test_memory_parts_follow_the_parameters_and_the_tokens():
     assert longer.activations - detector == 2 * (plain.activations - detector)
 
 
-@pytest.mark.parametrize("results", ["bench_vs_opentad_256_sliced.json", "bench_vs_opentad_768.json"])
+@pytest.mark.parametrize("results", ["bench_vs_opentad_256_quarters.json", "bench_vs_opentad_768_quarters.json"])
 def test_checkpointed_estimate_within_15_percent_of_the_measured_adatad_step(results):
     # The harness measures the first step: its peak holds activations and gradients, AdamW's states come after.
     report = json.loads((RESULTS / results).read_text())
