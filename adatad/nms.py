@@ -89,7 +89,7 @@ def expf(x: np.ndarray) -> np.ndarray:
     near_midpoint -= _EXP_NEAR_MIDPOINT_LOW
     near_midpoint &= _EXP_LOW_BITS
     unsure = near_midpoint <= _EXP_NEAR_MIDPOINT_WIDTH
-    if x.shape[0] and x.min() < _EXP_FAST_LOWEST:
+    if x.size and x.min() < _EXP_FAST_LOWEST:
         unsure |= x < _EXP_FAST_LOWEST
     if unsure.any():
         result[unsure] = _glibc_expf(x[unsure])
@@ -335,10 +335,16 @@ def soft_nms_groups(
     if n > MAX_SOFT_NMS_CANDIDATES:
         raise ValueError(f"soft-NMS takes at most {MAX_SOFT_NMS_CANDIDATES} candidates per call, got {n}.")
     params = dict(method=method, sigma=sigma, min_score=min_score, iou_threshold=iou_threshold, t1=t1, t2=t2)
-    picked = _soft_nms_picks_without_ties(segments[:, 0], segments[:, 1], scores, group_ids, **params)
+    start, end = segments[:, 0], segments[:, 1]
+    # the pick loop and, where it declines, the rounds read the same pairs: built once
+    pairs = None
+    if _overlaps_alone_decay(start, end, scores, method, iou_threshold):
+        group = np.unique(group_ids, return_inverse=True)[1]
+        pairs = _overlapping_pairs(start, end, group, method, sigma, iou_threshold, t1, t2)
+    picked = _soft_nms_picks_without_ties(start, end, scores, group_ids, pairs=pairs, **params)
     if picked is not None:
         return picked
-    keep, kept_scores, sequential_groups = _soft_nms_rounds(segments[:, 0], segments[:, 1], scores, group_ids, **params)
+    keep, kept_scores, sequential_groups = _soft_nms_rounds(start, end, scores, group_ids, pairs=pairs, **params)
     if sequential_groups.shape[0]:
         redo = np.flatnonzero(np.isin(group_ids, sequential_groups))
         redo_keep, redo_scores = _sequential_soft_nms(segments[redo], scores[redo], group_ids[redo], **params)
@@ -371,21 +377,30 @@ def _soft_nms_picks_without_ties(
     iou_threshold: float,
     t1: float,
     t2: float,
+    pairs: _OverlappingPairs | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """OpenTAD's loop one pick at a time, every group at once, for groups of up to `_PICK_LOOP_MAX_GROUP_SIZE`
     candidates. While each pick is the only candidate of its group at the top score, the memory layout decides
     nothing, so a pick only multiplies the precomputed decays of the candidates it overlaps (one row of a dense
     table per candidate). Returns `(keep, kept_scores)`, grouped by group and in pick order inside each, or None
     for inputs it does not take: larger groups, inputs outside `_overlaps_alone_decay`, overlaps so uneven that the
-    table would be mostly empty, and any tie at the top of a group (then the rounds decide)."""
+    table would be mostly empty, decays of 0, a group whose best starts below `min_score`, and any tie at the top of
+    a group (then the rounds decide). `pairs`, when given, are `_overlapping_pairs` of these inputs, which then pass
+    `_overlaps_alone_decay`."""
     f32 = np.float32
     n = scores.shape[0]
     unique_ids, group, sizes = np.unique(group_ids, return_inverse=True, return_counts=True)
     width = int(sizes.max())
-    if width > _PICK_LOOP_MAX_GROUP_SIZE or not _overlaps_alone_decay(start, end, scores, method, iou_threshold):
+    if width > _PICK_LOOP_MAX_GROUP_SIZE:
+        return None
+    if pairs is None:
+        if not _overlaps_alone_decay(start, end, scores, method, iou_threshold):
+            return None
+        pairs = _overlapping_pairs(start, end, group, method, sigma, iou_threshold, t1, t2)
+    # a decay of 0 would turn a picked cell's -inf into NaN (see the loop); the rounds take such inputs
+    if not pairs.weight_first.all() or not pairs.weight_second.all():
         return None
     num_groups = unique_ids.shape[0]
-    pairs = _overlapping_pairs(start, end, group, method, sigma, iou_threshold, t1, t2)
     # Each group is a row of a table of current scores: its candidates in sweep order between `span` empty cells on
     # either side; -inf marks empty, picked or dropped cells. Window w, a view, is cells w .. w + 2 * span: the
     # pick in cell w + span and its neighbours in sweep order, which it decays by row w of a table of factors (1
@@ -398,10 +413,18 @@ def _soft_nms_picks_without_ties(
     if num_cells * (2 * span + 1) > 16 * distance.shape[0] + 2**16:
         return None
     group_of_position = np.repeat(np.arange(num_groups), sizes)
-    cell = np.arange(n) + (np.arange(num_groups) * row_width + span - np.cumsum(sizes) + sizes)[group_of_position]
+    first_position_of_row = np.cumsum(sizes) - sizes
+    first_window_of_row = np.arange(num_groups) * row_width
+    cell = np.arange(n) + (first_window_of_row + span - first_position_of_row)[group_of_position]
     current = np.full(num_cells, -np.inf, dtype=f32)
     current[cell] = scores[pairs.order]
     table = current.reshape(num_groups, row_width)
+    minimum = f32(min_score)
+    # OpenTAD drops a candidate once its score falls below `min_score`; here it stays in the table, below every
+    # candidate in play, and a group is done when its best is below `min_score`. That needs each group's best to
+    # start at `min_score` or above (OpenTAD keeps a lower best alone); the rounds take other inputs.
+    if (table.max(1) < minimum).any():
+        return None
     windows = np.lib.stride_tricks.sliding_window_view(current, 2 * span + 1, writeable=True)
     decay_factors = np.ones((n, 2 * span + 1), dtype=f32)  # by the pick's sweep position
     slot = distance
@@ -410,17 +433,8 @@ def _soft_nms_picks_without_ties(
     np.subtract(2 * span, slot, out=slot)  # span - 1 - distance
     decay_factors[pairs.second, slot] = pairs.weight_second
 
-    minimum = f32(min_score)
-    # OpenTAD drops a candidate once its score falls below `min_score`; here it stays in the table, below every
-    # candidate in play, and a group is done when its best is below `min_score`. That needs each group's best to
-    # start at `min_score` or above (OpenTAD keeps a lower best alone) and no factor of 0 (which would turn a picked
-    # cell's -inf into NaN); the rounds take other inputs.
-    if (table.max(1) < minimum).any() or not pairs.weight_first.all() or not pairs.weight_second.all():
-        return None
     # the candidate at place p of row r's candidate cells: window r * row_width + p, sweep position start_r + p
     candidate_cells = table[:, span : span + width]
-    first_window_of_row = np.arange(num_groups) * row_width
-    first_position_of_row = np.cumsum(sizes) - sizes
     picked_positions, picked_scores = [], []
     while True:
         place = candidate_cells.argmax(1)
@@ -468,18 +482,21 @@ def _soft_nms_rounds(
     t1: float,
     t2: float,
     counters: dict | None = None,
+    pairs: _OverlappingPairs | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Soft-NMS by rounds of local maxima, groups with ties step by step (module docstring). Returns `(keep,
     kept_scores, groups_left)`: the picks of every group it decided, in selection order inside each group, and
     the group ids left for the dense step loop (all of them for inputs the rounds do not cover, else none).
-    `counters`, when given, receives the work done (rounds, pair visits, groups run step by step), for tests."""
+    `counters`, when given, receives the work done (rounds, pair visits, groups run step by step), for tests.
+    `pairs`, when given, are `_overlapping_pairs` of these inputs, which then pass `_overlaps_alone_decay`."""
     f32 = np.float32
     unique_ids, group = np.unique(group_ids, return_inverse=True)
-    if not _overlaps_alone_decay(start, end, scores, method, iou_threshold):
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), unique_ids
+    if pairs is None:
+        if not _overlaps_alone_decay(start, end, scores, method, iou_threshold):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), unique_ids
+        pairs = _overlapping_pairs(start, end, group, method, sigma, iou_threshold, t1, t2)
     num_groups = unique_ids.shape[0]
     # candidates are handled in sweep order (group, start); `order` maps back to the input
-    pairs = _overlapping_pairs(start, end, group, method, sigma, iou_threshold, t1, t2)
     order, stop, graph = pairs.order, pairs.stop, _overlap_graph(pairs)
     edge_start, others, out_weight, in_weight = graph
     group, initial = group[order], scores[order].astype(np.float32)
