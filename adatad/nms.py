@@ -67,47 +67,47 @@ _EXP_POLY = (
 _EXP_UNDERFLOW = np.float32(float.fromhex("-0x1.9fe368p6"))  # below this expf returns +0
 
 
-# glibc's double-precision result is within 1.7 * 2^-34 (relative) of exp(x) and numpy's double exp within a few
-# units of 2^-52, so where numpy's result is farther than 2^-30 (relative) from a midpoint between two float32s,
-# it rounds to glibc's float32; only the others (3 in a hundred) need glibc's steps. A double rounds to float32
-# by its low 29 mantissa bits, whose midpoint is 2^28; 2^23 units of those bits are at least 2^-30 relative.
-# Below -80 the result nears float32's subnormals.
-_EXP_LOW_BITS = np.uint64((1 << 29) - 1)
-_EXP_NEAR_MIDPOINT_LOW = np.uint64((1 << 28) - (1 << 23))
-_EXP_NEAR_MIDPOINT_WIDTH = np.uint64(1 << 24)
-_EXP_FAST_LOWEST = np.float32(-80)
+# Elements per block where a computation runs block by block: the block's temporaries (float64 here) stay in the
+# cache and are reused from one block to the next, where whole-array temporaries would be fresh memory that the
+# system maps and clears on every call.
+_BLOCK = 8192
 
 
 def expf(x: np.ndarray) -> np.ndarray:
     """glibc's `expf` for finite float32 `x <= 0` (the soft-NMS exponents), as a float32 array."""
     x = np.asarray(x, dtype=np.float32)
-    exact = x.astype(np.float64)
-    np.exp(exact, out=exact)
-    result = exact.astype(np.float32)
-    # (low bits - (midpoint - 2^23)) mod 2^29 <= 2^24: within 2^23 units of the midpoint (`exact` is reused)
-    near_midpoint = exact.view(np.uint64)
-    near_midpoint -= _EXP_NEAR_MIDPOINT_LOW
-    near_midpoint &= _EXP_LOW_BITS
-    unsure = near_midpoint <= _EXP_NEAR_MIDPOINT_WIDTH
-    if x.size and x.min() < _EXP_FAST_LOWEST:
-        unsure |= x < _EXP_FAST_LOWEST
-    if unsure.any():
-        result[unsure] = _glibc_expf(x[unsure])
-    return result
+    flat = x.reshape(-1)
+    result = np.empty(flat.shape[0], dtype=np.float32)
+    for low in range(0, flat.shape[0], _BLOCK):
+        result[low : low + _BLOCK] = _glibc_expf(flat[low : low + _BLOCK])
+    return result.reshape(x.shape)
 
 
 def _glibc_expf(x: np.ndarray) -> np.ndarray:
     """glibc's `expf` steps in double precision (see above)."""
-    z = _EXP_INV_LN2_N * x.astype(np.float64)
+    z = x.astype(np.float64)
+    z *= _EXP_INV_LN2_N
     shifted = z + _EXP_SHIFT  # rounds z to an integer k, held in the low mantissa bits
     k = shifted.view(np.uint64)
-    r = z - (shifted - _EXP_SHIFT)
-    scale = (_EXP_TABLE[(k % np.uint64(_EXP_N)).astype(np.intp)] + (k << np.uint64(52 - _EXP_TABLE_BITS))).view(
-        np.float64
-    )
+    scale_bits = _EXP_TABLE.take((k & np.uint64(_EXP_N - 1)).view(np.int64))
+    scale_bits += k << np.uint64(52 - _EXP_TABLE_BITS)
+    shifted -= _EXP_SHIFT  # (k is a view of it, used up)
+    r = z
+    r -= shifted
     c0, c1, c2 = _EXP_POLY
-    y = ((c0 * r + c1) * (r * r) + (c2 * r + 1.0)) * scale
-    return np.where(x < _EXP_UNDERFLOW, np.float32(0), y.astype(np.float32))
+    # ((c0 * r + c1) * (r * r) + (c2 * r + 1)) * 2^(k/N)
+    y = r * r
+    poly = r * c0
+    poly += c1
+    poly *= y
+    r *= c2
+    r += 1.0
+    poly += r
+    poly *= scale_bits.view(np.float64)
+    y = poly.astype(np.float32)
+    if x.shape[0] and x.min() < _EXP_UNDERFLOW:
+        y[x < _EXP_UNDERFLOW] = 0
+    return y
 
 
 def decay_weights(
@@ -227,36 +227,77 @@ def _overlapping_pairs(
     iou_threshold: float,
     t1: float,
     t2: float,
+    sweep: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> _OverlappingPairs:
-    f32 = np.float32
-    order, stop = _sweep(start, end, group)
+    """`sweep`, when given, is `_sweep(start, end, group)`."""
+    order, stop = _sweep(start, end, group) if sweep is None else sweep
     start, end = start[order], end[order]
-    n = order.shape[0]
-    # the later-starting segments a segment can overlap are one run after it
-    counts = np.maximum(stop - np.arange(n) - 1, 0)
-    index = np.int32 if counts.sum() < 2**31 else np.int64
-    first = np.repeat(np.arange(n, dtype=index), counts)
-    second = np.arange(1, first.shape[0] + 1, dtype=index)
-    second += np.repeat((np.arange(n) - np.cumsum(counts) + counts).astype(index), counts)
-    # OpenTAD's float32 overlap: inter / (len_a + len_b - inter), lengths with +1e-6; in sweep order the later
-    # start is `second`'s. (Pairs that only touch have overlap 0, weight 1, and leave below.)
-    length = (end - start) + f32(1e-6)
-    # (in place where it can: each pair-sized temporary is fresh memory the system must map and clear)
-    length_first = np.repeat(length, counts)
-    inter = np.repeat(end, counts)
+    length = (end - start) + np.float32(1e-6)
+    counts = _later_overlap_counts(stop)
+    num_pairs = int(counts.sum())
+    index = np.int32 if num_pairs < 2**31 else np.int64
+    first, second = np.empty(num_pairs, dtype=index), np.empty(num_pairs, dtype=index)
+    weight_first = np.empty(num_pairs, dtype=np.float32)
+    weight_second = np.empty(num_pairs, dtype=np.float32) if method == "improved_gaussian" else weight_first
+    low = 0
+    for block_first, block_second in _pair_blocks(counts):
+        high = low + block_first.shape[0]
+        first[low:high], second[low:high] = block_first, block_second
+        weight_first[low:high], weight_second[low:high] = _pair_decays(
+            start, end, length, block_first, block_second, method, sigma, iou_threshold, t1, t2
+        )
+        low = high
+    return _OverlappingPairs(order, stop, first, second, weight_first, weight_second)
+
+
+def _later_overlap_counts(stop: np.ndarray) -> np.ndarray:
+    """Per sweep position, how many later-starting segments it can overlap: one run after it."""
+    return np.maximum(stop - np.arange(1, stop.shape[0] + 1), 0)
+
+
+def _pair_blocks(counts: np.ndarray):
+    """The pairs (first, second) of sweep positions, second in first's run, in order of first then second, about
+    `_BLOCK` pairs at a time (whole runs)."""
+    run_ends = np.cumsum(counts)
+    total = int(run_ends[-1]) if run_ends.shape[0] else 0
+    bounds = np.searchsorted(run_ends, np.arange(_BLOCK, total, _BLOCK), side="right").tolist()
+    for low, high in zip([0, *bounds], [*bounds, counts.shape[0]]):
+        block_counts = counts[low:high]
+        first = np.repeat(np.arange(low, high, dtype=np.int64), block_counts)
+        # second = first + 1 + the pair's place in first's run
+        second = np.arange(1, first.shape[0] + 1, dtype=np.int64)
+        second += np.repeat(np.arange(low, high) - (np.cumsum(block_counts) - block_counts), block_counts)
+        yield first, second
+
+
+def _pair_decays(
+    start: np.ndarray,
+    end: np.ndarray,
+    length: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    method: str,
+    sigma: float,
+    iou_threshold: float,
+    t1: float,
+    t2: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(decay of second when first is picked, decay of first when second is picked)` for pairs of sweep positions
+    (`start`, `end` and `length` = end - start + 1e-6 in sweep order), with OpenTAD's float32 overlap: inter /
+    (len_a + len_b - inter). In sweep order the later start is `second`'s."""
+    f32 = np.float32
+    inter = end[first]
     np.minimum(inter, end[second], out=inter)
     inter -= start[second]
     np.maximum(inter, f32(0), out=inter)
-    ovr = length[second]
-    ovr += length_first
+    length_first, length_second = length[first], length[second]
+    ovr = length_second + length_first
     ovr -= inter
     np.divide(inter, ovr, out=ovr)
-    del inter
     weight_first = decay_weights(ovr, length_first, method, sigma, iou_threshold, t1, t2)
-    weight_second = weight_first
-    if method == "improved_gaussian":  # the only decay that depends on which segment is picked
-        weight_second = decay_weights(ovr, length[second], method, sigma, iou_threshold, t1, t2)
-    return _OverlappingPairs(order, stop, first, second, weight_first, weight_second)
+    if method != "improved_gaussian":  # the only decay that depends on which segment is picked
+        return weight_first, weight_first
+    return weight_first, decay_weights(ovr, length_second, method, sigma, iou_threshold, t1, t2)
 
 
 class _OverlapGraph(NamedTuple):
@@ -336,14 +377,15 @@ def soft_nms_groups(
         raise ValueError(f"soft-NMS takes at most {MAX_SOFT_NMS_CANDIDATES} candidates per call, got {n}.")
     params = dict(method=method, sigma=sigma, min_score=min_score, iou_threshold=iou_threshold, t1=t1, t2=t2)
     start, end = segments[:, 0], segments[:, 1]
-    # the pick loop and, where it declines, the rounds read the same pairs: built once
+    # the pick loop and, where it declines, the rounds start from the same sweep: sorted once
     pairs = None
     if _overlaps_alone_decay(start, end, scores, method, iou_threshold):
         group = np.unique(group_ids, return_inverse=True)[1]
-        pairs = _overlapping_pairs(start, end, group, method, sigma, iou_threshold, t1, t2)
-    picked = _soft_nms_picks_without_ties(start, end, scores, group_ids, pairs=pairs, **params)
-    if picked is not None:
-        return picked
+        sweep = _sweep(start, end, group)
+        picked = _soft_nms_picks_without_ties(start, end, scores, group_ids, sweep=sweep, **params)
+        if picked is not None:
+            return picked
+        pairs = _overlapping_pairs(start, end, group, method, sigma, iou_threshold, t1, t2, sweep=sweep)
     keep, kept_scores, sequential_groups = _soft_nms_rounds(start, end, scores, group_ids, pairs=pairs, **params)
     if sequential_groups.shape[0]:
         redo = np.flatnonzero(np.isin(group_ids, sequential_groups))
@@ -377,7 +419,7 @@ def _soft_nms_picks_without_ties(
     iou_threshold: float,
     t1: float,
     t2: float,
-    pairs: _OverlappingPairs | None = None,
+    sweep: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """OpenTAD's loop one pick at a time, every group at once, for groups of up to `_PICK_LOOP_MAX_GROUP_SIZE`
     candidates. While each pick is the only candidate of its group at the top score, the memory layout decides
@@ -385,7 +427,7 @@ def _soft_nms_picks_without_ties(
     table per candidate). Returns `(keep, kept_scores)`, grouped by group and in pick order inside each, or None
     for inputs it does not take: larger groups, inputs outside `_overlaps_alone_decay`, overlaps so uneven that the
     table would be mostly empty, decays of 0, a group whose best starts below `min_score`, and any tie at the top of
-    a group (then the rounds decide). `pairs`, when given, are `_overlapping_pairs` of these inputs, which then pass
+    a group (then the rounds decide). `sweep`, when given, is `_sweep` of these inputs, which then pass
     `_overlaps_alone_decay`."""
     f32 = np.float32
     n = scores.shape[0]
@@ -393,31 +435,28 @@ def _soft_nms_picks_without_ties(
     width = int(sizes.max())
     if width > _PICK_LOOP_MAX_GROUP_SIZE:
         return None
-    if pairs is None:
+    if sweep is None:
         if not _overlaps_alone_decay(start, end, scores, method, iou_threshold):
             return None
-        pairs = _overlapping_pairs(start, end, group, method, sigma, iou_threshold, t1, t2)
-    # a decay of 0 would turn a picked cell's -inf into NaN (see the loop); the rounds take such inputs
-    if not pairs.weight_first.all() or not pairs.weight_second.all():
-        return None
+        sweep = _sweep(start, end, group)
+    order, stop = sweep
     num_groups = unique_ids.shape[0]
     # Each group is a row of a table of current scores: its candidates in sweep order between `span` empty cells on
     # either side; -inf marks empty, picked or dropped cells. Window w, a view, is cells w .. w + 2 * span: the
-    # pick in cell w + span and its neighbours in sweep order, which it decays by row w of a table of factors (1
-    # where they do not overlap, and for the pick itself). Where that table would be mostly ones, the rounds take
-    # the input.
-    distance = pairs.second - pairs.first - 1  # pair (i, j): j = i + distance + 1 (sweep positions)
-    span = int(distance.max()) + 1 if distance.shape[0] else 1
+    # pick in cell w + span and its neighbours in sweep order. Where that table would be mostly empty, the rounds
+    # take the input.
+    counts = _later_overlap_counts(stop)
+    span = max(int(counts.max()), 1)
     row_width = width + 2 * span
     num_cells = num_groups * row_width
-    if num_cells * (2 * span + 1) > 16 * distance.shape[0] + 2**16:
+    if num_cells * (2 * span + 1) > 16 * int(counts.sum()) + 2**16:
         return None
     group_of_position = np.repeat(np.arange(num_groups), sizes)
     first_position_of_row = np.cumsum(sizes) - sizes
     first_window_of_row = np.arange(num_groups) * row_width
     cell = np.arange(n) + (first_window_of_row + span - first_position_of_row)[group_of_position]
     current = np.full(num_cells, -np.inf, dtype=f32)
-    current[cell] = scores[pairs.order]
+    current[cell] = scores[order]
     table = current.reshape(num_groups, row_width)
     minimum = f32(min_score)
     # OpenTAD drops a candidate once its score falls below `min_score`; here it stays in the table, below every
@@ -426,23 +465,22 @@ def _soft_nms_picks_without_ties(
     if (table.max(1) < minimum).any():
         return None
     windows = np.lib.stride_tricks.sliding_window_view(current, 2 * span + 1, writeable=True)
-    decay_factors = np.ones((n, 2 * span + 1), dtype=f32)  # by the pick's sweep position
-    slot = distance
-    slot += span + 1
-    decay_factors[pairs.first, slot] = pairs.weight_first
-    np.subtract(2 * span, slot, out=slot)  # span - 1 - distance
-    decay_factors[pairs.second, slot] = pairs.weight_second
+    decay_factors = _pick_decay_factors(start[order], end[order], counts, span, method, sigma, iou_threshold, t1, t2)
+    # a decay of 0 would turn a picked cell's -inf into NaN (see the loop); the rounds take such inputs
+    if decay_factors is None:
+        return None
 
     # the candidate at place p of row r's candidate cells: window r * row_width + p, sweep position start_r + p
     candidate_cells = table[:, span : span + width]
+    minimum_value = float(minimum)
     picked_positions, picked_scores = [], []
     while True:
         place = candidate_cells.argmax(1)
         window = place + first_window_of_row
         values = windows[window]
-        top = values[:, span].copy()
-        if min(top.tolist()) < minimum:  # a group is done
-            active = top >= minimum
+        top = values[:, span : span + 1].copy()
+        if min(top.ravel().tolist()) < minimum_value:  # a group is done
+            active = top[:, 0] >= minimum
             if not active.any():
                 break
             window, values, top = window[active], values[active], top[active]
@@ -453,12 +491,12 @@ def _soft_nms_picks_without_ties(
         picked_scores.append(top)
         values[:, span] = -np.inf
         # a candidate tied with the pick: one it decays shows here, any other is picked next at the same score
-        if (values == top[:, None]).any():
+        if np.count_nonzero(values == top):
             return None
         values *= decay_factors.take(place, axis=0)
         windows[window] = values
     picked_positions = np.concatenate(picked_positions)
-    picked_scores = np.concatenate(picked_scores)
+    picked_scores = np.concatenate(picked_scores).ravel()
     picked_groups = group_of_position[picked_positions]
     by_group = np.argsort(picked_groups, kind="stable")
     picked_positions, picked_scores, picked_groups = (
@@ -466,7 +504,56 @@ def _soft_nms_picks_without_ties(
     )
     if ((picked_groups[1:] == picked_groups[:-1]) & (picked_scores[1:] == picked_scores[:-1])).any():
         return None
-    return pairs.order[picked_positions], picked_scores
+    return order[picked_positions], picked_scores
+
+
+def _pick_decay_factors(
+    start: np.ndarray,
+    end: np.ndarray,
+    counts: np.ndarray,
+    span: int,
+    method: str,
+    sigma: float,
+    iou_threshold: float,
+    t1: float,
+    t2: float,
+) -> np.ndarray | None:
+    """The decays a pick at sweep position p applies to its window, sweep positions p - span .. p + span, as row p of
+    an `(n, 2 * span + 1)` array (1 for the pick itself and where they do not overlap); None if a decay is 0.
+    `start`, `end` in sweep order, `counts` = `_later_overlap_counts`."""
+    n, width = start.shape[0], 2 * span + 1
+    length = (end - start) + np.float32(1e-6)
+    # `span` rows of ones above the table let the left halves be read as diagonals of the right halves
+    table = np.empty((span + n, width), dtype=np.float32)
+    table[:, span:] = 1
+    flat = table.reshape(-1)
+    symmetric = method != "improved_gaussian"
+    if not symmetric:
+        table[span:, :span] = 1
+    for first, second in _pair_blocks(counts):
+        weight_first, weight_second = _pair_decays(
+            start, end, length, first, second, method, sigma, iou_threshold, t1, t2
+        )
+        if not weight_first.all() or not weight_second.all():
+            return None
+        # pair (i, j): the decay of j when i is picked is cell (span + i, span + j - i), flat position
+        # i * (width - 1) + j + span * (width + 1)
+        slot = first * (width - 1)
+        slot += second
+        slot += span * (width + 1)
+        flat[slot] = weight_first
+        if not symmetric:  # the decay of i when j is picked: cell (span + j, span + i - j)
+            slot = second * (width - 1)
+            slot += first
+            slot += span * (width + 1)
+            flat[slot] = weight_second
+    if symmetric:
+        # the decay of i when j is picked, cell (span + j, span + i - j), equals that of j when i is: cell
+        # (span + j, m) is cell (j + m, 2 * span - m), flat position j * width + 2 * span + m * (width - 1)
+        table[span:, :span] = np.lib.stride_tricks.as_strided(
+            flat[2 * span :], shape=(n, span), strides=(width * flat.itemsize, (width - 1) * flat.itemsize)
+        )
+    return table[span:]
 
 
 def _soft_nms_rounds(
