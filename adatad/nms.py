@@ -85,11 +85,10 @@ def expf(x: np.ndarray) -> np.ndarray:
 
 def _glibc_expf(x: np.ndarray) -> np.ndarray:
     """glibc's `expf` steps in double precision (see above)."""
-    z = x.astype(np.float64)
-    z *= _EXP_INV_LN2_N
+    z = np.multiply(x, np.float64(_EXP_INV_LN2_N))  # in double precision
     shifted = z + _EXP_SHIFT  # rounds z to an integer k, held in the low mantissa bits
     k = shifted.view(np.uint64)
-    scale_bits = _EXP_TABLE.take((k & np.uint64(_EXP_N - 1)).view(np.int64))
+    scale_bits = _EXP_TABLE.take(k & np.uint64(_EXP_N - 1))
     scale_bits += k << np.uint64(52 - _EXP_TABLE_BITS)
     shifted -= _EXP_SHIFT  # (k is a view of it, used up)
     r = z
@@ -123,8 +122,7 @@ def decay_weights(
     f32 = np.float32
     if method == "gaussian":
         exponent = np.multiply(ovr, ovr)
-        np.negative(exponent, out=exponent)
-        exponent /= f32(sigma)
+        exponent /= f32(-sigma)  # = -(ovr * ovr) / sigma, bit for bit
         return expf(exponent)
     if method == "linear":
         return np.where(ovr >= f32(iou_threshold), f32(1) - ovr, f32(1)).astype(np.float32)
@@ -534,7 +532,7 @@ def _pick_decay_factors(
         weight_first, weight_second = _pair_decays(
             start, end, length, first, second, method, sigma, iou_threshold, t1, t2
         )
-        if not weight_first.all() or not weight_second.all():
+        if not weight_first.all() or (not symmetric and not weight_second.all()):
             return None
         # pair (i, j): the decay of j when i is picked is cell (span + i, span + j - i), flat position
         # i * (width - 1) + j + span * (width + 1)
