@@ -195,6 +195,29 @@ def test_pick_loop_and_rounds_equal_the_loop_without_ties(method, min_score, mon
         assert kept_scores.tobytes() == expected_scores.tobytes()
 
 
+@pytest.mark.parametrize("method", ["gaussian", "improved_gaussian"])
+@pytest.mark.parametrize("block", [1, 7, 500])
+def test_pairs_and_exp_in_blocks_of_any_size(method, block, monkeypatch):
+    # the decays are computed a block of pairs (and of exponents) at a time; any block size gives the same picks,
+    # through the pick loop and through the rounds
+    rng = np.random.default_rng(7)
+    segments, scores = distinct_score_candidates(rng, 400, 100)
+    groups = rng.integers(0, 3, scores.shape[0])
+    expected_keep, expected_scores = expected_per_group(segments, scores, groups, method, 0.001)
+    monkeypatch.setattr(nms, "_BLOCK", block)
+    params = dict(method=method, min_score=0.001, **PARAMS)
+    assert _soft_nms_picks_without_ties(segments[:, 0], segments[:, 1], scores, groups, **params) is not None
+    for pick_loop_max in (1024, 0):
+        monkeypatch.setattr(nms, "_PICK_LOOP_MAX_GROUP_SIZE", pick_loop_max)
+        keep, kept_scores = soft_nms_groups(segments, scores, groups, **params)
+        assert keep.tolist() == expected_keep
+        assert kept_scores.tobytes() == expected_scores.tobytes()
+    exponents = -rng.uniform(0, 90, 1000).astype(np.float32)
+    blocked = expf(exponents)
+    monkeypatch.setattr(nms, "_BLOCK", 8192)
+    assert blocked.tobytes() == expf(exponents).tobytes()
+
+
 def test_pick_loop_leaves_ties_and_large_groups_to_the_rounds(monkeypatch):
     segments = np.array([[0, 4], [1, 5], [10, 12]], dtype=np.float32)
     tied = np.array([0.9, 0.9, 0.5], dtype=np.float32)  # two overlapping candidates tie at the top
