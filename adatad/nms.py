@@ -229,8 +229,6 @@ def _overlapping_pairs(
 ) -> _OverlappingPairs:
     """`sweep`, when given, is `_sweep(start, end, group)`."""
     order, stop = _sweep(start, end, group) if sweep is None else sweep
-    start, end = start[order], end[order]
-    length = (end - start) + np.float32(1e-6)
     counts = _later_overlap_counts(stop)
     num_pairs = int(counts.sum())
     index = np.int32 if num_pairs < 2**31 else np.int64
@@ -238,12 +236,9 @@ def _overlapping_pairs(
     weight_first = np.empty(num_pairs, dtype=np.float32)
     weight_second = np.empty(num_pairs, dtype=np.float32) if method == "improved_gaussian" else weight_first
     low = 0
-    for block_first, block_second in _pair_blocks(counts):
-        high = low + block_first.shape[0]
-        first[low:high], second[low:high] = block_first, block_second
-        weight_first[low:high], weight_second[low:high] = _pair_decays(
-            start, end, length, block_first, block_second, method, sigma, iou_threshold, t1, t2
-        )
+    for block in _pair_decay_blocks(start[order], end[order], counts, method, sigma, iou_threshold, t1, t2):
+        high = low + block[0].shape[0]
+        first[low:high], second[low:high], weight_first[low:high], weight_second[low:high] = block
         low = high
     return _OverlappingPairs(order, stop, first, second, weight_first, weight_second)
 
@@ -253,9 +248,23 @@ def _later_overlap_counts(stop: np.ndarray) -> np.ndarray:
     return np.maximum(stop - np.arange(1, stop.shape[0] + 1), 0)
 
 
-def _pair_blocks(counts: np.ndarray):
-    """The pairs (first, second) of sweep positions, second in first's run, in order of first then second, about
-    `_BLOCK` pairs at a time (whole runs)."""
+def _pair_decay_blocks(
+    start: np.ndarray,
+    end: np.ndarray,
+    counts: np.ndarray,
+    method: str,
+    sigma: float,
+    iou_threshold: float,
+    t1: float,
+    t2: float,
+):
+    """The overlapping pairs as `(first, second, decay of second when first is picked, decay of first when second is
+    picked)`, about `_BLOCK` pairs at a time (whole runs): sweep positions, `second` in `first`'s run, in order of
+    `first` then `second`. `start`, `end` in sweep order, `counts` = `_later_overlap_counts`. Overlaps are OpenTAD's
+    float32 ones: inter / (len_a + len_b - inter), lengths end - start + 1e-6; in sweep order the later start is
+    `second`'s."""
+    f32 = np.float32
+    length = (end - start) + f32(1e-6)
     run_ends = np.cumsum(counts)
     total = int(run_ends[-1]) if run_ends.shape[0] else 0
     bounds = np.searchsorted(run_ends, np.arange(_BLOCK, total, _BLOCK), side="right").tolist()
@@ -265,37 +274,19 @@ def _pair_blocks(counts: np.ndarray):
         # second = first + 1 + the pair's place in first's run
         second = np.arange(1, first.shape[0] + 1, dtype=np.int64)
         second += np.repeat(np.arange(low, high) - (np.cumsum(block_counts) - block_counts), block_counts)
-        yield first, second
-
-
-def _pair_decays(
-    start: np.ndarray,
-    end: np.ndarray,
-    length: np.ndarray,
-    first: np.ndarray,
-    second: np.ndarray,
-    method: str,
-    sigma: float,
-    iou_threshold: float,
-    t1: float,
-    t2: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """`(decay of second when first is picked, decay of first when second is picked)` for pairs of sweep positions
-    (`start`, `end` and `length` = end - start + 1e-6 in sweep order), with OpenTAD's float32 overlap: inter /
-    (len_a + len_b - inter). In sweep order the later start is `second`'s."""
-    f32 = np.float32
-    inter = end[first]
-    np.minimum(inter, end[second], out=inter)
-    inter -= start[second]
-    np.maximum(inter, f32(0), out=inter)
-    length_first, length_second = length[first], length[second]
-    ovr = length_second + length_first
-    ovr -= inter
-    np.divide(inter, ovr, out=ovr)
-    weight_first = decay_weights(ovr, length_first, method, sigma, iou_threshold, t1, t2)
-    if method != "improved_gaussian":  # the only decay that depends on which segment is picked
-        return weight_first, weight_first
-    return weight_first, decay_weights(ovr, length_second, method, sigma, iou_threshold, t1, t2)
+        inter = end[first]
+        np.minimum(inter, end[second], out=inter)
+        inter -= start[second]
+        np.maximum(inter, f32(0), out=inter)
+        length_first, length_second = length[first], length[second]
+        ovr = length_second + length_first
+        ovr -= inter
+        np.divide(inter, ovr, out=ovr)
+        weight_first = decay_weights(ovr, length_first, method, sigma, iou_threshold, t1, t2)
+        weight_second = weight_first
+        if method == "improved_gaussian":  # the only decay that depends on which segment is picked
+            weight_second = decay_weights(ovr, length_second, method, sigma, iou_threshold, t1, t2)
+        yield first, second, weight_first, weight_second
 
 
 class _OverlapGraph(NamedTuple):
@@ -520,7 +511,6 @@ def _pick_decay_factors(
     an `(n, 2 * span + 1)` array (1 for the pick itself and where they do not overlap); None if a decay is 0.
     `start`, `end` in sweep order, `counts` = `_later_overlap_counts`."""
     n, width = start.shape[0], 2 * span + 1
-    length = (end - start) + np.float32(1e-6)
     # `span` rows of ones above the table let the left halves be read as diagonals of the right halves
     table = np.empty((span + n, width), dtype=np.float32)
     table[:, span:] = 1
@@ -528,10 +518,9 @@ def _pick_decay_factors(
     symmetric = method != "improved_gaussian"
     if not symmetric:
         table[span:, :span] = 1
-    for first, second in _pair_blocks(counts):
-        weight_first, weight_second = _pair_decays(
-            start, end, length, first, second, method, sigma, iou_threshold, t1, t2
-        )
+    for first, second, weight_first, weight_second in _pair_decay_blocks(
+        start, end, counts, method, sigma, iou_threshold, t1, t2
+    ):
         if not weight_first.all() or (not symmetric and not weight_second.all()):
             return None
         # pair (i, j): the decay of j when i is picked is cell (span + i, span + j - i), flat position

@@ -214,7 +214,7 @@ def test_pairs_and_exp_in_blocks_of_any_size(method, block, monkeypatch):
         assert kept_scores.tobytes() == expected_scores.tobytes()
     exponents = -rng.uniform(0, 90, 1000).astype(np.float32)
     blocked = expf(exponents)
-    monkeypatch.setattr(nms, "_BLOCK", 8192)
+    monkeypatch.undo()
     assert blocked.tobytes() == expf(exponents).tobytes()
 
 
